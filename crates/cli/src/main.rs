@@ -1,0 +1,143 @@
+//! `tandem`: the one binary. Subcommands:
+//! - `server`: run a node;
+//! - `bench`: load-generate against any RESP server (Tandem or Redis);
+//! - `status`: print a node's `/status`;
+//! - `log repair`: truncate a corrupt log deliberately.
+//!
+//! This crate only parses arguments, sets up logging and signals, and calls
+//! the library crates; it holds no database logic.
+
+mod bench_cmd;
+mod server_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Tandem: a replicated key-value database that speaks the Redis protocol.
+#[derive(Parser)]
+#[command(name = "tandem", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (RESP on --client-addr, HTTP admin on --admin-addr).
+    Server(Box<server_cmd::ServerArgs>),
+    /// Measure throughput and latency of any RESP server (Tandem or Redis).
+    Bench(bench_cmd::BenchArgs),
+    /// Print a node's status (its `/status` document).
+    Status {
+        /// The node's admin address.
+        #[arg(long, default_value = "127.0.0.1:7380", env = "TANDEM_ADMIN_ADDR")]
+        admin_addr: String,
+    },
+    /// Maintenance of the replication log on disk (node stopped).
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Find the first corrupt record in the log and truncate the log there,
+    /// deleting every later entry. Prints what would be dropped; pass --yes
+    /// to do it. Use only after a node refused to start with "corrupt log
+    /// record", and only if no other copy (replica, backup) has the data.
+    Repair {
+        /// The node's data directory.
+        #[arg(long, default_value = "tandem-data", env = "TANDEM_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Really truncate.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => {
+            init_logging();
+            server_cmd::run(*args)
+        }
+        Command::Bench(args) => bench_cmd::run(args),
+        Command::Status { admin_addr } => status(&admin_addr),
+        Command::Log { command: LogCommand::Repair { data_dir, yes } } => {
+            init_logging();
+            repair(&data_dir, yes)
+        }
+    }
+}
+
+/// A minimal HTTP GET (the admin endpoint is local and plain HTTP/1.1).
+fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| format!("reading from {addr}: {e}"))?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{addr}{path}: {}", head.lines().next().unwrap_or("")));
+    }
+    Ok(body.to_string())
+}
+
+fn status(admin_addr: &str) -> ExitCode {
+    match http_get(admin_addr, "/status") {
+        Ok(body) => {
+            match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or(body)),
+                Err(_) => println!("{body}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn repair(data_dir: &std::path::Path, yes: bool) -> ExitCode {
+    let log_dir = data_dir.join("log");
+    match tandem_storage::log::recover(&log_dir) {
+        Ok(r) => {
+            println!("the log in {} is intact (last LSN {}); nothing to repair", log_dir.display(), r.last_lsn());
+            ExitCode::SUCCESS
+        }
+        Err(tandem_storage::StorageError::Corrupt { path, offset, reason }) => {
+            println!("corrupt record in {} at byte offset {offset}: {reason}", path.display());
+            if !yes {
+                println!("re-run with --yes to truncate the log there (every later entry is dropped)");
+                return ExitCode::FAILURE;
+            }
+            match tandem_storage::log::repair_truncate(&log_dir, &path, offset) {
+                Ok(report) => {
+                    println!("truncated: {report:?}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

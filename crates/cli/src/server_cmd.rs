@@ -1,0 +1,145 @@
+//! `tandem server`: merges the config file, `TANDEM_*` variables and flags
+//! (flags win over variables, which win over the file) and runs a node.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use tandem_node::Config;
+use tandem_storage::log::FsyncPolicy;
+
+/// Flags of `tandem server`. Every flag can also be set as the environment
+/// variable named in its help, or in the TOML file given by `--config`.
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// TOML configuration file (keys: node_id, data_dir, client_addr,
+    /// admin_addr, peer_addr, fsync, requirepass, snapshot_entries,
+    /// segment_bytes_max, and a [limits] table; see docs/configuration.md).
+    #[arg(long, env = "TANDEM_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id in the cluster [default: 1].
+    #[arg(long, env = "TANDEM_NODE_ID")]
+    node_id: Option<u64>,
+    /// Directory for the log, snapshots and metadata [default: ./tandem-data].
+    #[arg(long, env = "TANDEM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// RESP listener for clients [default: 127.0.0.1:7379].
+    #[arg(long, env = "TANDEM_CLIENT_ADDR")]
+    client_addr: Option<SocketAddr>,
+    /// HTTP listener for /healthz, /status and /metrics [default: 127.0.0.1:7380].
+    #[arg(long, env = "TANDEM_ADMIN_ADDR")]
+    admin_addr: Option<SocketAddr>,
+    /// Listener for replication between nodes [default: 127.0.0.1:7381].
+    #[arg(long, env = "TANDEM_PEER_ADDR")]
+    peer_addr: Option<SocketAddr>,
+    /// When a write is acknowledged [default: batch]. always: each write is
+    /// fsynced on its own before its reply. batch: group commit, a write is
+    /// acknowledged after the fsync that covers it, concurrent writes share
+    /// fsyncs. everysec: acknowledged once written to the OS (survives a
+    /// process crash), fsynced about once a second (a power loss can lose
+    /// about a second). never: written to the OS, fsync left to the OS.
+    #[arg(long, env = "TANDEM_FSYNC")]
+    fsync: Option<FsyncPolicy>,
+    /// Password clients must give with AUTH or HELLO .. AUTH.
+    #[arg(long, env = "TANDEM_REQUIREPASS", hide_env_values = true)]
+    requirepass: Option<String>,
+    /// Take a snapshot after this many log entries (0: only on SAVE/BGSAVE
+    /// and shutdown) [default: 1000000].
+    #[arg(long, env = "TANDEM_SNAPSHOT_ENTRIES")]
+    snapshot_entries: Option<u64>,
+    /// Maximum client connections [default: 10000].
+    #[arg(long, env = "TANDEM_CLIENTS_MAX")]
+    clients_max: Option<usize>,
+    /// Largest bulk string a client may send, bytes [default: 536870912].
+    #[arg(long, env = "TANDEM_BULK_BYTES_MAX")]
+    bulk_bytes_max: Option<usize>,
+    /// Most elements in one request [default: 1048576].
+    #[arg(long, env = "TANDEM_ARRAY_LEN_MAX")]
+    array_len_max: Option<usize>,
+    /// Longest inline command line, bytes [default: 65536].
+    #[arg(long, env = "TANDEM_INLINE_BYTES_MAX")]
+    inline_bytes_max: Option<usize>,
+    /// Most unparsed request bytes buffered per connection [default: 1073741824].
+    #[arg(long, env = "TANDEM_QUERY_BUFFER_BYTES_MAX")]
+    query_buffer_bytes_max: Option<usize>,
+    /// Most reply bytes buffered per connection before it is closed [default: 536870912].
+    #[arg(long, env = "TANDEM_REPLY_BUFFER_BYTES_MAX")]
+    reply_buffer_bytes_max: Option<usize>,
+    /// Print one JSON line {"client_addr":..,"admin_addr":..} on stdout when
+    /// ready (for scripts and tests that use port 0).
+    #[arg(long)]
+    print_ready: bool,
+}
+
+impl ServerArgs {
+    fn into_config(self) -> Result<(Config, bool), String> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+                Config::from_toml(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($field:ident).+ <- $value:expr) => {
+                if let Some(v) = $value {
+                    c.$($field).+ = v;
+                }
+            };
+        }
+        set!(node_id <- self.node_id);
+        set!(data_dir <- self.data_dir);
+        set!(client_addr <- self.client_addr);
+        set!(admin_addr <- self.admin_addr);
+        set!(peer_addr <- self.peer_addr);
+        set!(fsync <- self.fsync);
+        set!(snapshot_entries <- self.snapshot_entries);
+        set!(limits.clients_max <- self.clients_max);
+        set!(limits.bulk_bytes_max <- self.bulk_bytes_max);
+        set!(limits.array_len_max <- self.array_len_max);
+        set!(limits.inline_bytes_max <- self.inline_bytes_max);
+        set!(limits.query_buffer_bytes_max <- self.query_buffer_bytes_max);
+        set!(limits.reply_buffer_bytes_max <- self.reply_buffer_bytes_max);
+        if self.requirepass.is_some() {
+            c.requirepass = self.requirepass;
+        }
+        Ok((c, self.print_ready))
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received SIGINT"),
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+    }
+}
+
+/// Runs `tandem server`.
+pub fn run(args: ServerArgs) -> ExitCode {
+    let (config, print_ready) = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(tandem_node::run(config, shutdown_signal(), |c| {
+        if print_ready {
+            println!("{}", serde_json::json!({ "client_addr": c.client_addr, "admin_addr": c.admin_addr }));
+        }
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,963 @@
+//! The command table and the execution of data commands.
+//!
+//! Owns: which commands exist, their arity and flags (also served by
+//! `COMMAND`), and, for commands that touch the keyspace, the logic that
+//! turns a request into a reply plus the row effects to log. A write emits
+//! effects through [`WriteCtx::emit`], which applies them to the store at
+//! once, so the leader's state is produced by exactly the code that replays
+//! the log.
+//!
+//! Must never: read a clock (callers pass `now_ms`), touch a socket, or know
+//! about connections. Commands that need a connection or node context
+//! (`AUTH`, `HELLO`, `INFO`, `WAIT`, ...) are listed here with
+//! [`Handler::Node`] and executed by the node.
+
+use bytes::Bytes;
+
+use crate::effect::Effect;
+use crate::glob::glob_match;
+use crate::resp::Frame;
+use crate::store::{Store, ValueRef};
+
+/// Largest string value a command may create (Redis's proto-max-bulk-len).
+pub const STRING_BYTES_MAX: usize = 512 * 1024 * 1024;
+
+/// Longest command name accepted by [`lookup`].
+const COMMAND_NAME_BYTES_MAX: usize = 32;
+
+/// Executes a read-only data command.
+pub type ReadFn = fn(&ReadCtx<'_>, &[Bytes]) -> Frame;
+/// Executes a data command that may change the keyspace.
+pub type WriteFn = fn(&mut WriteCtx<'_>, &[Bytes]) -> Frame;
+
+/// How a command is executed.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// Reads the store only.
+    Read(ReadFn),
+    /// May emit row effects.
+    Write(WriteFn),
+    /// Needs connection or node state; executed by the node.
+    Node,
+}
+
+/// One entry of the command table.
+pub struct CommandSpec {
+    /// Lower-case name.
+    pub name: &'static str,
+    /// Redis arity: `n` exactly n arguments (name included), `-n` at least n.
+    pub arity: i32,
+    /// Redis command flags (`write`, `readonly`, `fast`, ...).
+    pub flags: &'static [&'static str],
+    /// Position of the first key argument (0: none).
+    pub first_key: i32,
+    /// Position of the last key argument (-1: the last argument).
+    pub last_key: i32,
+    /// Step between key arguments.
+    pub key_step: i32,
+    /// Command group, for `COMMAND DOCS`.
+    pub group: &'static str,
+    /// One-line summary, for `COMMAND DOCS`.
+    pub summary: &'static str,
+    /// How to execute it.
+    pub handler: Handler,
+}
+
+impl CommandSpec {
+    /// True if the command may change the keyspace (refused on followers).
+    pub fn is_write(&self) -> bool {
+        matches!(self.handler, Handler::Write(_))
+    }
+
+    /// True if `argc` (name included) satisfies the arity.
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        if self.arity >= 0 {
+            argc == self.arity as usize
+        } else {
+            argc >= (-self.arity) as usize
+        }
+    }
+}
+
+/// Context of a read command.
+pub struct ReadCtx<'a> {
+    /// The keyspace.
+    pub store: &'a Store,
+    /// Current time, unix ms, from the caller.
+    pub now_ms: u64,
+}
+
+/// Context of a write command.
+pub struct WriteCtx<'a> {
+    /// The keyspace.
+    pub store: &'a mut Store,
+    /// Current time, unix ms, from the caller.
+    pub now_ms: u64,
+    /// Effects emitted so far by this command, in order.
+    pub effects: &'a mut Vec<Effect>,
+}
+
+impl WriteCtx<'_> {
+    /// Applies `effect` to the store and records it for the log.
+    pub fn emit(&mut self, effect: Effect) {
+        self.store.apply(&effect);
+        self.effects.push(effect);
+    }
+
+    /// If `key` is present but expired, deletes it through the log first, so
+    /// the command sees (and replicas replay) a missing key.
+    fn purge_expired(&mut self, key: &Bytes) {
+        if self.store.is_expired(key, self.now_ms) {
+            self.emit(Effect::Del { key: key.clone() });
+        }
+    }
+
+    fn read(&self) -> ReadCtx<'_> {
+        ReadCtx { store: self.store, now_ms: self.now_ms }
+    }
+}
+
+macro_rules! cmd {
+    ($name:literal, $arity:expr, [$($flag:literal),*], $fk:expr, $lk:expr, $st:expr, $group:literal, $summary:literal, $handler:expr) => {
+        CommandSpec { name: $name, arity: $arity, flags: &[$($flag),*], first_key: $fk, last_key: $lk, key_step: $st,
+                      group: $group, summary: $summary, handler: $handler }
+    };
+}
+
+use Handler::{Node, Read, Write};
+
+/// Every command Tandem knows, sorted by name (binary-searched by
+/// [`lookup`]; a test keeps it sorted).
+pub static COMMANDS: &[CommandSpec] = &[
+    cmd!(
+        "append",
+        3,
+        ["write", "denyoom"],
+        1,
+        1,
+        1,
+        "string",
+        "Appends a string to the value of a key.",
+        Write(append)
+    ),
+    cmd!(
+        "auth",
+        -2,
+        ["noscript", "loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+        "connection",
+        "Authenticates the connection.",
+        Node
+    ),
+    cmd!("bgsave", -1, ["admin", "noscript"], 0, 0, 0, "server", "Takes a snapshot in the background.", Node),
+    cmd!(
+        "client",
+        -2,
+        ["noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        "connection",
+        "Connection commands: ID, INFO, SETNAME, GETNAME, LIST.",
+        Node
+    ),
+    cmd!("command", -1, ["loading", "stale"], 0, 0, 0, "server", "Details about Tandem's commands.", Node),
+    cmd!(
+        "config",
+        -2,
+        ["admin", "noscript", "loading", "stale"],
+        0,
+        0,
+        0,
+        "server",
+        "Reads configuration parameters (CONFIG GET).",
+        Node
+    ),
+    cmd!("dbsize", 1, ["readonly", "fast"], 0, 0, 0, "server", "Returns the number of keys.", Read(dbsize)),
+    cmd!(
+        "decr",
+        2,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        "string",
+        "Decrements the integer value of a key by one.",
+        Write(decr)
+    ),
+    cmd!(
+        "decrby",
+        3,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        "string",
+        "Decrements a number from the integer value of a key.",
+        Write(decrby)
+    ),
+    cmd!("del", -2, ["write"], 1, -1, 1, "generic", "Deletes one or more keys.", Write(del)),
+    cmd!("echo", 2, ["fast"], 0, 0, 0, "connection", "Returns the given string.", Read(echo)),
+    cmd!(
+        "exists",
+        -2,
+        ["readonly", "fast"],
+        1,
+        -1,
+        1,
+        "generic",
+        "Counts how many of the given keys exist.",
+        Read(exists)
+    ),
+    cmd!("expire", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's time to live in seconds.", Write(expire)),
+    cmd!(
+        "expireat",
+        -3,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        "generic",
+        "Sets a key's expiry to a unix time in seconds.",
+        Write(expireat)
+    ),
+    cmd!("flushall", -1, ["write"], 0, 0, 0, "server", "Removes every key.", Write(flushall)),
+    cmd!("flushdb", -1, ["write"], 0, 0, 0, "server", "Removes every key (there is one database).", Write(flushall)),
+    cmd!("get", 2, ["readonly", "fast"], 1, 1, 1, "string", "Returns the string value of a key.", Read(get)),
+    cmd!(
+        "getdel",
+        2,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        "string",
+        "Returns the string value of a key and deletes it.",
+        Write(getdel)
+    ),
+    cmd!(
+        "hello",
+        -1,
+        ["noscript", "loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+        "connection",
+        "Handshake: protocol version, auth, client name.",
+        Node
+    ),
+    cmd!(
+        "incr",
+        2,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        "string",
+        "Increments the integer value of a key by one.",
+        Write(incr)
+    ),
+    cmd!(
+        "incrby",
+        3,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        "string",
+        "Increments the integer value of a key by a number.",
+        Write(incrby)
+    ),
+    cmd!("info", -1, ["loading", "stale"], 0, 0, 0, "server", "Information and statistics about the node.", Node),
+    cmd!("keys", 2, ["readonly"], 0, 0, 0, "generic", "Returns all key names that match a pattern.", Read(keys)),
+    cmd!("lastsave", 1, ["fast"], 0, 0, 0, "server", "Unix time of the newest snapshot.", Node),
+    cmd!(
+        "mget",
+        -2,
+        ["readonly", "fast"],
+        1,
+        -1,
+        1,
+        "string",
+        "Returns the string values of one or more keys.",
+        Read(mget)
+    ),
+    cmd!(
+        "mset",
+        -3,
+        ["write", "denyoom"],
+        1,
+        -1,
+        2,
+        "string",
+        "Sets the string values of one or more keys.",
+        Write(mset)
+    ),
+    cmd!("persist", 2, ["write", "fast"], 1, 1, 1, "generic", "Removes a key's expiry.", Write(persist)),
+    cmd!(
+        "pexpire",
+        -3,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        "generic",
+        "Sets a key's time to live in milliseconds.",
+        Write(pexpire)
+    ),
+    cmd!(
+        "pexpireat",
+        -3,
+        ["write", "fast"],
+        1,
+        1,
+        1,
+        "generic",
+        "Sets a key's expiry to a unix time in milliseconds.",
+        Write(pexpireat)
+    ),
+    cmd!("ping", -1, ["fast"], 0, 0, 0, "connection", "Returns PONG or the given message.", Node),
+    cmd!(
+        "pttl",
+        2,
+        ["readonly", "fast"],
+        1,
+        1,
+        1,
+        "generic",
+        "Returns a key's time to live in milliseconds.",
+        Read(pttl)
+    ),
+    cmd!(
+        "quit",
+        -1,
+        ["noscript", "loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+        "connection",
+        "Closes the connection.",
+        Node
+    ),
+    cmd!("sadd", -3, ["write", "denyoom", "fast"], 1, 1, 1, "set", "Adds members to a set.", Write(sadd)),
+    cmd!(
+        "save",
+        1,
+        ["admin", "noscript"],
+        0,
+        0,
+        0,
+        "server",
+        "Takes a snapshot and truncates the log behind it.",
+        Node
+    ),
+    cmd!("scan", -2, ["readonly"], 0, 0, 0, "generic", "Iterates over the key names.", Read(scan)),
+    cmd!("scard", 2, ["readonly", "fast"], 1, 1, 1, "set", "Returns the number of members of a set.", Read(scard)),
+    cmd!(
+        "select",
+        2,
+        ["loading", "stale", "fast"],
+        0,
+        0,
+        0,
+        "connection",
+        "Selects the database (only 0 exists).",
+        Node
+    ),
+    cmd!(
+        "set",
+        -3,
+        ["write", "denyoom"],
+        1,
+        1,
+        1,
+        "string",
+        "Sets the string value of a key, with optional expiry and conditions.",
+        Write(set)
+    ),
+    cmd!(
+        "setnx",
+        3,
+        ["write", "denyoom", "fast"],
+        1,
+        1,
+        1,
+        "string",
+        "Sets a key only if it does not exist.",
+        Write(setnx)
+    ),
+    cmd!("sismember", 3, ["readonly", "fast"], 1, 1, 1, "set", "Tells whether a member is in a set.", Read(sismember)),
+    cmd!("smembers", 2, ["readonly"], 1, 1, 1, "set", "Returns all members of a set.", Read(smembers)),
+    cmd!("srem", -3, ["write", "fast"], 1, 1, 1, "set", "Removes members from a set.", Write(srem)),
+    cmd!("strlen", 2, ["readonly", "fast"], 1, 1, 1, "string", "Returns the length of a string value.", Read(strlen)),
+    cmd!("ttl", 2, ["readonly", "fast"], 1, 1, 1, "generic", "Returns a key's time to live in seconds.", Read(ttl)),
+    cmd!("type", 2, ["readonly", "fast"], 1, 1, 1, "generic", "Returns the type of a key's value.", Read(type_)),
+    cmd!("unlink", -2, ["write", "fast"], 1, -1, 1, "generic", "Deletes one or more keys.", Write(del)),
+];
+
+/// Finds a command by name, case-insensitively.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    if name.len() > COMMAND_NAME_BYTES_MAX {
+        return None;
+    }
+    let mut buf = [0u8; COMMAND_NAME_BYTES_MAX];
+    let lower = &mut buf[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    COMMANDS.binary_search_by(|c| c.name.as_bytes().cmp(lower)).ok().map(|i| &COMMANDS[i])
+}
+
+// ---------------------------------------------------------------- replies
+
+/// `+OK`.
+pub fn ok() -> Frame {
+    Frame::Simple("OK".into())
+}
+
+/// An error reply; `msg` starts with its code (`ERR`, `WRONGTYPE`, ...).
+pub fn error(msg: impl Into<String>) -> Frame {
+    Frame::Error(msg.into())
+}
+
+/// The error for a wrong argument count, in Redis's words.
+pub fn wrong_arity(name: &str) -> Frame {
+    error(format!("ERR wrong number of arguments for '{name}' command"))
+}
+
+/// The error for an unknown command, in Redis's words.
+pub fn unknown_command(args: &[Bytes]) -> Frame {
+    let name = String::from_utf8_lossy(args.first().map(|a| &a[..]).unwrap_or(b""));
+    let mut msg = format!("ERR unknown command '{}', with args beginning with: ", truncate(&name, 128));
+    for a in args.iter().skip(1).take(16) {
+        msg.push_str(&format!("'{}' ", truncate(&String::from_utf8_lossy(a), 128)));
+    }
+    error(msg)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+const SYNTAX: &str = "ERR syntax error";
+
+fn bulk(b: &[u8]) -> Frame {
+    Frame::Bulk(Bytes::copy_from_slice(b))
+}
+
+fn int(i: i64) -> Frame {
+    Frame::Integer(i)
+}
+
+/// Parses a Redis integer argument strictly (no spaces, no `+`, no leading
+/// zeros), like Redis's `string2ll`.
+pub fn parse_i64(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    let (neg, digits) = match b[0] {
+        b'-' => (true, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.is_empty() || (digits[0] == b'0' && (digits.len() > 1 || neg)) {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let digit = (d - b'0') as i64;
+        v = v.checked_mul(10)?;
+        v = if neg { v.checked_sub(digit)? } else { v.checked_add(digit)? };
+    }
+    Some(v)
+}
+
+// ---------------------------------------------------------- read commands
+
+fn echo(_: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    Frame::Bulk(args[1].clone())
+}
+
+fn dbsize(cx: &ReadCtx<'_>, _: &[Bytes]) -> Frame {
+    int(cx.store.len() as i64)
+}
+
+fn get_string<'a>(cx: &'a ReadCtx<'_>, key: &[u8]) -> Result<Option<&'a [u8]>, Frame> {
+    match cx.store.get(key, cx.now_ms) {
+        None => Ok(None),
+        Some((ValueRef::Str(v), _)) => Ok(Some(v)),
+        Some(_) => Err(error(WRONGTYPE)),
+    }
+}
+
+fn get(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    match get_string(cx, &args[1]) {
+        Ok(Some(v)) => bulk(v),
+        Ok(None) => Frame::Null,
+        Err(e) => e,
+    }
+}
+
+fn mget(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    Frame::Array(
+        args[1..]
+            .iter()
+            .map(|k| match cx.store.get(k, cx.now_ms) {
+                Some((ValueRef::Str(v), _)) => bulk(v),
+                _ => Frame::Null,
+            })
+            .collect(),
+    )
+}
+
+fn strlen(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    match get_string(cx, &args[1]) {
+        Ok(v) => int(v.map_or(0, |v| v.len() as i64)),
+        Err(e) => e,
+    }
+}
+
+fn exists(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    int(args[1..].iter().filter(|k| cx.store.get(k, cx.now_ms).is_some()).count() as i64)
+}
+
+fn pttl_ms(cx: &ReadCtx<'_>, key: &[u8]) -> i64 {
+    match cx.store.get(key, cx.now_ms) {
+        None => -2,
+        Some((_, None)) => -1,
+        Some((_, Some(at))) => (at - cx.now_ms) as i64,
+    }
+}
+
+fn ttl(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    match pttl_ms(cx, &args[1]) {
+        ms if ms < 0 => int(ms),
+        ms => int((ms + 500) / 1000),
+    }
+}
+
+fn pttl(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    int(pttl_ms(cx, &args[1]))
+}
+
+fn type_(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    let name = cx.store.get(&args[1], cx.now_ms).map_or("none", |(v, _)| v.type_name());
+    Frame::Simple(name.into())
+}
+
+fn keys(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    let mut out = Vec::new();
+    let mut cursor = 0;
+    loop {
+        cursor = cx.store.scan(cursor, usize::MAX, cx.now_ms, |k| {
+            if glob_match(&args[1], k) {
+                out.push(bulk(k));
+            }
+        });
+        if cursor == 0 {
+            break;
+        }
+    }
+    Frame::Array(out)
+}
+
+/// Largest `COUNT` honoured by `SCAN` (bounds the work of one call).
+const SCAN_COUNT_MAX: usize = 100_000;
+
+fn scan(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    let Some(cursor) = std::str::from_utf8(&args[1]).ok().and_then(|s| s.parse::<u64>().ok()) else {
+        return error("ERR invalid cursor");
+    };
+    let (mut pattern, mut count, mut type_filter): (Option<&Bytes>, usize, Option<String>) = (None, 10, None);
+    let mut i = 2;
+    while i < args.len() {
+        let opt = args[i].to_ascii_lowercase();
+        let Some(val) = args.get(i + 1) else { return error(SYNTAX) };
+        match &opt[..] {
+            b"match" => pattern = Some(val),
+            b"count" => match parse_i64(val) {
+                Some(n) if n >= 1 => count = (n as usize).min(SCAN_COUNT_MAX),
+                Some(_) => return error(SYNTAX),
+                None => return error(NOT_INTEGER),
+            },
+            b"type" => type_filter = Some(String::from_utf8_lossy(val).to_ascii_lowercase()),
+            _ => return error(SYNTAX),
+        }
+        i += 2;
+    }
+    let mut out = Vec::new();
+    let next = cx.store.scan(cursor, count, cx.now_ms, |k| {
+        if pattern.is_some_and(|p| !glob_match(p, k)) {
+            return;
+        }
+        if let Some(t) = &type_filter {
+            if cx.store.get(k, cx.now_ms).map(|(v, _)| v.type_name()) != Some(t.as_str()) {
+                return;
+            }
+        }
+        out.push(bulk(k));
+    });
+    Frame::Array(vec![Frame::Bulk(Bytes::from(next.to_string())), Frame::Array(out)])
+}
+
+fn with_set(cx: &ReadCtx<'_>, key: &[u8], f: impl FnOnce(Option<&crate::store::SetValue>) -> Frame) -> Frame {
+    match cx.store.get(key, cx.now_ms) {
+        None => f(None),
+        Some((ValueRef::Set(s), _)) => f(Some(s)),
+        Some(_) => error(WRONGTYPE),
+    }
+}
+
+fn smembers(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    with_set(cx, &args[1], |s| {
+        let members = s.map(|s| s.iter().map(|m| bulk(m)).collect()).unwrap_or_default();
+        Frame::Set(members)
+    })
+}
+
+fn sismember(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    with_set(cx, &args[1], |s| int(s.is_some_and(|s| s.contains(&args[2][..])) as i64))
+}
+
+fn scard(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    with_set(cx, &args[1], |s| int(s.map_or(0, |s| s.len() as i64)))
+}
+
+// --------------------------------------------------------- write commands
+
+/// Options of `SET`.
+#[derive(Default)]
+struct SetOptions {
+    only_if_missing: bool,
+    only_if_present: bool,
+    return_old: bool,
+    keep_ttl: bool,
+    expire_at_ms: Option<u64>,
+}
+
+fn parse_set_options(now_ms: u64, args: &[Bytes]) -> Result<SetOptions, Frame> {
+    let mut o = SetOptions::default();
+    let mut expiry_given = false;
+    let mut i = 0;
+    while i < args.len() {
+        let opt = args[i].to_ascii_lowercase();
+        match &opt[..] {
+            b"nx" if !o.only_if_present => o.only_if_missing = true,
+            b"xx" if !o.only_if_missing => o.only_if_present = true,
+            b"get" => o.return_old = true,
+            b"keepttl" if !expiry_given => o.keep_ttl = true,
+            b"ex" | b"px" | b"exat" | b"pxat" if !expiry_given && !o.keep_ttl => {
+                let Some(raw) = args.get(i + 1) else { return Err(error(SYNTAX)) };
+                let n = parse_i64(raw).ok_or_else(|| error(NOT_INTEGER))?;
+                let invalid = || error("ERR invalid expire time in 'set' command");
+                if n <= 0 {
+                    return Err(invalid());
+                }
+                let n = n as u64;
+                let at = match &opt[..] {
+                    b"ex" => n.checked_mul(1000).and_then(|ms| ms.checked_add(now_ms)),
+                    b"px" => n.checked_add(now_ms),
+                    b"exat" => n.checked_mul(1000),
+                    _ => Some(n),
+                };
+                o.expire_at_ms = Some(at.filter(|&at| at < i64::MAX as u64).ok_or_else(invalid)?);
+                expiry_given = true;
+                i += 1;
+            }
+            _ => return Err(error(SYNTAX)),
+        }
+        i += 1;
+    }
+    Ok(o)
+}
+
+fn set(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    let opts = match parse_set_options(cx.now_ms, &args[3..]) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    let key = &args[1];
+    cx.purge_expired(key);
+    let (old, old_expiry) = match cx.store.get(key, cx.now_ms) {
+        None => (None, None),
+        Some((ValueRef::Str(v), exp)) => (Some(Bytes::copy_from_slice(v)), exp),
+        Some((ValueRef::Set(_), exp)) => {
+            if opts.return_old {
+                return error(WRONGTYPE);
+            }
+            (None, exp)
+        }
+    };
+    let exists = cx.store.get(key, cx.now_ms).is_some();
+    let reply_skipped = || if opts.return_old { old.clone().map_or(Frame::Null, Frame::Bulk) } else { Frame::Null };
+    if (opts.only_if_missing && exists) || (opts.only_if_present && !exists) {
+        return reply_skipped();
+    }
+    let expire_at_ms = if opts.keep_ttl { old_expiry } else { opts.expire_at_ms };
+    // An absolute expiry already in the past (EXAT/PXAT): the key is gone.
+    if expire_at_ms.is_some_and(|at| at <= cx.now_ms) {
+        if exists {
+            cx.emit(Effect::Del { key: key.clone() });
+        }
+    } else {
+        cx.emit(Effect::Set { key: key.clone(), value: args[2].clone(), expire_at_ms });
+    }
+    if opts.return_old {
+        old.map_or(Frame::Null, Frame::Bulk)
+    } else {
+        ok()
+    }
+}
+
+fn setnx(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    cx.purge_expired(&args[1]);
+    if cx.store.get(&args[1], cx.now_ms).is_some() {
+        return int(0);
+    }
+    cx.emit(Effect::Set { key: args[1].clone(), value: args[2].clone(), expire_at_ms: None });
+    int(1)
+}
+
+fn mset(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    if args.len() % 2 == 0 {
+        return wrong_arity("mset");
+    }
+    for pair in args[1..].chunks(2) {
+        cx.emit(Effect::Set { key: pair[0].clone(), value: pair[1].clone(), expire_at_ms: None });
+    }
+    ok()
+}
+
+fn getdel(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    cx.purge_expired(&args[1]);
+    let reply = get(&cx.read(), args);
+    if matches!(reply, Frame::Bulk(_)) {
+        cx.emit(Effect::Del { key: args[1].clone() });
+    }
+    reply
+}
+
+fn del(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    let mut deleted = 0;
+    for key in &args[1..] {
+        cx.purge_expired(key);
+        if cx.store.get(key, cx.now_ms).is_some() {
+            cx.emit(Effect::Del { key: key.clone() });
+            deleted += 1;
+        }
+    }
+    int(deleted)
+}
+
+fn incr_by(cx: &mut WriteCtx<'_>, key: &Bytes, delta: i64) -> Frame {
+    cx.purge_expired(key);
+    let (current, expiry) = match cx.store.get(key, cx.now_ms) {
+        None => (0, None),
+        Some((ValueRef::Str(v), exp)) => match parse_i64(v) {
+            Some(n) => (n, exp),
+            None => return error(NOT_INTEGER),
+        },
+        Some(_) => return error(WRONGTYPE),
+    };
+    let Some(next) = current.checked_add(delta) else {
+        return error("ERR increment or decrement would overflow");
+    };
+    // Row effect: the resulting integer, never "add delta".
+    cx.emit(Effect::Set { key: key.clone(), value: Bytes::from(next.to_string()), expire_at_ms: expiry });
+    int(next)
+}
+
+fn incr(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    incr_by(cx, &args[1], 1)
+}
+
+fn decr(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    incr_by(cx, &args[1], -1)
+}
+
+fn incrby(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    match parse_i64(&args[2]) {
+        Some(d) => incr_by(cx, &args[1], d),
+        None => error(NOT_INTEGER),
+    }
+}
+
+fn decrby(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    match parse_i64(&args[2]).and_then(i64::checked_neg) {
+        Some(d) => incr_by(cx, &args[1], d),
+        None => error(NOT_INTEGER),
+    }
+}
+
+fn append(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    let key = &args[1];
+    cx.purge_expired(key);
+    let (mut value, expiry) = match cx.store.get(key, cx.now_ms) {
+        None => (Vec::new(), None),
+        Some((ValueRef::Str(v), exp)) => (v.to_vec(), exp),
+        Some(_) => return error(WRONGTYPE),
+    };
+    if value.len() + args[2].len() > STRING_BYTES_MAX {
+        return error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+    }
+    value.extend_from_slice(&args[2]);
+    let len = value.len() as i64;
+    cx.emit(Effect::Set { key: key.clone(), value: Bytes::from(value), expire_at_ms: expiry });
+    int(len)
+}
+
+/// Conditions of the `EXPIRE` family (Redis 7).
+#[derive(Default)]
+struct ExpireCondition {
+    nx: bool,
+    xx: bool,
+    gt: bool,
+    lt: bool,
+}
+
+fn expire_generic(
+    cx: &mut WriteCtx<'_>,
+    args: &[Bytes],
+    name: &str,
+    to_abs_ms: impl Fn(i64, u64) -> Option<i64>,
+) -> Frame {
+    let Some(n) = parse_i64(&args[2]) else { return error(NOT_INTEGER) };
+    let mut cond = ExpireCondition::default();
+    for opt in &args[3..] {
+        match &opt.to_ascii_lowercase()[..] {
+            b"nx" => cond.nx = true,
+            b"xx" => cond.xx = true,
+            b"gt" => cond.gt = true,
+            b"lt" => cond.lt = true,
+            _ => return error(format!("ERR Unsupported option {}", String::from_utf8_lossy(opt))),
+        }
+    }
+    if cond.nx && (cond.xx || cond.gt || cond.lt) {
+        return error("ERR NX and XX, GT or LT options at the same time are not compatible");
+    }
+    if cond.gt && cond.lt {
+        return error("ERR GT and LT options at the same time are not compatible");
+    }
+    let Some(at) = to_abs_ms(n, cx.now_ms).filter(|at| *at < i64::MAX / 2) else {
+        return error(format!("ERR invalid expire time in '{name}' command"));
+    };
+    let key = &args[1];
+    cx.purge_expired(key);
+    let Some((_, current)) = cx.store.get(key, cx.now_ms) else { return int(0) };
+    // A missing expiry counts as infinite for GT / LT, as in Redis.
+    let allowed = match current {
+        None => !cond.xx && !cond.gt,
+        Some(cur) => !cond.nx && (!cond.gt || at > cur as i64) && (!cond.lt || at < cur as i64),
+    };
+    if !allowed {
+        return int(0);
+    }
+    if at <= cx.now_ms as i64 {
+        cx.emit(Effect::Del { key: key.clone() });
+    } else {
+        cx.emit(Effect::Expire { key: key.clone(), expire_at_ms: Some(at as u64) });
+    }
+    int(1)
+}
+
+fn expire(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    expire_generic(cx, args, "expire", |n, now| n.checked_mul(1000)?.checked_add(now as i64))
+}
+
+fn pexpire(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    expire_generic(cx, args, "pexpire", |n, now| n.checked_add(now as i64))
+}
+
+fn expireat(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    expire_generic(cx, args, "expireat", |n, _| n.checked_mul(1000))
+}
+
+fn pexpireat(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    expire_generic(cx, args, "pexpireat", |n, _| Some(n))
+}
+
+fn persist(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    cx.purge_expired(&args[1]);
+    match cx.store.get(&args[1], cx.now_ms) {
+        Some((_, Some(_))) => {
+            cx.emit(Effect::Expire { key: args[1].clone(), expire_at_ms: None });
+            int(1)
+        }
+        _ => int(0),
+    }
+}
+
+fn flushall(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    match args.get(1).map(|a| a.to_ascii_lowercase()) {
+        None => {}
+        Some(m) if m == b"sync" || m == b"async" => {}
+        Some(_) => return error(SYNTAX),
+    }
+    if args.len() > 2 {
+        return error(SYNTAX);
+    }
+    cx.emit(Effect::FlushAll);
+    ok()
+}
+
+fn set_members_checked<'c>(cx: &'c mut WriteCtx<'_>, key: &Bytes) -> Result<Option<&'c crate::store::SetValue>, Frame> {
+    cx.purge_expired(key);
+    match cx.store.get(key, cx.now_ms) {
+        None => Ok(None),
+        Some((ValueRef::Set(s), _)) => Ok(Some(s)),
+        Some(_) => Err(error(WRONGTYPE)),
+    }
+}
+
+fn sadd(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    let key = &args[1];
+    let existing = match set_members_checked(cx, key) {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    // Deduplicate with a set: a command may carry up to ARRAY_LEN_MAX members.
+    let mut seen = hashbrown::HashSet::with_capacity(args.len() - 2);
+    let mut new: Vec<Bytes> = Vec::new();
+    for m in &args[2..] {
+        if !existing.is_some_and(|s| s.contains(&m[..])) && seen.insert(&m[..]) {
+            new.push(m.clone());
+        }
+    }
+    let added = new.len() as i64;
+    if !new.is_empty() {
+        cx.emit(Effect::SAdd { key: key.clone(), members: new });
+    }
+    int(added)
+}
+
+fn srem(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
+    let key = &args[1];
+    let existing = match set_members_checked(cx, key) {
+        Ok(Some(s)) => s,
+        Ok(None) => return int(0),
+        Err(e) => return e,
+    };
+    let mut seen = hashbrown::HashSet::with_capacity(args.len() - 2);
+    let mut gone: Vec<Bytes> = Vec::new();
+    for m in &args[2..] {
+        if existing.contains(&m[..]) && seen.insert(&m[..]) {
+            gone.push(m.clone());
+        }
+    }
+    let removed = gone.len() as i64;
+    if !gone.is_empty() {
+        cx.emit(Effect::SRem { key: key.clone(), members: gone });
+    }
+    int(removed)
+}
+
+#[cfg(test)]
+mod tests;

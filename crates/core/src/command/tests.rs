@@ -1,0 +1,283 @@
+//! Unit tests of the data commands: replies, error texts and the row effects
+//! they log.
+
+use super::*;
+
+const NOW: u64 = 1_000_000;
+
+struct Harness {
+    store: Store,
+    log: Vec<Effect>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness { store: Store::new(42), log: Vec::new() }
+    }
+
+    fn run_at(&mut self, now_ms: u64, line: &str) -> Frame {
+        let args: Vec<Bytes> = line.split(' ').map(|s| Bytes::copy_from_slice(s.as_bytes())).collect();
+        let spec = lookup(&args[0]).expect("known command");
+        if !spec.arity_ok(args.len()) {
+            return wrong_arity(spec.name);
+        }
+        match spec.handler {
+            Handler::Read(f) => f(&ReadCtx { store: &self.store, now_ms }, &args),
+            Handler::Write(f) => {
+                let mut effects = Vec::new();
+                let reply = f(&mut WriteCtx { store: &mut self.store, now_ms, effects: &mut effects }, &args);
+                self.log.extend(effects);
+                reply
+            }
+            Handler::Node => panic!("node command"),
+        }
+    }
+
+    fn run(&mut self, line: &str) -> Frame {
+        self.run_at(NOW, line)
+    }
+
+    /// The state a replica reaches by replaying this harness's log.
+    fn replayed(&self) -> Store {
+        let mut s = Store::new(7);
+        for e in &self.log {
+            s.apply(e);
+        }
+        s
+    }
+}
+
+fn bulk_str(s: &str) -> Frame {
+    Frame::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn err_text(f: Frame) -> String {
+    match f {
+        Frame::Error(e) => e,
+        other => panic!("expected error, got {other:?}"),
+    }
+}
+
+#[test]
+fn command_table_is_sorted_for_lookup() {
+    for w in COMMANDS.windows(2) {
+        assert!(w[0].name < w[1].name, "{} before {}", w[0].name, w[1].name);
+    }
+    assert_eq!(lookup(b"GeT").unwrap().name, "get");
+    assert!(lookup(b"nosuchcommand").is_none());
+    assert!(lookup(&[b'a'; 100]).is_none());
+}
+
+#[test]
+fn set_get_roundtrip_and_options() {
+    let mut h = Harness::new();
+    assert_eq!(h.run("SET k v"), ok());
+    assert_eq!(h.run("GET k"), bulk_str("v"));
+    assert_eq!(h.run("SET k w NX"), Frame::Null);
+    assert_eq!(h.run("SET k w XX GET"), bulk_str("v"));
+    assert_eq!(h.run("SET missing w XX"), Frame::Null);
+    assert_eq!(h.run("GET missing"), Frame::Null);
+    assert_eq!(err_text(h.run("SET k v NX XX")), "ERR syntax error");
+    assert_eq!(err_text(h.run("SET k v EX 0")), "ERR invalid expire time in 'set' command");
+    assert_eq!(err_text(h.run("SET k v EX abc")), "ERR value is not an integer or out of range");
+    assert_eq!(err_text(h.run("SET k v EX 10 PX 10")), "ERR syntax error");
+    assert_eq!(err_text(h.run("SET k v KEEPTTL EX 10")), "ERR syntax error");
+}
+
+#[test]
+fn set_ex_logs_the_absolute_expiry_computed_when_it_ran() {
+    let mut h = Harness::new();
+    h.run("SET k v EX 10");
+    assert_eq!(
+        h.log.last().unwrap(),
+        &Effect::Set { key: "k".into(), value: "v".into(), expire_at_ms: Some(NOW + 10_000) }
+    );
+    h.run("EXPIRE k 5");
+    assert_eq!(h.log.last().unwrap(), &Effect::Expire { key: "k".into(), expire_at_ms: Some(NOW + 5_000) });
+    h.run("SET k v2 KEEPTTL");
+    assert_eq!(
+        h.log.last().unwrap(),
+        &Effect::Set { key: "k".into(), value: "v2".into(), expire_at_ms: Some(NOW + 5_000) }
+    );
+}
+
+#[test]
+fn incr_logs_the_resulting_integer_not_the_delta() {
+    let mut h = Harness::new();
+    assert_eq!(h.run("INCR c"), Frame::Integer(1));
+    assert_eq!(h.run("INCRBY c 41"), Frame::Integer(42));
+    assert_eq!(h.run("DECR c"), Frame::Integer(41));
+    assert_eq!(h.run("DECRBY c 1"), Frame::Integer(40));
+    assert_eq!(h.log.last().unwrap(), &Effect::Set { key: "c".into(), value: "40".into(), expire_at_ms: None });
+    assert_eq!(h.replayed().digest(), h.store.digest());
+}
+
+#[test]
+fn incr_errors_use_redis_texts() {
+    let mut h = Harness::new();
+    h.run("SET s abc");
+    assert_eq!(err_text(h.run("INCR s")), "ERR value is not an integer or out of range");
+    h.run("SET big 9223372036854775807");
+    assert_eq!(err_text(h.run("INCR big")), "ERR increment or decrement would overflow");
+    assert_eq!(err_text(h.run("INCRBY x 1.5")), "ERR value is not an integer or out of range");
+    assert_eq!(err_text(h.run("DECRBY x -9223372036854775808")), "ERR value is not an integer or out of range");
+    h.run("SADD set a");
+    assert!(err_text(h.run("INCR set")).starts_with("WRONGTYPE"));
+    h.run("SET z 007");
+    assert_eq!(err_text(h.run("INCR z")), "ERR value is not an integer or out of range");
+}
+
+#[test]
+fn expired_keys_are_never_returned_and_are_deleted_through_the_log() {
+    let mut h = Harness::new();
+    h.run("SET k v PX 100");
+    assert_eq!(h.run_at(NOW + 99, "GET k"), bulk_str("v"));
+    assert_eq!(h.run_at(NOW + 100, "GET k"), Frame::Null);
+    assert_eq!(h.run_at(NOW + 100, "EXISTS k"), Frame::Integer(0));
+    assert_eq!(h.run_at(NOW + 100, "TTL k"), Frame::Integer(-2));
+    // A write that touches the expired key first logs its deletion.
+    assert_eq!(h.run_at(NOW + 200, "INCR k"), Frame::Integer(1));
+    assert_eq!(h.log[h.log.len() - 2], Effect::Del { key: "k".into() });
+    assert_eq!(h.replayed().digest(), h.store.digest());
+}
+
+#[test]
+fn ttl_pttl_persist_and_expire_conditions() {
+    let mut h = Harness::new();
+    h.run("SET k v");
+    assert_eq!(h.run("TTL k"), Frame::Integer(-1));
+    assert_eq!(h.run("EXPIRE k 100 XX"), Frame::Integer(0));
+    assert_eq!(h.run("EXPIRE k 100 NX"), Frame::Integer(1));
+    assert_eq!(h.run("TTL k"), Frame::Integer(100));
+    assert_eq!(h.run("PTTL k"), Frame::Integer(100_000));
+    assert_eq!(h.run("EXPIRE k 50 GT"), Frame::Integer(0));
+    assert_eq!(h.run("EXPIRE k 50 LT"), Frame::Integer(1));
+    assert_eq!(h.run("PERSIST k"), Frame::Integer(1));
+    assert_eq!(h.run("PERSIST k"), Frame::Integer(0));
+    assert_eq!(h.run("EXPIRE missing 10"), Frame::Integer(0));
+    assert_eq!(
+        err_text(h.run("EXPIRE k 10 NX XX")),
+        "ERR NX and XX, GT or LT options at the same time are not compatible"
+    );
+    assert_eq!(h.run("PEXPIREAT k 1"), Frame::Integer(1));
+    assert_eq!(h.run("EXISTS k"), Frame::Integer(0));
+    assert_eq!(h.log.last().unwrap(), &Effect::Del { key: "k".into() });
+    h.run("SET k v");
+    assert_eq!(h.run(&format!("EXPIREAT k {}", NOW / 1000 + 60)), Frame::Integer(1));
+    assert_eq!(h.run("TTL k"), Frame::Integer(60));
+}
+
+#[test]
+fn wrongtype_is_reported_for_every_string_command_on_a_set() {
+    let mut h = Harness::new();
+    h.run("SADD s a b");
+    for line in ["GET s", "APPEND s x", "STRLEN s", "INCR s", "GETDEL s", "SET s x GET"] {
+        assert_eq!(
+            err_text(h.run(line)),
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+            "{line}"
+        );
+    }
+    h.run("SET str v");
+    for line in ["SADD str a", "SREM str a", "SMEMBERS str", "SISMEMBER str a", "SCARD str"] {
+        assert!(err_text(h.run(line)).starts_with("WRONGTYPE"), "{line}");
+    }
+    // Plain SET replaces any type, like Redis.
+    assert_eq!(h.run("SET s x"), ok());
+    assert_eq!(h.run("TYPE s"), Frame::Simple("string".into()));
+}
+
+#[test]
+fn string_commands() {
+    let mut h = Harness::new();
+    assert_eq!(h.run("APPEND k ab"), Frame::Integer(2));
+    assert_eq!(h.run("APPEND k cd"), Frame::Integer(4));
+    assert_eq!(h.run("STRLEN k"), Frame::Integer(4));
+    assert_eq!(h.run("SETNX k x"), Frame::Integer(0));
+    assert_eq!(h.run("SETNX n x"), Frame::Integer(1));
+    assert_eq!(h.run("MSET a 1 b 2"), ok());
+    assert_eq!(
+        h.run("MGET a b nope k"),
+        Frame::Array(vec![bulk_str("1"), bulk_str("2"), Frame::Null, bulk_str("abcd")])
+    );
+    assert_eq!(h.run("GETDEL a"), bulk_str("1"));
+    assert_eq!(h.run("GETDEL a"), Frame::Null);
+    assert_eq!(h.run("DEL a b nope"), Frame::Integer(1));
+    assert_eq!(h.run("EXISTS k k n"), Frame::Integer(3));
+    assert_eq!(err_text(h.run("MSET a 1 b")), "ERR wrong number of arguments for 'mset' command");
+    assert_eq!(h.replayed().digest(), h.store.digest());
+}
+
+#[test]
+fn set_commands() {
+    let mut h = Harness::new();
+    assert_eq!(h.run("SADD s a b a"), Frame::Integer(2));
+    assert_eq!(h.run("SADD s b c"), Frame::Integer(1));
+    assert_eq!(h.run("SCARD s"), Frame::Integer(3));
+    assert_eq!(h.run("SISMEMBER s a"), Frame::Integer(1));
+    assert_eq!(h.run("SISMEMBER s z"), Frame::Integer(0));
+    assert_eq!(h.run("SREM s a z a"), Frame::Integer(1));
+    let Frame::Set(mut members) = h.run("SMEMBERS s") else { panic!() };
+    members.sort_by_key(|f| format!("{f:?}"));
+    assert_eq!(members, vec![bulk_str("b"), bulk_str("c")]);
+    assert_eq!(h.run("SREM s b c"), Frame::Integer(2));
+    assert_eq!(h.run("EXISTS s"), Frame::Integer(0));
+    assert_eq!(h.run("TYPE s"), Frame::Simple("none".into()));
+    assert_eq!(h.replayed().digest(), h.store.digest());
+}
+
+#[test]
+fn keys_scan_dbsize_flushall() {
+    let mut h = Harness::new();
+    for i in 0..50 {
+        h.run(&format!("SET user:{i} v"));
+    }
+    h.run("SET other v");
+    assert_eq!(h.run("DBSIZE"), Frame::Integer(51));
+    let Frame::Array(keys) = h.run("KEYS user:*") else { panic!() };
+    assert_eq!(keys.len(), 50);
+    let mut seen = 0;
+    let mut cursor = "0".to_string();
+    loop {
+        let Frame::Array(parts) = h.run(&format!("SCAN {cursor} MATCH user:* COUNT 7")) else { panic!() };
+        let (Frame::Bulk(c), Frame::Array(found)) = (&parts[0], &parts[1]) else { panic!() };
+        seen += found.len();
+        cursor = String::from_utf8(c.to_vec()).unwrap();
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(seen, 50);
+    assert_eq!(err_text(h.run("SCAN x")), "ERR invalid cursor");
+    assert_eq!(h.run("FLUSHALL"), ok());
+    assert_eq!(h.run("DBSIZE"), Frame::Integer(0));
+    assert_eq!(h.log.last().unwrap(), &Effect::FlushAll);
+}
+
+#[test]
+fn reads_never_emit_effects() {
+    let mut h = Harness::new();
+    h.run("SET k v PX 1");
+    let before = h.log.len();
+    for line in ["GET k", "MGET k", "EXISTS k", "TTL k", "PTTL k", "TYPE k", "KEYS *", "SCAN 0", "DBSIZE", "STRLEN k"] {
+        h.run_at(NOW + 10, line);
+    }
+    assert_eq!(h.log.len(), before);
+}
+
+#[test]
+fn parse_i64_is_strict_like_redis() {
+    assert_eq!(parse_i64(b"0"), Some(0));
+    assert_eq!(parse_i64(b"-12"), Some(-12));
+    assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+    assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+    for bad in [&b""[..], b"-", b"+1", b" 1", b"01", b"-0", b"1.0", b"9223372036854775808", b"12a"] {
+        assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
+    }
+}
+
+#[test]
+fn unknown_command_error_names_the_command_and_args() {
+    let args: Vec<Bytes> = vec!["FOO".into(), "a".into(), "b".into()];
+    assert_eq!(err_text(unknown_command(&args)), "ERR unknown command 'FOO', with args beginning with: 'a' 'b' ");
+}

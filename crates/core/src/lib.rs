@@ -1,0 +1,30 @@
+//! # tandem-core: the sans-IO heart of Tandem
+//!
+//! Everything in this crate is pure logic: it takes `now` (milliseconds since
+//! the Unix epoch, passed in by the caller), requests and messages, and hands
+//! back replies, row effects to make durable and messages to send. It never
+//! reads a clock, a socket, a file or a global RNG. This is what lets the
+//! deterministic simulator drive the same code the real node runs.
+//!
+//! # Layout
+//! - [`effect`]: row effects and log entries, the unit of the replication log.
+//! - [`store`]: the in-memory keyspace state; applies effects, answers reads,
+//!   encodes/decodes snapshot chunks.
+//! - [`command`]: the command table (names, arity, flags) and the data
+//!   commands' execution: turns a request into a reply plus row effects.
+//! - [`resp`]: the RESP2/RESP3 wire codec.
+//! - [`glob`]: Redis-style glob matching for `KEYS` and `SCAN MATCH`.
+
+pub mod command;
+pub mod effect;
+pub mod glob;
+pub mod resp;
+pub mod store;
+
+/// Log sequence number: position of an entry in the replication log. The
+/// first entry has LSN 1; LSN 0 means "nothing".
+pub type Lsn = u64;
+
+/// Leadership generation. Every entry and replication message carries one; a
+/// higher epoch fences a lower one.
+pub type Epoch = u64;

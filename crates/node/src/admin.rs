@@ -1,0 +1,107 @@
+//! The admin HTTP endpoint: `/healthz`, `/status` (JSON) and `/metrics`
+//! (Prometheus text).
+//!
+//! Read-only: it reports, it never changes the node.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::server::{refresh_gauges, Shared};
+
+/// The `/status` document.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// This node's id.
+    pub node_id: u64,
+    /// `leader` (single node: always) or `follower`.
+    pub role: &'static str,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Last appended LSN.
+    pub last_lsn: u64,
+    /// Last durable LSN.
+    pub durable_lsn: u64,
+    /// LSN covered by the newest snapshot.
+    pub snapshot_lsn: u64,
+    /// Keys held.
+    pub keys: usize,
+    /// Fsync policy.
+    pub fsync: String,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+    /// Bytes in the data directory (log + snapshots).
+    pub data_dir_bytes: u64,
+    /// The data directory.
+    pub data_dir: String,
+    /// Client (RESP) address.
+    pub client_addr: String,
+    /// Open client connections.
+    pub connections: i64,
+    /// Log health: `ok`, or the error that stopped writes.
+    pub log_status: String,
+}
+
+/// Serves the admin endpoint until shutdown.
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(shared);
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        tracing::error!(error = %e, "admin endpoint failed");
+    }
+}
+
+fn dir_bytes(path: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Builds the status document.
+pub fn status_of(shared: &Shared) -> Status {
+    let (keys, last_lsn, epoch) = shared.db.with_state(|s| (s.store.len(), s.last_lsn, s.epoch));
+    Status {
+        node_id: shared.config.node_id,
+        role: "leader",
+        epoch,
+        last_lsn,
+        durable_lsn: shared.db.durable_lsn(),
+        snapshot_lsn: shared.db.last_snapshot().0,
+        keys,
+        fsync: shared.config.fsync.to_string(),
+        uptime_seconds: shared.started.elapsed().as_secs(),
+        data_dir_bytes: dir_bytes(&shared.config.data_dir),
+        data_dir: shared.config.data_dir.display().to_string(),
+        client_addr: shared.config.client_addr.to_string(),
+        connections: shared.metrics.connections.get(),
+        log_status: shared.db.log().failed().map_or_else(|| "ok".to_string(), |e| e.to_string()),
+    }
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Json<Status> {
+    Json(status_of(&shared))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    refresh_gauges(&shared);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics.render())
+}

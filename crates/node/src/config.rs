@@ -1,0 +1,158 @@
+//! Node configuration: every setting, its default and its documentation.
+//!
+//! The same struct is read from a TOML file (`--config`) and overridden by
+//! command-line flags and `TANDEM_*` environment variables (the CLI does the
+//! merging; flags win). Every size and count limit lives here with a named
+//! default, so an operator can find and change each one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tandem_storage::log::FsyncPolicy;
+
+/// Default maximum number of client connections (Redis's `maxclients`).
+pub const CLIENTS_MAX: usize = 10_000;
+/// Default largest bulk string a client may send (Redis's `proto-max-bulk-len`).
+pub const BULK_BYTES_MAX: usize = tandem_core::resp::BULK_BYTES_MAX;
+/// Default largest number of elements in one command.
+pub const ARRAY_LEN_MAX: usize = tandem_core::resp::ARRAY_LEN_MAX;
+/// Default longest inline (non-RESP) command line.
+pub const INLINE_BYTES_MAX: usize = tandem_core::resp::INLINE_BYTES_MAX;
+/// Default bound on unparsed input buffered per connection (pipelined
+/// requests plus one partial command; Redis's `client-query-buffer-limit`).
+pub const QUERY_BUFFER_BYTES_MAX: usize = 1024 * 1024 * 1024;
+/// Default bound on replies buffered per connection before the connection
+/// is closed (a client that asks for more than this in one pipeline, e.g.
+/// `KEYS *` on a huge keyspace, is disconnected instead of exhausting memory).
+pub const REPLY_BUFFER_BYTES_MAX: usize = 512 * 1024 * 1024;
+/// Default log segment size before rolling to a new file.
+pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Default number of log entries after which a snapshot is taken.
+pub const SNAPSHOT_ENTRIES: u64 = 1_000_000;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's id in the cluster.
+    pub node_id: u64,
+    /// Where the log, snapshots and metadata live.
+    pub data_dir: PathBuf,
+    /// RESP listener for clients.
+    pub client_addr: SocketAddr,
+    /// HTTP listener for `/healthz`, `/status`, `/metrics`.
+    pub admin_addr: SocketAddr,
+    /// Listener for replication between nodes (reserved; used by replication).
+    pub peer_addr: SocketAddr,
+    /// When a write counts as durable: `always`, `batch`, `everysec`, `never`.
+    #[serde(with = "fsync_serde")]
+    pub fsync: FsyncPolicy,
+    /// Password clients must give with `AUTH` / `HELLO .. AUTH` (none: no auth).
+    pub requirepass: Option<String>,
+    /// Size and count limits.
+    pub limits: LimitsConfig,
+    /// Take a snapshot (and truncate the log behind it) after this many log
+    /// entries; 0 disables automatic snapshots.
+    pub snapshot_entries: u64,
+    /// Log segment size before rolling.
+    pub segment_bytes_max: u64,
+}
+
+/// Size and count limits; past one, the client gets an error (or, where the
+/// byte stream cannot be trusted any more, its connection is closed) and the
+/// node keeps serving everyone else.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Maximum simultaneous client connections.
+    pub clients_max: usize,
+    /// Largest bulk string in a request.
+    pub bulk_bytes_max: usize,
+    /// Most elements in one request.
+    pub array_len_max: usize,
+    /// Longest inline command line.
+    pub inline_bytes_max: usize,
+    /// Most unparsed request bytes buffered per connection.
+    pub query_buffer_bytes_max: usize,
+    /// Most reply bytes buffered per connection.
+    pub reply_buffer_bytes_max: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            clients_max: CLIENTS_MAX,
+            bulk_bytes_max: BULK_BYTES_MAX,
+            array_len_max: ARRAY_LEN_MAX,
+            inline_bytes_max: INLINE_BYTES_MAX,
+            query_buffer_bytes_max: QUERY_BUFFER_BYTES_MAX,
+            reply_buffer_bytes_max: REPLY_BUFFER_BYTES_MAX,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            data_dir: PathBuf::from("tandem-data"),
+            client_addr: "127.0.0.1:7379".parse().expect("valid address"),
+            admin_addr: "127.0.0.1:7380".parse().expect("valid address"),
+            peer_addr: "127.0.0.1:7381".parse().expect("valid address"),
+            fsync: FsyncPolicy::Batch,
+            requirepass: None,
+            limits: LimitsConfig::default(),
+            snapshot_entries: SNAPSHOT_ENTRIES,
+            segment_bytes_max: SEGMENT_BYTES_MAX,
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML configuration file's text.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The RESP codec limits derived from this configuration.
+    pub fn resp_limits(&self) -> tandem_core::resp::Limits {
+        tandem_core::resp::Limits {
+            bulk_bytes_max: self.limits.bulk_bytes_max,
+            array_len_max: self.limits.array_len_max,
+            inline_bytes_max: self.limits.inline_bytes_max,
+        }
+    }
+}
+
+mod fsync_serde {
+    use super::FsyncPolicy;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &FsyncPolicy, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FsyncPolicy, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|_| {
+            serde::de::Error::custom(format!("unknown fsync policy {s:?} (always, batch, everysec, never)"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let c = Config::from_toml("node_id = 3\nfsync = \"always\"\n[limits]\nclients_max = 5\n").unwrap();
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.fsync, FsyncPolicy::Always);
+        assert_eq!(c.limits.clients_max, 5);
+        assert_eq!(c.limits.bulk_bytes_max, BULK_BYTES_MAX);
+        assert!(Config::from_toml("nodeid = 3").is_err());
+        assert!(Config::from_toml("fsync = \"sometimes\"").is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! One client connection: reads RESP requests, dispatches them, and writes
+//! replies in order.
+//!
+//! Owns the per-connection state (protocol version, auth, name) and the
+//! input/output buffers with their limits. Pipelining: every complete
+//! request in the input buffer is executed before the connection waits,
+//! once, for the durability of the newest write among them, and then writes
+//! all replies. A reply to a write is never sent before the log entry it
+//! depends on is durable under the node's fsync policy.
+//!
+//! Must never: hold the database lock across an await, or buffer without a
+//! bound.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tandem_core::command::{self, Handler};
+use tandem_core::resp::{self, Frame, Protocol, ProtocolError};
+use tandem_core::Lsn;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::server::Shared;
+
+/// Replies are written out once this many bytes are buffered, even in the
+/// middle of a long pipeline, to bound memory and latency.
+const REPLY_FLUSH_BYTES: usize = 64 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Per-connection state visible to node commands.
+pub struct ClientState {
+    /// Unique id (`CLIENT ID`).
+    pub id: u64,
+    /// Peer address.
+    pub addr: SocketAddr,
+    /// Name set by `CLIENT SETNAME` / `HELLO .. SETNAME`.
+    pub name: Option<Bytes>,
+    /// Reply protocol (`HELLO 3` switches to RESP3).
+    pub protocol: Protocol,
+    /// True once `AUTH` succeeded, or if no password is configured.
+    pub authenticated: bool,
+    /// When the connection was accepted.
+    pub connected_at: Instant,
+    /// Set by `QUIT`: close after this batch's replies.
+    pub closing: bool,
+    /// LSN of this connection's last write (`LASTLSN`).
+    pub last_write_lsn: Lsn,
+}
+
+/// What a dispatched request produced.
+pub struct Outcome {
+    /// The reply to send.
+    pub reply: Frame,
+    /// A log entry that must be durable before the reply is released.
+    pub wait_lsn: Option<Lsn>,
+}
+
+/// Serves one connection until the client leaves, breaks the protocol, or
+/// the node shuts down (after finishing the requests already read).
+pub async fn serve(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    id: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut client = ClientState {
+        id,
+        addr,
+        name: None,
+        protocol: Protocol::Resp2,
+        authenticated: shared.config.requirepass.is_none(),
+        connected_at: Instant::now(),
+        closing: false,
+        last_write_lsn: 0,
+    };
+    let limits = shared.config.resp_limits();
+    let query_max = shared.config.limits.query_buffer_bytes_max;
+    let reply_max = shared.config.limits.reply_buffer_bytes_max;
+    let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut output = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut pending: Vec<(&'static str, Instant)> = Vec::new();
+
+    'conn: loop {
+        if input.capacity() - input.len() < READ_CHUNK_BYTES / 2 {
+            input.reserve(READ_CHUNK_BYTES);
+        }
+        let read = tokio::select! {
+            r = stream.read_buf(&mut input) => r,
+            _ = shutdown.changed() => break 'conn,
+        };
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let mut wait_lsn: Lsn = 0;
+        loop {
+            let args = match resp::parse_command(&mut input, &limits) {
+                Ok(Some(args)) => args,
+                Ok(None) => break,
+                Err(e) => {
+                    // The byte stream can no longer be trusted: answer, close.
+                    shared.metrics.error("protocol");
+                    tracing::debug!(client = id, %addr, error = %e, "closing connection on protocol error");
+                    resp::encode(&Frame::Error(protocol_error_text(&e)), client.protocol, &mut output);
+                    let _ = flush(&shared, &mut stream, &mut output, wait_lsn, &mut pending).await;
+                    break 'conn;
+                }
+            };
+            if args.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            let (name, outcome) = dispatch(&shared, &mut client, &args).await;
+            if let Frame::Error(e) = &outcome.reply {
+                shared.metrics.error(e.split(' ').next().unwrap_or("ERR"));
+            }
+            if let Some(lsn) = outcome.wait_lsn {
+                wait_lsn = wait_lsn.max(lsn);
+                client.last_write_lsn = lsn;
+            }
+            resp::encode(&outcome.reply, client.protocol, &mut output);
+            pending.push((name, started));
+            if output.len() > reply_max {
+                shared.metrics.error("reply_buffer_limit");
+                tracing::warn!(client = id, %addr, bytes = output.len(), limit = reply_max, "closing connection: reply buffer limit exceeded");
+                break 'conn;
+            }
+            if client.closing {
+                let _ = flush(&shared, &mut stream, &mut output, wait_lsn, &mut pending).await;
+                break 'conn;
+            }
+            if output.len() >= REPLY_FLUSH_BYTES {
+                if flush(&shared, &mut stream, &mut output, wait_lsn, &mut pending).await.is_err() {
+                    break 'conn;
+                }
+                wait_lsn = 0;
+            }
+        }
+        if input.len() > query_max {
+            shared.metrics.error("query_buffer_limit");
+            let msg = Frame::Error(format!(
+                "ERR Protocol error: query buffer limit of {query_max} bytes exceeded (limits.query_buffer_bytes_max)"
+            ));
+            resp::encode(&msg, client.protocol, &mut output);
+            let _ = flush(&shared, &mut stream, &mut output, wait_lsn, &mut pending).await;
+            break;
+        }
+        if flush(&shared, &mut stream, &mut output, wait_lsn, &mut pending).await.is_err() {
+            break;
+        }
+    }
+    shared.metrics.connections.dec();
+}
+
+/// Waits for durability of `wait_lsn`, writes the buffered replies and
+/// records the latency of each request they answer.
+async fn flush(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    output: &mut BytesMut,
+    wait_lsn: Lsn,
+    pending: &mut Vec<(&'static str, Instant)>,
+) -> std::io::Result<()> {
+    if wait_lsn > 0 {
+        if let Err(e) = shared.db.wait_durable(wait_lsn).await {
+            // The replies claim success for writes that are not durable:
+            // drop them all and tell the client instead.
+            output.clear();
+            shared.metrics.error("MISCONF");
+            resp::encode(&Frame::Error(e), Protocol::Resp2, output);
+        }
+    }
+    if !output.is_empty() {
+        stream.write_all(output).await?;
+        output.clear();
+    }
+    let now = Instant::now();
+    for (name, started) in pending.drain(..) {
+        shared.metrics.command(name, now.duration_since(started).as_secs_f64());
+    }
+    Ok(())
+}
+
+fn protocol_error_text(e: &ProtocolError) -> String {
+    let text = e.to_string();
+    if text.starts_with("ERR ") {
+        text
+    } else {
+        format!("ERR {text}")
+    }
+}
+
+/// Executes one request. Returns the command name for metrics.
+async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]) -> (&'static str, Outcome) {
+    let Some(spec) = command::lookup(&args[0]) else {
+        return ("unknown", reply(command::unknown_command(args)));
+    };
+    if !client.authenticated && !spec.flags.contains(&"no_auth") {
+        return (spec.name, reply(Frame::Error("NOAUTH Authentication required.".into())));
+    }
+    if !spec.arity_ok(args.len()) {
+        return (spec.name, reply(command::wrong_arity(spec.name)));
+    }
+    let outcome = match spec.handler {
+        Handler::Node => crate::node_commands::execute(shared, client, spec, args).await,
+        handler => {
+            let (frame, wait_lsn) = shared.db.execute(handler, args);
+            Outcome { reply: frame, wait_lsn }
+        }
+    };
+    (spec.name, outcome)
+}
+
+/// An outcome that needs no durability wait.
+pub fn reply(frame: Frame) -> Outcome {
+    Outcome { reply: frame, wait_lsn: None }
+}

@@ -1,0 +1,365 @@
+//! The node's database: the keyspace state, the log it is made durable in,
+//! and the one path every change takes.
+//!
+//! Owns: the `Store` behind a lock, LSN assignment, appending each write's
+//! row effects to the log *while holding the lock* (so log order is apply
+//! order), the durable-LSN watch that acknowledgements wait on, recovery at
+//! start (snapshot + log replay), snapshots and log truncation.
+//!
+//! Must never: release an acknowledgement itself (the connection waits on
+//! [`Db::wait_durable`]), or apply an effect that is not also appended to the
+//! log.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tandem_core::command::{Handler, ReadCtx, WriteCtx};
+use tandem_core::effect::{Effect, LogEntry};
+use tandem_core::resp::Frame;
+use tandem_core::store::{Store, BUCKETS};
+use tandem_core::{Epoch, Lsn};
+use tandem_storage::log::{Log, LogConfig};
+use tandem_storage::snapshot;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Why the node could not start or continue.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The storage layer failed (I/O, corruption).
+    #[error(transparent)]
+    Storage(#[from] tandem_storage::StorageError),
+    /// A log entry or snapshot chunk could not be decoded.
+    #[error("{0}")]
+    Decode(String),
+}
+
+/// Wall-clock time in unix milliseconds. The only clock the data path reads.
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// State guarded by the database lock.
+pub struct State {
+    /// The keyspace.
+    pub store: Store,
+    /// LSN of the last entry applied (and appended).
+    pub last_lsn: Lsn,
+    /// Current epoch.
+    pub epoch: Epoch,
+    /// Commit time of the last entry; commit times never go backwards even
+    /// if the wall clock does.
+    pub last_commit_ms: u64,
+    /// Reused encode buffer.
+    payload: Vec<u8>,
+    /// Reused effects buffer.
+    effects: Vec<Effect>,
+}
+
+/// What a snapshot did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotReport {
+    /// Replay starts after this LSN.
+    pub start_lsn: Lsn,
+    /// The log is durable to at least this LSN.
+    pub end_lsn: Lsn,
+    /// Keys written (approximate under concurrent writes).
+    pub keys: usize,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Log segments deleted behind it.
+    pub segments_removed: u64,
+    /// How long it took.
+    pub elapsed_ms: u64,
+}
+
+/// The database of one node.
+pub struct Db {
+    state: RwLock<State>,
+    log: Log,
+    durable: watch::Receiver<Lsn>,
+    snapshot_dir: PathBuf,
+    /// Serialises snapshots.
+    snapshot_lock: Mutex<()>,
+    /// LSN covered by the newest snapshot.
+    snapshot_lsn: AtomicU64,
+    /// Unix ms of the newest snapshot.
+    snapshot_unix_ms: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+/// What recovery found and did, for the startup log line.
+#[derive(Debug)]
+pub struct RecoveryReport {
+    /// Snapshot loaded (its start LSN), if any.
+    pub snapshot_lsn: Option<Lsn>,
+    /// Keys loaded from the snapshot.
+    pub snapshot_keys: usize,
+    /// Log entries replayed after it.
+    pub replayed: u64,
+    /// Last LSN after recovery.
+    pub last_lsn: Lsn,
+    /// How long recovery took.
+    pub elapsed: Duration,
+}
+
+impl Db {
+    /// Recovers the state from `config.data_dir` (newest valid snapshot, then
+    /// log replay) and opens the log for appends.
+    pub fn open(config: &Config, hash_seed: u64, metrics: Arc<Metrics>) -> Result<(Db, RecoveryReport), DbError> {
+        let started = Instant::now();
+        let log_dir = config.data_dir.join("log");
+        let snapshot_dir = config.data_dir.join("snapshots");
+        std::fs::create_dir_all(&log_dir).map_err(|e| io_err(&log_dir, e))?;
+        std::fs::create_dir_all(&snapshot_dir).map_err(|e| io_err(&snapshot_dir, e))?;
+
+        // A crash while a snapshot was being written leaves a temp file.
+        snapshot::remove_temp_files(&snapshot_dir)?;
+        let mut store = Store::new(hash_seed);
+        let mut snapshot_lsn = None;
+        let mut snapshot_unix_ms = 0;
+        if let Some(reader) = snapshot::latest_valid(&snapshot_dir)? {
+            let meta = reader.meta();
+            snapshot_lsn = Some(meta.start_lsn);
+            snapshot_unix_ms = meta.created_unix_ms;
+            let mut decode_error = None;
+            reader.for_each_chunk(|chunk| {
+                store.load_chunk(chunk).map(|_| ()).map_err(|e| {
+                    decode_error = Some(e.to_string());
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                })
+            })?;
+            if let Some(e) = decode_error {
+                return Err(DbError::Decode(e));
+            }
+        }
+        let snapshot_keys = store.len();
+
+        let recovery = tandem_storage::log::recover(&log_dir)?;
+        let from = snapshot_lsn.unwrap_or(0) + 1;
+        let mut last_lsn = snapshot_lsn.unwrap_or(0);
+        let mut epoch = 1;
+        let mut last_commit_ms = 0;
+        let mut replayed = 0u64;
+        recovery.replay(from, |lsn, entry_epoch, payload| {
+            let entry = LogEntry::decode_payload(lsn, entry_epoch, payload)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("log entry {lsn}: {e}")))?;
+            for effect in &entry.effects {
+                store.apply(effect);
+            }
+            last_lsn = lsn;
+            epoch = entry_epoch;
+            last_commit_ms = entry.commit_ms;
+            replayed += 1;
+            Ok::<(), std::io::Error>(())
+        })?;
+        if recovery.last_lsn() > last_lsn {
+            last_lsn = recovery.last_lsn();
+        }
+        if recovery.first_lsn() > from {
+            return Err(DbError::Decode(format!(
+                "the log in {} starts at LSN {} but the snapshot needs it from LSN {from}: log segments are missing",
+                log_dir.display(),
+                recovery.first_lsn()
+            )));
+        }
+
+        let (durable_tx, durable_rx) = watch::channel(last_lsn);
+        let fsync_metrics = metrics.clone();
+        let log = Log::open(
+            LogConfig { dir: log_dir, fsync: config.fsync, segment_bytes_max: config.segment_bytes_max },
+            &recovery,
+            Box::new(move |lsn| {
+                durable_tx.send_replace(lsn);
+            }),
+        )?;
+        if log.last_lsn() < last_lsn {
+            // The log ends before the snapshot (e.g. every segment was
+            // truncated behind it): continue numbering after the snapshot.
+            log.reset_to(last_lsn)?;
+        }
+        log.set_fsync_observer(Box::new(move |elapsed| {
+            fsync_metrics.fsyncs.inc();
+            fsync_metrics.fsync_seconds.observe(elapsed.as_secs_f64());
+        }));
+        let db = Db {
+            state: RwLock::new(State {
+                store,
+                last_lsn,
+                epoch,
+                last_commit_ms,
+                payload: Vec::with_capacity(4096),
+                effects: Vec::with_capacity(16),
+            }),
+            log,
+            durable: durable_rx,
+            snapshot_dir,
+            snapshot_lock: Mutex::new(()),
+            snapshot_lsn: AtomicU64::new(snapshot_lsn.unwrap_or(0)),
+            snapshot_unix_ms: AtomicU64::new(snapshot_unix_ms),
+            metrics,
+        };
+        let report = RecoveryReport { snapshot_lsn, snapshot_keys, replayed, last_lsn, elapsed: started.elapsed() };
+        Ok((db, report))
+    }
+
+    /// Executes a data command. Returns the reply and, for a write that
+    /// changed something, the LSN that must be durable before the reply is
+    /// released.
+    pub fn execute(&self, handler: Handler, args: &[Bytes]) -> (Frame, Option<Lsn>) {
+        match handler {
+            Handler::Read(f) => {
+                let state = self.state.read();
+                (f(&ReadCtx { store: &state.store, now_ms: unix_ms() }, args), None)
+            }
+            Handler::Write(f) => {
+                if let Some(e) = self.log.failed() {
+                    return (Frame::Error(format!("MISCONF the log cannot be written, writes are refused: {e}")), None);
+                }
+                let mut state = self.state.write();
+                let now_ms = unix_ms().max(state.last_commit_ms);
+                let mut effects = std::mem::take(&mut state.effects);
+                effects.clear();
+                let reply = f(&mut WriteCtx { store: &mut state.store, now_ms, effects: &mut effects }, args);
+                let lsn = if effects.is_empty() { None } else { Some(self.commit(&mut state, now_ms, &mut effects)) };
+                state.effects = effects;
+                (reply, lsn)
+            }
+            Handler::Node => unreachable!("node commands are executed by the connection"),
+        }
+    }
+
+    /// Assigns the next LSN to `effects` (already applied to the store) and
+    /// appends them to the log. Called with the state lock held.
+    fn commit(&self, state: &mut State, now_ms: u64, effects: &mut Vec<Effect>) -> Lsn {
+        let lsn = state.last_lsn + 1;
+        let entry = LogEntry { lsn, epoch: state.epoch, commit_ms: now_ms, effects: std::mem::take(effects) };
+        let mut payload = std::mem::take(&mut state.payload);
+        entry.encode_payload(&mut payload);
+        self.log.append(lsn, state.epoch, &payload);
+        state.payload = payload;
+        *effects = entry.effects;
+        state.last_lsn = lsn;
+        state.last_commit_ms = now_ms;
+        lsn
+    }
+
+    /// Deletes up to `max` expired keys through the log (active expiry).
+    /// Returns how many were deleted and the LSN of the entry, if any.
+    pub fn expire_sweep(&self, max: usize) -> usize {
+        if self.log.failed().is_some() {
+            return 0;
+        }
+        let mut state = self.state.write();
+        let now_ms = unix_ms().max(state.last_commit_ms);
+        let keys = state.store.collect_expired(now_ms, max);
+        if keys.is_empty() {
+            return 0;
+        }
+        let n = keys.len();
+        let mut effects: Vec<Effect> = keys.into_iter().map(|key| Effect::Del { key }).collect();
+        for e in &effects {
+            state.store.apply(e);
+        }
+        self.commit(&mut state, now_ms, &mut effects);
+        n
+    }
+
+    /// Waits until `lsn` is durable under the fsync policy. Returns an error
+    /// text if the log failed, in which case the write must not be reported
+    /// as successful.
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), String> {
+        let mut rx = self.durable.clone();
+        loop {
+            if *rx.borrow_and_update() >= lsn {
+                return Ok(());
+            }
+            if let Some(e) = self.log.failed() {
+                return Err(format!("MISCONF the write was applied in memory but could not be made durable: {e}"));
+            }
+            // Bounded wait so a poisoned log (which stops advancing) is noticed.
+            let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
+        }
+    }
+
+    /// Reads with the state lock held.
+    pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.state.read())
+    }
+
+    /// The log (for stats and flushing).
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Last durable LSN.
+    pub fn durable_lsn(&self) -> Lsn {
+        *self.durable.borrow()
+    }
+
+    /// LSN and time of the newest snapshot.
+    pub fn last_snapshot(&self) -> (Lsn, u64) {
+        (self.snapshot_lsn.load(Ordering::Relaxed), self.snapshot_unix_ms.load(Ordering::Relaxed))
+    }
+
+    /// Entries appended since the newest snapshot.
+    pub fn entries_since_snapshot(&self) -> u64 {
+        self.with_state(|s| s.last_lsn).saturating_sub(self.snapshot_lsn.load(Ordering::Relaxed))
+    }
+
+    /// Takes a fuzzy snapshot: one bucket at a time under the read lock
+    /// (writes proceed between buckets), records the LSN it starts from,
+    /// waits until the log is durable past everything the snapshot may
+    /// contain, publishes it, then truncates the log behind the older of the
+    /// two snapshots kept. Blocking: call from a blocking thread.
+    pub fn snapshot(&self) -> Result<SnapshotReport, DbError> {
+        let _guard = self.snapshot_lock.lock();
+        let started = Instant::now();
+        let start_lsn = self.with_state(|s| s.last_lsn);
+        let mut writer = snapshot::SnapshotWriter::create(&self.snapshot_dir, start_lsn)?;
+        let mut chunk = Vec::with_capacity(1 << 20);
+        let mut keys = 0;
+        for bucket in 0..BUCKETS {
+            chunk.clear();
+            self.with_state(|s| s.store.encode_bucket(bucket, &mut chunk));
+            if !chunk.is_empty() {
+                writer.write_chunk(&chunk)?;
+            }
+        }
+        let end_lsn = self.with_state(|s| {
+            keys = s.store.len();
+            s.last_lsn
+        });
+        // Everything the snapshot holds must be in the durable log first,
+        // or a crash could leave state that the log (and replicas) lack.
+        self.log.flush()?;
+        let created_unix_ms = unix_ms();
+        let info = writer.finish(end_lsn, created_unix_ms)?;
+        self.snapshot_lsn.store(start_lsn, Ordering::Relaxed);
+        self.snapshot_unix_ms.store(created_unix_ms, Ordering::Relaxed);
+        // Keep two snapshots; the log must still cover the older one, which
+        // is the fallback if the newest turns out unreadable.
+        let kept = snapshot::prune(&self.snapshot_dir, 2)?;
+        let oldest_kept = kept.iter().map(|m| m.start_lsn).min().unwrap_or(start_lsn);
+        let segments_removed = self.log.truncate_before(oldest_kept + 1)?;
+        self.metrics.snapshots.inc();
+        Ok(SnapshotReport {
+            start_lsn,
+            end_lsn,
+            keys,
+            bytes: info.bytes,
+            segments_removed,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> DbError {
+    DbError::Storage(tandem_storage::StorageError::io(path, "create directory", e))
+}

@@ -1,0 +1,28 @@
+//! # tandem-node: the I/O shell of a Tandem node
+//!
+//! The only layer that touches tokio, sockets, files and clocks. It drives
+//! the pure logic of `tandem-core` and the on-disk formats of
+//! `tandem-storage`, and it makes log appends durable *before* it releases
+//! the replies that depend on them.
+//!
+//! # Layout
+//! - [`config`]: every setting and limit, with defaults.
+//! - [`db`]: the keyspace behind its lock, the write path (apply + log
+//!   append), durability waits, recovery, snapshots.
+//! - [`server`]: lifecycle: listeners, background tasks, graceful shutdown.
+//! - [`connection`]: one RESP client connection, pipelining and limits.
+//! - [`node_commands`]: commands that need the connection or node
+//!   (`HELLO`, `AUTH`, `INFO`, `CONFIG`, `COMMAND`, `CLIENT`, `SAVE`).
+//! - [`admin`]: the HTTP endpoint (`/healthz`, `/status`, `/metrics`).
+//! - [`metrics`]: the Prometheus registry.
+
+pub mod admin;
+pub mod config;
+pub mod connection;
+pub mod db;
+pub mod metrics;
+pub mod node_commands;
+pub mod server;
+
+pub use config::Config;
+pub use server::run;

@@ -1,0 +1,138 @@
+//! The node's Prometheus metrics: one registry per node (several nodes may
+//! share a test process), rendered in text format at `/metrics`.
+//!
+//! Owns the metric definitions and their names; never decides anything.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label: a command name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabel {
+    /// Lower-case command name.
+    pub command: String,
+}
+
+/// Label: an error kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    /// Kind, e.g. `WRONGTYPE`, `protocol`, `reply_buffer_limit`.
+    pub kind: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 10 µs .. ~10 s
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 21))
+}
+
+/// All metrics of one node.
+pub struct Metrics {
+    registry: Registry,
+    /// Commands executed, by command.
+    pub ops: Family<CommandLabel, Counter>,
+    /// Command latency (until the reply is released), by command.
+    pub latency: Family<CommandLabel, Histogram, fn() -> Histogram>,
+    /// Errors returned or connections closed, by kind.
+    pub errors: Family<ErrorLabel, Counter>,
+    /// Open client connections.
+    pub connections: Gauge,
+    /// Client connections accepted since start.
+    pub connections_total: Counter,
+    /// Connections refused at the limit.
+    pub connections_rejected: Counter,
+    /// Log fsyncs.
+    pub fsyncs: Counter,
+    /// Log fsync latency.
+    pub fsync_seconds: Histogram,
+    /// Log bytes on disk.
+    pub log_bytes: Gauge,
+    /// Log segment files.
+    pub log_segments: Gauge,
+    /// Last appended LSN.
+    pub last_lsn: Gauge,
+    /// Last durable LSN.
+    pub durable_lsn: Gauge,
+    /// Keys held.
+    pub keys: Gauge,
+    /// Snapshots taken.
+    pub snapshots: Counter,
+    /// Keys removed by active expiry.
+    pub expired_keys: Counter,
+    /// Commands processed (for INFO), kept outside the registry for speed.
+    pub commands_processed: AtomicU64,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tandem");
+        let m = Metrics {
+            ops: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            errors: Family::default(),
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            connections_rejected: Counter::default(),
+            fsyncs: Counter::default(),
+            fsync_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 21)),
+            log_bytes: Gauge::default(),
+            log_segments: Gauge::default(),
+            last_lsn: Gauge::default(),
+            durable_lsn: Gauge::default(),
+            keys: Gauge::default(),
+            snapshots: Counter::default(),
+            expired_keys: Counter::default(),
+            commands_processed: AtomicU64::new(0),
+            registry: Registry::default(),
+        };
+        registry.register("commands", "Commands executed, by command", m.ops.clone());
+        registry.register("command_latency_seconds", "Command latency until the reply is released", m.latency.clone());
+        registry.register("errors", "Errors by kind", m.errors.clone());
+        registry.register("connections", "Open client connections", m.connections.clone());
+        registry.register("connections_accepted", "Client connections accepted", m.connections_total.clone());
+        registry.register("connections_rejected", "Connections refused at clients_max", m.connections_rejected.clone());
+        registry.register("log_fsyncs", "Log fsync calls", m.fsyncs.clone());
+        registry.register("log_fsync_seconds", "Log fsync latency", m.fsync_seconds.clone());
+        registry.register("log_bytes", "Log bytes on disk", m.log_bytes.clone());
+        registry.register("log_segments", "Log segment files", m.log_segments.clone());
+        registry.register("last_lsn", "Last appended log sequence number", m.last_lsn.clone());
+        registry.register("durable_lsn", "Last durable log sequence number", m.durable_lsn.clone());
+        registry.register("keys", "Keys held", m.keys.clone());
+        registry.register("snapshots", "Snapshots taken", m.snapshots.clone());
+        registry.register("expired_keys", "Keys removed by active expiry", m.expired_keys.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Counts one error of `kind`.
+    pub fn error(&self, kind: &str) {
+        self.errors.get_or_create(&ErrorLabel { kind: kind.to_string() }).inc();
+    }
+
+    /// Records one executed command and its latency.
+    pub fn command(&self, name: &str, seconds: f64) {
+        let label = CommandLabel { command: name.to_string() };
+        self.ops.get_or_create(&label).inc();
+        self.latency.get_or_create(&label).observe(seconds);
+        self.commands_processed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Renders the registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

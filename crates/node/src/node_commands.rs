@@ -1,0 +1,357 @@
+//! Commands that need the connection or the node, not just the keyspace:
+//! handshake and auth, client bookkeeping, introspection (`INFO`, `CONFIG
+//! GET`, `COMMAND`) and snapshots (`SAVE`, `BGSAVE`).
+//!
+//! Must never change the keyspace: data commands live in
+//! `tandem_core::command`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tandem_core::command::{self, CommandSpec, COMMANDS};
+use tandem_core::glob::glob_match;
+use tandem_core::resp::{Frame, Protocol};
+
+use crate::connection::{reply, ClientState, Outcome};
+use crate::server::Shared;
+
+/// Redis version Tandem reports to clients that branch on it.
+pub const REDIS_COMPAT_VERSION: &str = "7.0.15";
+
+fn simple(s: &str) -> Frame {
+    Frame::Simple(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn bulk(s: impl Into<Bytes>) -> Frame {
+    Frame::Bulk(s.into())
+}
+
+fn err(s: impl Into<String>) -> Frame {
+    Frame::Error(s.into())
+}
+
+fn lower(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_lowercase()
+}
+
+/// Executes a command whose handler is `Node`.
+pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &CommandSpec, args: &[Bytes]) -> Outcome {
+    let frame = match spec.name {
+        "ping" => match args.len() {
+            1 => simple("PONG"),
+            2 => Frame::Bulk(args[1].clone()),
+            _ => command::wrong_arity("ping"),
+        },
+        "quit" => {
+            client.closing = true;
+            command::ok()
+        }
+        "select" => match &args[1][..] {
+            b"0" => command::ok(),
+            _ => err("ERR DB index is out of range"),
+        },
+        "auth" => auth(shared, client, args),
+        "hello" => hello(shared, client, args),
+        "client" => client_cmd(shared, client, args),
+        "config" => config(shared, args),
+        "command" => command_cmd(args),
+        "info" => info(shared, args),
+        "save" => save(shared).await,
+        "bgsave" => {
+            shared.start_background_snapshot("BGSAVE");
+            simple("Background saving started")
+        }
+        "lastsave" => Frame::Integer((shared.db.last_snapshot().1 / 1000) as i64),
+        other => err(format!("ERR command '{other}' is not available on this node")),
+    };
+    reply(frame)
+}
+
+fn check_password(shared: &Shared, user: Option<&[u8]>, pass: &[u8]) -> Result<(), Frame> {
+    let Some(expected) = &shared.config.requirepass else {
+        return Err(err(
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        ));
+    };
+    let user_ok = user.is_none_or(|u| u == b"default");
+    // Constant-time comparison so the password cannot be guessed by timing.
+    let pass_ok =
+        expected.len() == pass.len() && expected.bytes().zip(pass).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if user_ok && pass_ok {
+        Ok(())
+    } else {
+        Err(err("WRONGPASS invalid username-password pair or user is disabled."))
+    }
+}
+
+fn auth(shared: &Shared, client: &mut ClientState, args: &[Bytes]) -> Frame {
+    let result = match args.len() {
+        2 => check_password(shared, None, &args[1]),
+        3 => check_password(shared, Some(&args[1]), &args[2]),
+        _ => return err("ERR syntax error"),
+    };
+    match result {
+        Ok(()) => {
+            client.authenticated = true;
+            command::ok()
+        }
+        Err(e) => e,
+    }
+}
+
+fn hello(shared: &Shared, client: &mut ClientState, args: &[Bytes]) -> Frame {
+    let mut protocol = client.protocol;
+    let mut i = 1;
+    if let Some(v) = args.get(1) {
+        protocol = match &v[..] {
+            b"2" => Protocol::Resp2,
+            b"3" => Protocol::Resp3,
+            _ if command::parse_i64(v).is_some() => return err("NOPROTO unsupported protocol version"),
+            _ => return err("ERR Protocol version is not an integer or out of range"),
+        };
+        i = 2;
+    }
+    let mut name = None;
+    while i < args.len() {
+        match &lower(&args[i])[..] {
+            "auth" if i + 2 < args.len() => {
+                if let Err(e) = check_password(shared, Some(&args[i + 1]), &args[i + 2]) {
+                    return e;
+                }
+                client.authenticated = true;
+                i += 3;
+            }
+            "setname" if i + 1 < args.len() => {
+                name = Some(args[i + 1].clone());
+                i += 2;
+            }
+            _ => return err(format!("ERR Syntax error in HELLO option '{}'", String::from_utf8_lossy(&args[i]))),
+        }
+    }
+    if !client.authenticated {
+        return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    if name.is_some() {
+        client.name = name;
+    }
+    client.protocol = protocol;
+    Frame::Map(vec![
+        (bulk("server"), bulk("redis")),
+        (bulk("version"), bulk(REDIS_COMPAT_VERSION)),
+        (bulk("proto"), Frame::Integer(if protocol == Protocol::Resp3 { 3 } else { 2 })),
+        (bulk("id"), Frame::Integer(client.id as i64)),
+        (bulk("mode"), bulk("standalone")),
+        (bulk("role"), bulk("master")),
+        (bulk("modules"), Frame::Array(vec![])),
+    ])
+}
+
+fn client_line(client: &ClientState) -> String {
+    format!(
+        "id={} addr={} laddr= fd=0 name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info user=default redir=-1 resp={}\n",
+        client.id,
+        client.addr,
+        client.name.as_deref().map(String::from_utf8_lossy).unwrap_or_default(),
+        client.connected_at.elapsed().as_secs(),
+        if client.protocol == Protocol::Resp3 { 3 } else { 2 },
+    )
+}
+
+fn client_cmd(_shared: &Shared, client: &mut ClientState, args: &[Bytes]) -> Frame {
+    let sub = lower(&args[1]);
+    match (sub.as_str(), args.len()) {
+        ("id", 2) => Frame::Integer(client.id as i64),
+        ("getname", 2) => client.name.clone().map_or(Frame::Null, Frame::Bulk),
+        ("setname", 3) => {
+            if args[2].iter().any(|&b| b <= b' ' || b > b'~') {
+                return err("ERR Client names cannot contain spaces, newlines or special characters.");
+            }
+            client.name = (!args[2].is_empty()).then(|| args[2].clone());
+            command::ok()
+        }
+        ("info", 2) => Frame::Verbatim { format: *b"txt", text: Bytes::from(client_line(client)) },
+        ("list", _) => Frame::Verbatim { format: *b"txt", text: Bytes::from(client_line(client)) },
+        // Library identification (redis-py, the redis crate) and client-side
+        // behaviour flags: accepted, nothing to do.
+        ("setinfo", 4) | ("no-evict", 3) | ("no-touch", 3) | ("reply", 3) => command::ok(),
+        ("id" | "getname" | "setname" | "info" | "setinfo", _) => {
+            err(format!("ERR wrong number of arguments for 'client|{sub}' command"))
+        }
+        _ => err(format!("ERR unknown subcommand '{}'. Try CLIENT HELP.", String::from_utf8_lossy(&args[1]))),
+    }
+}
+
+/// The parameters `CONFIG GET` answers, with their current values.
+fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
+    let c = &shared.config;
+    let appendfsync = match c.fsync.to_string().as_str() {
+        "batch" => "always".to_string(),
+        other => other.to_string(),
+    };
+    vec![
+        ("appendfsync", appendfsync),
+        ("appendonly", "yes".into()),
+        ("bind", c.client_addr.ip().to_string()),
+        ("databases", "1".into()),
+        ("dir", c.data_dir.display().to_string()),
+        ("maxclients", c.limits.clients_max.to_string()),
+        ("maxmemory", "0".into()),
+        ("port", c.client_addr.port().to_string()),
+        ("proto-max-bulk-len", c.limits.bulk_bytes_max.to_string()),
+        ("client-query-buffer-limit", c.limits.query_buffer_bytes_max.to_string()),
+        ("save", "".into()),
+        ("timeout", "0".into()),
+        ("tandem-fsync", c.fsync.to_string()),
+        ("tandem-snapshot-entries", c.snapshot_entries.to_string()),
+    ]
+}
+
+fn config(shared: &Shared, args: &[Bytes]) -> Frame {
+    match &lower(&args[1])[..] {
+        "get" if args.len() >= 3 => {
+            let params = config_params(shared);
+            let mut out = Vec::new();
+            for (name, value) in &params {
+                if args[2..].iter().any(|p| glob_match(&p.to_ascii_lowercase(), name.as_bytes())) {
+                    out.push((bulk(*name), bulk(value.clone())));
+                }
+            }
+            Frame::Map(out)
+        }
+        "set" => err("ERR CONFIG SET is not supported: Tandem's settings come from its config file, flags and TANDEM_* variables; restart the node to change them"),
+        "resetstat" => command::ok(),
+        _ => err(format!("ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.", String::from_utf8_lossy(&args[1]))),
+    }
+}
+
+fn command_info(spec: &CommandSpec) -> Frame {
+    Frame::Array(vec![
+        bulk(spec.name),
+        Frame::Integer(spec.arity as i64),
+        Frame::Set(spec.flags.iter().map(|f| simple(f)).collect()),
+        Frame::Integer(spec.first_key as i64),
+        Frame::Integer(spec.last_key as i64),
+        Frame::Integer(spec.key_step as i64),
+        Frame::Set(vec![]),
+        Frame::Array(vec![]),
+        Frame::Array(vec![]),
+        Frame::Array(vec![]),
+    ])
+}
+
+fn command_docs(spec: &CommandSpec) -> Frame {
+    Frame::Map(vec![
+        (bulk("summary"), bulk(spec.summary)),
+        (bulk("since"), bulk("1.0.0")),
+        (bulk("group"), bulk(spec.group)),
+        (bulk("arguments"), Frame::Array(vec![])),
+    ])
+}
+
+fn command_cmd(args: &[Bytes]) -> Frame {
+    let Some(sub) = args.get(1).map(|s| lower(s)) else {
+        return Frame::Array(COMMANDS.iter().map(command_info).collect());
+    };
+    let named = || args[2..].iter().filter_map(|n| command::lookup(n));
+    match sub.as_str() {
+        "count" => Frame::Integer(COMMANDS.len() as i64),
+        "info" if args.len() == 2 => Frame::Array(COMMANDS.iter().map(command_info).collect()),
+        "info" => {
+            Frame::Array(args[2..].iter().map(|n| command::lookup(n).map_or(Frame::Null, command_info)).collect())
+        }
+        "docs" if args.len() == 2 => Frame::Map(COMMANDS.iter().map(|c| (bulk(c.name), command_docs(c))).collect()),
+        "docs" => Frame::Map(named().map(|c| (bulk(c.name), command_docs(c))).collect()),
+        "list" => Frame::Array(COMMANDS.iter().map(|c| bulk(c.name)).collect()),
+        _ => err(format!("ERR unknown subcommand '{}'. Try COMMAND HELP.", String::from_utf8_lossy(&args[1]))),
+    }
+}
+
+async fn save(shared: &Arc<Shared>) -> Frame {
+    let db = shared.db.clone();
+    match tokio::task::spawn_blocking(move || db.snapshot()).await {
+        Ok(Ok(report)) => {
+            tracing::info!(?report, "snapshot taken (SAVE)");
+            command::ok()
+        }
+        Ok(Err(e)) => err(format!("ERR snapshot failed: {e}")),
+        Err(e) => err(format!("ERR snapshot task failed: {e}")),
+    }
+}
+
+/// Renders `INFO [section ...]` with Redis's field names where Redis has
+/// them, plus Tandem's own fields.
+pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
+    let wanted: Vec<String> = args[1..].iter().map(|a| lower(a)).collect();
+    let all = wanted.is_empty() || wanted.iter().any(|w| w == "all" || w == "everything" || w == "default");
+    let want = |s: &str| all || wanted.iter().any(|w| w == s);
+    let m = &shared.metrics;
+    let (keys, expires, last_lsn, epoch) =
+        shared.db.with_state(|s| (s.store.len(), s.store.keys_with_expiry(), s.last_lsn, s.epoch));
+    let durable_lsn = shared.db.durable_lsn();
+    let mut out = String::new();
+    if want("server") {
+        let uptime = shared.started.elapsed().as_secs();
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\ntandem_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nexecutable:tandem\r\nconfig_file:\r\ntandem_node_id:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            shared.config.client_addr.port(),
+            uptime / 86_400,
+            shared.config.node_id,
+        );
+    }
+    if want("clients") {
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            m.connections.get(),
+            shared.config.limits.clients_max
+        );
+    }
+    if want("persistence") {
+        let (snap_lsn, snap_ms) = shared.db.last_snapshot();
+        let log = shared.db.log().stats();
+        let _ = write!(
+            out,
+            "# Persistence\r\nloading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_last_save_time:{}\r\naof_enabled:1\r\naof_last_write_status:{}\r\ntandem_fsync_policy:{}\r\ntandem_last_lsn:{last_lsn}\r\ntandem_durable_lsn:{durable_lsn}\r\ntandem_snapshot_lsn:{snap_lsn}\r\ntandem_log_bytes:{}\r\ntandem_log_segments:{}\r\n\r\n",
+            last_lsn.saturating_sub(snap_lsn),
+            snap_ms / 1000,
+            if shared.db.log().failed().is_some() { "err" } else { "ok" },
+            shared.config.fsync,
+            log.bytes_on_disk,
+            log.segments,
+        );
+    }
+    if want("stats") {
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\n\r\n",
+            m.connections_total.get(),
+            m.commands_processed.load(Ordering::Relaxed),
+            shared.ops_per_sec.load(Ordering::Relaxed),
+            m.connections_rejected.get(),
+            m.expired_keys.get(),
+        );
+    }
+    if want("replication") {
+        let _ = write!(
+            out,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:{last_lsn}\r\ntandem_epoch:{epoch}\r\n\r\n"
+        );
+    }
+    if want("keyspace") {
+        out.push_str("# Keyspace\r\n");
+        if keys > 0 {
+            let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
+        }
+        out.push_str("\r\n");
+    }
+    while out.ends_with("\r\n\r\n") {
+        out.truncate(out.len() - 2);
+    }
+    Frame::Verbatim { format: *b"txt", text: Bytes::from(out) }
+}

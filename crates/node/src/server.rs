@@ -1,0 +1,258 @@
+//! Starting and stopping a node: recovery, listeners, background tasks and
+//! graceful shutdown.
+//!
+//! Owns the node's lifecycle. On shutdown it stops accepting, lets every
+//! connection finish the requests it already read, flushes the log, takes a
+//! snapshot if anything changed, and returns.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::db::{Db, DbError};
+use crate::metrics::Metrics;
+
+/// How often the leader sweeps for expired keys.
+const EXPIRE_SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Most expired keys deleted per sweep (bounds the lock hold time).
+const EXPIRE_SWEEP_KEYS_MAX: usize = 1000;
+/// How long shutdown waits for connections to finish their requests.
+const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a node stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Recovery or storage failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// What the listener is for.
+        what: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every task of a node.
+pub struct Shared {
+    /// The configuration the node runs with.
+    pub config: Config,
+    /// The database.
+    pub db: Arc<Db>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// When the node started.
+    pub started: Instant,
+    /// Commands per second over the last second (INFO).
+    pub ops_per_sec: AtomicU64,
+    next_client_id: AtomicU64,
+    snapshot_running: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// Starts a snapshot on a blocking thread unless one is running.
+    pub fn start_background_snapshot(self: &Arc<Self>, reason: &'static str) {
+        if self.snapshot_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || {
+            match shared.db.snapshot() {
+                Ok(report) => tracing::info!(
+                    reason,
+                    start_lsn = report.start_lsn,
+                    keys = report.keys,
+                    bytes = report.bytes,
+                    segments_removed = report.segments_removed,
+                    elapsed_ms = report.elapsed_ms,
+                    "snapshot taken"
+                ),
+                Err(e) => {
+                    shared.metrics.error("snapshot");
+                    tracing::error!(reason, error = %e, "snapshot failed");
+                }
+            }
+            shared.snapshot_running.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// A random seed for the keyspace hash (against hash flooding). Taken from
+/// the std hasher's per-process random keys; the core itself never draws
+/// randomness.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
+
+/// Runs a node until `shutdown` resolves, then shuts it down gracefully.
+/// `on_ready` is called once every listener is bound.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&Config),
+) -> Result<(), NodeError> {
+    let metrics = Arc::new(Metrics::new());
+    tracing::info!(data_dir = %config.data_dir.display(), fsync = %config.fsync, "recovering");
+    let (db, report) = Db::open(&config, random_seed(), metrics.clone())?;
+    tracing::info!(
+        snapshot_lsn = ?report.snapshot_lsn,
+        snapshot_keys = report.snapshot_keys,
+        replayed = report.replayed,
+        last_lsn = report.last_lsn,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "recovered"
+    );
+    let db = Arc::new(db);
+    let client_listener = TcpListener::bind(config.client_addr).await.map_err(|source| NodeError::Bind {
+        what: "client",
+        addr: config.client_addr,
+        source,
+    })?;
+    let admin_listener = TcpListener::bind(config.admin_addr).await.map_err(|source| NodeError::Bind {
+        what: "admin",
+        addr: config.admin_addr,
+        source,
+    })?;
+    let mut config = config;
+    // Report the bound ports (port 0 picks a free one; tests use it).
+    config.client_addr = client_listener.local_addr().expect("bound listener has an address");
+    config.admin_addr = admin_listener.local_addr().expect("bound listener has an address");
+    let shared = Arc::new(Shared {
+        config,
+        db,
+        metrics,
+        started: Instant::now(),
+        ops_per_sec: AtomicU64::new(0),
+        next_client_id: AtomicU64::new(1),
+        snapshot_running: std::sync::atomic::AtomicBool::new(false),
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let admin = tokio::spawn(crate::admin::serve(shared.clone(), admin_listener, shutdown_rx.clone()));
+    let background = tokio::spawn(background_tasks(shared.clone(), shutdown_rx.clone()));
+    tracing::info!(client = %shared.config.client_addr, admin = %shared.config.admin_addr, node_id = shared.config.node_id, "ready");
+    on_ready(&shared.config);
+
+    // Every connection holds a clone of `drained_tx`; when all are gone,
+    // `drained_rx.recv()` returns None.
+    let (drained_tx, mut drained_rx) = mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = client_listener.accept() => {
+                let (stream, addr) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                accept(&shared, stream, addr, &shutdown_rx, &drained_tx);
+            }
+        }
+    }
+
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    drop(client_listener);
+    let _ = shutdown_tx.send(true);
+    drop(drained_tx);
+    if tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, drained_rx.recv()).await.is_err() {
+        tracing::warn!("some connections did not finish within {:?}", SHUTDOWN_DRAIN_TIMEOUT);
+    }
+    let _ = background.await;
+    let _ = admin.await;
+    let db = shared.db.clone();
+    let changed = db.entries_since_snapshot() > 0;
+    tokio::task::spawn_blocking(move || -> Result<(), DbError> {
+        db.log().flush()?;
+        if changed {
+            let report = db.snapshot()?;
+            tracing::info!(start_lsn = report.start_lsn, keys = report.keys, "snapshot taken at shutdown");
+        }
+        Ok(())
+    })
+    .await
+    .expect("shutdown task does not panic")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn accept(
+    shared: &Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+    shutdown: &watch::Receiver<bool>,
+    drained: &mpsc::Sender<()>,
+) {
+    shared.metrics.connections_total.inc();
+    if shared.metrics.connections.get() as usize >= shared.config.limits.clients_max {
+        shared.metrics.connections_rejected.inc();
+        shared.metrics.error("clients_max");
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut stream = stream;
+            let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+        });
+        return;
+    }
+    shared.metrics.connections.inc();
+    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let (shared, shutdown, drained) = (shared.clone(), shutdown.clone(), drained.clone());
+    tokio::spawn(async move {
+        crate::connection::serve(shared, stream, addr, id, shutdown).await;
+        drop(drained);
+    });
+}
+
+/// Active expiry, automatic snapshots and gauge refresh.
+async fn background_tasks(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut sweep = tokio::time::interval(EXPIRE_SWEEP_INTERVAL);
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    let mut last_commands = 0u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = sweep.tick() => {
+                let n = shared.db.expire_sweep(EXPIRE_SWEEP_KEYS_MAX);
+                shared.metrics.expired_keys.inc_by(n as u64);
+            }
+            _ = second.tick() => {
+                let commands = shared.metrics.commands_processed.load(Ordering::Relaxed);
+                shared.ops_per_sec.store(commands - last_commands, Ordering::Relaxed);
+                last_commands = commands;
+                refresh_gauges(&shared);
+                let every = shared.config.snapshot_entries;
+                if every > 0 && shared.db.entries_since_snapshot() >= every {
+                    shared.start_background_snapshot("snapshot_entries reached");
+                }
+            }
+        }
+    }
+}
+
+/// Copies slowly changing values into gauges.
+pub fn refresh_gauges(shared: &Shared) {
+    let m = &shared.metrics;
+    let stats = shared.db.log().stats();
+    m.log_bytes.set(stats.bytes_on_disk as i64);
+    m.log_segments.set(stats.segments as i64);
+    let (keys, last_lsn) = shared.db.with_state(|s| (s.store.len(), s.last_lsn));
+    m.keys.set(keys as i64);
+    m.last_lsn.set(last_lsn as i64);
+    m.durable_lsn.set(shared.db.durable_lsn() as i64);
+}
