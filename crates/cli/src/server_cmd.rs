@@ -66,6 +66,10 @@ pub struct ServerArgs {
     /// Most reply bytes buffered per connection before it is closed [default: 536870912].
     #[arg(long, env = "TANDEM_REPLY_BUFFER_BYTES_MAX")]
     reply_buffer_bytes_max: Option<usize>,
+    /// Threads serving client connections (1: one event loop, like Redis;
+    /// more: a work-stealing pool) [default: 1].
+    #[arg(long, env = "TANDEM_IO_THREADS")]
+    io_threads: Option<usize>,
     /// Print one JSON line {"client_addr":..,"admin_addr":..} on stdout when
     /// ready (for scripts and tests that use port 0).
     #[arg(long)]
@@ -96,6 +100,7 @@ impl ServerArgs {
         set!(peer_addr <- self.peer_addr);
         set!(fsync <- self.fsync);
         set!(snapshot_entries <- self.snapshot_entries);
+        set!(io_threads <- self.io_threads);
         set!(limits.clients_max <- self.clients_max);
         set!(limits.bulk_bytes_max <- self.bulk_bytes_max);
         set!(limits.array_len_max <- self.array_len_max);
@@ -128,7 +133,11 @@ pub fn run(args: ServerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = match config.io_threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    }
+    .expect("tokio runtime");
     let result = runtime.block_on(tandem_node::run(config, shutdown_signal(), |c| {
         if print_ready {
             println!("{}", serde_json::json!({ "client_addr": c.client_addr, "admin_addr": c.admin_addr }));

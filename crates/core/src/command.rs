@@ -64,6 +64,12 @@ pub struct CommandSpec {
 }
 
 impl CommandSpec {
+    /// Position of this command in [`COMMANDS`] (for per-command tables).
+    pub fn index(&'static self) -> usize {
+        let offset = self as *const CommandSpec as usize - COMMANDS.as_ptr() as usize;
+        offset / std::mem::size_of::<CommandSpec>()
+    }
+
     /// True if the command may change the keyspace (refused on followers).
     pub fn is_write(&self) -> bool {
         matches!(self.handler, Handler::Write(_))

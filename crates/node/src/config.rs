@@ -57,6 +57,11 @@ pub struct Config {
     pub snapshot_entries: u64,
     /// Log segment size before rolling.
     pub segment_bytes_max: u64,
+    /// Threads serving client connections: 1 runs every connection on one
+    /// event-loop thread (like Redis; the best choice on small machines),
+    /// more spreads them over a work-stealing pool. The log writer always
+    /// has a thread of its own.
+    pub io_threads: usize,
 }
 
 /// Size and count limits; past one, the client gets an error (or, where the
@@ -105,6 +110,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             snapshot_entries: SNAPSHOT_ENTRIES,
             segment_bytes_max: SEGMENT_BYTES_MAX,
+            io_threads: 1,
         }
     }
 }

@@ -84,7 +84,7 @@ pub async fn serve(
     let reply_max = shared.config.limits.reply_buffer_bytes_max;
     let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut output = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut pending: Vec<(&'static str, Instant)> = Vec::new();
+    let mut pending: Vec<(usize, Instant)> = Vec::new();
 
     'conn: loop {
         if input.capacity() - input.len() < READ_CHUNK_BYTES / 2 {
@@ -116,7 +116,7 @@ pub async fn serve(
                 continue;
             }
             let started = Instant::now();
-            let (name, outcome) = dispatch(&shared, &mut client, &args).await;
+            let (index, outcome) = dispatch(&shared, &mut client, &args).await;
             if let Frame::Error(e) = &outcome.reply {
                 shared.metrics.error(e.split(' ').next().unwrap_or("ERR"));
             }
@@ -125,7 +125,7 @@ pub async fn serve(
                 client.last_write_lsn = lsn;
             }
             resp::encode(&outcome.reply, client.protocol, &mut output);
-            pending.push((name, started));
+            pending.push((index, started));
             if output.len() > reply_max {
                 shared.metrics.error("reply_buffer_limit");
                 tracing::warn!(client = id, %addr, bytes = output.len(), limit = reply_max, "closing connection: reply buffer limit exceeded");
@@ -165,7 +165,7 @@ async fn flush(
     stream: &mut TcpStream,
     output: &mut BytesMut,
     wait_lsn: Lsn,
-    pending: &mut Vec<(&'static str, Instant)>,
+    pending: &mut Vec<(usize, Instant)>,
 ) -> std::io::Result<()> {
     if wait_lsn > 0 {
         if let Err(e) = shared.db.wait_durable(wait_lsn).await {
@@ -181,8 +181,8 @@ async fn flush(
         output.clear();
     }
     let now = Instant::now();
-    for (name, started) in pending.drain(..) {
-        shared.metrics.command(name, now.duration_since(started).as_secs_f64());
+    for (index, started) in pending.drain(..) {
+        shared.metrics.command(index, now.duration_since(started).as_secs_f64());
     }
     Ok(())
 }
@@ -196,16 +196,17 @@ fn protocol_error_text(e: &ProtocolError) -> String {
     }
 }
 
-/// Executes one request. Returns the command name for metrics.
-async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]) -> (&'static str, Outcome) {
+/// Executes one request. Returns the command's index in `COMMANDS` (or
+/// `COMMANDS.len()` if unknown) for metrics.
+async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]) -> (usize, Outcome) {
     let Some(spec) = command::lookup(&args[0]) else {
-        return ("unknown", reply(command::unknown_command(args)));
+        return (command::COMMANDS.len(), reply(command::unknown_command(args)));
     };
     if !client.authenticated && !spec.flags.contains(&"no_auth") {
-        return (spec.name, reply(Frame::Error("NOAUTH Authentication required.".into())));
+        return (spec.index(), reply(Frame::Error("NOAUTH Authentication required.".into())));
     }
     if !spec.arity_ok(args.len()) {
-        return (spec.name, reply(command::wrong_arity(spec.name)));
+        return (spec.index(), reply(command::wrong_arity(spec.name)));
     }
     let outcome = match spec.handler {
         Handler::Node => crate::node_commands::execute(shared, client, spec, args).await,
@@ -214,7 +215,7 @@ async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]
             Outcome { reply: frame, wait_lsn }
         }
     };
-    (spec.name, outcome)
+    (spec.index(), outcome)
 }
 
 /// An outcome that needs no durability wait.

@@ -84,6 +84,9 @@ pub struct Db {
     state: RwLock<State>,
     log: Log,
     durable: watch::Receiver<Lsn>,
+    /// Set once the log is poisoned, so durability waiters wake up and fail
+    /// instead of waiting for an LSN that will never come.
+    failed_tx: watch::Sender<bool>,
     snapshot_dir: PathBuf,
     /// Serialises snapshots.
     snapshot_lock: Mutex<()>,
@@ -199,6 +202,7 @@ impl Db {
             }),
             log,
             durable: durable_rx,
+            failed_tx: watch::channel(false).0,
             snapshot_dir,
             snapshot_lock: Mutex::new(()),
             snapshot_lsn: AtomicU64::new(snapshot_lsn.unwrap_or(0)),
@@ -276,15 +280,29 @@ impl Db {
     /// as successful.
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), String> {
         let mut rx = self.durable.clone();
+        let mut failed = self.failed_tx.subscribe();
         loop {
             if *rx.borrow_and_update() >= lsn {
                 return Ok(());
             }
-            if let Some(e) = self.log.failed() {
+            if *failed.borrow_and_update() {
+                let e = self.log.failed().map(|e| e.to_string()).unwrap_or_default();
                 return Err(format!("MISCONF the write was applied in memory but could not be made durable: {e}"));
             }
-            // Bounded wait so a poisoned log (which stops advancing) is noticed.
-            let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = failed.changed() => {}
+            }
+        }
+    }
+
+    /// Checks the log's health and wakes durability waiters if it failed.
+    /// Called periodically by the node.
+    pub fn check_log_health(&self) {
+        if self.log.failed().is_some() && !*self.failed_tx.borrow() {
+            tracing::error!(error = %self.log.failed().map(|e| e.to_string()).unwrap_or_default(),
+                "the log failed: writes are refused until the node is restarted");
+            self.failed_tx.send_replace(true);
         }
     }
 

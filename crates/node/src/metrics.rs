@@ -12,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use tandem_core::command::COMMANDS;
 
 /// Label: a command name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,6 +68,10 @@ pub struct Metrics {
     pub expired_keys: Counter,
     /// Commands processed (for INFO), kept outside the registry for speed.
     pub commands_processed: AtomicU64,
+    /// Per-command handles into `ops` and `latency`, indexed like
+    /// `COMMANDS` (last slot: unknown commands), so the hot path does no
+    /// label allocation or map lookup.
+    per_command: Vec<(Counter, Histogram)>,
 }
 
 impl Metrics {
@@ -90,8 +95,16 @@ impl Metrics {
             snapshots: Counter::default(),
             expired_keys: Counter::default(),
             commands_processed: AtomicU64::new(0),
+            per_command: Vec::new(),
             registry: Registry::default(),
         };
+        let names = COMMANDS.iter().map(|c| c.name).chain(std::iter::once("unknown"));
+        let per_command = names
+            .map(|name| {
+                let label = CommandLabel { command: name.to_string() };
+                (m.ops.get_or_create(&label).clone(), m.latency.get_or_create(&label).clone())
+            })
+            .collect();
         registry.register("commands", "Commands executed, by command", m.ops.clone());
         registry.register("command_latency_seconds", "Command latency until the reply is released", m.latency.clone());
         registry.register("errors", "Errors by kind", m.errors.clone());
@@ -107,7 +120,7 @@ impl Metrics {
         registry.register("keys", "Keys held", m.keys.clone());
         registry.register("snapshots", "Snapshots taken", m.snapshots.clone());
         registry.register("expired_keys", "Keys removed by active expiry", m.expired_keys.clone());
-        Metrics { registry, ..m }
+        Metrics { registry, per_command, ..m }
     }
 
     /// Counts one error of `kind`.
@@ -115,11 +128,12 @@ impl Metrics {
         self.errors.get_or_create(&ErrorLabel { kind: kind.to_string() }).inc();
     }
 
-    /// Records one executed command and its latency.
-    pub fn command(&self, name: &str, seconds: f64) {
-        let label = CommandLabel { command: name.to_string() };
-        self.ops.get_or_create(&label).inc();
-        self.latency.get_or_create(&label).observe(seconds);
+    /// Records one executed command (by its index in `COMMANDS`, or
+    /// `COMMANDS.len()` for an unknown command) and its latency.
+    pub fn command(&self, index: usize, seconds: f64) {
+        let (ops, latency) = &self.per_command[index.min(self.per_command.len() - 1)];
+        ops.inc();
+        latency.observe(seconds);
         self.commands_processed.fetch_add(1, Ordering::Relaxed);
     }
 

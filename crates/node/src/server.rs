@@ -228,6 +228,7 @@ async fn background_tasks(shared: Arc<Shared>, mut shutdown: watch::Receiver<boo
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = sweep.tick() => {
+                shared.db.check_log_health();
                 let n = shared.db.expire_sweep(EXPIRE_SWEEP_KEYS_MAX);
                 shared.metrics.expired_keys.inc_by(n as u64);
             }

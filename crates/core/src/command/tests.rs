@@ -64,6 +64,9 @@ fn command_table_is_sorted_for_lookup() {
         assert!(w[0].name < w[1].name, "{} before {}", w[0].name, w[1].name);
     }
     assert_eq!(lookup(b"GeT").unwrap().name, "get");
+    for (i, c) in COMMANDS.iter().enumerate() {
+        assert_eq!(c.index(), i);
+    }
     assert!(lookup(b"nosuchcommand").is_none());
     assert!(lookup(&[b'a'; 100]).is_none());
 }
