@@ -1,5 +1,6 @@
 //! `tandem`: the one binary. Subcommands:
 //! - `server`: run a node;
+//! - `up`: a local cluster of N node processes;
 //! - `bench`: load-generate against any RESP server (Tandem or Redis);
 //! - `status`: print a node's `/status`;
 //! - `log repair`: truncate a corrupt log deliberately.
@@ -9,6 +10,7 @@
 
 mod bench_cmd;
 mod server_cmd;
+mod up_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run a node (RESP on --client-addr, HTTP admin on --admin-addr).
     Server(Box<server_cmd::ServerArgs>),
+    /// Start a local cluster of N nodes (node 1 leads) and stop it on Ctrl-C.
+    Up(up_cmd::UpArgs),
     /// Measure throughput and latency of any RESP server (Tandem or Redis).
     Bench(bench_cmd::BenchArgs),
     /// Print a node's status (its `/status` document).
@@ -61,7 +65,13 @@ enum LogCommand {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
 fn main() -> ExitCode {
@@ -72,6 +82,7 @@ fn main() -> ExitCode {
             server_cmd::run(*args)
         }
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Up(args) => up_cmd::run(args),
         Command::Status { admin_addr } => status(&admin_addr),
         Command::Log { command: LogCommand::Repair { data_dir, yes } } => {
             init_logging();

@@ -66,6 +66,31 @@ pub struct ServerArgs {
     /// Most reply bytes buffered per connection before it is closed [default: 536870912].
     #[arg(long, env = "TANDEM_REPLY_BUFFER_BYTES_MAX")]
     reply_buffer_bytes_max: Option<usize>,
+    /// Cluster members and their peer addresses: "1=127.0.0.1:7381,2=127.0.0.1:7391,3=...".
+    /// Without it the node is standalone and leads itself.
+    #[arg(long, env = "TANDEM_MEMBERS")]
+    members: Option<String>,
+    /// The member that leads at start (automatic failover is not built yet;
+    /// at run time: REPLICAOF host peer-port / REPLICAOF NO ONE).
+    #[arg(long, env = "TANDEM_LEADER")]
+    leader: Option<u64>,
+    /// Default ack policy: "async", "any K", "first K (ID,ID,..)", "all" [default: async].
+    #[arg(long, env = "TANDEM_ACK")]
+    ack: Option<String>,
+    /// What a follower's ack means: "flush" (on its disk) or "apply" (on disk
+    /// and visible to reads) [default: flush].
+    #[arg(long, env = "TANDEM_ACK_LEVEL")]
+    ack_level: Option<String>,
+    /// How long a write waits for its ack policy before it fails, ms (0: forever) [default: 5000].
+    #[arg(long, env = "TANDEM_ACK_TIMEOUT_MS")]
+    ack_timeout_ms: Option<u64>,
+    /// Shared secret of the cluster; peers with another secret are refused.
+    #[arg(long, env = "TANDEM_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// TEST KNOB: followers wait this long before applying each received
+    /// batch, to make replication lag visible on purpose [default: 0].
+    #[arg(long, env = "TANDEM_APPLY_DELAY_MS")]
+    apply_delay_ms: Option<u64>,
     /// Threads serving client connections (1: one event loop, like Redis;
     /// more: a work-stealing pool) [default: 1].
     #[arg(long, env = "TANDEM_IO_THREADS")]
@@ -101,6 +126,19 @@ impl ServerArgs {
         set!(fsync <- self.fsync);
         set!(snapshot_entries <- self.snapshot_entries);
         set!(io_threads <- self.io_threads);
+        if let Some(m) = &self.members {
+            c.members = tandem_node::config::parse_members(m).map_err(|e| format!("--members: {e}"))?;
+        }
+        if self.leader.is_some() {
+            c.leader = self.leader;
+        }
+        set!(ack <- self.ack);
+        set!(ack_level <- self.ack_level);
+        set!(ack_timeout_ms <- self.ack_timeout_ms);
+        set!(apply_delay_ms <- self.apply_delay_ms);
+        if self.cluster_secret.is_some() {
+            c.cluster_secret = self.cluster_secret;
+        }
         set!(limits.clients_max <- self.clients_max);
         set!(limits.bulk_bytes_max <- self.bulk_bytes_max);
         set!(limits.array_len_max <- self.array_len_max);
@@ -110,6 +148,7 @@ impl ServerArgs {
         if self.requirepass.is_some() {
             c.requirepass = self.requirepass;
         }
+        c.validate()?;
         Ok((c, self.print_ready))
     }
 }
@@ -140,7 +179,10 @@ pub fn run(args: ServerArgs) -> ExitCode {
     .expect("tokio runtime");
     let result = runtime.block_on(tandem_node::run(config, shutdown_signal(), |c| {
         if print_ready {
-            println!("{}", serde_json::json!({ "client_addr": c.client_addr, "admin_addr": c.admin_addr }));
+            println!(
+                "{}",
+                serde_json::json!({ "client_addr": c.client_addr, "admin_addr": c.admin_addr, "peer_addr": c.peer_addr })
+            );
         }
     }));
     match result {

@@ -108,6 +108,11 @@ impl Store {
         }
     }
 
+    /// The seed of the key hash.
+    pub fn hash_seed(&self) -> u64 {
+        self.hash_seed
+    }
+
     /// Number of keys held, including expired keys not yet removed (like
     /// Redis's `DBSIZE`).
     pub fn len(&self) -> usize {

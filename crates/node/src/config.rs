@@ -57,6 +57,28 @@ pub struct Config {
     pub snapshot_entries: u64,
     /// Log segment size before rolling.
     pub segment_bytes_max: u64,
+    /// Cluster members and their peer addresses (`1=127.0.0.1:7381,...`).
+    /// Empty: a standalone node that leads itself.
+    #[serde(with = "members_serde")]
+    pub members: Vec<(u64, SocketAddr)>,
+    /// Which member leads at start (until automatic failover lands). `None`
+    /// with members configured: this node waits as a follower of nobody
+    /// until `REPLICAOF` says otherwise; without members: itself.
+    pub leader: Option<u64>,
+    /// The keyspace's default ack policy: `async`, `any k`,
+    /// `first k (a,b,..)`, `all`.
+    pub ack: String,
+    /// What a follower must have done for its ack to count: `flush` (on its
+    /// disk) or `apply` (on disk and visible to reads).
+    pub ack_level: String,
+    /// How long a write waits for its policy before it fails (0: forever).
+    pub ack_timeout_ms: u64,
+    /// Shared secret of the cluster; a peer with another secret is refused.
+    pub cluster_secret: Option<String>,
+    /// Test knob: a follower waits this long before applying each batch it
+    /// receives (to make replication lag visible on purpose). Never set it
+    /// in production.
+    pub apply_delay_ms: u64,
     /// Threads serving client connections: 1 runs every connection on one
     /// event-loop thread (like Redis; the best choice on small machines),
     /// more spreads them over a work-stealing pool. The log writer always
@@ -111,6 +133,13 @@ impl Default for Config {
             snapshot_entries: SNAPSHOT_ENTRIES,
             segment_bytes_max: SEGMENT_BYTES_MAX,
             io_threads: 1,
+            members: Vec::new(),
+            leader: None,
+            ack: "async".into(),
+            ack_level: "flush".into(),
+            ack_timeout_ms: 5_000,
+            cluster_secret: None,
+            apply_delay_ms: 0,
         }
     }
 }
@@ -121,6 +150,34 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
+    /// Checks settings that depend on each other. Returns what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.members.is_empty() && !self.members.iter().any(|(id, _)| *id == self.node_id) {
+            return Err(format!("node_id {} is not among members", self.node_id));
+        }
+        if let Some(leader) = self.leader {
+            if !self.members.is_empty() && !self.members.iter().any(|(id, _)| *id == leader) {
+                return Err(format!("leader {leader} is not among members"));
+            }
+        }
+        self.durability()?;
+        Ok(())
+    }
+
+    /// The default durability requirement of the keyspace.
+    pub fn durability(&self) -> Result<tandem_core::repl::policy::Durability, String> {
+        Ok(tandem_core::repl::policy::Durability {
+            policy: self.ack.parse().map_err(|e: tandem_core::repl::policy::PolicyParseError| e.to_string())?,
+            level: self.ack_level.parse().map_err(|e: tandem_core::repl::policy::PolicyParseError| e.to_string())?,
+            timeout_ms: self.ack_timeout_ms,
+        })
+    }
+
+    /// The peer address of member `id`.
+    pub fn member_addr(&self, id: u64) -> Option<SocketAddr> {
+        self.members.iter().find(|(i, _)| *i == id).map(|(_, a)| *a)
+    }
+
     /// The RESP codec limits derived from this configuration.
     pub fn resp_limits(&self) -> tandem_core::resp::Limits {
         tandem_core::resp::Limits {
@@ -128,6 +185,37 @@ impl Config {
             array_len_max: self.limits.array_len_max,
             inline_bytes_max: self.limits.inline_bytes_max,
         }
+    }
+}
+
+/// Parses `1=127.0.0.1:7381,2=127.0.0.1:7391` into (id, address) pairs.
+pub fn parse_members(text: &str) -> Result<Vec<(u64, SocketAddr)>, String> {
+    let mut out: Vec<(u64, SocketAddr)> = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| format!("member {part:?} is not ID=HOST:PORT"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("member id {id:?} is not a number"))?;
+        let addr: SocketAddr = addr.trim().parse().map_err(|_| format!("member address {addr:?} is not HOST:PORT"))?;
+        if out.iter().any(|(i, _)| *i == id) {
+            return Err(format!("member id {id} appears twice"));
+        }
+        out.push((id, addr));
+    }
+    Ok(out)
+}
+
+mod members_serde {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &[(u64, SocketAddr)], s: S) -> Result<S::Ok, S::Error> {
+        let text: Vec<String> = m.iter().map(|(id, a)| format!("{id}={a}")).collect();
+        s.serialize_str(&text.join(","))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u64, SocketAddr)>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_members(&s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tandem_core::command::{self, Handler};
+use tandem_core::repl::{AckPolicy, Durability};
 use tandem_core::resp::{self, Frame, Protocol, ProtocolError};
 use tandem_core::Lsn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,6 +50,8 @@ pub struct ClientState {
     pub closing: bool,
     /// LSN of this connection's last write (`LASTLSN`).
     pub last_write_lsn: Lsn,
+    /// Ack policy set by `ACKPOLICY SET` (None: the keyspace default).
+    pub durability: Option<Durability>,
 }
 
 /// What a dispatched request produced.
@@ -78,6 +81,7 @@ pub async fn serve(
         connected_at: Instant::now(),
         closing: false,
         last_write_lsn: 0,
+        durability: None,
     };
     let limits = shared.config.resp_limits();
     let query_max = shared.config.limits.query_buffer_bytes_max;
@@ -120,11 +124,28 @@ pub async fn serve(
             if let Frame::Error(e) = &outcome.reply {
                 shared.metrics.error(e.split(' ').next().unwrap_or("ERR"));
             }
+            let mut reply = outcome.reply;
             if let Some(lsn) = outcome.wait_lsn {
-                wait_lsn = wait_lsn.max(lsn);
                 client.last_write_lsn = lsn;
+                let durability = client.durability.as_ref().unwrap_or(shared.repl.default_durability());
+                if durability.policy == AckPolicy::Async {
+                    // Only local durability: the batch waits once, at flush.
+                    wait_lsn = wait_lsn.max(lsn);
+                } else {
+                    // A replicated ack is decided per write: send what came
+                    // before, then wait for this write's own outcome.
+                    if flush(&shared, &mut stream, &mut output, wait_lsn, &mut pending).await.is_err() {
+                        break 'conn;
+                    }
+                    wait_lsn = 0;
+                    let durability = durability.clone();
+                    if let Err(e) = shared.repl.wait_write(lsn, &durability).await {
+                        shared.metrics.error(e.split(' ').next().unwrap_or("ERR"));
+                        reply = Frame::Error(e);
+                    }
+                }
             }
-            resp::encode(&outcome.reply, client.protocol, &mut output);
+            resp::encode(&reply, client.protocol, &mut output);
             pending.push((index, started));
             if output.len() > reply_max {
                 shared.metrics.error("reply_buffer_limit");
@@ -207,6 +228,11 @@ async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]
     }
     if !spec.arity_ok(args.len()) {
         return (spec.index(), reply(command::wrong_arity(spec.name)));
+    }
+    if spec.is_write() {
+        if let Some(e) = shared.repl.readonly_error() {
+            return (spec.index(), reply(Frame::Error(e)));
+        }
     }
     let outcome = match spec.handler {
         Handler::Node => crate::node_commands::execute(shared, client, spec, args).await,

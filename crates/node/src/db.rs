@@ -26,6 +26,9 @@ use tandem_storage::log::{Log, LogConfig};
 use tandem_storage::snapshot;
 use tokio::sync::watch;
 
+use tandem_core::repl::WireEntry;
+
+use crate::backlog::Backlog;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -95,6 +98,13 @@ pub struct Db {
     /// Unix ms of the newest snapshot.
     snapshot_unix_ms: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Recent entries for replication.
+    backlog: Mutex<Backlog>,
+    /// Last applied LSN (on a leader: last appended), for `WAITLSN` and the
+    /// replication driver.
+    applied_tx: watch::Sender<Lsn>,
+    /// Where the epoch is persisted.
+    epoch_path: PathBuf,
 }
 
 /// What recovery found and did, for the startup log line.
@@ -173,6 +183,14 @@ impl Db {
             )));
         }
 
+        // The epoch survives restarts even when no entry carries it yet.
+        let epoch_path = config.data_dir.join("epoch");
+        if let Ok(text) = std::fs::read_to_string(&epoch_path) {
+            let stored: Epoch = text.trim().parse().map_err(|_| {
+                DbError::Decode(format!("{} does not hold an epoch number: {text:?}", epoch_path.display()))
+            })?;
+            epoch = epoch.max(stored);
+        }
         let (durable_tx, durable_rx) = watch::channel(last_lsn);
         let fsync_metrics = metrics.clone();
         let log = Log::open(
@@ -208,6 +226,9 @@ impl Db {
             snapshot_lsn: AtomicU64::new(snapshot_lsn.unwrap_or(0)),
             snapshot_unix_ms: AtomicU64::new(snapshot_unix_ms),
             metrics,
+            backlog: Mutex::new(Backlog::default()),
+            applied_tx: watch::channel(last_lsn).0,
+            epoch_path,
         };
         let report = RecoveryReport { snapshot_lsn, snapshot_keys, replayed, last_lsn, elapsed: started.elapsed() };
         Ok((db, report))
@@ -247,11 +268,146 @@ impl Db {
         let mut payload = std::mem::take(&mut state.payload);
         entry.encode_payload(&mut payload);
         self.log.append(lsn, state.epoch, &payload);
+        self.backlog.lock().push(lsn, state.epoch, now_ms, Bytes::copy_from_slice(&payload));
         state.payload = payload;
         *effects = entry.effects;
         state.last_lsn = lsn;
         state.last_commit_ms = now_ms;
+        self.applied_tx.send_replace(lsn);
         lsn
+    }
+
+    /// Applies entries received from the leader: appends each to the local
+    /// log with its own LSN and epoch and applies its effects. The entries
+    /// must follow the local log (the replication core checked that).
+    /// Returns the last LSN and its commit time.
+    pub fn apply_replicated(&self, entries: &[WireEntry]) -> Result<(Lsn, u64), String> {
+        if let Some(e) = self.log.failed() {
+            return Err(format!("the local log failed: {e}"));
+        }
+        let mut state = self.state.write();
+        let mut last = (state.last_lsn, state.last_commit_ms);
+        for wire in entries {
+            if wire.lsn <= state.last_lsn {
+                continue; // already have it (a resend after reconnect)
+            }
+            if wire.lsn != state.last_lsn + 1 {
+                return Err(format!("entry {} does not follow local LSN {}", wire.lsn, state.last_lsn));
+            }
+            let entry = LogEntry::decode_payload(wire.lsn, wire.epoch, &wire.payload)
+                .map_err(|e| format!("entry {}: {e}", wire.lsn))?;
+            for effect in &entry.effects {
+                state.store.apply(effect);
+            }
+            self.log.append(wire.lsn, wire.epoch, &wire.payload);
+            self.backlog.lock().push(wire.lsn, wire.epoch, entry.commit_ms, wire.payload.clone());
+            state.last_lsn = wire.lsn;
+            state.epoch = state.epoch.max(wire.epoch);
+            state.last_commit_ms = state.last_commit_ms.max(entry.commit_ms);
+            last = (wire.lsn, entry.commit_ms);
+        }
+        self.applied_tx.send_replace(state.last_lsn);
+        Ok(last)
+    }
+
+    /// Replaces the whole state with `store`, which holds a leader's
+    /// snapshot that is complete once entries after `start_lsn` are
+    /// replayed. Persists it as a local snapshot first, so a crash at any
+    /// point leaves either the old state or the new one. Blocking.
+    pub fn install_snapshot(&self, store: Store, start_lsn: Lsn, epoch: Epoch) -> Result<(), DbError> {
+        let _guard = self.snapshot_lock.lock();
+        let mut writer = snapshot::SnapshotWriter::create(&self.snapshot_dir, start_lsn)?;
+        let mut chunk = Vec::with_capacity(1 << 20);
+        for bucket in 0..BUCKETS {
+            chunk.clear();
+            store.encode_bucket(bucket, &mut chunk);
+            if !chunk.is_empty() {
+                writer.write_chunk(&chunk)?;
+            }
+        }
+        let created_unix_ms = unix_ms();
+        writer.finish(start_lsn, created_unix_ms)?;
+        let mut state = self.state.write();
+        self.log.reset_to(start_lsn)?;
+        self.backlog.lock().clear();
+        state.store = store;
+        state.last_lsn = start_lsn;
+        state.epoch = state.epoch.max(epoch);
+        self.snapshot_lsn.store(start_lsn, Ordering::Relaxed);
+        self.snapshot_unix_ms.store(created_unix_ms, Ordering::Relaxed);
+        drop(state);
+        snapshot::prune(&self.snapshot_dir, 1)?;
+        self.applied_tx.send_replace(start_lsn);
+        Ok(())
+    }
+
+    /// A fresh store with this node's hash seed, for a snapshot install.
+    pub fn new_store(&self) -> Store {
+        Store::new(self.with_state(|s| s.store.hash_seed()))
+    }
+
+    /// Entries from `from_lsn` on (about `max_bytes`), from memory if
+    /// recent, else from the log on disk (blocking read). `Ok(None)`: the
+    /// log no longer holds `from_lsn` (the follower needs a snapshot).
+    pub fn read_entries(&self, from_lsn: Lsn, max_bytes: usize) -> Result<Option<Vec<WireEntry>>, DbError> {
+        if let Some(entries) = self.backlog.lock().read(from_lsn, max_bytes) {
+            return Ok(Some(entries));
+        }
+        match self.log.read_from(from_lsn, max_bytes) {
+            Ok(records) => Ok(Some(
+                records
+                    .into_iter()
+                    .map(|r| WireEntry { lsn: r.lsn, epoch: r.epoch, payload: Bytes::from(r.payload) })
+                    .collect(),
+            )),
+            Err(tandem_storage::StorageError::NotRetained { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Entries from `from_lsn` on if the in-memory backlog still holds it.
+    pub fn read_backlog(&self, from_lsn: Lsn, max_bytes: usize) -> Option<Vec<WireEntry>> {
+        self.backlog.lock().read(from_lsn, max_bytes)
+    }
+
+    /// Commit time of entry `lsn` if it is still in memory.
+    pub fn commit_ms_of(&self, lsn: Lsn) -> Option<u64> {
+        self.backlog.lock().commit_ms(lsn)
+    }
+
+    /// Oldest LSN this node can still stream from its log.
+    pub fn first_retained_lsn(&self) -> Lsn {
+        self.log.first_lsn()
+    }
+
+    /// A watch of the last applied LSN.
+    pub fn applied(&self) -> watch::Receiver<Lsn> {
+        self.applied_tx.subscribe()
+    }
+
+    /// A watch of the last durable LSN.
+    pub fn durable(&self) -> watch::Receiver<Lsn> {
+        self.durable.clone()
+    }
+
+    /// Current epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.with_state(|s| s.epoch)
+    }
+
+    /// Raises the epoch to `epoch` (never lowers it) and persists it.
+    pub fn raise_epoch(&self, epoch: Epoch) -> Result<(), DbError> {
+        let mut state = self.state.write();
+        if epoch <= state.epoch {
+            return Ok(());
+        }
+        let tmp = self.epoch_path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{epoch}\n"))
+            .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, &self.epoch_path))
+            .map_err(|e| DbError::Storage(tandem_storage::StorageError::io(&self.epoch_path, "write epoch", e)))?;
+        state.epoch = epoch;
+        Ok(())
     }
 
     /// Deletes up to `max` expired keys through the log (active expiry).
@@ -329,6 +485,20 @@ impl Db {
     /// Entries appended since the newest snapshot.
     pub fn entries_since_snapshot(&self) -> u64 {
         self.with_state(|s| s.last_lsn).saturating_sub(self.snapshot_lsn.load(Ordering::Relaxed))
+    }
+
+    /// Bucket `bucket` of the live store encoded as a snapshot chunk (read
+    /// lock held only for this bucket): the unit of a fuzzy snapshot sent to
+    /// a follower.
+    pub fn bucket_chunk(&self, bucket: usize) -> Vec<u8> {
+        let mut chunk = Vec::new();
+        self.with_state(|s| s.store.encode_bucket(bucket, &mut chunk));
+        chunk
+    }
+
+    /// Last applied (on a leader: appended) LSN.
+    pub fn last_lsn(&self) -> Lsn {
+        self.with_state(|s| s.last_lsn)
     }
 
     /// Takes a fuzzy snapshot: one bucket at a time under the read lock

@@ -17,11 +17,13 @@
 //! - [`metrics`]: the Prometheus registry.
 
 pub mod admin;
+pub mod backlog;
 pub mod config;
 pub mod connection;
 pub mod db;
 pub mod metrics;
 pub mod node_commands;
+pub mod repl;
 pub mod server;
 
 pub use config::Config;

@@ -21,11 +21,23 @@ pub struct CommandLabel {
     pub command: String,
 }
 
+/// Label: a follower.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabel {
+    /// The follower's node id.
+    pub replica: u64,
+}
+
 /// Label: an error kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabel {
     /// Kind, e.g. `WRONGTYPE`, `protocol`, `reply_buffer_limit`.
     pub kind: String,
+}
+
+fn lag_histogram() -> Histogram {
+    // 0.1 ms .. ~100 s
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 21))
 }
 
 fn latency_histogram() -> Histogram {
@@ -68,6 +80,18 @@ pub struct Metrics {
     pub expired_keys: Counter,
     /// Commands processed (for INFO), kept outside the registry for speed.
     pub commands_processed: AtomicU64,
+    /// Bytes sent to followers.
+    pub repl_bytes_sent: Counter,
+    /// Snapshots sent to followers.
+    pub repl_snapshots_sent: Counter,
+    /// Snapshots received from the leader.
+    pub repl_snapshots_received: Counter,
+    /// Entries received from the leader and applied.
+    pub repl_entries_applied: Counter,
+    /// Per follower: LSN distance to the leader.
+    pub replica_lag_lsn: Family<ReplicaLabel, Gauge>,
+    /// Per follower: time lag, sampled every 100 ms.
+    pub replica_lag_seconds: Family<ReplicaLabel, Histogram, fn() -> Histogram>,
     /// Per-command handles into `ops` and `latency`, indexed like
     /// `COMMANDS` (last slot: unknown commands), so the hot path does no
     /// label allocation or map lookup.
@@ -96,6 +120,12 @@ impl Metrics {
             expired_keys: Counter::default(),
             commands_processed: AtomicU64::new(0),
             per_command: Vec::new(),
+            repl_bytes_sent: Counter::default(),
+            repl_snapshots_sent: Counter::default(),
+            repl_snapshots_received: Counter::default(),
+            repl_entries_applied: Counter::default(),
+            replica_lag_lsn: Family::default(),
+            replica_lag_seconds: Family::new_with_constructor(lag_histogram as fn() -> Histogram),
             registry: Registry::default(),
         };
         let names = COMMANDS.iter().map(|c| c.name).chain(std::iter::once("unknown"));
@@ -119,6 +149,20 @@ impl Metrics {
         registry.register("durable_lsn", "Last durable log sequence number", m.durable_lsn.clone());
         registry.register("keys", "Keys held", m.keys.clone());
         registry.register("snapshots", "Snapshots taken", m.snapshots.clone());
+        registry.register("repl_sent_bytes", "Bytes sent to followers", m.repl_bytes_sent.clone());
+        registry.register("repl_snapshots_sent", "Snapshots sent to followers", m.repl_snapshots_sent.clone());
+        registry.register(
+            "repl_snapshots_received",
+            "Snapshots received from the leader",
+            m.repl_snapshots_received.clone(),
+        );
+        registry.register("repl_entries_applied", "Entries received and applied", m.repl_entries_applied.clone());
+        registry.register("replica_lag_lsn", "Per follower: LSNs behind the leader", m.replica_lag_lsn.clone());
+        registry.register(
+            "replica_lag_seconds",
+            "Per follower: time lag sampled every 100 ms",
+            m.replica_lag_seconds.clone(),
+        );
         registry.register("expired_keys", "Keys removed by active expiry", m.expired_keys.clone());
         Metrics { registry, per_command, ..m }
     }
@@ -135,6 +179,13 @@ impl Metrics {
         ops.inc();
         latency.observe(seconds);
         self.commands_processed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records one sample of a follower's lag.
+    pub fn observe_replica(&self, id: u64, lsn_lag: u64, time_lag_ms: u64) {
+        let label = ReplicaLabel { replica: id };
+        self.replica_lag_lsn.get_or_create(&label).set(lsn_lag as i64);
+        self.replica_lag_seconds.get_or_create(&label).observe(time_lag_ms as f64 / 1000.0);
     }
 
     /// Renders the registry in Prometheus text format.

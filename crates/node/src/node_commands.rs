@@ -64,6 +64,12 @@ pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &Comm
             simple("Background saving started")
         }
         "lastsave" => Frame::Integer((shared.db.last_snapshot().1 / 1000) as i64),
+        "lastlsn" => Frame::Integer(client.last_write_lsn as i64),
+        "wait" => wait(shared, client, args).await,
+        "waitlsn" => waitlsn(shared, args).await,
+        "role" => role(shared),
+        "replicaof" | "slaveof" => replicaof(shared, args),
+        "ackpolicy" => ackpolicy(shared, client, args),
         other => err(format!("ERR command '{other}' is not available on this node")),
     };
     reply(frame)
@@ -143,7 +149,7 @@ fn hello(shared: &Shared, client: &mut ClientState, args: &[Bytes]) -> Frame {
         (bulk("proto"), Frame::Integer(if protocol == Protocol::Resp3 { 3 } else { 2 })),
         (bulk("id"), Frame::Integer(client.id as i64)),
         (bulk("mode"), bulk("standalone")),
-        (bulk("role"), bulk("master")),
+        (bulk("role"), bulk(if shared.repl.is_leader() { "master" } else { "replica" })),
         (bulk("modules"), Frame::Array(vec![])),
     ])
 }
@@ -338,10 +344,7 @@ pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
         );
     }
     if want("replication") {
-        let _ = write!(
-            out,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:{last_lsn}\r\ntandem_epoch:{epoch}\r\n\r\n"
-        );
+        out.push_str(&replication_info(shared, last_lsn, epoch));
     }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");
@@ -354,4 +357,203 @@ pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
         out.truncate(out.len() - 2);
     }
     Frame::Verbatim { format: *b"txt", text: Bytes::from(out) }
+}
+
+fn parse_u64(b: &[u8]) -> Option<u64> {
+    command::parse_i64(b).and_then(|n| u64::try_from(n).ok())
+}
+
+const TIMEOUT_NOT_INTEGER: &str = "ERR timeout is not an integer or out of range";
+
+async fn wait(shared: &Shared, client: &ClientState, args: &[Bytes]) -> Frame {
+    let Some(numreplicas) = parse_u64(&args[1]) else { return err("ERR value is not an integer or out of range") };
+    let Some(timeout_ms) = parse_u64(&args[2]) else { return err(TIMEOUT_NOT_INTEGER) };
+    match shared.repl.wait_replicas(client.last_write_lsn, numreplicas as usize, timeout_ms).await {
+        Ok(n) => Frame::Integer(n as i64),
+        Err(e) => err(e),
+    }
+}
+
+/// Largest `WAITLSN` timeout (a day): bounds how long a connection can park.
+const WAITLSN_TIMEOUT_MS_MAX: u64 = 86_400_000;
+
+async fn waitlsn(shared: &Shared, args: &[Bytes]) -> Frame {
+    let Some(lsn) = parse_u64(&args[1]) else { return err("ERR LSN is not an integer or out of range") };
+    let Some(timeout_ms) = parse_u64(&args[2]) else { return err(TIMEOUT_NOT_INTEGER) };
+    let mut applied = shared.db.applied();
+    let deadline = std::time::Duration::from_millis(if timeout_ms == 0 { WAITLSN_TIMEOUT_MS_MAX } else { timeout_ms.min(WAITLSN_TIMEOUT_MS_MAX) });
+    let _ = tokio::time::timeout(deadline, applied.wait_for(|a| *a >= lsn)).await;
+    let now = *applied.borrow();
+    Frame::Integer(now as i64)
+}
+
+fn role(shared: &Shared) -> Frame {
+    use crate::repl::RoleView;
+    match shared.repl.view() {
+        RoleView::Leader { replicas } => {
+            let last = shared.db.last_lsn();
+            let list = replicas
+                .iter()
+                .filter(|r| r.status.state.is_streaming_or_catching_up())
+                .map(|r| {
+                    let (ip, port) = split_addr(r.client_addr.as_deref().unwrap_or(""));
+                    Frame::Array(vec![bulk(ip), bulk(port), bulk(r.status.applied_lsn.to_string())])
+                })
+                .collect();
+            Frame::Array(vec![bulk("master"), Frame::Integer(last as i64), Frame::Array(list)])
+        }
+        RoleView::Follower { status, .. } => {
+            let (ip, port) = split_addr(status.leader_client_addr.as_deref().unwrap_or(""));
+            let state = match status.state {
+                tandem_core::repl::FollowerState::Streaming => "connected",
+                tandem_core::repl::FollowerState::Disconnected => "connect",
+                _ => "sync",
+            };
+            Frame::Array(vec![
+                bulk("slave"),
+                bulk(ip),
+                Frame::Integer(port.parse().unwrap_or(0)),
+                bulk(state),
+                Frame::Integer(status.applied_lsn as i64),
+            ])
+        }
+    }
+}
+
+fn split_addr(addr: &str) -> (String, String) {
+    match addr.rsplit_once(':') {
+        Some((ip, port)) => (ip.to_string(), port.to_string()),
+        None => (addr.to_string(), String::new()),
+    }
+}
+
+fn replicaof(shared: &Shared, args: &[Bytes]) -> Frame {
+    if lower(&args[1]) == "no" && lower(&args[2]) == "one" {
+        if shared.repl.is_leader() {
+            return simple("OK");
+        }
+        return match shared.repl.become_leader(true) {
+            Ok(()) => simple("OK"),
+            Err(e) => err(format!("ERR cannot lead: {e}")),
+        };
+    }
+    let (host, port) = (String::from_utf8_lossy(&args[1]), String::from_utf8_lossy(&args[2]));
+    let Ok(port) = port.parse::<u16>() else { return err("ERR Invalid master port") };
+    let addr = match (host.as_ref(), port).to_socket_addrs_first() {
+        Some(a) => a,
+        None => return err(format!("ERR cannot resolve {host}:{port}")),
+    };
+    shared.repl.become_follower(addr);
+    simple("OK")
+}
+
+trait FirstAddr {
+    fn to_socket_addrs_first(&self) -> Option<std::net::SocketAddr>;
+}
+
+impl FirstAddr for (&str, u16) {
+    fn to_socket_addrs_first(&self) -> Option<std::net::SocketAddr> {
+        use std::net::ToSocketAddrs;
+        self.to_socket_addrs().ok()?.next()
+    }
+}
+
+fn ackpolicy(shared: &Shared, client: &mut ClientState, args: &[Bytes]) -> Frame {
+    use tandem_core::repl::{AckLevel, AckPolicy, Durability};
+    match lower(&args[1]).as_str() {
+        "get" if args.len() == 2 => {
+            let d = client.durability.as_ref().unwrap_or(shared.repl.default_durability());
+            Frame::Map(vec![
+                (bulk("policy"), bulk(d.policy.to_string())),
+                (bulk("level"), bulk(d.level.to_string())),
+                (bulk("timeout_ms"), Frame::Integer(d.timeout_ms as i64)),
+                (bulk("source"), bulk(if client.durability.is_some() { "connection" } else { "keyspace default" })),
+            ])
+        }
+        "reset" if args.len() == 2 => {
+            client.durability = None;
+            command::ok()
+        }
+        "set" if args.len() >= 3 => {
+            let default = shared.repl.default_durability();
+            let policy: AckPolicy = match String::from_utf8_lossy(&args[2]).parse() {
+                Ok(p) => p,
+                Err(e) => return err(format!("ERR {e}")),
+            };
+            let mut d = Durability { policy, level: default.level, timeout_ms: default.timeout_ms };
+            let mut i = 3;
+            while i < args.len() {
+                let Some(value) = args.get(i + 1) else { return err("ERR syntax error") };
+                match lower(&args[i]).as_str() {
+                    "level" => match String::from_utf8_lossy(value).parse::<AckLevel>() {
+                        Ok(l) => d.level = l,
+                        Err(e) => return err(format!("ERR {e}")),
+                    },
+                    "timeout" => match parse_u64(value) {
+                        Some(t) => d.timeout_ms = t,
+                        None => return err(TIMEOUT_NOT_INTEGER),
+                    },
+                    _ => return err("ERR syntax error"),
+                }
+                i += 2;
+            }
+            client.durability = Some(d);
+            command::ok()
+        }
+        _ => err("ERR syntax error; use ACKPOLICY SET <policy> [LEVEL flush|apply] [TIMEOUT ms] | GET | RESET"),
+    }
+}
+
+/// `INFO replication`, with Redis's field names plus Tandem's own.
+fn replication_info(shared: &Shared, last_lsn: u64, epoch: u64) -> String {
+    use crate::repl::RoleView;
+    let mut out = String::from("# Replication\r\n");
+    match shared.repl.view() {
+        RoleView::Leader { replicas } => {
+            let connected: Vec<_> = replicas.iter().filter(|r| r.status.state.is_streaming_or_catching_up()).collect();
+            let _ = write!(out, "role:master\r\nconnected_slaves:{}\r\n", connected.len());
+            for (i, r) in replicas.iter().enumerate() {
+                let (ip, port) = split_addr(r.client_addr.as_deref().unwrap_or(""));
+                let st = &r.status;
+                let lag_s = st.time_lag_ms / 1000;
+                let _ = write!(
+                    out,
+                    "slave{i}:ip={ip},port={port},state={},offset={},lag={lag_s},tandem_id={},sent_lsn={},flushed_lsn={},applied_lsn={},lag_lsn={},lag_ms={}\r\n",
+                    if st.state.is_streaming_or_catching_up() { "online" } else { st.state.as_str() },
+                    st.applied_lsn,
+                    st.id,
+                    st.sent_lsn,
+                    st.flushed_lsn,
+                    st.applied_lsn,
+                    st.lsn_lag,
+                    st.time_lag_ms,
+                );
+            }
+            let d = shared.repl.default_durability();
+            let _ = write!(
+                out,
+                "master_repl_offset:{last_lsn}\r\ntandem_epoch:{epoch}\r\ntandem_ack_policy:{}\r\ntandem_ack_level:{}\r\ntandem_ack_timeout_ms:{}\r\n\r\n",
+                d.policy, d.level, d.timeout_ms
+            );
+        }
+        RoleView::Follower { status, leader_peer_addr } => {
+            let (ip, port) = split_addr(status.leader_client_addr.as_deref().unwrap_or(""));
+            let link = if status.state == tandem_core::repl::FollowerState::Streaming { "up" } else { "down" };
+            let last_io = status.last_contact_ms.map_or(-1, |t| (crate::db::unix_ms().saturating_sub(t) / 1000) as i64);
+            let _ = write!(
+                out,
+                "role:slave\r\nmaster_host:{ip}\r\nmaster_port:{port}\r\nmaster_link_status:{link}\r\nmaster_last_io_seconds_ago:{last_io}\r\nmaster_sync_in_progress:{}\r\nslave_repl_offset:{}\r\nslave_read_only:1\r\nmaster_repl_offset:{}\r\ntandem_epoch:{epoch}\r\ntandem_state:{}\r\ntandem_leader_peer_addr:{leader_peer_addr}\r\ntandem_flushed_lsn:{}\r\ntandem_applied_lsn:{}\r\ntandem_leader_last_lsn:{}\r\ntandem_lag_lsn:{}\r\ntandem_staleness_ms:{}\r\n\r\n",
+                matches!(status.state, tandem_core::repl::FollowerState::Snapshot | tandem_core::repl::FollowerState::AwaitingSnapshot) as u8,
+                status.applied_lsn,
+                last_lsn,
+                status.state.as_str(),
+                status.flushed_lsn,
+                status.applied_lsn,
+                status.leader_last_lsn,
+                status.lsn_lag,
+                status.staleness_ms,
+            );
+        }
+    }
+    out
 }

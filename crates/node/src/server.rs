@@ -30,6 +30,9 @@ pub enum NodeError {
     /// Recovery or storage failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -54,6 +57,8 @@ pub struct Shared {
     pub started: Instant,
     /// Commands per second over the last second (INFO).
     pub ops_per_sec: AtomicU64,
+    /// Replication: role, peers, ack waits.
+    pub repl: Arc<crate::repl::Replication>,
     next_client_id: AtomicU64,
     snapshot_running: std::sync::atomic::AtomicBool,
 }
@@ -125,16 +130,25 @@ pub async fn run(
         addr: config.admin_addr,
         source,
     })?;
+    let peer_listener = TcpListener::bind(config.peer_addr).await.map_err(|source| NodeError::Bind {
+        what: "peer",
+        addr: config.peer_addr,
+        source,
+    })?;
     let mut config = config;
     // Report the bound ports (port 0 picks a free one; tests use it).
     config.client_addr = client_listener.local_addr().expect("bound listener has an address");
     config.admin_addr = admin_listener.local_addr().expect("bound listener has an address");
+    config.peer_addr = peer_listener.local_addr().expect("bound listener has an address");
+    let repl =
+        Arc::new(crate::repl::Replication::start(&config, db.clone(), metrics.clone()).map_err(NodeError::Config)?);
     let shared = Arc::new(Shared {
         config,
         db,
         metrics,
         started: Instant::now(),
         ops_per_sec: AtomicU64::new(0),
+        repl: repl.clone(),
         next_client_id: AtomicU64::new(1),
         snapshot_running: std::sync::atomic::AtomicBool::new(false),
     });
@@ -142,7 +156,15 @@ pub async fn run(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin = tokio::spawn(crate::admin::serve(shared.clone(), admin_listener, shutdown_rx.clone()));
     let background = tokio::spawn(background_tasks(shared.clone(), shutdown_rx.clone()));
-    tracing::info!(client = %shared.config.client_addr, admin = %shared.config.admin_addr, node_id = shared.config.node_id, "ready");
+    let peers = tokio::spawn(repl.clone().serve_peers(peer_listener, shutdown_rx.clone()));
+    tracing::info!(
+        client = %shared.config.client_addr,
+        admin = %shared.config.admin_addr,
+        peer = %shared.config.peer_addr,
+        node_id = shared.config.node_id,
+        role = if repl.is_leader() { "leader" } else { "follower" },
+        "ready"
+    );
     on_ready(&shared.config);
 
     // Every connection holds a clone of `drained_tx`; when all are gone,
@@ -176,6 +198,8 @@ pub async fn run(
     }
     let _ = background.await;
     let _ = admin.await;
+    let _ = peers.await;
+    repl.shutdown();
     let db = shared.db.clone();
     let changed = db.entries_since_snapshot() > 0;
     tokio::task::spawn_blocking(move || -> Result<(), DbError> {
@@ -229,6 +253,11 @@ async fn background_tasks(shared: Arc<Shared>, mut shutdown: watch::Receiver<boo
             _ = shutdown.changed() => return,
             _ = sweep.tick() => {
                 shared.db.check_log_health();
+                // Only the leader deletes expired keys (through the log);
+                // followers hide them on reads and replay the leader's Dels.
+                if !shared.repl.is_leader() {
+                    continue;
+                }
                 let n = shared.db.expire_sweep(EXPIRE_SWEEP_KEYS_MAX);
                 shared.metrics.expired_keys.inc_by(n as u64);
             }

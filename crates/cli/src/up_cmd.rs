@@ -1,0 +1,170 @@
+//! `tandem up`: a local cluster of N `tandem server` processes for trying
+//! Tandem out. Node i (from 1) listens on base+10(i-1) (RESP), +1 (admin)
+//! and +2 (peer), keeps its data in DATA_DIR/node-i, and node 1 leads.
+//! Every node's log lines are printed with a `[node i]` prefix; Ctrl-C (or
+//! SIGTERM) stops them all gracefully.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use clap::Args;
+
+/// Flags of `tandem up`.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Client port of node 1; node i uses base+10(i-1), admin +1, peer +2.
+    #[arg(long, default_value_t = 7379)]
+    base_port: u16,
+    /// Parent of the nodes' data directories (node-1, node-2, ...).
+    #[arg(long, default_value = "tandem-data")]
+    data_dir: PathBuf,
+    /// Extra flags for every `tandem server`, e.g. `-- --ack "any 1" --fsync always`.
+    #[arg(last = true)]
+    server_args: Vec<String>,
+}
+
+/// Largest cluster `tandem up` starts (ports and processes on one machine).
+const NODES_MAX: u64 = 9;
+/// How long a node may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Node {
+    id: u64,
+    child: Child,
+    client: u16,
+    admin: u16,
+}
+
+fn terminate(children: &[Node]) {
+    for n in children {
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+        unsafe {
+            libc::kill(n.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+}
+
+/// Runs `tandem up`.
+pub fn run(a: UpArgs) -> ExitCode {
+    if a.nodes == 0 || a.nodes > NODES_MAX {
+        eprintln!("error: --nodes must be between 1 and {NODES_MAX}");
+        return ExitCode::from(2);
+    }
+    if u32::from(a.base_port) + 10 * a.nodes as u32 > u32::from(u16::MAX) {
+        eprintln!("error: --base-port {} leaves no room for {} nodes", a.base_port, a.nodes);
+        return ExitCode::from(2);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot find the tandem binary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let port = |i: u64, off: u16| a.base_port + 10 * (i as u16 - 1) + off;
+    let members: Vec<String> = (1..=a.nodes).map(|i| format!("{i}=127.0.0.1:{}", port(i, 2))).collect();
+    let members = members.join(",");
+    let mut nodes: Vec<Node> = Vec::new();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<u64>();
+    for i in 1..=a.nodes {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("server")
+            .args(["--node-id", &i.to_string()])
+            .arg("--data-dir")
+            .arg(a.data_dir.join(format!("node-{i}")))
+            .args(["--client-addr", &format!("127.0.0.1:{}", port(i, 0))])
+            .args(["--admin-addr", &format!("127.0.0.1:{}", port(i, 1))])
+            .args(["--peer-addr", &format!("127.0.0.1:{}", port(i, 2))])
+            .args(["--members", &members, "--leader", "1", "--print-ready"])
+            .args(&a.server_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: cannot start node {i}: {e}");
+                terminate(&nodes);
+                return ExitCode::FAILURE;
+            }
+        };
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[node {i}] {line}");
+            }
+        });
+        let stdout = child.stdout.take().expect("piped");
+        let tx = ready_tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with('{') {
+                    let _ = tx.send(i);
+                } else {
+                    println!("[node {i}] {line}");
+                }
+            }
+        });
+        nodes.push(Node { id: i, child, client: port(i, 0), admin: port(i, 1) });
+    }
+    for _ in 0..a.nodes {
+        if ready_rx.recv_timeout(READY_TIMEOUT).is_err() {
+            eprintln!("error: not every node became ready within {READY_TIMEOUT:?}; see the [node i] lines above");
+            terminate(&nodes);
+            return ExitCode::FAILURE;
+        }
+    }
+    println!("tandem up: {} nodes, node 1 leads (data in {})", a.nodes, a.data_dir.display());
+    println!("{:<6} {:<10} {:<18} {:<18}", "node", "role", "client (RESP)", "admin (HTTP)");
+    for n in &nodes {
+        let role = if n.id == 1 { "leader" } else { "follower" };
+        println!("{:<6} {:<10} 127.0.0.1:{:<8} 127.0.0.1:{:<8}", n.id, role, n.client, n.admin);
+    }
+    println!("try: redis-cli -p {} SET hello world; redis-cli -p {} GET hello", nodes[0].client, nodes.last().map_or(0, |n| n.client));
+    println!("Ctrl-C stops the cluster.");
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let exited = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return None,
+                _ = term.recv() => return None,
+                _ = tick.tick() => {
+                    for n in nodes.iter_mut() {
+                        if let Ok(Some(status)) = n.child.try_wait() {
+                            return Some((n.id, status));
+                        }
+                    }
+                }
+            }
+        }
+    });
+    if let Some((id, status)) = exited {
+        eprintln!("node {id} exited ({status}); stopping the others");
+    } else {
+        eprintln!("stopping the cluster");
+    }
+    terminate(&nodes);
+    let mut ok = exited.is_none();
+    for n in nodes.iter_mut() {
+        match n.child.wait() {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                eprintln!("node {} exited with {s}", n.id);
+                ok = false;
+            }
+            Err(e) => eprintln!("node {}: {e}", n.id),
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

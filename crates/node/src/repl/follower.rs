@@ -1,0 +1,254 @@
+//! The follower side of replication in the node: connects to the leader's
+//! peer port (reconnecting with backoff), subscribes with its epoch and last
+//! LSN, installs a snapshot when told to, appends and applies streamed
+//! entries, and acknowledges flushed and applied LSNs, all through the
+//! sans-IO `tandem_core::repl::Follower`.
+//!
+//! Owns the connection to the leader. Never accepts a client write: the
+//! connection layer answers `READONLY` on a follower.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use tandem_core::repl::msg::STREAM_FROM_SNAPSHOT;
+use tandem_core::repl::{Follower, FollowerStatus, PeerMsg};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::wire::{encode_frame, read_frame, write_frame, WireError};
+use crate::db::{unix_ms, Db};
+use crate::metrics::Metrics;
+
+/// First reconnect delay; doubles up to `RECONNECT_BACKOFF_MAX`.
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A leader silent for this long is presumed gone; the follower reconnects.
+const LEADER_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the follower driver needs.
+pub struct FollowerParams {
+    /// This node.
+    pub node_id: u64,
+    /// The leader's peer address.
+    pub leader_peer_addr: SocketAddr,
+    /// This node's client address (told to the leader).
+    pub client_addr: String,
+    /// Hash of the cluster secret.
+    pub secret_hash: u64,
+    /// Test knob: delay before applying each received batch.
+    pub apply_delay: Duration,
+}
+
+/// Handle to a running follower driver.
+pub struct FollowerHandle {
+    status: Arc<Mutex<FollowerStatus>>,
+    stop: watch::Sender<bool>,
+    /// The leader's peer address.
+    pub leader_peer_addr: SocketAddr,
+}
+
+impl FollowerHandle {
+    /// The follower's view of its replication.
+    pub fn status(&self) -> FollowerStatus {
+        self.status.lock().clone()
+    }
+
+    /// Stops following (the driver exits at its next step).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Starts following.
+pub fn start(db: Arc<Db>, metrics: Arc<Metrics>, params: FollowerParams) -> FollowerHandle {
+    let core = Follower::new(params.node_id, db.epoch(), db.last_lsn(), db.durable_lsn(), unix_ms());
+    let status = Arc::new(Mutex::new(core.status(unix_ms())));
+    let (stop, stop_rx) = watch::channel(false);
+    let leader_peer_addr = params.leader_peer_addr;
+    tokio::spawn(run(db, metrics, params, status.clone(), stop_rx));
+    FollowerHandle { status, stop, leader_peer_addr }
+}
+
+async fn run(
+    db: Arc<Db>,
+    metrics: Arc<Metrics>,
+    params: FollowerParams,
+    status: Arc<Mutex<FollowerStatus>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = RECONNECT_BACKOFF_MIN;
+    loop {
+        let mut core = Follower::new(params.node_id, db.epoch(), db.last_lsn(), db.durable_lsn(), unix_ms());
+        *status.lock() = core.status(unix_ms());
+        let session = tokio::select! {
+            _ = stop.changed() => return,
+            r = session(&db, &metrics, &params, &mut core, &status) => r,
+        };
+        core.handle_disconnect(unix_ms());
+        *status.lock() = core.status(unix_ms());
+        match session {
+            Ok(()) => return,
+            Err(SessionEnd::Streamed(e)) => {
+                tracing::warn!(leader = %params.leader_peer_addr, error = %e, "replication stream ended; reconnecting");
+                backoff = RECONNECT_BACKOFF_MIN;
+            }
+            Err(SessionEnd::NoStream(e)) => {
+                tracing::warn!(leader = %params.leader_peer_addr, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot replicate from the leader");
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+    }
+}
+
+enum SessionEnd {
+    /// Ended after entries flowed: reconnect at once.
+    Streamed(String),
+    /// Could not get a stream going: back off.
+    NoStream(String),
+}
+
+async fn session(
+    db: &Arc<Db>,
+    metrics: &Metrics,
+    params: &FollowerParams,
+    core: &mut Follower,
+    status: &Mutex<FollowerStatus>,
+) -> Result<(), SessionEnd> {
+    let no_stream = |e: String| SessionEnd::NoStream(e);
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(params.leader_peer_addr))
+        .await
+        .map_err(|_| no_stream("connect timed out".into()))?
+        .map_err(|e| no_stream(format!("connect: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    write_frame(&mut writer, &core.subscribe(params.client_addr.clone(), params.secret_hash))
+        .await
+        .map_err(|e| no_stream(e.to_string()))?;
+    let welcome = read_frame(&mut reader, &mut buf).await.map_err(|e| no_stream(e.to_string()))?;
+    let PeerMsg::Welcome { leader_id, epoch, leader_client_addr, stream_from } = welcome else {
+        return Err(no_stream(match welcome {
+            PeerMsg::Refuse { reason } => format!("the leader refused: {reason}"),
+            other => format!("expected Welcome, got {}", other.kind()),
+        }));
+    };
+    core.handle_welcome(unix_ms(), leader_id, epoch, leader_client_addr, stream_from).map_err(no_stream)?;
+    db.raise_epoch(epoch).map_err(|e| no_stream(e.to_string()))?;
+    tracing::info!(leader = leader_id, epoch, stream_from, "following");
+    if stream_from == STREAM_FROM_SNAPSHOT {
+        receive_snapshot(db, metrics, core, &mut reader, &mut buf).await.map_err(no_stream)?;
+    }
+    *status.lock() = core.status(unix_ms());
+
+    let mut durable = db.durable();
+    let mut out = Vec::with_capacity(256);
+    let streamed = |e: String| SessionEnd::Streamed(e);
+    loop {
+        tokio::select! {
+            frame = tokio::time::timeout(LEADER_SILENCE_TIMEOUT, read_frame(&mut reader, &mut buf)) => {
+                let frame = frame.map_err(|_| streamed(format!("no word from the leader for {LEADER_SILENCE_TIMEOUT:?}")))?;
+                let msg = frame.map_err(|e: WireError| streamed(e.to_string()))?;
+                handle_stream_msg(db, metrics, params, core, msg).await.map_err(streamed)?;
+            }
+            _ = durable.changed() => {
+                let lsn = *durable.borrow_and_update();
+                core.handle_flushed(lsn.min(core.last_lsn()));
+            }
+        }
+        // Keep the fsync's progress current before acking.
+        core.handle_flushed((*durable.borrow()).min(core.last_lsn()));
+        if let Some(ack) = core.poll_ack(unix_ms()) {
+            out.clear();
+            encode_frame(&ack, &mut out);
+            writer.write_all(&out).await.map_err(|e| streamed(e.to_string()))?;
+        }
+        *status.lock() = core.status(unix_ms());
+    }
+}
+
+async fn handle_stream_msg(
+    db: &Arc<Db>,
+    metrics: &Metrics,
+    params: &FollowerParams,
+    core: &mut Follower,
+    msg: PeerMsg,
+) -> Result<(), String> {
+    let now = unix_ms();
+    match msg {
+        PeerMsg::Entries { epoch, entries, leader_last_lsn, leader_now_ms } => {
+            let fresh = core.handle_entries(now, epoch, &entries, leader_last_lsn, leader_now_ms)?;
+            if fresh.is_empty() {
+                return Ok(());
+            }
+            if !params.apply_delay.is_zero() {
+                tokio::time::sleep(params.apply_delay).await;
+            }
+            let n = fresh.len() as u64;
+            let (last, commit_ms) = db.apply_replicated(fresh)?;
+            if epoch > db.epoch() {
+                db.raise_epoch(epoch).map_err(|e| e.to_string())?;
+            }
+            metrics.repl_entries_applied.inc_by(n);
+            core.handle_applied(last, commit_ms);
+            Ok(())
+        }
+        PeerMsg::Heartbeat { epoch, leader_last_lsn, leader_durable_lsn, leader_now_ms } => {
+            core.handle_heartbeat(now, epoch, leader_last_lsn, leader_durable_lsn, leader_now_ms)
+        }
+        PeerMsg::Refuse { reason } => Err(format!("the leader ended the stream: {reason}")),
+        other => Err(format!("unexpected {} in the stream", other.kind())),
+    }
+}
+
+/// Receives a snapshot into a fresh store, persists it, then swaps it in.
+async fn receive_snapshot(
+    db: &Arc<Db>,
+    metrics: &Metrics,
+    core: &mut Follower,
+    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut BytesMut,
+) -> Result<(), String> {
+    let msg = read_frame(reader, buf).await.map_err(|e| e.to_string())?;
+    let PeerMsg::SnapshotBegin { epoch, start_lsn } = msg else {
+        return Err(format!("expected SnapshotBegin, got {}", msg.kind()));
+    };
+    core.handle_snapshot_begin(unix_ms(), epoch, start_lsn)?;
+    tracing::info!(start_lsn, "receiving a snapshot from the leader");
+    let mut store = db.new_store();
+    let (mut chunks, mut bytes) = (0u64, 0usize);
+    let end_lsn = loop {
+        match read_frame(reader, buf).await.map_err(|e| e.to_string())? {
+            PeerMsg::SnapshotChunk { bytes: chunk } => {
+                store.load_chunk(&chunk).map_err(|e| format!("snapshot chunk {chunks}: {e}"))?;
+                chunks += 1;
+                bytes += chunk.len();
+                if chunks % 256 == 0 {
+                    tracing::info!(chunks, bytes, keys = store.len(), "snapshot progress");
+                }
+            }
+            PeerMsg::SnapshotEnd { end_lsn } => break end_lsn,
+            other => return Err(format!("unexpected {} during a snapshot", other.kind())),
+        }
+    };
+    core.handle_snapshot_end(unix_ms(), end_lsn)?;
+    let keys = store.len();
+    let db2 = db.clone();
+    tokio::task::spawn_blocking(move || db2.install_snapshot(store, start_lsn, epoch))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    metrics.repl_snapshots_received.inc();
+    core.handle_flushed(start_lsn);
+    core.handle_applied(start_lsn, 0);
+    tracing::info!(start_lsn, end_lsn, keys, bytes, "snapshot installed");
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Peer protocol framing: `u32 length (LE) | PeerMsg::encode bytes`, with
+//! the length checked against `PEER_FRAME_BYTES_MAX` before any buffer
+//! grows. Reading is cancel-safe (bytes accumulate in the caller's buffer),
+//! so it can sit in a `select!`.
+
+use bytes::{Buf, BytesMut};
+use tandem_core::repl::msg::PEER_FRAME_BYTES_MAX;
+use tandem_core::repl::PeerMsg;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Frame header bytes.
+const LEN_BYTES: usize = 4;
+
+/// Why a peer connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The socket failed or closed.
+    #[error("peer connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection.
+    #[error("peer closed the connection")]
+    Closed,
+    /// A frame longer than the limit.
+    #[error("peer frame of {0} bytes exceeds PEER_FRAME_BYTES_MAX ({PEER_FRAME_BYTES_MAX})")]
+    TooLarge(usize),
+    /// A frame that is not a peer message.
+    #[error("{0}")]
+    Decode(#[from] tandem_core::repl::msg::DecodeError),
+}
+
+/// Takes one complete frame out of `buf`, if there is one.
+pub fn take_frame(buf: &mut BytesMut) -> Result<Option<PeerMsg>, WireError> {
+    if buf.len() < LEN_BYTES {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes(buf[..LEN_BYTES].try_into().expect("4 bytes")) as usize;
+    if len > PEER_FRAME_BYTES_MAX {
+        return Err(WireError::TooLarge(len));
+    }
+    if buf.len() < LEN_BYTES + len {
+        buf.reserve(LEN_BYTES + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(LEN_BYTES);
+    let frame = buf.split_to(len);
+    Ok(Some(PeerMsg::decode(&frame)?))
+}
+
+/// Reads until one frame is complete (cancel-safe: partial bytes stay in
+/// `buf`).
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut) -> Result<PeerMsg, WireError> {
+    loop {
+        if let Some(msg) = take_frame(buf)? {
+            return Ok(msg);
+        }
+        if buf.capacity() - buf.len() < 64 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        if reader.read_buf(buf).await? == 0 {
+            return Err(WireError::Closed);
+        }
+    }
+}
+
+/// Encodes `msg` as a frame into `out` (appending).
+pub fn encode_frame(msg: &PeerMsg, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; LEN_BYTES]);
+    let mut body = Vec::new();
+    msg.encode(&mut body);
+    out.extend_from_slice(&body);
+    let len = (out.len() - start - LEN_BYTES) as u32;
+    out[start..start + LEN_BYTES].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, msg: &PeerMsg) -> Result<(), WireError> {
+    let mut out = Vec::new();
+    encode_frame(msg, &mut out);
+    writer.write_all(&out).await?;
+    Ok(())
+}
+
+/// Hash of the cluster secret sent in `Subscribe` (xxh3; 0 without one).
+pub fn secret_hash(secret: Option<&str>) -> u64 {
+    secret.map_or(0, |s| xxhash_rust::xxh3::xxh3_64_with_seed(s.as_bytes(), 0x7a4d_656d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_anywhere_decode_the_same() {
+        let msgs = vec![
+            PeerMsg::Ack { flushed_lsn: 5, applied_lsn: 4 },
+            PeerMsg::Refuse { reason: "no".into() },
+            PeerMsg::Heartbeat { epoch: 1, leader_last_lsn: 9, leader_durable_lsn: 9, leader_now_ms: 77 },
+        ];
+        let mut bytes = Vec::new();
+        for m in &msgs {
+            encode_frame(m, &mut bytes);
+        }
+        for split in 0..bytes.len() {
+            let mut buf = BytesMut::from(&bytes[..split]);
+            let mut got = Vec::new();
+            while let Some(m) = take_frame(&mut buf).unwrap() {
+                got.push(m);
+            }
+            buf.extend_from_slice(&bytes[split..]);
+            while let Some(m) = take_frame(&mut buf).unwrap() {
+                got.push(m);
+            }
+            assert_eq!(got, msgs);
+        }
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_before_allocation() {
+        let mut buf = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
+        assert!(matches!(take_frame(&mut buf), Err(WireError::TooLarge(_))));
+    }
+}
