@@ -60,9 +60,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn take_budget(&self) -> bool {
-        self.budget
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
-            .is_ok()
+        self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1)).is_ok()
     }
 }
 
@@ -95,8 +93,7 @@ impl Tally {
 }
 
 pub(crate) fn new_histogram<T: hdrhistogram::Counter>() -> Histogram<T> {
-    Histogram::new_with_bounds(1, LATENCY_NS_MAX, LATENCY_SIGFIG)
-        .expect("constant histogram bounds are valid")
+    Histogram::new_with_bounds(1, LATENCY_NS_MAX, LATENCY_SIGFIG).expect("constant histogram bounds are valid")
 }
 
 /// An operation sent and not yet fully answered.
@@ -137,11 +134,7 @@ fn decimal(mut number: u64, buf: &mut [u8; 20]) -> &[u8] {
 /// SETs keys handed out in batches from `shared.preload_next` until the
 /// keyspace is covered. Any error reply stops the run: a GET benchmark on a
 /// half-filled keyspace would measure the wrong thing.
-pub(crate) async fn preload(
-    mut conn: Conn,
-    plan: Arc<Plan>,
-    shared: Arc<Shared>,
-) -> Result<Conn, BenchError> {
+pub(crate) async fn preload(mut conn: Conn, plan: Arc<Plan>, shared: Arc<Shared>) -> Result<Conn, BenchError> {
     let batch = (plan.pipeline as u64).max(PRELOAD_BATCH_MIN);
     let mut key_buf = [0u8; 32];
     loop {
@@ -158,10 +151,7 @@ pub(crate) async fn preload(
         while left > 0 {
             match conn.next_reply()? {
                 Some(Frame::Error(message)) => {
-                    return Err(BenchError::Preload {
-                        addr: conn.addr().to_string(),
-                        message,
-                    })
+                    return Err(BenchError::Preload { addr: conn.addr().to_string(), message })
                 }
                 Some(_) => left -= 1,
                 None => conn.pump().await?,
@@ -213,10 +203,7 @@ pub(crate) async fn bench(
         let (mut measured_done, mut warmup_done, mut errors) = (0, 0, 0);
         while let Some(reply) = conn.next_reply()? {
             let Some(op) = in_flight.front_mut() else {
-                return Err(BenchError::UnexpectedReply {
-                    addr: conn.addr().to_string(),
-                    reply: format!("{reply:?}"),
-                });
+                return Err(BenchError::UnexpectedReply { addr: conn.addr().to_string(), reply: format!("{reply:?}") });
             };
             op.replies_left -= 1;
             if op.error.is_none() {

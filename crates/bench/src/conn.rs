@@ -40,20 +40,10 @@ impl Conn {
                     timeout_ms: timeout.as_millis() as u64,
                 })
             }
-            Ok(Err(source)) => {
-                return Err(BenchError::Connect {
-                    addr: addr.to_string(),
-                    source,
-                })
-            }
+            Ok(Err(source)) => return Err(BenchError::Connect { addr: addr.to_string(), source }),
             Ok(Ok(stream)) => stream,
         };
-        stream
-            .set_nodelay(true)
-            .map_err(|source| BenchError::Io {
-                addr: addr.to_string(),
-                source,
-            })?;
+        stream.set_nodelay(true).map_err(|source| BenchError::Io { addr: addr.to_string(), source })?;
         let mut conn = Conn {
             stream,
             read_buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
@@ -67,10 +57,7 @@ impl Conn {
                 None => conn.call(&[b"AUTH", password.as_bytes()]).await?,
             };
             if let Frame::Error(message) = reply {
-                return Err(BenchError::Auth {
-                    addr: addr.to_string(),
-                    message,
-                });
+                return Err(BenchError::Auth { addr: addr.to_string(), message });
             }
         }
         Ok(conn)
@@ -87,19 +74,14 @@ impl Conn {
 
     /// The next complete reply already received, if any.
     pub(crate) fn next_reply(&mut self) -> Result<Option<Frame>, BenchError> {
-        parse_frame(&mut self.read_buf, &self.limits).map_err(|source| BenchError::Protocol {
-            addr: self.addr.to_string(),
-            source,
-        })
+        parse_frame(&mut self.read_buf, &self.limits)
+            .map_err(|source| BenchError::Protocol { addr: self.addr.to_string(), source })
     }
 
     /// Writes queued requests and waits until some reply bytes arrive.
     pub(crate) async fn pump(&mut self) -> Result<(), BenchError> {
         let result = self.pump_io().await;
-        result.map_err(|source| BenchError::Io {
-            addr: self.addr.to_string(),
-            source,
-        })
+        result.map_err(|source| BenchError::Io { addr: self.addr.to_string(), source })
     }
 
     async fn pump_io(&mut self) -> io::Result<()> {
@@ -121,10 +103,7 @@ impl Conn {
                 }
             };
             if read == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection",
-                ));
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
             }
             return Ok(());
         }

@@ -126,10 +126,7 @@ impl BenchOptions {
             return invalid(format!("keyspace must be 1..={KEYSPACE_MAX}, got {}", self.keyspace));
         }
         if self.value_bytes > VALUE_BYTES_MAX {
-            return invalid(format!(
-                "value size must be at most {VALUE_BYTES_MAX} bytes, got {}",
-                self.value_bytes
-            ));
+            return invalid(format!("value size must be at most {VALUE_BYTES_MAX} bytes, got {}", self.value_bytes));
         }
         if self.duration == Some(Duration::ZERO) {
             return invalid("duration must be more than 0".into());
@@ -237,10 +234,7 @@ pub struct Progress {
 /// Runs a benchmark: connects `clients` connections, optionally preloads the
 /// keyspace, warms up, then measures until `requests` operations completed
 /// or `duration` passed. Calls `progress` about once a second.
-pub async fn run(
-    opts: BenchOptions,
-    mut progress: impl FnMut(&Progress),
-) -> Result<Report, BenchError> {
+pub async fn run(opts: BenchOptions, mut progress: impl FnMut(&Progress)) -> Result<Report, BenchError> {
     let mix = opts.check()?;
     let addr: Arc<str> = opts.addr.as_str().into();
     let auth = opts.password.as_deref().map(|p| (opts.user.as_deref(), p));
@@ -277,10 +271,7 @@ pub async fn run(
 
     let start = Instant::now();
     let measure_from = start + opts.warmup;
-    let timing = Timing {
-        measure_from,
-        send_until: opts.duration.map(|d| measure_from + d),
-    };
+    let timing = Timing { measure_from, send_until: opts.duration.map(|d| measure_from + d) };
     shared.budget.store(opts.requests, Ordering::Relaxed);
     let mut tasks = JoinSet::new();
     for (index, conn) in conns.into_iter().enumerate() {
@@ -323,28 +314,14 @@ impl Meter {
     ) -> Progress {
         let now = Instant::now();
         if self.phase != Some(phase) {
-            *self = Meter {
-                phase: Some(phase),
-                last_ops: 0,
-                last_at: Some(phase_start),
-            };
+            *self = Meter { phase: Some(phase), last_ops: 0, last_at: Some(phase_start) };
         }
         let since = now.saturating_duration_since(self.last_at.unwrap_or(phase_start));
-        let ops_per_sec = if since.is_zero() {
-            0.0
-        } else {
-            ops.saturating_sub(self.last_ops) as f64 / since.as_secs_f64()
-        };
+        let ops_per_sec =
+            if since.is_zero() { 0.0 } else { ops.saturating_sub(self.last_ops) as f64 / since.as_secs_f64() };
         self.last_ops = ops;
         self.last_at = Some(now);
-        Progress {
-            phase,
-            ops,
-            ops_total,
-            ops_per_sec,
-            errors,
-            elapsed: now.saturating_duration_since(phase_start),
-        }
+        Progress { phase, ops, ops_total, ops_per_sec, errors, elapsed: now.saturating_duration_since(phase_start) }
     }
 }
 
@@ -355,8 +332,7 @@ async fn join_all<T: 'static>(
     mut tick: impl FnMut(),
 ) -> Result<Vec<T>, BenchError> {
     let mut results = Vec::with_capacity(tasks.len());
-    let mut ticker =
-        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -388,8 +364,9 @@ fn build_report(
     let mut errors_by_kind = std::collections::BTreeMap::new();
     for tally in tallies {
         for (entry, histogram) in tally.latency_ns.iter().enumerate() {
-            // Same bounds on both sides, so adding cannot fail.
-            let _ = per_entry[entry].add(Histogram::<u64>::new_from(histogram));
+            for bucket in histogram.iter_recorded() {
+                per_entry[entry].saturating_record_n(bucket.value_iterated_to(), u64::from(bucket.count_at_value()));
+            }
             ops[entry] += tally.ops[entry];
             errors[entry] += tally.errors[entry];
         }
@@ -399,6 +376,7 @@ fn build_report(
     }
     let mut all: Histogram<u64> = client::new_histogram();
     for histogram in &per_entry {
+        // Same bounds on both sides, so adding cannot fail.
         let _ = all.add(histogram);
     }
     let commands = plan
@@ -414,11 +392,7 @@ fn build_report(
         })
         .collect();
     let ops_total: u64 = ops.iter().sum();
-    let ops_per_sec = if elapsed.is_zero() {
-        0.0
-    } else {
-        ops_total as f64 / elapsed.as_secs_f64()
-    };
+    let ops_per_sec = if elapsed.is_zero() { 0.0 } else { ops_total as f64 / elapsed.as_secs_f64() };
     Report {
         addr: opts.addr.clone(),
         clients: opts.clients,

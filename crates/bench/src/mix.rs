@@ -76,16 +76,15 @@ impl Mix {
                 "incr" => Op::Incr,
                 "ping" => Op::Ping,
                 "set+wait" => {
-                    let replicas = parts.next().and_then(|n| n.parse().ok()).ok_or_else(|| {
-                        invalid(format!("{item:?} needs a replica count, e.g. set+wait:1"))
-                    })?;
+                    let replicas = parts
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .ok_or_else(|| invalid(format!("{item:?} needs a replica count, e.g. set+wait:1")))?;
                     Op::SetWait { replicas }
                 }
                 "" => return Err(invalid("empty entry".into())),
                 other => {
-                    return Err(invalid(format!(
-                        "unknown command {other:?} (known: set, get, incr, ping, set+wait:N)"
-                    )))
+                    return Err(invalid(format!("unknown command {other:?} (known: set, get, incr, ping, set+wait:N)")))
                 }
             };
             let weight = match parts.next() {
@@ -99,20 +98,13 @@ impl Mix {
             if parts.next().is_some() {
                 return Err(invalid(format!("too many ':' in {item:?}")));
             }
-            entries.push(MixEntry {
-                op,
-                weight,
-                name: op.name(),
-            });
+            entries.push(MixEntry { op, weight, name: op.name() });
         }
         if entries.len() > MIX_ENTRIES_MAX {
             return Err(invalid(format!("more than {MIX_ENTRIES_MAX} entries")));
         }
         let total_weight = entries.iter().map(|e| u64::from(e.weight)).sum();
-        Ok(Mix {
-            entries,
-            total_weight,
-        })
+        Ok(Mix { entries, total_weight })
     }
 
     /// The entry index for a uniform draw `r` in `0..total_weight()`.
@@ -136,12 +128,7 @@ mod tests {
     use super::*;
 
     fn ops(text: &str) -> Vec<(Op, u32)> {
-        Mix::parse(text)
-            .unwrap()
-            .entries
-            .iter()
-            .map(|e| (e.op, e.weight))
-            .collect()
+        Mix::parse(text).unwrap().entries.iter().map(|e| (e.op, e.weight)).collect()
     }
 
     #[test]
@@ -150,10 +137,7 @@ mod tests {
         assert_eq!(ops("set:50, GET:50"), [(Op::Set, 50), (Op::Get, 50)]);
         assert_eq!(ops("incr,ping"), [(Op::Incr, 1), (Op::Ping, 1)]);
         assert_eq!(ops("set+wait:2"), [(Op::SetWait { replicas: 2 }, 1)]);
-        assert_eq!(
-            ops("set+wait:1:30,get:70"),
-            [(Op::SetWait { replicas: 1 }, 30), (Op::Get, 70)]
-        );
+        assert_eq!(ops("set+wait:1:30,get:70"), [(Op::SetWait { replicas: 1 }, 30), (Op::Get, 70)]);
     }
 
     #[test]

@@ -165,11 +165,8 @@ impl Report {
             }
         }
         if !self.errors_by_kind.is_empty() {
-            let kinds: Vec<String> = self
-                .errors_by_kind
-                .iter()
-                .map(|(kind, count)| format!("{kind} {count}"))
-                .collect();
+            let kinds: Vec<String> =
+                self.errors_by_kind.iter().map(|(kind, count)| format!("{kind} {count}")).collect();
             let _ = writeln!(out, "errors: {}", kinds.join(", "));
         }
         out

@@ -62,6 +62,8 @@ async fn serve(mut socket: TcpStream, index: usize, behaviour: Behaviour, seen: 
     let mut input = BytesMut::new();
     let mut output = BytesMut::new();
     loop {
+        // Room for a whole pipeline per read, so batches show pipelining.
+        input.reserve(64 * 1024);
         match socket.read_buf(&mut input).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
@@ -93,9 +95,7 @@ async fn serve(mut socket: TcpStream, index: usize, behaviour: Behaviour, seen: 
 
 fn answer(name: &str, args: &[bytes::Bytes], behaviour: &Behaviour) -> Frame {
     match name {
-        "SET" if behaviour.readonly => {
-            Frame::error("READONLY You can't write against a read only replica.")
-        }
+        "SET" if behaviour.readonly => Frame::error("READONLY You can't write against a read only replica."),
         "SET" => Frame::ok(),
         "GET" => Frame::Null,
         "INCR" => Frame::Integer(1),
@@ -126,10 +126,7 @@ fn options(server: &FakeServer) -> BenchOptions {
 #[tokio::test]
 async fn every_request_is_answered_and_counted_once() {
     let server = start(Behaviour::default()).await;
-    let opts = BenchOptions {
-        mix: "set:1,get:1,incr:1,ping:1".into(),
-        ..options(&server)
-    };
+    let opts = BenchOptions { mix: "set:1,get:1,incr:1,ping:1".into(), ..options(&server) };
     let report = run(opts, |_| {}).await.unwrap();
     assert_eq!(report.ops, 2_000);
     assert_eq!(report.errors, 0);
@@ -155,26 +152,15 @@ async fn pipeline_keeps_that_many_requests_in_flight_and_no_more() {
     assert!(batch_max <= 8, "{batch_max} requests in flight with pipeline 8");
 
     let server = start(Behaviour::default()).await;
-    let opts = BenchOptions {
-        pipeline: 1,
-        requests: 200,
-        ..options(&server)
-    };
+    let opts = BenchOptions { pipeline: 1, requests: 200, ..options(&server) };
     run(opts, |_| {}).await.unwrap();
     assert_eq!(server.seen.lock().unwrap().batch_max, 1);
 }
 
 #[tokio::test]
 async fn error_replies_are_counted_by_their_first_word() {
-    let server = start(Behaviour {
-        readonly: true,
-        ..Behaviour::default()
-    })
-    .await;
-    let opts = BenchOptions {
-        mix: "set:1,get:1".into(),
-        ..options(&server)
-    };
+    let server = start(Behaviour { readonly: true, ..Behaviour::default() }).await;
+    let opts = BenchOptions { mix: "set:1,get:1".into(), ..options(&server) };
     let report = run(opts, |_| {}).await.unwrap();
     let set = &report.commands[0];
     assert_eq!(report.ops, 2_000);
@@ -188,11 +174,7 @@ async fn error_replies_are_counted_by_their_first_word() {
 
 #[tokio::test]
 async fn set_wait_is_one_operation_of_two_commands() {
-    let server = start(Behaviour {
-        replicas: Some(1),
-        ..Behaviour::default()
-    })
-    .await;
+    let server = start(Behaviour { replicas: Some(1), ..Behaviour::default() }).await;
     let opts = BenchOptions {
         mix: "set+wait:1:1,set+wait:2:1".into(),
         requests: 400,
@@ -214,13 +196,7 @@ async fn set_wait_is_one_operation_of_two_commands() {
 #[tokio::test]
 async fn preload_sets_every_key_once_before_measuring() {
     let server = start(Behaviour::default()).await;
-    let opts = BenchOptions {
-        mix: "get".into(),
-        preload: true,
-        keyspace: 500,
-        requests: 300,
-        ..options(&server)
-    };
+    let opts = BenchOptions { mix: "get".into(), preload: true, keyspace: 500, requests: 300, ..options(&server) };
     let report = run(opts, |_| {}).await.unwrap();
     assert_eq!(report.preloaded_keys, 500);
     assert_eq!(report.ops, 300);
@@ -234,24 +210,16 @@ async fn preload_sets_every_key_once_before_measuring() {
 
 #[tokio::test]
 async fn auth_is_sent_first_on_every_connection() {
-    let server = start(Behaviour {
-        password: Some("sesame".into()),
-        ..Behaviour::default()
-    })
-    .await;
-    let opts = BenchOptions {
-        password: Some("sesame".into()),
-        requests: 100,
-        ..options(&server)
-    };
+    let server = start(Behaviour { password: Some("sesame".into()), ..Behaviour::default() }).await;
+    let opts = BenchOptions { password: Some("sesame".into()), requests: 100, ..options(&server) };
     run(opts, |_| {}).await.unwrap();
-    let seen = server.seen.lock().unwrap();
-    assert!(seen.first_commands.iter().all(|c| c.first().map(String::as_str) == Some("AUTH")));
+    {
+        let seen = server.seen.lock().unwrap();
+        let first = |c: &Vec<String>| c.first().map(String::as_str) == Some("AUTH");
+        assert!(seen.first_commands.iter().all(first), "{:?}", seen.first_commands);
+    }
 
-    let opts = BenchOptions {
-        password: Some("wrong".into()),
-        ..options(&server)
-    };
+    let opts = BenchOptions { password: Some("wrong".into()), ..options(&server) };
     let err = run(opts, |_| {}).await.unwrap_err();
     assert!(matches!(err, BenchError::Auth { .. }), "{err}");
     assert!(err.to_string().contains("WRONGPASS"), "{err}");
@@ -284,10 +252,7 @@ async fn connection_refused_names_the_address() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     drop(listener);
-    let opts = BenchOptions {
-        addr: addr.clone(),
-        ..BenchOptions::default()
-    };
+    let opts = BenchOptions { addr: addr.clone(), ..BenchOptions::default() };
     let err = run(opts, |_| {}).await.unwrap_err();
     assert!(matches!(err, BenchError::Connect { .. }), "{err}");
     assert!(err.to_string().contains(&addr), "{err}");
@@ -310,11 +275,7 @@ async fn invalid_options_are_rejected_before_connecting() {
 #[tokio::test]
 async fn report_renders_as_json_and_text() {
     let server = start(Behaviour::default()).await;
-    let opts = BenchOptions {
-        mix: "set:50,get:50".into(),
-        requests: 500,
-        ..options(&server)
-    };
+    let opts = BenchOptions { mix: "set:50,get:50".into(), requests: 500, ..options(&server) };
     let report = run(opts, |_| {}).await.unwrap();
     let json = report.to_json();
     assert_eq!(json["ops"], 500);
@@ -323,4 +284,25 @@ async fn report_renders_as_json_and_text() {
     let text = report.render_text();
     assert!(text.contains("500 ops in"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("get ")), "{text}");
+}
+
+/// Against a real server: `TANDEM_BENCH_ADDR=127.0.0.1:6379 cargo test -p
+/// tandem-bench real_server -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "needs a server at $TANDEM_BENCH_ADDR"]
+async fn real_server_from_env() {
+    let addr = std::env::var("TANDEM_BENCH_ADDR").expect("set TANDEM_BENCH_ADDR");
+    for mix in ["set", "get", "incr", "ping", "set:50,get:50", "set+wait:0"] {
+        let opts = BenchOptions {
+            addr: addr.clone(),
+            mix: mix.into(),
+            pipeline: 16,
+            preload: mix == "get",
+            ..BenchOptions::default()
+        };
+        let report = run(opts, |p| eprintln!("{p:?}")).await.unwrap();
+        eprintln!("{}", report.render_text());
+        assert_eq!(report.ops, 100_000);
+        assert_eq!(report.errors, 0, "{:?}", report.errors_by_kind);
+    }
 }

@@ -48,6 +48,10 @@ pub struct ServerArgs {
     /// and shutdown) [default: 1000000].
     #[arg(long, env = "TANDEM_SNAPSHOT_ENTRIES")]
     snapshot_entries: Option<u64>,
+    /// Log segment size in bytes before a new segment file starts; the log
+    /// is truncated in whole segments behind snapshots [default: 67108864].
+    #[arg(long, env = "TANDEM_SEGMENT_BYTES_MAX")]
+    segment_bytes_max: Option<u64>,
     /// Maximum client connections [default: 10000].
     #[arg(long, env = "TANDEM_CLIENTS_MAX")]
     clients_max: Option<usize>,
@@ -126,6 +130,7 @@ impl ServerArgs {
         set!(fsync <- self.fsync);
         set!(snapshot_entries <- self.snapshot_entries);
         set!(io_threads <- self.io_threads);
+        set!(segment_bytes_max <- self.segment_bytes_max);
         if let Some(m) = &self.members {
             c.members = tandem_node::config::parse_members(m).map_err(|e| format!("--members: {e}"))?;
         }

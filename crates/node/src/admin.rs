@@ -47,6 +47,8 @@ pub struct Status {
     pub connections: i64,
     /// Log health: `ok`, or the error that stopped writes.
     pub log_status: String,
+    /// Replication: on a leader its followers, on a follower its progress.
+    pub replication: serde_json::Value,
 }
 
 /// Serves the admin endpoint until shutdown.
@@ -79,9 +81,10 @@ fn dir_bytes(path: &std::path::Path) -> u64 {
 /// Builds the status document.
 pub fn status_of(shared: &Shared) -> Status {
     let (keys, last_lsn, epoch) = shared.db.with_state(|s| (s.store.len(), s.last_lsn, s.epoch));
+    let (role, replication) = replication_json(shared);
     Status {
         node_id: shared.config.node_id,
-        role: "leader",
+        role,
         epoch,
         last_lsn,
         durable_lsn: shared.db.durable_lsn(),
@@ -94,6 +97,52 @@ pub fn status_of(shared: &Shared) -> Status {
         client_addr: shared.config.client_addr.to_string(),
         connections: shared.metrics.connections.get(),
         log_status: shared.db.log().failed().map_or_else(|| "ok".to_string(), |e| e.to_string()),
+        replication,
+    }
+}
+
+fn replication_json(shared: &Shared) -> (&'static str, serde_json::Value) {
+    use crate::repl::RoleView;
+    match shared.repl.view() {
+        RoleView::Leader { replicas } => {
+            let d = shared.repl.default_durability();
+            let followers: Vec<_> = replicas
+                .iter()
+                .map(|r| {
+                    let s = &r.status;
+                    serde_json::json!({
+                        "id": s.id,
+                        "client_addr": r.client_addr,
+                        "state": s.state.as_str(),
+                        "sent_lsn": s.sent_lsn,
+                        "flushed_lsn": s.flushed_lsn,
+                        "applied_lsn": s.applied_lsn,
+                        "lag_lsn": s.lsn_lag,
+                        "lag_ms": s.time_lag_ms,
+                        "last_ack_ms": s.last_ack_ms,
+                    })
+                })
+                .collect();
+            let policy = serde_json::json!({
+                "ack": d.policy.to_string(), "ack_level": d.level.to_string(), "ack_timeout_ms": d.timeout_ms,
+            });
+            ("leader", serde_json::json!({ "followers": followers, "default_ack_policy": policy }))
+        }
+        RoleView::Follower { status, leader_peer_addr } => (
+            "follower",
+            serde_json::json!({
+                "state": status.state.as_str(),
+                "leader_id": status.leader_id,
+                "leader_client_addr": status.leader_client_addr,
+                "leader_peer_addr": leader_peer_addr.to_string(),
+                "flushed_lsn": status.flushed_lsn,
+                "applied_lsn": status.applied_lsn,
+                "leader_last_lsn": status.leader_last_lsn,
+                "lag_lsn": status.lsn_lag,
+                "staleness_ms": status.staleness_ms,
+                "consistent_lsn": status.consistent_lsn,
+            }),
+        ),
     }
 }
 
