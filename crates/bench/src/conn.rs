@@ -109,6 +109,22 @@ impl Conn {
         }
     }
 
+    /// Writes every queued request now, without waiting for replies.
+    pub(crate) async fn flush(&mut self) -> Result<(), BenchError> {
+        let buf = self.write_buf.split();
+        self.stream.write_all(&buf).await.map_err(|source| BenchError::Io { addr: self.addr.to_string(), source })
+    }
+
+    /// Waits for the next reply.
+    pub(crate) async fn recv(&mut self) -> Result<Frame, BenchError> {
+        loop {
+            if let Some(reply) = self.next_reply()? {
+                return Ok(reply);
+            }
+            self.pump().await?;
+        }
+    }
+
     /// Sends one command and waits for its reply (for AUTH; not the hot path).
     pub(crate) async fn call(&mut self, args: &[&[u8]]) -> Result<Frame, BenchError> {
         self.queue(args);

@@ -16,6 +16,7 @@
 
 mod client;
 mod conn;
+mod lag;
 mod mix;
 mod report;
 mod rng;
@@ -32,6 +33,7 @@ use tokio::task::JoinSet;
 use client::{Plan, Shared, Tally, Timing, KEY_DIGITS};
 use conn::Conn;
 use mix::Mix;
+pub use lag::{lag_probe, LagOptions, LagReport, LAG_TRIALS_MAX};
 pub use report::{CommandReport, LatencySummary, Report};
 
 /// Most connections one run opens.

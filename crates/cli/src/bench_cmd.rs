@@ -121,3 +121,52 @@ pub fn run(a: BenchArgs) -> ExitCode {
         }
     }
 }
+
+/// Flags of `tandem lag`.
+#[derive(Args, Debug)]
+pub struct LagArgs {
+    /// The leader's client address.
+    #[arg(long)]
+    leader: String,
+    /// The follower's client address.
+    #[arg(long)]
+    follower: String,
+    /// Writes to follow.
+    #[arg(long, default_value_t = 1000)]
+    trials: u64,
+    /// Give up on one write after this many ms.
+    #[arg(long, default_value_t = 5000)]
+    trial_timeout_ms: u64,
+    /// Password (AUTH) for servers that need one.
+    #[arg(long, env = "TANDEM_BENCH_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `tandem lag`.
+pub fn run_lag(a: LagArgs) -> ExitCode {
+    let opts = tandem_bench::LagOptions {
+        leader: a.leader,
+        follower: a.follower,
+        trials: a.trials,
+        trial_timeout: Duration::from_millis(a.trial_timeout_ms),
+        password: a.password,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(tandem_bench::lag_probe(opts)) {
+        Ok(report) => {
+            if a.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render_text());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

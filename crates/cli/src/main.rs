@@ -2,6 +2,7 @@
 //! - `server`: run a node;
 //! - `up`: a local cluster of N node processes;
 //! - `bench`: load-generate against any RESP server (Tandem or Redis);
+//! - `lag`: replication lag from a leader to a follower;
 //! - `status`: print a node's `/status`;
 //! - `log repair`: truncate a corrupt log deliberately.
 //!
@@ -33,6 +34,9 @@ enum Command {
     Up(up_cmd::UpArgs),
     /// Measure throughput and latency of any RESP server (Tandem or Redis).
     Bench(bench_cmd::BenchArgs),
+    /// Measure replication lag: how long after a write is sent to the leader
+    /// it is visible on a follower (any RESP pair: Tandem or Redis).
+    Lag(bench_cmd::LagArgs),
     /// Print a node's status (its `/status` document).
     Status {
         /// The node's admin address.
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) => bench_cmd::run(args),
         Command::Up(args) => up_cmd::run(args),
+        Command::Lag(args) => bench_cmd::run_lag(args),
         Command::Status { admin_addr } => status(&admin_addr),
         Command::Log { command: LogCommand::Repair { data_dir, yes } } => {
             init_logging();

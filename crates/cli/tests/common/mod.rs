@@ -40,6 +40,9 @@ pub struct TestServer {
     child: Option<Child>,
     data_dir: PathBuf,
     extra_args: Vec<String>,
+    /// False when the caller passes every listener address itself
+    /// ([`TestServer::try_start_bare`]).
+    default_addrs: bool,
     client_addr: SocketAddr,
     admin_addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
@@ -86,7 +89,16 @@ impl TestServer {
     /// hangs) before printing the ready line.
     pub fn try_start(data_dir: &Path, extra_args: &[&str]) -> Result<TestServer, StartFailure> {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        spawn(data_dir.to_path_buf(), extra_args)
+        spawn(data_dir.to_path_buf(), extra_args, true)
+    }
+
+    /// Like [`TestServer::try_start`], but the harness adds no
+    /// `--client-addr/--admin-addr/--peer-addr`: `args` must give the ones
+    /// the test needs fixed (e.g. peer ports named in `--members`); a missing
+    /// one takes the server's default. Restarts reuse the same `args`.
+    pub fn try_start_bare(data_dir: &Path, args: &[&str]) -> Result<TestServer, StartFailure> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        spawn(data_dir.to_path_buf(), args, false)
     }
 
     /// The RESP address.
@@ -190,7 +202,7 @@ impl TestServer {
     /// panicking. `self` is left stopped either way; use the returned value.
     pub fn try_restart(&mut self) -> Result<TestServer, StartFailure> {
         self.kill9();
-        spawn(self.data_dir.clone(), self.extra_args.clone())
+        spawn(self.data_dir.clone(), self.extra_args.clone(), self.default_addrs)
     }
 
     /// GET `path` from the admin endpoint; panics on a non-200 answer.
@@ -251,20 +263,18 @@ fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
-fn spawn(data_dir: PathBuf, extra_args: Vec<String>) -> Result<TestServer, StartFailure> {
+fn spawn(data_dir: PathBuf, extra_args: Vec<String>, default_addrs: bool) -> Result<TestServer, StartFailure> {
+    let addrs: &[&str] = if default_addrs {
+        &["--client-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0"]
+    } else {
+        &[]
+    };
     let mut child = Command::new(tandem_bin())
         .arg("server")
         .arg("--data-dir")
         .arg(&data_dir)
-        .args([
-            "--client-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--peer-addr",
-            "127.0.0.1:0",
-            "--print-ready",
-        ])
+        .args(addrs)
+        .arg("--print-ready")
         .args(&extra_args)
         .env("NO_COLOR", "1")
         .env_remove("TANDEM_CONFIG")
@@ -348,6 +358,7 @@ fn spawn(data_dir: PathBuf, extra_args: Vec<String>) -> Result<TestServer, Start
         child: Some(child),
         data_dir,
         extra_args,
+        default_addrs,
         client_addr,
         admin_addr,
         stderr,
@@ -629,6 +640,38 @@ pub fn redis_cli(addr: SocketAddr, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs `redis-cli -h 127.0.0.1 -p PORT ARGS...` without judging its exit
+/// status (an error reply may make redis-cli exit non-zero); returns
+/// (success, stdout, stderr). Panics if `redis-cli` is not installed.
+pub fn redis_cli_output(addr: SocketAddr, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new("redis-cli")
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output();
+    let output = match output {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "redis-cli is not installed; this test needs the real redis-cli: run `apt-get install -y redis-tools`"
+        ),
+        Err(e) => panic!("cannot run redis-cli: {e}"),
+    };
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `n` distinct free TCP ports on 127.0.0.1 (bound at once, then released:
+/// another process may take one before the caller binds it, so callers
+/// retry a start that fails).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
 }
 
 /// A fresh temporary data directory.

@@ -11,15 +11,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use tandem_core::repl::msg::STREAM_FROM_SNAPSHOT;
-use tandem_core::repl::{Follower, FollowerStatus, PeerMsg};
+use tandem_core::repl::{Follower, FollowerStatus, PeerMsg, WireEntry};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use super::wire::{encode_frame, read_frame, write_frame, WireError};
+use super::wire::{encode_frame, read_frame, write_frame};
 use crate::db::{unix_ms, Db};
 use crate::metrics::Metrics;
 
@@ -29,6 +31,8 @@ const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A leader silent for this long is presumed gone; the follower reconnects.
 const LEADER_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages read from the leader but not yet processed.
+const FOLLOWER_INBOX_MAX: usize = 4096;
 
 /// What the follower driver needs.
 pub struct FollowerParams {
@@ -149,56 +153,89 @@ async fn session(
     }
     *status.lock() = core.status(unix_ms());
 
-    let mut durable = db.durable();
-    let mut out = Vec::with_capacity(256);
-    let streamed = |e: String| SessionEnd::Streamed(e);
-    loop {
-        tokio::select! {
-            frame = tokio::time::timeout(LEADER_SILENCE_TIMEOUT, read_frame(&mut reader, &mut buf)) => {
-                let frame = frame.map_err(|_| streamed(format!("no word from the leader for {LEADER_SILENCE_TIMEOUT:?}")))?;
-                let msg = frame.map_err(|e: WireError| streamed(e.to_string()))?;
-                handle_stream_msg(db, metrics, params, core, msg).await.map_err(streamed)?;
-            }
-            _ = durable.changed() => {
-                let lsn = *durable.borrow_and_update();
-                core.handle_flushed(lsn.min(core.last_lsn()));
+    // A reader task keeps taking frames off the socket while this loop
+    // applies, so the follower learns how far the leader is (lag,
+    // staleness) even while applying is slow. The leader's in-flight byte
+    // limit bounds what can pile up in the inbox.
+    let (inbox_tx, mut inbox) = mpsc::channel::<Result<PeerMsg, String>>(FOLLOWER_INBOX_MAX);
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let msg = match tokio::time::timeout(LEADER_SILENCE_TIMEOUT, read_frame(&mut reader, &mut buf)).await {
+                Ok(Ok(msg)) => Ok(msg),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no word from the leader for {LEADER_SILENCE_TIMEOUT:?}")),
+            };
+            let end = msg.is_err();
+            if inbox_tx.send(msg).await.is_err() || end {
+                return;
             }
         }
-        // Keep the fsync's progress current before acking.
-        core.handle_flushed((*durable.borrow()).min(core.last_lsn()));
+    });
+    let result = stream_loop(db, metrics, params, core, status, &mut writer, &mut inbox).await;
+    reader_task.abort();
+    result.map_err(SessionEnd::Streamed)
+}
+
+/// Entries received but not yet applied: (when they may be applied, entries).
+type PendingApply = VecDeque<(tokio::time::Instant, Vec<WireEntry>)>;
+
+async fn stream_loop(
+    db: &Arc<Db>,
+    metrics: &Metrics,
+    params: &FollowerParams,
+    core: &mut Follower,
+    status: &Mutex<FollowerStatus>,
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    inbox: &mut mpsc::Receiver<Result<PeerMsg, String>>,
+) -> Result<(), String> {
+    let mut durable = db.durable();
+    let mut out = Vec::with_capacity(256);
+    let mut pending: PendingApply = VecDeque::new();
+    loop {
+        let next_ready = pending.front().map(|(at, _)| *at);
+        tokio::select! {
+            msg = inbox.recv() => {
+                let msg = msg.ok_or("the connection reader stopped")??;
+                receive(core, params, &mut pending, msg)?;
+                // Take in whatever else already arrived before applying.
+                while let Ok(msg) = inbox.try_recv() {
+                    receive(core, params, &mut pending, msg?)?;
+                }
+            }
+            _ = tokio::time::sleep_until(next_ready.unwrap_or_else(tokio::time::Instant::now)), if next_ready.is_some() => {}
+            _ = durable.changed() => {}
+        }
+        let now = tokio::time::Instant::now();
+        while pending.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, batch) = pending.pop_front().expect("non-empty");
+            let (last, commit_ms) = db.apply_replicated(&batch)?;
+            if core.epoch() > db.epoch() {
+                db.raise_epoch(core.epoch()).map_err(|e| e.to_string())?;
+            }
+            metrics.repl_entries_applied.inc_by(batch.len() as u64);
+            core.handle_applied(last, commit_ms);
+        }
+        // Only what is both in the local log and durable counts as flushed.
+        core.handle_flushed((*durable.borrow_and_update()).min(db.last_lsn()).min(core.last_lsn()));
         if let Some(ack) = core.poll_ack(unix_ms()) {
             out.clear();
             encode_frame(&ack, &mut out);
-            writer.write_all(&out).await.map_err(|e| streamed(e.to_string()))?;
+            writer.write_all(&out).await.map_err(|e| e.to_string())?;
         }
         *status.lock() = core.status(unix_ms());
     }
 }
 
-async fn handle_stream_msg(
-    db: &Arc<Db>,
-    metrics: &Metrics,
-    params: &FollowerParams,
-    core: &mut Follower,
-    msg: PeerMsg,
-) -> Result<(), String> {
+/// Takes one message from the leader into the core; entries are queued to
+/// be applied (at once, or after the test knob's delay).
+fn receive(core: &mut Follower, params: &FollowerParams, pending: &mut PendingApply, msg: PeerMsg) -> Result<(), String> {
     let now = unix_ms();
     match msg {
         PeerMsg::Entries { epoch, entries, leader_last_lsn, leader_now_ms } => {
             let fresh = core.handle_entries(now, epoch, &entries, leader_last_lsn, leader_now_ms)?;
-            if fresh.is_empty() {
-                return Ok(());
+            if !fresh.is_empty() {
+                pending.push_back((tokio::time::Instant::now() + params.apply_delay, fresh.to_vec()));
             }
-            if !params.apply_delay.is_zero() {
-                tokio::time::sleep(params.apply_delay).await;
-            }
-            let n = fresh.len() as u64;
-            let (last, commit_ms) = db.apply_replicated(fresh)?;
-            if epoch > db.epoch() {
-                db.raise_epoch(epoch).map_err(|e| e.to_string())?;
-            }
-            metrics.repl_entries_applied.inc_by(n);
-            core.handle_applied(last, commit_ms);
             Ok(())
         }
         PeerMsg::Heartbeat { epoch, leader_last_lsn, leader_durable_lsn, leader_now_ms } => {
