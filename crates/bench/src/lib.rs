@@ -32,8 +32,8 @@ use tokio::task::JoinSet;
 
 use client::{Plan, Shared, Tally, Timing, KEY_DIGITS};
 use conn::Conn;
-use mix::Mix;
 pub use lag::{lag_probe, LagOptions, LagReport, LAG_TRIALS_MAX};
+use mix::Mix;
 pub use report::{CommandReport, LatencySummary, Report};
 
 /// Most connections one run opens.

@@ -124,12 +124,17 @@ pub fn run(a: UpArgs) -> ExitCode {
         let role = if n.id == 1 { "leader" } else { "follower" };
         println!("{:<6} {:<10} 127.0.0.1:{:<8} 127.0.0.1:{:<8}", n.id, role, n.client, n.admin);
     }
-    println!("try: redis-cli -p {} SET hello world; redis-cli -p {} GET hello", nodes[0].client, nodes.last().map_or(0, |n| n.client));
+    println!(
+        "try: redis-cli -p {} SET hello world; redis-cli -p {} GET hello",
+        nodes[0].client,
+        nodes.last().map_or(0, |n| n.client)
+    );
     println!("Ctrl-C stops the cluster.");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let exited = runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {

@@ -53,7 +53,7 @@ async fn writer(url: String, task: usize, stop: Arc<AtomicBool>) -> Acked {
                 break;
             }
         }
-        if i % INCR_EVERY == 0 {
+        if i.is_multiple_of(INCR_EVERY) {
             acked.counter_sent += 1;
             let incr = redis::cmd("INCR").arg(format!("c:{task}")).to_owned();
             match tokio::time::timeout(REQUEST_TIMEOUT, incr.query_async::<i64>(&mut con)).await {

@@ -187,7 +187,7 @@ fn query_buffer_limit_closes_only_that_connection() {
     // A 100000-byte bulk announced, 20000 bytes sent: the unparsed request
     // outgrows the 4096-byte query buffer.
     let mut bytes = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n".to_vec();
-    bytes.extend(std::iter::repeat(b'x').take(20_000));
+    bytes.extend(std::iter::repeat_n(b'x', 20_000));
     let _ = flood.send(&bytes);
     let (got, closed) = flood.read_until_closed(CLOSE_TIMEOUT);
     assert!(closed, "a request over --query-buffer-bytes-max closes the connection");

@@ -788,5 +788,5 @@ fn wrong_cluster_secret_is_refused() {
     let i = info(c.node(2));
     assert_eq!(i.get("master_link_status").map(String::as_str), Some("down"), "{i:?}");
     let s = slave(&info(c.leader()), 2);
-    assert!(s.as_ref().map_or(true, |s| s["state"] != "online"), "the leader lists node 2 online: {s:?}");
+    assert!(s.as_ref().is_none_or(|s| s["state"] != "online"), "the leader lists node 2 online: {s:?}");
 }

@@ -521,7 +521,7 @@ fn setnx(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
 }
 
 fn mset(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return wrong_arity("mset");
     }
     for pair in args[1..].chunks(2) {

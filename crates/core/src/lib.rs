@@ -18,6 +18,7 @@
 pub mod command;
 pub mod effect;
 pub mod glob;
+pub mod repl;
 pub mod resp;
 pub mod store;
 

@@ -381,7 +381,11 @@ async fn waitlsn(shared: &Shared, args: &[Bytes]) -> Frame {
     let Some(lsn) = parse_u64(&args[1]) else { return err("ERR LSN is not an integer or out of range") };
     let Some(timeout_ms) = parse_u64(&args[2]) else { return err(TIMEOUT_NOT_INTEGER) };
     let mut applied = shared.db.applied();
-    let deadline = std::time::Duration::from_millis(if timeout_ms == 0 { WAITLSN_TIMEOUT_MS_MAX } else { timeout_ms.min(WAITLSN_TIMEOUT_MS_MAX) });
+    let deadline = std::time::Duration::from_millis(if timeout_ms == 0 {
+        WAITLSN_TIMEOUT_MS_MAX
+    } else {
+        timeout_ms.min(WAITLSN_TIMEOUT_MS_MAX)
+    });
     let _ = tokio::time::timeout(deadline, applied.wait_for(|a| *a >= lsn)).await;
     let now = *applied.borrow();
     Frame::Integer(now as i64)

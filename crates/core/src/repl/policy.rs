@@ -109,7 +109,8 @@ impl FromStr for AckPolicy {
                 let k = parse_count(input, k)?;
                 let mut among = Vec::new();
                 for part in list.split(',').map(str::trim) {
-                    let id: NodeId = part.parse().map_err(|_| policy_err(input, &format!("'{part}' is not a node id")))?;
+                    let id: NodeId =
+                        part.parse().map_err(|_| policy_err(input, &format!("'{part}' is not a node id")))?;
                     if among.contains(&id) {
                         return Err(policy_err(input, &format!("node {id} is listed twice")));
                     }

@@ -228,7 +228,12 @@ async fn stream_loop(
 
 /// Takes one message from the leader into the core; entries are queued to
 /// be applied (at once, or after the test knob's delay).
-fn receive(core: &mut Follower, params: &FollowerParams, pending: &mut PendingApply, msg: PeerMsg) -> Result<(), String> {
+fn receive(
+    core: &mut Follower,
+    params: &FollowerParams,
+    pending: &mut PendingApply,
+    msg: PeerMsg,
+) -> Result<(), String> {
     let now = unix_ms();
     match msg {
         PeerMsg::Entries { epoch, entries, leader_last_lsn, leader_now_ms } => {

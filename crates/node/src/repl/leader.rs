@@ -34,8 +34,8 @@ enum Event {
     Subscribe { from: u64, epoch: u64, last_lsn: Lsn, client_addr: String, reply: oneshot::Sender<Subscribed> },
     Ack { from: u64, session: u64, flushed: Lsn, applied: Lsn },
     Disconnect { from: u64, session: u64 },
-    Sent { to: u64, last_lsn: Lsn, bytes: usize },
-    SnapshotSent { to: u64, start_lsn: Lsn },
+    Sent { to: u64, session: u64, last_lsn: Lsn, bytes: usize },
+    SnapshotSent { to: u64, session: u64, start_lsn: Lsn },
     Wait { lsn: Lsn, durability: Durability, reply: oneshot::Sender<Outcome> },
     WaitReplicas { lsn: Lsn, numreplicas: usize, timeout_ms: u64, reply: oneshot::Sender<Outcome> },
 }
@@ -177,11 +177,11 @@ impl LeaderHandle {
                         super::wire::encode_frame(&msg, &mut out);
                         tokio::io::AsyncWriteExt::write_all(&mut writer, &out).await?;
                         metrics.repl_bytes_sent.inc_by(out.len() as u64);
-                        let _ = events.send(Event::Sent { to: node_id, last_lsn: last, bytes }).await;
+                        let _ = events.send(Event::Sent { to: node_id, session, last_lsn: last, bytes }).await;
                     }
                     Transmit::Snapshot { .. } => {
                         let start_lsn = send_snapshot(&db, &metrics, node_id, &mut writer).await?;
-                        let _ = events.send(Event::SnapshotSent { to: node_id, start_lsn }).await;
+                        let _ = events.send(Event::SnapshotSent { to: node_id, session, start_lsn }).await;
                     }
                     Transmit::Heartbeat { msg, .. } => write_frame(&mut writer, &msg).await?,
                 }
@@ -222,7 +222,12 @@ async fn send_snapshot(
         sent_bytes += chunk.len();
         write_frame(writer, &PeerMsg::SnapshotChunk { bytes: Bytes::from(chunk) }).await?;
         if bucket % 128 == 127 {
-            tracing::info!(follower, progress = format!("{}/{BUCKETS} buckets", bucket + 1), sent_bytes, "snapshot progress");
+            tracing::info!(
+                follower,
+                progress = format!("{}/{BUCKETS} buckets", bucket + 1),
+                sent_bytes,
+                "snapshot progress"
+            );
         }
     }
     let end_lsn = db.last_lsn();
@@ -339,19 +344,28 @@ impl Actor {
                 let _ = reply.send(Subscribed { answer, session });
             }
             Event::Ack { from, session, flushed, applied } => {
-                if self.sessions.get(&from).is_some_and(|(s, _)| *s == session) {
+                if self.is_current(from, session) {
                     self.core.handle_ack(now, from, flushed, applied);
                 }
             }
             Event::Disconnect { from, session } => {
-                if self.sessions.get(&from).is_some_and(|(s, _)| *s == session) {
+                if self.is_current(from, session) {
                     self.sessions.remove(&from);
                     self.core.handle_disconnect(now, from);
                     tracing::info!(follower = from, "follower disconnected");
                 }
             }
-            Event::Sent { to, last_lsn, bytes } => self.core.handle_sent(now, to, last_lsn, bytes),
-            Event::SnapshotSent { to, start_lsn } => self.core.handle_snapshot_sent(now, to, start_lsn),
+            // Events of a replaced connection must not reach the core.
+            Event::Sent { to, session, last_lsn, bytes } => {
+                if self.is_current(to, session) {
+                    self.core.handle_sent(now, to, last_lsn, bytes);
+                }
+            }
+            Event::SnapshotSent { to, session, start_lsn } => {
+                if self.is_current(to, session) {
+                    self.core.handle_snapshot_sent(now, to, start_lsn);
+                }
+            }
             Event::Wait { lsn, durability, reply } => {
                 let token = self.token(reply);
                 self.core.wait_for(now, token, lsn, &durability);
@@ -361,6 +375,11 @@ impl Actor {
                 self.core.wait_replicas(now, token, lsn, numreplicas, timeout_ms);
             }
         }
+    }
+
+    /// True if `session` is the follower's current connection.
+    fn is_current(&self, follower: u64, session: u64) -> bool {
+        self.sessions.get(&follower).is_some_and(|(s, _)| *s == session)
     }
 
     fn token(&mut self, reply: oneshot::Sender<Outcome>) -> u64 {

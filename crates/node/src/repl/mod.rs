@@ -94,7 +94,10 @@ impl Replication {
                 repl.become_follower(addr);
             }
             None => {
-                return Err("members are configured but no leader: pass --leader ID (automatic election is not built yet)".into());
+                return Err(
+                    "members are configured but no leader: pass --leader ID (automatic election is not built yet)"
+                        .into(),
+                );
             }
         }
         Ok(repl)
@@ -174,7 +177,9 @@ impl Replication {
         }
         let leader = match &*self.role.read() {
             Role::Leader(l) => l.clone(),
-            Role::Follower(_) => return Err("READONLY this node stopped leading before the write was acknowledged".into()),
+            Role::Follower(_) => {
+                return Err("READONLY this node stopped leading before the write was acknowledged".into())
+            }
         };
         let outcome = leader.wait(lsn, durability.clone()).await;
         match outcome {
@@ -234,11 +239,12 @@ impl Replication {
             tokio::spawn(async move {
                 let mut stream = stream;
                 let mut buf = BytesMut::with_capacity(4096);
-                let first = match tokio::time::timeout(PEER_HANDSHAKE_TIMEOUT, wire::read_frame(&mut stream, &mut buf)).await {
-                    Ok(Ok(msg)) => msg,
-                    Ok(Err(e)) => return tracing::debug!(%addr, error = %e, "peer handshake failed"),
-                    Err(_) => return tracing::debug!(%addr, "peer handshake timed out"),
-                };
+                let first =
+                    match tokio::time::timeout(PEER_HANDSHAKE_TIMEOUT, wire::read_frame(&mut stream, &mut buf)).await {
+                        Ok(Ok(msg)) => msg,
+                        Ok(Err(e)) => return tracing::debug!(%addr, error = %e, "peer handshake failed"),
+                        Err(_) => return tracing::debug!(%addr, "peer handshake timed out"),
+                    };
                 repl.handle_peer(stream, first, addr).await;
             });
         }
@@ -262,7 +268,9 @@ impl Replication {
         match leader {
             Some(l) => l.serve_follower(self.db.clone(), self.metrics.clone(), stream, first).await,
             None => {
-                let _ = wire::write_frame(&mut stream, &refuse(format!("node {} is not the leader", self.config.node_id))).await;
+                let _ =
+                    wire::write_frame(&mut stream, &refuse(format!("node {} is not the leader", self.config.node_id)))
+                        .await;
             }
         }
     }
