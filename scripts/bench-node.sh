@@ -53,7 +53,7 @@ start_tandem() { # name port fsync
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 rb() { # port test pipeline -> "rps p50 p99"
   redis-benchmark -p "$1" -t "$2" -n "$N" -c 50 -P "$3" -r 100000 -d 3 --csv 2>/dev/null |
-    awk -F'","' 'NR==2 { gsub(/"/,""); print $2, $6, $8 }'
+    awk -F, 'NR==2 { gsub(/"/,""); print $2, $5, $7 }'
 }
 tb() { # port mix pipeline -> "rps p50 p99"
   "$TANDEM" bench --addr "127.0.0.1:$1" --clients 50 --pipeline "$3" --requests "$N" --keyspace 100000 \

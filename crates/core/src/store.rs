@@ -12,8 +12,10 @@
 //! bucket at a time while writes continue between buckets (fuzzy snapshot:
 //! correct because effects are replay-safe, see [`crate::effect`]).
 //!
-//! Memory: a string key and its value share one allocation (`kv`), so a key
-//! costs one table slot of 40 bytes plus one heap block.
+//! Memory: a key costs one 24-byte table slot plus one heap block holding
+//! `[expiry (8 bytes, only if the key has one)][key][value]`; a set key's
+//! block ends with the index of its set in the store's set slab instead of
+//! a value.
 
 use bytes::Bytes;
 use hashbrown::hash_table::{Entry as TableEntry, HashTable};
@@ -27,32 +29,130 @@ pub const BUCKETS: usize = 1024;
 /// A set value: members hashed with the store's seeded hasher.
 pub type SetValue = hashbrown::HashSet<Box<[u8]>, Xxh3Builder>;
 
-/// One key and its value.
+/// `Slot::meta` flag: the value is a set (the block ends with a slab index).
+const SET_FLAG: u32 = 1 << 31;
+/// `Slot::meta` flag: the block starts with an 8-byte expiry.
+const EXPIRY_FLAG: u32 = 1 << 30;
+/// `Slot::meta` bits holding the key length.
+const KEY_LEN_MASK: u32 = EXPIRY_FLAG - 1;
+/// Longest key the store can hold (far above the protocol's bulk limit).
+pub const KEY_BYTES_MAX: usize = KEY_LEN_MASK as usize;
+
+/// One key and its value, in one heap block.
 struct Slot {
-    /// For a string: key bytes followed by value bytes. For a set: the key.
+    /// `[expire_at_ms: u64 LE if EXPIRY_FLAG][key][value | set index: u32 LE]`.
     kv: Box<[u8]>,
-    key_len: u32,
-    /// Absolute expiry in unix ms; 0 means no expiry.
-    expire_at_ms: u64,
-    /// Present iff the value is a set.
-    set: Option<Box<SetValue>>,
+    /// Key length and flags.
+    meta: u32,
 }
 
+// The memory budget per key depends on it.
+const _: () = assert!(std::mem::size_of::<Slot>() == 24);
+
 impl Slot {
-    fn key(&self) -> &[u8] {
-        &self.kv[..self.key_len as usize]
-    }
-    fn expire(&self) -> Option<u64> {
-        (self.expire_at_ms != 0).then_some(self.expire_at_ms)
-    }
-    fn is_live(&self, now_ms: u64) -> bool {
-        self.expire_at_ms == 0 || self.expire_at_ms > now_ms
-    }
-    fn value(&self) -> ValueRef<'_> {
-        match &self.set {
-            Some(set) => ValueRef::Set(set),
-            None => ValueRef::Str(&self.kv[self.key_len as usize..]),
+    fn build(key: &[u8], expire_at_ms: u64, tail: &[u8], is_set: bool) -> Slot {
+        assert!(key.len() <= KEY_BYTES_MAX, "key of {} bytes exceeds KEY_BYTES_MAX", key.len());
+        let has_expiry = expire_at_ms != 0;
+        let mut kv = Vec::with_capacity(8 * has_expiry as usize + key.len() + tail.len());
+        if has_expiry {
+            kv.extend_from_slice(&expire_at_ms.to_le_bytes());
         }
+        kv.extend_from_slice(key);
+        kv.extend_from_slice(tail);
+        let meta = key.len() as u32 | if has_expiry { EXPIRY_FLAG } else { 0 } | if is_set { SET_FLAG } else { 0 };
+        Slot { kv: kv.into_boxed_slice(), meta }
+    }
+
+    fn key_start(&self) -> usize {
+        if self.meta & EXPIRY_FLAG != 0 {
+            8
+        } else {
+            0
+        }
+    }
+
+    fn key(&self) -> &[u8] {
+        let start = self.key_start();
+        &self.kv[start..start + (self.meta & KEY_LEN_MASK) as usize]
+    }
+
+    /// The value bytes (string) or the set index bytes (set).
+    fn tail(&self) -> &[u8] {
+        &self.kv[self.key_start() + (self.meta & KEY_LEN_MASK) as usize..]
+    }
+
+    fn is_set(&self) -> bool {
+        self.meta & SET_FLAG != 0
+    }
+
+    fn set_index(&self) -> Option<usize> {
+        self.is_set().then(|| u32::from_le_bytes(self.tail()[..4].try_into().expect("4 bytes")) as usize)
+    }
+
+    /// Absolute expiry in unix ms; 0 means none.
+    fn expire_at_ms(&self) -> u64 {
+        if self.meta & EXPIRY_FLAG != 0 {
+            u64::from_le_bytes(self.kv[..8].try_into().expect("8 bytes"))
+        } else {
+            0
+        }
+    }
+
+    fn expire(&self) -> Option<u64> {
+        (self.meta & EXPIRY_FLAG != 0).then(|| self.expire_at_ms())
+    }
+
+    fn is_live(&self, now_ms: u64) -> bool {
+        let at = self.expire_at_ms();
+        at == 0 || at > now_ms
+    }
+
+    /// The same key and value with another expiry (0: none).
+    fn with_expiry(&self, expire_at_ms: u64) -> Slot {
+        Slot::build(self.key(), expire_at_ms, self.tail(), self.is_set())
+    }
+
+    fn value<'a>(&'a self, sets: &'a SetSlab) -> ValueRef<'a> {
+        match self.set_index() {
+            Some(i) => ValueRef::Set(sets.get(i)),
+            None => ValueRef::Str(self.tail()),
+        }
+    }
+}
+
+/// Set values, addressed by index from their slots; freed indexes are
+/// reused.
+#[derive(Default)]
+struct SetSlab {
+    sets: Vec<Option<SetValue>>,
+    free: Vec<u32>,
+}
+
+impl SetSlab {
+    fn insert(&mut self, set: SetValue) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.sets[i as usize] = Some(set);
+                i
+            }
+            None => {
+                self.sets.push(Some(set));
+                u32::try_from(self.sets.len() - 1).expect("fewer than 2^32 sets")
+            }
+        }
+    }
+
+    fn get(&self, i: usize) -> &SetValue {
+        self.sets[i].as_ref().expect("a set slot points at a live set")
+    }
+
+    fn get_mut(&mut self, i: usize) -> &mut SetValue {
+        self.sets[i].as_mut().expect("a set slot points at a live set")
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.sets[i] = None;
+        self.free.push(i as u32);
     }
 }
 
@@ -88,6 +188,7 @@ pub struct ChunkDecodeError {
 /// The keyspace state.
 pub struct Store {
     buckets: Vec<HashTable<Slot>>,
+    sets: SetSlab,
     hash_seed: u64,
     keys: usize,
     keys_with_expiry: usize,
@@ -101,6 +202,7 @@ impl Store {
     pub fn new(hash_seed: u64) -> Store {
         Store {
             buckets: (0..BUCKETS).map(|_| HashTable::new()).collect(),
+            sets: SetSlab::default(),
             hash_seed,
             keys: 0,
             keys_with_expiry: 0,
@@ -147,7 +249,7 @@ impl Store {
 
     /// The live value and expiry of `key` at `now_ms`.
     pub fn get(&self, key: &[u8], now_ms: u64) -> Option<(ValueRef<'_>, Option<u64>)> {
-        self.slot(key).filter(|s| s.is_live(now_ms)).map(|s| (s.value(), s.expire()))
+        self.slot(key).filter(|s| s.is_live(now_ms)).map(|s| (s.value(&self.sets), s.expire()))
     }
 
     /// True if `key` is present but its expiry has passed at `now_ms`: a
@@ -161,86 +263,82 @@ impl Store {
     pub fn apply(&mut self, effect: &Effect) {
         match effect {
             Effect::Set { key, value, expire_at_ms } => {
-                let mut kv = Vec::with_capacity(key.len() + value.len());
-                kv.extend_from_slice(key);
-                kv.extend_from_slice(value);
-                self.put(Slot {
-                    kv: kv.into_boxed_slice(),
-                    key_len: key.len() as u32,
-                    expire_at_ms: expire_at_ms.unwrap_or(0),
-                    set: None,
-                });
+                self.put(Slot::build(key, expire_at_ms.unwrap_or(0), value, false));
             }
             Effect::Del { key } => {
                 self.remove(key);
             }
             Effect::Expire { key, expire_at_ms } => {
                 let h = self.hash(key);
-                if let Some(slot) = self.buckets[Self::bucket_of(h)].find_mut(h, |s| s.key() == &key[..]) {
-                    let had = slot.expire_at_ms != 0;
-                    slot.expire_at_ms = expire_at_ms.unwrap_or(0);
-                    let has = slot.expire_at_ms != 0;
-                    self.keys_with_expiry = self.keys_with_expiry + has as usize - had as usize;
+                let bucket = &mut self.buckets[Self::bucket_of(h)];
+                if let Some(slot) = bucket.find_mut(h, |s| s.key() == &key[..]) {
+                    let had = slot.expire_at_ms() != 0;
+                    let at = expire_at_ms.unwrap_or(0);
+                    if had && at != 0 {
+                        slot.kv[..8].copy_from_slice(&at.to_le_bytes());
+                    } else {
+                        *slot = slot.with_expiry(at);
+                    }
+                    self.keys_with_expiry = self.keys_with_expiry + (at != 0) as usize - had as usize;
                 }
             }
             Effect::SAdd { key, members } => {
-                let h = self.hash(key);
-                let seed = self.hash_seed;
-                let bucket = &mut self.buckets[Self::bucket_of(h)];
-                let slot = match bucket.find_mut(h, |s| s.key() == &key[..]) {
-                    Some(slot) if slot.set.is_some() => slot,
-                    _ => {
+                let index = match self.slot(key).and_then(Slot::set_index) {
+                    Some(i) => i,
+                    None => {
                         // Missing, or another type (only possible on replay
                         // from a fuzzy snapshot): becomes a fresh set.
-                        self.put(Slot {
-                            kv: key.to_vec().into_boxed_slice(),
-                            key_len: key.len() as u32,
-                            expire_at_ms: 0,
-                            set: Some(Box::new(SetValue::with_hasher(Xxh3Builder::new().with_seed(seed)))),
-                        });
-                        self.buckets[Self::bucket_of(h)].find_mut(h, |s| s.key() == &key[..]).expect("just inserted")
+                        let set = SetValue::with_hasher(Xxh3Builder::new().with_seed(self.hash_seed));
+                        let i = self.sets.insert(set);
+                        self.put(Slot::build(key, 0, &i.to_le_bytes(), true));
+                        i as usize
                     }
                 };
-                let set = slot.set.as_mut().expect("slot is a set");
+                let set = self.sets.get_mut(index);
                 for m in members {
                     set.insert(m.to_vec().into_boxed_slice());
                 }
             }
             Effect::SRem { key, members } => {
-                let h = self.hash(key);
-                let bucket = &mut self.buckets[Self::bucket_of(h)];
-                let mut now_empty = false;
-                if let Some(slot) = bucket.find_mut(h, |s| s.key() == &key[..]) {
-                    if let Some(set) = slot.set.as_mut() {
-                        for m in members {
-                            set.remove(&m[..]);
-                        }
-                        now_empty = set.is_empty();
+                if let Some(index) = self.slot(key).and_then(Slot::set_index) {
+                    let set = self.sets.get_mut(index);
+                    for m in members {
+                        set.remove(&m[..]);
                     }
-                }
-                if now_empty {
-                    self.remove(key);
+                    if set.is_empty() {
+                        self.remove(key);
+                    }
                 }
             }
             Effect::FlushAll => {
                 for b in &mut self.buckets {
                     *b = HashTable::new();
                 }
+                self.sets = SetSlab::default();
                 self.keys = 0;
                 self.keys_with_expiry = 0;
             }
         }
     }
 
+    /// Inserts or replaces a key (freeing the set a replaced slot held).
     fn put(&mut self, slot: Slot) {
         let h = self.hash(slot.key());
         let seed = self.hash_seed;
-        let has_expiry = slot.expire_at_ms != 0;
+        let has_expiry = slot.expire_at_ms() != 0;
         let bucket = &mut self.buckets[Self::bucket_of(h)];
         match bucket.entry(h, |s| s.key() == slot.key(), |s| xxh3_64_with_seed(s.key(), seed)) {
             TableEntry::Occupied(mut o) => {
                 let old = std::mem::replace(o.get_mut(), slot);
-                self.keys_with_expiry = self.keys_with_expiry + has_expiry as usize - (old.expire_at_ms != 0) as usize;
+                self.keys_with_expiry =
+                    self.keys_with_expiry + has_expiry as usize - (old.expire_at_ms() != 0) as usize;
+                // A set replaced by a new set slot keeps no orphan: the new
+                // slot's set was inserted fresh, so the old one is freed.
+                if let Some(i) = old.set_index() {
+                    if o.get().set_index() != Some(i) {
+                        self.sets.remove(i);
+                    }
+                }
             }
             TableEntry::Vacant(v) => {
                 v.insert(slot);
@@ -256,7 +354,10 @@ impl Store {
             Ok(o) => {
                 let (old, _) = o.remove();
                 self.keys -= 1;
-                self.keys_with_expiry -= (old.expire_at_ms != 0) as usize;
+                self.keys_with_expiry -= (old.expire_at_ms() != 0) as usize;
+                if let Some(i) = old.set_index() {
+                    self.sets.remove(i);
+                }
                 true
             }
             Err(_) => false,
@@ -317,18 +418,17 @@ impl Store {
     /// (u32 len | member)*`, little-endian.
     pub fn encode_bucket(&self, index: usize, out: &mut Vec<u8>) {
         for slot in self.buckets[index].iter() {
-            out.push(slot.set.is_some() as u8);
-            out.extend_from_slice(&slot.expire_at_ms.to_le_bytes());
+            out.push(slot.is_set() as u8);
+            out.extend_from_slice(&slot.expire_at_ms().to_le_bytes());
             put_bytes(out, slot.key());
-            match (&slot.set, slot.value()) {
-                (Some(set), _) => {
+            match slot.value(&self.sets) {
+                ValueRef::Set(set) => {
                     out.extend_from_slice(&(set.len() as u32).to_le_bytes());
                     for m in set.iter() {
                         put_bytes(out, m);
                     }
                 }
-                (None, ValueRef::Str(v)) => put_bytes(out, v),
-                (None, ValueRef::Set(_)) => unreachable!("a slot without a set is a string"),
+                ValueRef::Str(v) => put_bytes(out, v),
             }
         }
     }
@@ -345,10 +445,7 @@ impl Store {
             match kind {
                 0 => {
                     let value = r.bytes()?;
-                    let mut kv = Vec::with_capacity(key.len() + value.len());
-                    kv.extend_from_slice(key);
-                    kv.extend_from_slice(value);
-                    self.put(Slot { kv: kv.into_boxed_slice(), key_len: key.len() as u32, expire_at_ms, set: None });
+                    self.put(Slot::build(key, expire_at_ms, value, false));
                 }
                 1 => {
                     let count = r.u32()? as usize;
@@ -359,12 +456,8 @@ impl Store {
                     for _ in 0..count {
                         set.insert(r.bytes()?.to_vec().into_boxed_slice());
                     }
-                    self.put(Slot {
-                        kv: key.to_vec().into_boxed_slice(),
-                        key_len: key.len() as u32,
-                        expire_at_ms,
-                        set: Some(Box::new(set)),
-                    });
+                    let i = self.sets.insert(set);
+                    self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
                 }
                 _ => return Err(ChunkDecodeError { offset: r.pos - 1, reason: "unknown value type" }),
             }
@@ -380,8 +473,8 @@ impl Store {
         let mut acc = 0u64;
         for bucket in &self.buckets {
             for slot in bucket.iter() {
-                let mut h = xxh3_64_with_seed(slot.key(), 0) ^ slot.expire_at_ms.rotate_left(17);
-                match slot.value() {
+                let mut h = xxh3_64_with_seed(slot.key(), 0) ^ slot.expire_at_ms().rotate_left(17);
+                match slot.value(&self.sets) {
                     ValueRef::Str(v) => h ^= xxh3_64_with_seed(v, 1),
                     ValueRef::Set(s) => {
                         let mut m = 0u64;
@@ -486,6 +579,36 @@ mod tests {
         assert_eq!(s.digest(), t.digest());
         assert_eq!(s.len(), t.len());
         assert_eq!(s.keys_with_expiry(), t.keys_with_expiry());
+    }
+
+    #[test]
+    fn replacing_or_deleting_a_set_frees_its_slab_entry() {
+        let mut s = Store::new(5);
+        s.apply(&Effect::SAdd { key: "a".into(), members: vec!["x".into()] });
+        s.apply(&set("a", "now a string", None));
+        s.apply(&Effect::SAdd { key: "b".into(), members: vec!["y".into()] });
+        s.apply(&Effect::Del { key: "b".into() });
+        s.apply(&Effect::SAdd { key: "c".into(), members: vec!["z".into()] });
+        s.apply(&Effect::SRem { key: "c".into(), members: vec!["z".into()] });
+        let live = s.sets.sets.iter().filter(|x| x.is_some()).count();
+        assert_eq!(live, 0, "no set outlives its key");
+        assert_eq!(s.sets.sets.len(), 1, "freed slab entries are reused");
+        s.apply(&Effect::FlushAll);
+        assert!(s.sets.sets.is_empty());
+    }
+
+    #[test]
+    fn expiry_is_added_changed_and_removed_in_place_of_the_key() {
+        let mut s = Store::new(5);
+        s.apply(&set("k", "v", None));
+        s.apply(&Effect::Expire { key: "k".into(), expire_at_ms: Some(100) });
+        s.apply(&Effect::Expire { key: "k".into(), expire_at_ms: Some(200) });
+        let (value, exp) = s.get(b"k", 150).unwrap();
+        assert!(matches!(value, ValueRef::Str(b"v")));
+        assert_eq!(exp, Some(200));
+        s.apply(&Effect::Expire { key: "k".into(), expire_at_ms: None });
+        assert_eq!(s.get(b"k", 10_000).unwrap().1, None);
+        assert_eq!(s.keys_with_expiry(), 0);
     }
 
     #[test]

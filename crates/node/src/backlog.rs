@@ -12,11 +12,13 @@ use bytes::Bytes;
 use tandem_core::repl::WireEntry;
 use tandem_core::{Epoch, Lsn};
 
-/// Bytes of payload the backlog keeps (oldest entries are dropped first).
-pub const BACKLOG_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Entries the backlog keeps at most (bounds the per-entry overhead of many
-/// tiny entries).
-pub const BACKLOG_ENTRIES_MAX: usize = 1_000_000;
+/// Memory the backlog of a clustered node may use (payloads plus per-entry
+/// bookkeeping); the oldest entries are dropped first. A standalone node
+/// keeps no backlog: no follower can subscribe to it.
+pub const BACKLOG_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Bookkeeping charged per entry besides its payload (the queue slot and
+/// the payload allocation's header and rounding).
+const ENTRY_OVERHEAD_BYTES: usize = std::mem::size_of::<Item>() + 32;
 
 /// One entry in the backlog.
 #[derive(Clone)]
@@ -27,27 +29,35 @@ struct Item {
 }
 
 /// Recent entries, consecutive by LSN.
-#[derive(Default)]
 pub struct Backlog {
     items: VecDeque<Item>,
     /// LSN of `items[0]`.
     first_lsn: Lsn,
     bytes: usize,
+    capacity_bytes: usize,
 }
 
 impl Backlog {
+    /// A backlog that keeps up to `capacity_bytes` (0: keeps nothing).
+    pub fn new(capacity_bytes: usize) -> Backlog {
+        Backlog { items: VecDeque::new(), first_lsn: 0, bytes: 0, capacity_bytes }
+    }
+
     /// Appends the entry `lsn`, which must follow the last one (or start the
     /// backlog afresh after a gap, e.g. after a snapshot install).
     pub fn push(&mut self, lsn: Lsn, epoch: Epoch, commit_ms: u64, payload: Bytes) {
+        if self.capacity_bytes == 0 {
+            return;
+        }
         if self.items.is_empty() || lsn != self.first_lsn + self.items.len() as u64 {
             self.clear();
             self.first_lsn = lsn;
         }
-        self.bytes += payload.len();
+        self.bytes += payload.len() + ENTRY_OVERHEAD_BYTES;
         self.items.push_back(Item { epoch, commit_ms, payload });
-        while self.bytes > BACKLOG_BYTES_MAX || self.items.len() > BACKLOG_ENTRIES_MAX {
+        while self.bytes > self.capacity_bytes && self.items.len() > 1 {
             let old = self.items.pop_front().expect("non-empty");
-            self.bytes -= old.payload.len();
+            self.bytes -= old.payload.len() + ENTRY_OVERHEAD_BYTES;
             self.first_lsn += 1;
         }
     }
@@ -97,7 +107,7 @@ mod tests {
 
     #[test]
     fn backlog_serves_consecutive_entries_and_forgets_the_oldest_past_its_bound() {
-        let mut b = Backlog::default();
+        let mut b = Backlog::new(BACKLOG_BYTES_MAX);
         for lsn in 1..=10 {
             b.push(lsn, 1, 100 + lsn, Bytes::from(vec![0u8; 10]));
         }
@@ -108,9 +118,17 @@ mod tests {
         assert!(b.read(11, 100).is_none());
         b.push(20, 1, 0, Bytes::new());
         assert_eq!(b.first_lsn(), Some(20), "a gap restarts the backlog");
-        let big = Bytes::from(vec![0u8; BACKLOG_BYTES_MAX / 2 + 1]);
+        let big = Bytes::from(vec![0u8; BACKLOG_BYTES_MAX / 2]);
         b.push(21, 1, 0, big.clone());
         b.push(22, 1, 0, big);
         assert_eq!(b.first_lsn(), Some(22));
+    }
+
+    #[test]
+    fn a_zero_capacity_backlog_keeps_nothing() {
+        let mut b = Backlog::new(0);
+        b.push(1, 1, 0, Bytes::from_static(b"x"));
+        assert_eq!(b.first_lsn(), None);
+        assert!(b.read(1, 100).is_none());
     }
 }

@@ -226,7 +226,11 @@ impl Db {
             snapshot_lsn: AtomicU64::new(snapshot_lsn.unwrap_or(0)),
             snapshot_unix_ms: AtomicU64::new(snapshot_unix_ms),
             metrics,
-            backlog: Mutex::new(Backlog::default()),
+            backlog: Mutex::new(Backlog::new(if config.members.is_empty() {
+                0
+            } else {
+                crate::backlog::BACKLOG_BYTES_MAX
+            })),
             applied_tx: watch::channel(last_lsn).0,
             epoch_path,
         };
