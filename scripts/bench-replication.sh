@@ -77,6 +77,10 @@ for ack in "async" "any 1" "all"; do
   for c in 1 16; do echo "| tandem batch | ack $ack (flush) | $c | $(bench 19000 $c set) |" | tee -a "$S"; done
   stop_all
 done
+# The same durability as Redis everysec: acknowledged once written to the OS.
+start_tandem_cluster async --fsync everysec
+for c in 1 16; do echo "| tandem everysec | ack async | $c | $(bench 19000 $c set) |" | tee -a "$S"; done
+stop_all
 for fs in always everysec; do
   start_redis_cluster $fs
   for c in 1 16; do

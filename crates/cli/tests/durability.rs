@@ -160,6 +160,13 @@ async fn acknowledged_writes_survive_kill_9_under_batch() {
     acknowledged_writes_survive_kill_9("batch").await;
 }
 
+/// `everysec` promises survival of a process crash (the write reached the
+/// OS before the reply), not of a power loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_under_everysec() {
+    acknowledged_writes_survive_kill_9("everysec").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_in_flight_and_exits_0() {
     let dir = tempdir();

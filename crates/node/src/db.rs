@@ -22,7 +22,7 @@ use tandem_core::effect::{Effect, LogEntry};
 use tandem_core::resp::Frame;
 use tandem_core::store::{Store, BUCKETS};
 use tandem_core::{Epoch, Lsn};
-use tandem_storage::log::{Log, LogConfig};
+use tandem_storage::log::{FsyncPolicy, Log, LogConfig};
 use tandem_storage::snapshot;
 use tokio::sync::watch;
 
@@ -87,6 +87,8 @@ pub struct Db {
     state: RwLock<State>,
     log: Log,
     durable: watch::Receiver<Lsn>,
+    /// The fsync policy (decides how durability waits are served).
+    fsync: FsyncPolicy,
     /// Set once the log is poisoned, so durability waiters wake up and fail
     /// instead of waiting for an LSN that will never come.
     failed_tx: watch::Sender<bool>,
@@ -221,6 +223,7 @@ impl Db {
             log,
             durable: durable_rx,
             failed_tx: watch::channel(false).0,
+            fsync: config.fsync,
             snapshot_dir,
             snapshot_lock: Mutex::new(()),
             snapshot_lsn: AtomicU64::new(snapshot_lsn.unwrap_or(0)),
@@ -441,6 +444,16 @@ impl Db {
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), String> {
         let mut rx = self.durable.clone();
         let mut failed = self.failed_tx.subscribe();
+        if *rx.borrow() < lsn && matches!(self.fsync, FsyncPolicy::EverySec | FsyncPolicy::Never) {
+            // Durable once in the OS: write it from here rather than hand it
+            // to the writer thread and wait to be woken. Yield first, so the
+            // other connections with requests ready append theirs and one
+            // write(2) covers them all (Redis's once-per-loop AOF write).
+            tokio::task::yield_now().await;
+            if *rx.borrow() < lsn {
+                let _ = self.log.write_now();
+            }
+        }
         loop {
             if *rx.borrow_and_update() >= lsn {
                 return Ok(());

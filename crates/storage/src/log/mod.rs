@@ -355,6 +355,15 @@ impl Log {
         s.wait_until(|| s.synced_lsn() >= target)
     }
 
+    /// Under `everysec` / `never`, writes the queued records to the OS from
+    /// this thread (instead of waiting for the writer thread) and returns
+    /// the durable LSN; under `always` / `batch`, only nudges the writer.
+    /// A blocking `write(2)` to the page cache: fine on an event loop, as
+    /// Redis does.
+    pub fn write_now(&self) -> Result<u64, StorageError> {
+        self.shared.write_now()
+    }
+
     /// The failure that poisoned the log, if any (as
     /// [`StorageError::Poisoned`]). The node refuses writes while it is set.
     pub fn failed(&self) -> Option<StorageError> {

@@ -120,8 +120,17 @@ pub(crate) fn run_writer(shared: Arc<Shared>) {
     let _guard = PanicGuard(&shared);
     let mut batch = Vec::new();
     loop {
-        let (sync_target, shutdown) = shared.next_batch(&mut batch);
-        shared.process(&batch, sync_target, shutdown);
+        shared.wait_for_work();
+        // Records leave the queue only under the `io` lock (here and in
+        // `write_now`), so they reach the file in LSN order.
+        let mut io = shared.io.lock();
+        let (sync_target, shutdown) = {
+            let mut q = shared.queue.lock();
+            std::mem::swap(&mut q.buf, &mut batch);
+            (q.sync_target, q.shutdown)
+        };
+        shared.process(&mut io, &batch, sync_target, shutdown);
+        drop(io);
         batch.clear();
         if batch.capacity() > SPARE_BUFFER_BYTES_MAX {
             batch = Vec::new();
@@ -145,9 +154,8 @@ impl Drop for PanicGuard<'_> {
 }
 
 impl Shared {
-    /// Waits for work and swaps the queued records into `batch`.
-    /// Returns `(sync_target, shutdown)`.
-    fn next_batch(&self, batch: &mut Vec<u8>) -> (u64, bool) {
+    /// Waits until there are records to write, a sync to do, or shutdown.
+    fn wait_for_work(&self) {
         let mut q = self.queue.lock();
         loop {
             let poisoned = self.poisoned.load(Ordering::Acquire);
@@ -165,16 +173,46 @@ impl Shared {
                 self.queue_cv.wait(&mut q);
             }
         }
-        std::mem::swap(&mut q.buf, batch);
-        (q.sync_target, q.shutdown)
     }
 
-    fn process(&self, batch: &[u8], sync_target: u64, shutdown: bool) {
+    /// Under `everysec` / `never`: writes whatever is queued to the OS from
+    /// the calling thread, so a caller waiting for durability does not pay
+    /// a hand-off to the writer thread and back (the write is to the page
+    /// cache; Redis does the same from its event loop). Returns the durable
+    /// LSN afterwards. Under `always` / `batch` it only wakes the writer.
+    pub(crate) fn write_now(&self) -> Result<u64, StorageError> {
+        if matches!(self.policy, FsyncPolicy::Always | FsyncPolicy::Batch) {
+            self.queue_cv.notify_one();
+            return Ok(self.durable_lsn.load(Ordering::Acquire));
+        }
         let mut io = self.io.lock();
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(self.poison_error_now());
+        }
+        let batch = {
+            let mut q = self.queue.lock();
+            if q.buf.is_empty() {
+                return Ok(self.durable_lsn.load(Ordering::Acquire));
+            }
+            std::mem::take(&mut q.buf)
+        };
+        match self.write_records(&mut io, &batch) {
+            Ok(lsn) => {
+                self.publish_durable(lsn);
+                Ok(lsn)
+            }
+            Err(cause) => {
+                self.set_poison(cause);
+                Err(self.poison_error_now())
+            }
+        }
+    }
+
+    fn process(&self, io: &mut WriterIo, batch: &[u8], sync_target: u64, shutdown: bool) {
         if self.poisoned.load(Ordering::Acquire) {
             return; // Nothing written after a failure can be trusted.
         }
-        if let Err(cause) = self.process_locked(&mut io, batch, sync_target, shutdown) {
+        if let Err(cause) = self.process_locked(io, batch, sync_target, shutdown) {
             self.set_poison(cause);
         }
     }
@@ -377,6 +415,13 @@ impl Shared {
         }
         self.poisoned.store(true, Ordering::Release);
         self.durable_cv.notify_all();
+    }
+
+    /// The current poison as an error (call only once poisoned).
+    fn poison_error_now(&self) -> StorageError {
+        let p = self.poison.lock();
+        let cause = p.as_ref().expect("called only when poisoned");
+        self.poison_error(cause)
     }
 
     /// The poison as a [`StorageError::Poisoned`], if any.
