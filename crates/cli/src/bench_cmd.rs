@@ -106,20 +106,7 @@ pub fn run(a: BenchArgs) -> ExitCode {
     if !quiet {
         eprintln!();
     }
-    match result {
-        Ok(report) => {
-            if a.json {
-                println!("{}", report.to_json());
-            } else {
-                print!("{}", report.render_text());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    print_outcome(result.map(|r| (r.to_json(), r.render_text())), a.json)
 }
 
 /// Flags of `tandem lag`.
@@ -155,12 +142,18 @@ pub fn run_lag(a: LagArgs) -> ExitCode {
         password: a.password,
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(tandem_bench::lag_probe(opts)) {
-        Ok(report) => {
-            if a.json {
-                println!("{}", report.to_json());
+    let result = runtime.block_on(tandem_bench::lag_probe(opts));
+    print_outcome(result.map(|r| (r.to_json(), r.render_text())), a.json)
+}
+
+/// Prints a report (JSON or text) or the error, and picks the exit code.
+fn print_outcome(result: Result<(serde_json::Value, String), tandem_bench::BenchError>, json: bool) -> ExitCode {
+    match result {
+        Ok((as_json, as_text)) => {
+            if json {
+                println!("{as_json}");
             } else {
-                print!("{}", report.render_text());
+                print!("{as_text}");
             }
             ExitCode::SUCCESS
         }
