@@ -13,9 +13,9 @@ use tandem_storage::log::FsyncPolicy;
 /// variable named in its help, or in the TOML file given by `--config`.
 #[derive(Args, Debug)]
 pub struct ServerArgs {
-    /// TOML configuration file (keys: node_id, data_dir, client_addr,
-    /// admin_addr, peer_addr, fsync, requirepass, snapshot_entries,
-    /// segment_bytes_max, and a [limits] table; see docs/configuration.md).
+    /// TOML configuration file: every setting below by its snake_case name
+    /// (node_id, data_dir, members, ack, ...) plus a [limits] table; see
+    /// docs/configuration.md. Flags and TANDEM_* variables override it.
     #[arg(long, env = "TANDEM_CONFIG")]
     config: Option<PathBuf>,
     /// This node's id in the cluster [default: 1].

@@ -249,4 +249,19 @@ mod tests {
         assert!(Config::from_toml("nodeid = 3").is_err());
         assert!(Config::from_toml("fsync = \"sometimes\"").is_err());
     }
+
+    #[test]
+    fn cluster_settings_parse_and_validate() {
+        let text = "node_id = 2\nmembers = \"1=127.0.0.1:7381, 2=127.0.0.1:7391\"\nleader = 1\nack = \"any 1\"\nack_level = \"apply\"\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.members.len(), 2);
+        assert_eq!(c.member_addr(1), Some("127.0.0.1:7381".parse().unwrap()));
+        c.validate().unwrap();
+        let bad = Config { node_id: 9, ..c.clone() };
+        assert!(bad.validate().unwrap_err().contains("not among members"));
+        let bad = Config { ack: "most".into(), ..c };
+        assert!(bad.validate().is_err());
+        assert!(parse_members("1=a:b").is_err());
+        assert!(parse_members("1=127.0.0.1:1,1=127.0.0.1:2").unwrap_err().contains("twice"));
+    }
 }
