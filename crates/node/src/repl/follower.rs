@@ -46,6 +46,9 @@ pub struct FollowerParams {
     pub secret_hash: u64,
     /// Test knob: delay before applying each received batch.
     pub apply_delay: Duration,
+    /// The fsync policy is everysec or never: write applied entries to the
+    /// OS from this task (see `Log::write_now`).
+    pub write_inline: bool,
 }
 
 /// Handle to a running follower driver.
@@ -214,6 +217,11 @@ async fn stream_loop(
             }
             metrics.repl_entries_applied.inc_by(batch.len() as u64);
             core.handle_applied(last, commit_ms);
+        }
+        // Under everysec / never an entry is on "disk" once the OS has it:
+        // write it from here instead of waking the log writer thread.
+        if params.write_inline {
+            let _ = db.log().write_now();
         }
         // Only what is both in the local log and durable counts as flushed.
         core.handle_flushed((*durable.borrow_and_update()).min(db.last_lsn()).min(core.last_lsn()));

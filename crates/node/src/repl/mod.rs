@@ -141,6 +141,10 @@ impl Replication {
                 client_addr: self.config.client_addr.to_string(),
                 secret_hash: self.secret_hash,
                 apply_delay: Duration::from_millis(self.config.apply_delay_ms),
+                write_inline: matches!(
+                    self.config.fsync,
+                    tandem_storage::log::FsyncPolicy::EverySec | tandem_storage::log::FsyncPolicy::Never
+                ),
             },
         );
         let old = std::mem::replace(&mut *self.role.write(), Role::Follower(handle));

@@ -21,8 +21,10 @@
 //!   queued since its last write, writes it with one write call, runs one
 //!   fdatasync, then publishes the new durable LSN. Same promise as
 //!   `always`; concurrent appenders share one fsync.
-//! - `everysec`: a record counts as durable as soon as the writer has handed
-//!   it to the OS with write(2), which happens promptly after append. It
+//! - `everysec`: a record counts as durable as soon as it is handed to the
+//!   OS with write(2): by the caller that waits for it ([`Log::write_now`],
+//!   no thread hand-off), or by the writer thread within
+//!   `DEFERRED_WRITE_INTERVAL` (20 ms) for records nobody waits for. It
 //!   survives a process crash; an OS crash or power loss can lose the
 //!   durable records of about the last second (one sync interval plus the
 //!   time of a slow fsync). An fdatasync runs about once a second while
@@ -311,7 +313,7 @@ impl Log {
         );
         let crc = record_crc(lsn, epoch, payload);
         let s = &*self.shared;
-        {
+        let wake_writer = {
             let mut q = s.queue.lock();
             assert_eq!(lsn, q.last_lsn + 1, "log append out of order: expected lsn {}, got {lsn}", q.last_lsn + 1);
             if !s.poisoned.load(Ordering::Acquire) {
@@ -319,10 +321,17 @@ impl Log {
             }
             q.last_lsn = lsn;
             s.last_lsn.store(lsn, Ordering::Release);
-        }
+            // Under everysec / never the appender (or its waiter) writes with
+            // `write_now`; waking the writer thread per append would only
+            // cost a context switch.
+            matches!(s.policy, FsyncPolicy::Always | FsyncPolicy::Batch)
+                || q.buf.len() >= writer::DEFERRED_WRITE_BYTES_MAX
+        };
         s.records_appended.fetch_add(1, Ordering::Relaxed);
         s.bytes_appended.fetch_add((RECORD_HEADER_BYTES + payload.len()) as u64, Ordering::Relaxed);
-        s.queue_cv.notify_one();
+        if wake_writer {
+            s.queue_cv.notify_one();
+        }
     }
 
     /// Last appended (possibly still queued) LSN; 0 if the log never held one.

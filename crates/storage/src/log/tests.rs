@@ -207,6 +207,35 @@ fn everysec_counts_written_records_durable_before_any_fsync() {
 }
 
 #[test]
+fn write_now_makes_records_durable_from_the_calling_thread_under_everysec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open_log(tmp.path(), FsyncPolicy::EverySec, SEGMENT_BYTES_MAX_DEFAULT);
+    append_n(&log, 1, 3, 8);
+    assert_eq!(log.write_now().unwrap(), 3);
+    assert_eq!(log.durable_lsn(), 3);
+    // Interleaved with the writer thread, records still reach the file in order.
+    for round in 0..200u64 {
+        let from = 4 + round * 5;
+        append_n(&log, from, 5, 8);
+        if round % 2 == 0 {
+            log.write_now().unwrap();
+        }
+    }
+    log.close().unwrap();
+    let lsns: Vec<u64> = replay_all(tmp.path()).iter().map(|r| r.lsn).collect();
+    assert_eq!(lsns, (1..=1003).collect::<Vec<_>>());
+}
+
+#[test]
+fn records_nobody_writes_now_still_reach_the_os_under_everysec() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open_log(tmp.path(), FsyncPolicy::EverySec, SEGMENT_BYTES_MAX_DEFAULT);
+    append_n(&log, 1, 4, 8);
+    wait_for("the deferred write", || log.durable_lsn() == 4);
+    log.close().unwrap();
+}
+
+#[test]
 fn never_policy_syncs_only_on_flush() {
     let tmp = tempfile::tempdir().unwrap();
     let log = open_log(tmp.path(), FsyncPolicy::Never, SEGMENT_BYTES_MAX_DEFAULT);

@@ -27,6 +27,13 @@ use crate::StorageError;
 /// burst does not pin memory forever.
 const SPARE_BUFFER_BYTES_MAX: usize = 16 << 20;
 
+/// Under `everysec` / `never`, records that no caller wrote with
+/// `write_now` reach the OS within this interval.
+pub(crate) const DEFERRED_WRITE_INTERVAL: Duration = Duration::from_millis(20);
+/// Under `everysec` / `never`, an append wakes the writer thread anyway once
+/// this many bytes wait in the queue (bounds the queue's memory).
+pub(crate) const DEFERRED_WRITE_BYTES_MAX: usize = 1 << 20;
+
 /// Most extra write rounds a group commit takes in before its fsync.
 const GROUP_COMMIT_TOPUP_ROUNDS_MAX: usize = 16;
 /// Longest a group commit delays its fsync to take in more records.
@@ -163,10 +170,17 @@ impl Shared {
             if q.shutdown || !q.buf.is_empty() || (!poisoned && unsynced && q.sync_target > self.synced_lsn()) {
                 break;
             }
-            if !poisoned && unsynced && self.policy == FsyncPolicy::EverySec {
-                let deadline = self.last_sync_at() + EVERYSEC_SYNC_INTERVAL;
-                if Instant::now() >= deadline {
-                    break;
+            if matches!(self.policy, FsyncPolicy::EverySec | FsyncPolicy::Never) {
+                // Appends do not wake this thread under these policies (the
+                // node writes from its own thread, see `write_now`); pick up
+                // stragglers and run the periodic fsync on a timer.
+                let mut deadline = Instant::now() + DEFERRED_WRITE_INTERVAL;
+                if !poisoned && unsynced && self.policy == FsyncPolicy::EverySec {
+                    let sync_at = self.last_sync_at() + EVERYSEC_SYNC_INTERVAL;
+                    if Instant::now() >= sync_at {
+                        break;
+                    }
+                    deadline = deadline.min(sync_at);
                 }
                 self.queue_cv.wait_until(&mut q, deadline);
             } else {
