@@ -10,6 +10,7 @@
 //! the library crates; it holds no database logic.
 
 mod bench_cmd;
+mod proxy_cmd;
 mod server_cmd;
 mod up_cmd;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Measure replication lag: how long after a write is sent to the leader
     /// it is visible on a follower (any RESP pair: Tandem or Redis).
     Lag(bench_cmd::LagArgs),
+    /// Run the RESP proxy: writes to the leader, reads to followers, with
+    /// per-connection session guarantees (read-your-writes, monotonic, max lag).
+    Proxy(proxy_cmd::ProxyArgs),
     /// Print a node's status (its `/status` document).
     Status {
         /// The node's admin address.
@@ -88,6 +92,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_cmd::run(args),
         Command::Up(args) => up_cmd::run(args),
         Command::Lag(args) => bench_cmd::run_lag(args),
+        Command::Proxy(args) => {
+            init_logging();
+            proxy_cmd::run(args)
+        }
         Command::Status { admin_addr } => status(&admin_addr),
         Command::Log { command: LogCommand::Repair { data_dir, yes } } => {
             init_logging();

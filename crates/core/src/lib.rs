@@ -14,12 +14,15 @@
 //!   commands' execution: turns a request into a reply plus row effects.
 //! - [`resp`]: the RESP2/RESP3 wire codec.
 //! - [`glob`]: Redis-style glob matching for `KEYS` and `SCAN MATCH`.
+//! - [`session`]: session guarantees (read-your-writes, monotonic reads,
+//!   bounded staleness): where a read may go.
 
 pub mod command;
 pub mod effect;
 pub mod glob;
 pub mod repl;
 pub mod resp;
+pub mod session;
 pub mod store;
 
 /// Log sequence number: position of an entry in the replication log. The
