@@ -4,7 +4,7 @@
 //!
 //! - writes go to the leader with `LASTLSN` pipelined after them, so the
 //!   session learns its token without an extra round trip;
-//! - reads are routed by [`Session::route_read`]; `WAITLSN 0 0` is pipelined
+//! - reads are routed by [`Session::route_read`]; with monotonic reads on, `WAITLSN 0 0` is pipelined
 //!   after each read so the session learns an upper bound of the state it
 //!   saw (for monotonic reads); a token wait pipelines `WAITLSN lsn wait_ms`
 //!   before the read and falls back to the leader if it comes back short;
@@ -258,6 +258,17 @@ impl Client {
         self.count_route(&route);
         let applied = [Bytes::from_static(b"WAITLSN"), Bytes::from_static(b"0"), Bytes::from_static(b"0")];
         match route.target {
+            Target::Node(i) if !self.session.config().monotonic => {
+                // Without monotonic reads the exact LSN this read saw is not
+                // needed: the topology's (lower-bound) applied LSN is
+                // recorded instead, and the read costs no extra command.
+                let addr = snap.nodes[i].addr.clone();
+                if let Ok(replies) = self.call(&addr, &[args], Duration::ZERO).await {
+                    inc(&self.metrics.reads_follower);
+                    self.session.on_read_from(views[i].applied_lsn);
+                    return replies.into_iter().next().unwrap_or(Frame::Null);
+                }
+            }
             Target::Node(i) => {
                 let addr = snap.nodes[i].addr.clone();
                 if let Ok(replies) = self.call(&addr, &[args, &applied], Duration::ZERO).await {
@@ -287,6 +298,13 @@ impl Client {
 
     async fn read_on_leader(&mut self, args: &[Bytes], applied: &[Bytes]) -> Frame {
         inc(&self.metrics.reads_leader);
+        if !self.session.config().monotonic {
+            // As for followers: no extra command when nobody needs the LSN.
+            return match self.on_leader(args).await {
+                Ok(mut replies) => replies.swap_remove(0),
+                Err(e) => e,
+            };
+        }
         match self.on_leader_pipeline(&[args, applied]).await {
             Ok(replies) => self.seen(None, replies, 1),
             Err(e) => e,
