@@ -11,6 +11,8 @@
 //! - [`rng`]: the seeded generator and latency distributions.
 //! - [`disk`]: a node's simulated log and synced watermark.
 //! - [`world`]: the cluster, the event loop, faults, clients and checkers.
+//! - [`sessions`]: clients routing reads with the real `tandem_core::session`
+//!   over a stale topology, counting read-your-writes misses and time travel.
 //!
 //! # Checkers (run on every history)
 //! 1. every follower's log is always a prefix of the leader's;
@@ -29,6 +31,7 @@
 
 pub mod disk;
 pub mod rng;
+pub mod sessions;
 pub mod world;
 
 use std::fmt;

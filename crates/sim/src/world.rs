@@ -194,6 +194,9 @@ struct FollowerNode {
     snapshot_rx: Option<(Lsn, Vec<Bytes>)>,
     fsync_latency: Latency,
     apply_latency: Latency,
+    /// Test knob ([`Sim::set_apply_delay`]): extra delay before received
+    /// entries are applied (0 unless set; draws nothing from the seed).
+    apply_delay_us: u64,
 }
 
 struct Link {
@@ -304,6 +307,7 @@ impl Sim {
                 snapshot_rx: None,
                 fsync_latency: disk_latency(&mut rng),
                 apply_latency: Latency::random(&mut rng, (0, 300), (1, 500), 10_000),
+                apply_delay_us: 0,
             });
             let net = |rng: &mut SimRng| Latency::random(rng, (20, 3000), (5, 2000), 30_000);
             links.push(Link {
@@ -855,7 +859,8 @@ impl Sim {
         let last = node.disk.last_lsn();
         if last > node.apply_scheduled {
             node.apply_scheduled = last;
-            let at = (self.now_us + node.apply_latency.sample(&mut self.rng)).max(node.apply_at_us);
+            let delay_us = node.apply_delay_us;
+            let at = (self.now_us + node.apply_latency.sample(&mut self.rng) + delay_us).max(node.apply_at_us);
             let node = &mut self.followers[f];
             node.apply_at_us = at;
             let (incarnation, generation) = (node.incarnation, node.disk.generation());
@@ -1563,6 +1568,40 @@ impl Sim {
     /// What the run has counted so far.
     pub fn report(&self) -> &SimReport {
         &self.report
+    }
+
+    // ------------------------------------------------------------ session API (additive, see `sessions`)
+
+    /// Test knob: follower `id` applies received entries `ms` later than
+    /// its apply latency alone would (a follower whose apply is delayed on
+    /// purpose). Takes effect for entries received from now on.
+    pub fn set_apply_delay(&mut self, id: NodeId, ms: u64) {
+        self.followers[(id - 2) as usize].apply_delay_us = ms * 1000;
+    }
+
+    /// Followers in the cluster.
+    pub fn follower_count(&self) -> usize {
+        self.followers.len()
+    }
+
+    /// Virtual time since the start of the run, in ms.
+    pub fn elapsed_ms(&self) -> u64 {
+        self.now_us / 1000
+    }
+
+    /// Ground truth: the last LSN follower `id`'s store reflects (what its
+    /// `LASTLSN` would answer), or `None` while it is down.
+    pub fn follower_applied_lsn(&self, id: NodeId) -> Option<Lsn> {
+        let node = &self.followers[(id - 2) as usize];
+        node.up.then_some(node.applied)
+    }
+
+    /// The string value of `key` on the leader.
+    pub fn leader_get(&self, key: &str) -> Option<String> {
+        match self.leader.store.get(key.as_bytes(), self.now_ms()) {
+            Some((tandem_core::store::ValueRef::Str(v), _)) => Some(String::from_utf8_lossy(v).into_owned()),
+            _ => None,
+        }
     }
 }
 
