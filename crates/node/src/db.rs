@@ -87,8 +87,11 @@ pub struct Db {
     state: RwLock<State>,
     log: Log,
     durable: watch::Receiver<Lsn>,
-    /// The fsync policy (decides how durability waits are served).
-    fsync: FsyncPolicy,
+    /// Durability waiters hand their entries to the OS (and under `batch`
+    /// fsync them) on their own thread instead of waking the log writer:
+    /// `everysec` / `never` always, `batch` on a standalone node (see
+    /// `Log::set_inline_commit`).
+    commit_inline: bool,
     /// Set once the log is poisoned, so durability waiters wake up and fail
     /// instead of waiting for an LSN that will never come.
     failed_tx: watch::Sender<bool>,
@@ -207,6 +210,12 @@ impl Db {
             // truncated behind it): continue numbering after the snapshot.
             log.reset_to(last_lsn)?;
         }
+        // A standalone node commits on its event loop like Redis; a leader
+        // keeps fsyncs on the writer thread so that entries reach followers
+        // while its own fsync runs.
+        let standalone_batch = config.fsync == FsyncPolicy::Batch && config.members.is_empty() && config.io_threads <= 1;
+        log.set_inline_commit(standalone_batch);
+        let commit_inline = standalone_batch || matches!(config.fsync, FsyncPolicy::EverySec | FsyncPolicy::Never);
         log.set_fsync_observer(Box::new(move |elapsed| {
             fsync_metrics.fsyncs.inc();
             fsync_metrics.fsync_seconds.observe(elapsed.as_secs_f64());
@@ -223,7 +232,7 @@ impl Db {
             log,
             durable: durable_rx,
             failed_tx: watch::channel(false).0,
-            fsync: config.fsync,
+            commit_inline,
             snapshot_dir,
             snapshot_lock: Mutex::new(()),
             snapshot_lsn: AtomicU64::new(snapshot_lsn.unwrap_or(0)),
@@ -444,7 +453,7 @@ impl Db {
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), String> {
         let mut rx = self.durable.clone();
         let mut failed = self.failed_tx.subscribe();
-        if *rx.borrow() < lsn && matches!(self.fsync, FsyncPolicy::EverySec | FsyncPolicy::Never) {
+        if *rx.borrow() < lsn && self.commit_inline {
             // Durable once in the OS: write it from here rather than hand it
             // to the writer thread and wait to be woken. Yield first, so the
             // other connections with requests ready append theirs and one

@@ -276,6 +276,7 @@ impl Log {
             poison: Mutex::new(None),
             durable_cv: Condvar::new(),
             poisoned: AtomicBool::new(false),
+            inline_commit: AtomicBool::new(false),
             last_lsn: AtomicU64::new(last_lsn),
             written_lsn: AtomicU64::new(last_lsn),
             synced_lsn: AtomicU64::new(last_lsn),
@@ -324,8 +325,12 @@ impl Log {
             // Under everysec / never the appender (or its waiter) writes with
             // `write_now`; waking the writer thread per append would only
             // cost a context switch.
-            matches!(s.policy, FsyncPolicy::Always | FsyncPolicy::Batch)
-                || q.buf.len() >= writer::DEFERRED_WRITE_BYTES_MAX
+            let woken_per_append = match s.policy {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Batch => !s.inline_commit.load(Ordering::Relaxed),
+                FsyncPolicy::EverySec | FsyncPolicy::Never => false,
+            };
+            woken_per_append || q.buf.len() >= writer::DEFERRED_WRITE_BYTES_MAX
         };
         s.records_appended.fetch_add(1, Ordering::Relaxed);
         s.bytes_appended.fetch_add((RECORD_HEADER_BYTES + payload.len()) as u64, Ordering::Relaxed);
@@ -371,6 +376,15 @@ impl Log {
     /// Redis does.
     pub fn write_now(&self) -> Result<u64, StorageError> {
         self.shared.write_now()
+    }
+
+    /// Under `batch`, lets callers group-commit on their own thread: appends
+    /// stop waking the writer thread, and [`Log::write_now`] writes and
+    /// fdatasyncs everything queued (records nobody commits are committed
+    /// by the writer thread within `DEFERRED_WRITE_INTERVAL`). This is how
+    /// Redis's event loop commits; a standalone node uses it.
+    pub fn set_inline_commit(&self, on: bool) {
+        self.shared.inline_commit.store(on, Ordering::Relaxed);
     }
 
     /// The failure that poisoned the log, if any (as

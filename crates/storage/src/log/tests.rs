@@ -227,6 +227,23 @@ fn write_now_makes_records_durable_from_the_calling_thread_under_everysec() {
 }
 
 #[test]
+fn inline_batch_commit_is_durable_only_after_its_fsync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = open_log(tmp.path(), FsyncPolicy::Batch, SEGMENT_BYTES_MAX_DEFAULT);
+    log.set_inline_commit(true);
+    append_n(&log, 1, 10, 8);
+    let fsyncs = log.stats().fsync_count;
+    assert_eq!(log.write_now().unwrap(), 10);
+    let stats = log.stats();
+    assert_eq!((stats.durable_lsn, stats.synced_lsn), (10, 10), "durable means fsynced under batch");
+    assert_eq!(stats.fsync_count, fsyncs + 1, "one fsync covered all ten records");
+    // Records nobody commits are committed by the writer thread.
+    append_n(&log, 11, 2, 8);
+    wait_for("the deferred commit", || log.stats().synced_lsn == 12);
+    log.close().unwrap();
+}
+
+#[test]
 fn records_nobody_writes_now_still_reach_the_os_under_everysec() {
     let tmp = tempfile::tempdir().unwrap();
     let log = open_log(tmp.path(), FsyncPolicy::EverySec, SEGMENT_BYTES_MAX_DEFAULT);

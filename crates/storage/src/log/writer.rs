@@ -81,6 +81,9 @@ pub(crate) struct Shared {
     pub poison: Mutex<Option<Arc<StorageError>>>,
     pub durable_cv: Condvar,
     pub poisoned: AtomicBool,
+    /// Under `batch`: waiters commit with `write_now` on their own thread
+    /// (appends do not wake the writer thread).
+    pub inline_commit: AtomicBool,
     pub last_lsn: AtomicU64,
     pub written_lsn: AtomicU64,
     pub synced_lsn: AtomicU64,
@@ -170,7 +173,9 @@ impl Shared {
             if q.shutdown || !q.buf.is_empty() || (!poisoned && unsynced && q.sync_target > self.synced_lsn()) {
                 break;
             }
-            if matches!(self.policy, FsyncPolicy::EverySec | FsyncPolicy::Never) {
+            let deferred = matches!(self.policy, FsyncPolicy::EverySec | FsyncPolicy::Never)
+                || (self.policy == FsyncPolicy::Batch && self.inline_commit.load(Ordering::Relaxed));
+            if deferred {
                 // Appends do not wake this thread under these policies (the
                 // node writes from its own thread, see `write_now`); pick up
                 // stragglers and run the periodic fsync on a timer.
@@ -195,7 +200,8 @@ impl Shared {
     /// cache; Redis does the same from its event loop). Returns the durable
     /// LSN afterwards. Under `always` / `batch` it only wakes the writer.
     pub(crate) fn write_now(&self) -> Result<u64, StorageError> {
-        if matches!(self.policy, FsyncPolicy::Always | FsyncPolicy::Batch) {
+        let inline_sync = self.policy == FsyncPolicy::Batch && self.inline_commit.load(Ordering::Relaxed);
+        if self.policy == FsyncPolicy::Always || (self.policy == FsyncPolicy::Batch && !inline_sync) {
             self.queue_cv.notify_one();
             return Ok(self.durable_lsn.load(Ordering::Acquire));
         }
@@ -210,11 +216,18 @@ impl Shared {
             }
             std::mem::take(&mut q.buf)
         };
-        match self.write_records(&mut io, &batch) {
-            Ok(lsn) => {
+        let written = self.write_records(&mut io, &batch).and_then(|lsn| {
+            if inline_sync {
+                // Group commit on the caller's thread: one fdatasync covers
+                // everything appended so far; `sync` publishes it.
+                self.sync(&mut io).map(|()| lsn)
+            } else {
                 self.publish_durable(lsn);
                 Ok(lsn)
             }
+        });
+        match written {
+            Ok(lsn) => Ok(lsn),
             Err(cause) => {
                 self.set_poison(cause);
                 Err(self.poison_error_now())
