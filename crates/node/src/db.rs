@@ -213,7 +213,8 @@ impl Db {
         // A standalone node commits on its event loop like Redis; a leader
         // keeps fsyncs on the writer thread so that entries reach followers
         // while its own fsync runs.
-        let standalone_batch = config.fsync == FsyncPolicy::Batch && config.members.is_empty() && config.io_threads <= 1;
+        let standalone_batch =
+            config.fsync == FsyncPolicy::Batch && config.members.is_empty() && config.io_threads <= 1;
         log.set_inline_commit(standalone_batch);
         let commit_inline = standalone_batch || matches!(config.fsync, FsyncPolicy::EverySec | FsyncPolicy::Never);
         log.set_fsync_observer(Box::new(move |elapsed| {
