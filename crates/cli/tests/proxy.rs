@@ -367,9 +367,9 @@ fn a_pipeline_deeper_than_the_proxy_batch_is_answered_in_full_and_in_order() {
 
 #[test]
 fn direct_client_library_reads_its_own_writes_from_followers_and_carries_its_token() {
+    use tandem_client::DirectClient;
     use tandem_core::resp::Frame;
     use tandem_core::session::{Balance, Ryw, SessionConfig};
-    use tandem_proxy::direct::DirectClient;
 
     let c = Cluster::start();
     let nodes: Vec<String> = c.nodes.iter().map(|n| n.client_addr().to_string()).collect();

@@ -7,24 +7,15 @@
 //! made by the sans-IO [`tandem_core::session`]; this crate only does the
 //! I/O around them. See `docs/session-guarantees.md`.
 //!
-//! # Layout
-//! - [`topology`]: polls every node's `INFO replication` and keeps the
-//!   current leader, followers, applied LSNs and staleness.
-//! - [`backend`]: one RESP connection to a node, with pipelined calls.
-//! - [`client`]: one client connection: parses commands, answers `SESSION`,
-//!   `PING`, `HELLO`, `INFO proxy` itself, routes the rest.
-//! - [`direct`]: the same routing as a library, for applications that
-//!   connect to the nodes directly (no proxy process).
-//! - [`metrics`]: counters shown by `INFO proxy` and `GET /metrics`.
+//! The sessions themselves (topology polling, backend connections,
+//! routing, the per-connection loop, counters) live in `tandem-client`,
+//! which applications also use directly; this crate adds the listener,
+//! the connection limit and the `/metrics` endpoint.
 //!
 //! This crate must never hold database logic: every command it does not
 //! answer itself is executed by a node.
 
-pub mod backend;
-pub mod client;
-pub mod direct;
-pub mod metrics;
-pub mod topology;
+pub use tandem_client::{client, metrics, topology, POLL_INTERVAL_MS_DEFAULT};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,11 +31,6 @@ pub const CLIENT_CONNECTIONS_MAX: usize = 10_000;
 /// Most nodes the proxy can be given (each client connection may open one
 /// backend connection per node, so this also bounds the backend pool).
 pub const NODES_MAX: usize = 16;
-/// Most commands parsed from one client read before their replies are
-/// written: bounds the memory of a pipelining client.
-pub const PIPELINE_COMMANDS_MAX: usize = 1024;
-/// Default topology poll interval.
-pub const POLL_INTERVAL_MS_DEFAULT: u64 = 50;
 
 /// Why the proxy cannot start.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@
 //! # async fn demo() {
 //! use tandem_core::session::{Ryw, SessionConfig};
 //! let config = SessionConfig { ryw: Ryw::Token { wait_ms: 100 }, ..SessionConfig::default() };
-//! let mut db = tandem_proxy::direct::DirectClient::connect(vec!["127.0.0.1:7379".into()], config).await;
+//! let mut db = tandem_client::DirectClient::connect(vec!["127.0.0.1:7379".into()], config).await;
 //! db.cmd(&[b"SET", b"photo", b"new"]).await;
 //! let token = db.export_token();
 //! # }
