@@ -142,8 +142,16 @@ impl std::error::Error for SimFailure {}
 /// Runs one seeded history with clients and faults, then drains it, and
 /// judges it with every checker.
 pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> {
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Sim::new(seed, config, false).run_to_end()));
-    match run {
+    run_caught(seed, || Sim::new(seed, config, false).run_to_end())
+}
+
+/// Runs one seed's history, turning a checker's failure `(message, virtual
+/// ms, trace tail)` or a panic into a [`SimFailure`] naming the seed.
+pub(crate) fn run_caught<T>(
+    seed: u64,
+    run: impl FnOnce() -> Result<T, (String, u64, Vec<String>)>,
+) -> Result<T, SimFailure> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(Ok(report)) => Ok(report),
         Ok(Err((message, at_ms, trace_tail))) => Err(SimFailure { seed, at_ms, message, trace_tail }),
         Err(panic) => {

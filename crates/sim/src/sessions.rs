@@ -415,19 +415,7 @@ impl Run<'_> {
 
 /// Runs one seeded session workload against a fault-free cluster.
 pub fn run_sessions_seed(seed: u64, config: &SessionsConfig) -> Result<SessionsReport, SimFailure> {
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_inner(seed, config)));
-    match run {
-        Ok(Ok(report)) => Ok(report),
-        Ok(Err((message, at_ms))) => Err(SimFailure { seed, at_ms, message, trace_tail: vec![] }),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(SimFailure { seed, at_ms: 0, message: format!("panicked: {message}"), trace_tail: vec![] })
-        }
-    }
+    crate::run_caught(seed, || run_inner(seed, config).map_err(|(message, at_ms)| (message, at_ms, Vec::new())))
 }
 
 fn run_inner(seed: u64, config: &SessionsConfig) -> Result<SessionsReport, (String, u64)> {
