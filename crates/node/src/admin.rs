@@ -10,6 +10,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+
+use crate::faults::FaultSpec;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -57,6 +59,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: wat
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/faults", get(get_faults).post(set_faults))
         .with_state(shared);
     let stop = async move {
         let _ = shutdown.changed().await;
@@ -148,6 +151,18 @@ fn replication_json(shared: &Shared) -> (&'static str, serde_json::Value) {
 
 async fn status(State(shared): State<Arc<Shared>>) -> Json<Status> {
     Json(status_of(&shared))
+}
+
+/// `GET /faults`: the injected link faults.
+async fn get_faults(State(shared): State<Arc<Shared>>) -> Json<FaultSpec> {
+    Json(shared.repl.faults.spec())
+}
+
+/// `POST /faults` with a JSON `FaultSpec` (`{"cut":[2,3],"delay_ms":0}`):
+/// replaces the injected link faults; `{}` clears them.
+async fn set_faults(State(shared): State<Arc<Shared>>, Json(spec): Json<FaultSpec>) -> Json<FaultSpec> {
+    shared.repl.faults.set(&spec);
+    Json(shared.repl.faults.spec())
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

@@ -13,7 +13,9 @@
 //! - [`connection`]: one RESP client connection, pipelining and limits.
 //! - [`node_commands`]: commands that need the connection or node
 //!   (`HELLO`, `AUTH`, `INFO`, `CONFIG`, `COMMAND`, `CLIENT`, `SAVE`).
-//! - [`admin`]: the HTTP endpoint (`/healthz`, `/status`, `/metrics`).
+//! - [`admin`]: the HTTP endpoint (`/healthz`, `/status`, `/metrics`,
+//!   `/faults`).
+//! - [`faults`]: injected link faults (cut peers, added delay).
 //! - [`metrics`]: the Prometheus registry.
 
 pub mod admin;
@@ -21,6 +23,7 @@ pub mod backlog;
 pub mod config;
 pub mod connection;
 pub mod db;
+pub mod faults;
 pub mod metrics;
 pub mod node_commands;
 pub mod repl;

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::db::{Db, DbError};
+use crate::faults::Faults;
 use crate::metrics::Metrics;
 
 /// How often the leader sweeps for expired keys.
@@ -140,8 +141,10 @@ pub async fn run(
     config.client_addr = client_listener.local_addr().expect("bound listener has an address");
     config.admin_addr = admin_listener.local_addr().expect("bound listener has an address");
     config.peer_addr = peer_listener.local_addr().expect("bound listener has an address");
-    let repl =
-        Arc::new(crate::repl::Replication::start(&config, db.clone(), metrics.clone()).map_err(NodeError::Config)?);
+    let repl = Arc::new(
+        crate::repl::Replication::start(&config, db.clone(), metrics.clone(), Arc::new(Faults::default()))
+            .map_err(NodeError::Config)?,
+    );
     let shared = Arc::new(Shared {
         config,
         db,

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::faults::Faults;
 use crate::metrics::Metrics;
 use follower::{FollowerHandle, FollowerParams};
 use leader::{LeaderHandle, ReplicaView};
@@ -62,13 +63,20 @@ pub struct Replication {
     role: RwLock<Role>,
     default_durability: Durability,
     secret_hash: u64,
+    /// Injected link faults, consulted by every peer stream.
+    pub faults: Arc<Faults>,
 }
 
 impl Replication {
     /// Starts in the configured role: leader if no members are configured or
     /// `leader` names this node; otherwise follower of the configured
     /// leader.
-    pub fn start(config: &Config, db: Arc<Db>, metrics: Arc<Metrics>) -> Result<Replication, String> {
+    pub fn start(
+        config: &Config,
+        db: Arc<Db>,
+        metrics: Arc<Metrics>,
+        faults: Arc<Faults>,
+    ) -> Result<Replication, String> {
         let default_durability = config.durability()?;
         let secret_hash = wire::secret_hash(config.cluster_secret.as_deref());
         let leader_id = if config.members.is_empty() { Some(config.node_id) } else { config.leader };
@@ -86,6 +94,7 @@ impl Replication {
             ))),
             default_durability,
             secret_hash,
+            faults,
         };
         match leader_id {
             Some(id) if id == config.node_id => repl.become_leader(false)?,
