@@ -10,6 +10,10 @@
 //! [`STREAM_FROM_SNAPSHOT`] a snapshot follows (`SnapshotBegin`,
 //! `SnapshotChunk`*, `SnapshotEnd`); then `Entries` and `Heartbeat`s flow
 //! from the leader and `Ack`s from the follower.
+//!
+//! A control-plane connection starts with `ControlHello` instead, then
+//! carries `ControlRequest` / `ControlResponse` frames (see the node's
+//! `control` module).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -153,6 +157,29 @@ pub enum PeerMsg {
         /// Why, for logs and for the operator.
         reason: String,
     },
+    /// Control plane, first message of a control connection: who is calling.
+    /// The connection then carries `ControlRequest`s from the caller and
+    /// `ControlResponse`s back, multiplexed by `id`.
+    ControlHello {
+        /// The caller's node id.
+        node_id: NodeId,
+        /// Hash of the cluster secret; the node refuses a mismatch.
+        cluster_secret_hash: u64,
+    },
+    /// Control plane: one RPC (the body is the control plane's own encoding).
+    ControlRequest {
+        /// Matches the response to the request on this connection.
+        id: u64,
+        /// The encoded RPC.
+        body: Bytes,
+    },
+    /// Control plane: the answer to the `ControlRequest` with the same `id`.
+    ControlResponse {
+        /// The request's id.
+        id: u64,
+        /// The encoded answer.
+        body: Bytes,
+    },
 }
 
 /// A peer message could not be decoded.
@@ -202,6 +229,9 @@ impl PeerMsg {
             PeerMsg::LeaseRequest { .. } => "lease_request",
             PeerMsg::LeaseGrant { .. } => "lease_grant",
             PeerMsg::Refuse { .. } => "refuse",
+            PeerMsg::ControlHello { .. } => "control_hello",
+            PeerMsg::ControlRequest { .. } => "control_request",
+            PeerMsg::ControlResponse { .. } => "control_response",
         }
     }
 }
@@ -245,6 +275,9 @@ mod tests {
             PeerMsg::SnapshotChunk { bytes: Bytes::from(vec![7u8; 300]) },
             PeerMsg::SnapshotEnd { end_lsn: 52 },
             PeerMsg::Refuse { reason: "stale epoch".into() },
+            PeerMsg::ControlHello { node_id: 3, cluster_secret_hash: 7 },
+            PeerMsg::ControlRequest { id: 9, body: Bytes::from_static(b"vote") },
+            PeerMsg::ControlResponse { id: 9, body: Bytes::new() },
         ]
     }
 
