@@ -3,13 +3,16 @@
 //! - `up`: a local cluster of N node processes;
 //! - `bench`: load-generate against any RESP server (Tandem or Redis);
 //! - `lag`: replication lag from a leader to a follower;
-//! - `status`: print a node's `/status`;
+//! - `status`: print nodes' `/status` and their merged event log;
+//! - `switchover`: move leadership to a chosen node, losing nothing;
+//! - `rollback list|show`: what a node removed when it rejoined;
 //! - `log repair`: truncate a corrupt log deliberately.
 //!
 //! This crate only parses arguments, sets up logging and signals, and calls
 //! the library crates; it holds no database logic.
 
 mod bench_cmd;
+mod failover_cmd;
 mod proxy_cmd;
 mod server_cmd;
 mod up_cmd;
@@ -41,11 +44,22 @@ enum Command {
     /// Run the RESP proxy: writes to the leader, reads to followers, with
     /// per-connection session guarantees (read-your-writes, monotonic, max lag).
     Proxy(proxy_cmd::ProxyArgs),
-    /// Print a node's status (its `/status` document).
+    /// Print nodes' status (their `/status` documents) and the cluster's
+    /// event log (failovers with their RTO, rollbacks, switchovers), merged
+    /// by time.
     Status {
-        /// The node's admin address.
+        /// Admin addresses, comma-separated (one node or all of them).
         #[arg(long, default_value = "127.0.0.1:7380", env = "TANDEM_ADMIN_ADDR")]
         admin_addr: String,
+    },
+    /// Move leadership to another node with zero writes lost: the leader
+    /// pauses writes, the target catches up, the control plane switches.
+    Switchover(failover_cmd::SwitchoverArgs),
+    /// Read rollback files: entries a node removed when it rejoined a
+    /// cluster whose new leader never had them.
+    Rollback {
+        #[command(subcommand)]
+        command: failover_cmd::RollbackCommand,
     },
     /// Maintenance of the replication log on disk (node stopped).
     Log {
@@ -97,6 +111,8 @@ fn main() -> ExitCode {
             proxy_cmd::run(args)
         }
         Command::Status { admin_addr } => status(&admin_addr),
+        Command::Switchover(args) => failover_cmd::switchover(args),
+        Command::Rollback { command } => failover_cmd::rollback(command),
         Command::Log { command: LogCommand::Repair { data_dir, yes } } => {
             init_logging();
             repair(&data_dir, yes)
@@ -106,32 +122,46 @@ fn main() -> ExitCode {
 
 /// A minimal HTTP GET (the admin endpoint is local and plain HTTP/1.1).
 fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    http_request("GET", addr, path, 10_000)
+}
+
+/// A minimal HTTP request without a body; the response body on 200, else
+/// the status line and body as the error.
+fn http_request(method: &str, addr: &str, path: &str, timeout_ms: u64) -> Result<String, String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(std::time::Duration::from_millis(timeout_ms))).ok();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(|e| format!("reading from {addr}: {e}"))?;
     let (head, body) = response.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("{addr}{path}: {}", head.lines().next().unwrap_or("")));
+        return Err(format!("{addr}{path}: {}: {}", head.lines().next().unwrap_or(""), body.trim()));
     }
     Ok(body.to_string())
 }
 
-fn status(admin_addr: &str) -> ExitCode {
-    match http_get(admin_addr, "/status") {
-        Ok(body) => {
-            match serde_json::from_str::<serde_json::Value>(&body) {
+fn status(admin_addrs: &str) -> ExitCode {
+    let addrs: Vec<&str> = admin_addrs.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    let mut failed = false;
+    for addr in &addrs {
+        match http_get(addr, "/status") {
+            Ok(body) => match serde_json::from_str::<serde_json::Value>(&body) {
                 Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or(body)),
                 Err(_) => println!("{body}"),
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
             }
-            ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+    }
+    failover_cmd::print_events(&addrs);
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -95,6 +95,21 @@ pub struct ServerArgs {
     /// batch, to make replication lag visible on purpose [default: 0].
     #[arg(long, env = "TANDEM_APPLY_DELAY_MS")]
     apply_delay_ms: Option<u64>,
+    /// Automatic failover: how long a follower's lease grant binds it, ms
+    /// (the leader holds its lease a drift margin less) [default: 400].
+    #[arg(long, env = "TANDEM_LEASE_MS")]
+    lease_ms: Option<u64>,
+    /// Automatic failover: bound on any clock's rate error, percent; lease
+    /// safety relies on it [default: 10].
+    #[arg(long, env = "TANDEM_CLOCK_DRIFT_PERCENT")]
+    clock_drift_percent: Option<u64>,
+    /// Automatic failover: replace a leader a majority has not heard from
+    /// for this long, ms (at least --lease-ms) [default: 400].
+    #[arg(long, env = "TANDEM_FAILOVER_TIMEOUT_MS")]
+    failover_timeout_ms: Option<u64>,
+    /// Automatic failover: how often the control plane probes members, ms [default: 50].
+    #[arg(long, env = "TANDEM_PROBE_INTERVAL_MS")]
+    probe_interval_ms: Option<u64>,
     /// Threads serving client connections (1: one event loop, like Redis;
     /// more: a work-stealing pool) [default: 1].
     #[arg(long, env = "TANDEM_IO_THREADS")]
@@ -141,6 +156,10 @@ impl ServerArgs {
         set!(ack_level <- self.ack_level);
         set!(ack_timeout_ms <- self.ack_timeout_ms);
         set!(apply_delay_ms <- self.apply_delay_ms);
+        set!(lease_ms <- self.lease_ms);
+        set!(clock_drift_percent <- self.clock_drift_percent);
+        set!(failover_timeout_ms <- self.failover_timeout_ms);
+        set!(probe_interval_ms <- self.probe_interval_ms);
         if self.cluster_secret.is_some() {
             c.cluster_secret = self.cluster_secret;
         }

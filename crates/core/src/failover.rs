@@ -248,8 +248,10 @@ pub fn majority(n: usize) -> usize {
 /// Looks at the latest reports (`reports` holds only nodes that answered the
 /// latest probe) and decides whether the leader must be replaced.
 ///
-/// The leader is considered lost when a majority of the members, not
-/// counting the leader, have not heard from it for `failover_timeout_ms`.
+/// The leader is considered lost when a majority of the members have not
+/// heard from it for `failover_timeout_ms`. A leader that answers but says it
+/// is not leading (it restarted: a node never leads the same epoch twice)
+/// counts as lost too, and is then asked to fence like the others.
 pub fn assess(
     members: &[NodeId],
     leader: Option<NodeId>,
@@ -271,15 +273,25 @@ pub fn assess(
         let top_epoch = reports.values().map(|r| r.epoch).max().unwrap_or(0).max(epoch);
         return Assessment::Bootstrap { leader: best, epoch: top_epoch + 1 };
     };
-    let lost: Vec<NodeId> = reports
-        .iter()
-        .filter(|(&id, r)| id != leader && (r.epoch > epoch || r.since_leader_ms >= failover_timeout_ms))
-        .map(|(&id, _)| id)
-        .collect();
-    if lost.len() < need {
+    let leader_down = reports.get(&leader).is_some_and(|r| !r.leading || r.epoch > epoch);
+    let lost =
+        reports
+            .iter()
+            .filter(|(&id, r)| {
+                if id == leader {
+                    leader_down
+                } else {
+                    r.epoch > epoch || r.since_leader_ms >= failover_timeout_ms
+                }
+            })
+            .count();
+    if lost < need {
         return Assessment::Healthy;
     }
-    Assessment::Fence { old_epoch: epoch, targets: members.iter().copied().filter(|&id| id != leader).collect() }
+    Assessment::Fence {
+        old_epoch: epoch,
+        targets: members.iter().copied().filter(|&id| id != leader || leader_down).collect(),
+    }
 }
 
 /// A node that answered a fence request: where its log ends.
@@ -299,15 +311,17 @@ pub struct FencedNode {
 /// meet every set of followers that could have acknowledged a write, so the
 /// most up-to-date fenced node holds every acknowledged write; under `async`
 /// the most up-to-date fenced node is promoted and what it lacks goes to the
-/// old leader's rollback file when it returns.
+/// old leader's rollback file when it returns. The old leader is only ever
+/// fenced when it said it was not leading (it restarted); then it holds
+/// every write it acknowledged, and the most up-to-date fenced node holds
+/// at least as much, whatever the policy.
 pub fn choose_leader(
     policy: &AckPolicy,
     members: &[NodeId],
     old_leader: NodeId,
     fenced: &BTreeMap<NodeId, FencedNode>,
 ) -> Result<NodeId, String> {
-    let fenced_members: Vec<NodeId> =
-        fenced.keys().copied().filter(|id| *id != old_leader && members.contains(id)).collect();
+    let fenced_members: Vec<NodeId> = fenced.keys().copied().filter(|id| members.contains(id)).collect();
     let need = majority(members.len());
     if fenced_members.len() < need {
         return Err(format!(
@@ -319,6 +333,7 @@ pub fn choose_leader(
     let followers: Vec<NodeId> = members.iter().copied().filter(|&id| id != old_leader).collect();
     let count_in = |among: &[NodeId]| among.iter().filter(|id| fenced_members.contains(id)).count();
     let (have, want, what) = match policy {
+        _ if fenced_members.contains(&old_leader) => (0, 0, String::new()),
         AckPolicy::Async => (0, 0, String::new()),
         AckPolicy::Any(k) => {
             (count_in(&followers), followers.len() + 1 - (*k).clamp(1, followers.len().max(1)), "followers".into())
@@ -464,6 +479,23 @@ pub enum FailoverRpc {
     Resume {
         /// The leader's epoch.
         epoch: Epoch,
+    },
+    /// To the control plane's leader: move leadership to `to` without
+    /// losing a write. Answered with `SwitchedOver` or `Error`.
+    Switchover {
+        /// The node to lead.
+        to: NodeId,
+        /// How long the target may take to catch up.
+        timeout_ms: u64,
+    },
+    /// Answer to `Switchover`: what happened.
+    SwitchedOver {
+        /// The new epoch.
+        epoch: Epoch,
+        /// The last LSN of the old epoch (all on the new leader).
+        lsn: Lsn,
+        /// How long writes were paused, ms.
+        paused_ms: u64,
     },
     /// Answer to `Probe`.
     Report(NodeReport),

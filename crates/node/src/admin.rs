@@ -60,6 +60,8 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: wat
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/faults", get(get_faults).post(set_faults))
+        .route("/events", get(events))
+        .route("/switchover", axum::routing::post(switchover))
         .with_state(shared);
     let stop = async move {
         let _ = shutdown.changed().await;
@@ -146,11 +148,49 @@ fn replication_json(shared: &Shared) -> (&'static str, serde_json::Value) {
                 "consistent_lsn": status.consistent_lsn,
             }),
         ),
+        RoleView::Idle { reason } => ("idle", serde_json::json!({ "reason": reason })),
     }
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Json<Status> {
     Json(status_of(&shared))
+}
+
+/// `GET /events`: the node's event log (failovers, RTO, rollbacks,
+/// switchovers), oldest first.
+async fn events(State(shared): State<Arc<Shared>>) -> Json<Vec<crate::events::Event>> {
+    Json(shared.repl.events.list())
+}
+
+/// Query of `POST /switchover`.
+#[derive(Debug, serde::Deserialize)]
+struct SwitchoverQuery {
+    to: u64,
+    #[serde(default)]
+    timeout_ms: u64,
+}
+
+/// `POST /switchover?to=N[&timeout_ms=T]`: moves leadership to node N with
+/// zero writes lost (from any node of the cluster).
+async fn switchover(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<SwitchoverQuery>,
+) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    let Some(failover) = &shared.failover else {
+        return (StatusCode::CONFLICT, "switchover needs automatic failover (members and no --leader)\n".into());
+    };
+    match failover.switchover(q.to, q.timeout_ms).await {
+        Ok(tandem_core::failover::FailoverRpc::SwitchedOver { epoch, lsn, paused_ms }) => (
+            StatusCode::OK,
+            format!(
+                "node {} leads epoch {epoch}; every write up to LSN {lsn} is on it; writes paused {paused_ms} ms\n",
+                q.to
+            ),
+        ),
+        Ok(other) => (StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}\n")),
+        Err(e) => (StatusCode::CONFLICT, format!("switchover failed: {e}\n")),
+    }
 }
 
 /// `GET /faults`: the injected link faults.

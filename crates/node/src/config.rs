@@ -61,10 +61,24 @@ pub struct Config {
     /// Empty: a standalone node that leads itself.
     #[serde(with = "members_serde")]
     pub members: Vec<(u64, SocketAddr)>,
-    /// Which member leads at start (until automatic failover lands). `None`
-    /// with members configured: this node waits as a follower of nobody
-    /// until `REPLICAOF` says otherwise; without members: itself.
+    /// Which member leads, fixed (static roles; change with `REPLICAOF`).
+    /// `None` with members configured: automatic failover — the control
+    /// plane elects and replaces the leader. Without members: itself.
     pub leader: Option<u64>,
+    /// Automatic failover: how long a follower's lease grant binds it (its
+    /// clock). The leader holds its lease for
+    /// `lease_ms · (100 − clock_drift_percent) / (100 + clock_drift_percent)`
+    /// after the grant's stamp; see docs/failover.md.
+    pub lease_ms: u64,
+    /// Automatic failover: the bound on how far any node's clock rate may
+    /// differ from real time, in percent. Lease safety relies on it.
+    pub clock_drift_percent: u64,
+    /// Automatic failover: a leader not heard from by a majority for this
+    /// long is replaced (at least `lease_ms`).
+    pub failover_timeout_ms: u64,
+    /// Automatic failover: how often the control plane's leader probes
+    /// every member.
+    pub probe_interval_ms: u64,
     /// The keyspace's default ack policy: `async`, `any k`,
     /// `first k (a,b,..)`, `all`.
     pub ack: String,
@@ -140,6 +154,10 @@ impl Default for Config {
             ack_timeout_ms: 5_000,
             cluster_secret: None,
             apply_delay_ms: 0,
+            lease_ms: 400,
+            clock_drift_percent: 10,
+            failover_timeout_ms: 400,
+            probe_interval_ms: 50,
         }
     }
 }
@@ -152,6 +170,17 @@ impl Config {
 
     /// Checks settings that depend on each other. Returns what is wrong.
     pub fn validate(&self) -> Result<(), String> {
+        self.lease_config().validate().map_err(|e| format!("lease: {e}"))?;
+        if self.failover_timeout_ms < self.lease_ms {
+            return Err(format!(
+                "failover_timeout_ms ({}) must be at least lease_ms ({}): a follower cannot help replace a leader \
+                 while its lease grant still binds it",
+                self.failover_timeout_ms, self.lease_ms
+            ));
+        }
+        if self.probe_interval_ms == 0 {
+            return Err("probe_interval_ms must be positive".into());
+        }
         if !self.members.is_empty() && !self.members.iter().any(|(id, _)| *id == self.node_id) {
             return Err(format!("node_id {} is not among members", self.node_id));
         }
@@ -174,6 +203,17 @@ impl Config {
     }
 
     /// The peer address of member `id`.
+    /// Members configured and no fixed leader: the control plane elects and
+    /// replaces the leader.
+    pub fn automatic_failover(&self) -> bool {
+        !self.members.is_empty() && self.leader.is_none()
+    }
+
+    /// Lease timing for automatic failover.
+    pub fn lease_config(&self) -> tandem_core::failover::LeaseConfig {
+        tandem_core::failover::LeaseConfig { lease_ms: self.lease_ms, clock_drift_percent: self.clock_drift_percent }
+    }
+
     pub fn member_addr(&self, id: u64) -> Option<SocketAddr> {
         self.members.iter().find(|(i, _)| *i == id).map(|(_, a)| *a)
     }

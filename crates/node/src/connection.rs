@@ -230,7 +230,7 @@ async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]
         return (spec.index(), reply(command::wrong_arity(spec.name)));
     }
     if spec.is_write() {
-        if let Some(e) = shared.repl.readonly_error() {
+        if let Some(e) = shared.repl.write_refusal().await {
             return (spec.index(), reply(Frame::Error(e)));
         }
     }

@@ -15,7 +15,11 @@
 //!   (`HELLO`, `AUTH`, `INFO`, `CONFIG`, `COMMAND`, `CLIENT`, `SAVE`).
 //! - [`admin`]: the HTTP endpoint (`/healthz`, `/status`, `/metrics`,
 //!   `/faults`).
+//! - [`failover`]: automatic failover around the control plane (map
+//!   watcher, orchestrator, fencing, switchover).
 //! - [`faults`]: injected link faults (cut peers, added delay).
+//! - [`events`]: the event log (failovers, RTO, rollbacks) behind `/events`.
+//! - [`rollback`]: rollback files (entries a node had to remove on rejoin).
 //! - [`metrics`]: the Prometheus registry.
 
 pub mod admin;
@@ -24,10 +28,13 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod db;
+pub mod events;
+pub mod failover;
 pub mod faults;
 pub mod metrics;
 pub mod node_commands;
 pub mod repl;
+pub mod rollback;
 pub mod server;
 
 pub use config::Config;

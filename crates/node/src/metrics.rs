@@ -92,6 +92,16 @@ pub struct Metrics {
     pub replica_lag_lsn: Family<ReplicaLabel, Gauge>,
     /// Per follower: time lag, sampled every 100 ms.
     pub replica_lag_seconds: Family<ReplicaLabel, Histogram, fn() -> Histogram>,
+    /// Failovers this node orchestrated (promotions after a lost leader).
+    pub failovers: Counter,
+    /// Switchovers this node orchestrated.
+    pub switchovers: Counter,
+    /// Recovery time of the last failover this node orchestrated, seconds.
+    pub failover_rto_seconds: Histogram,
+    /// Entries this node removed into rollback files on rejoin.
+    pub rollback_entries: Counter,
+    /// 1 while this node leads and holds its lease.
+    pub lease_held: Gauge,
     /// Per-command handles into `ops` and `latency`, indexed like
     /// `COMMANDS` (last slot: unknown commands), so the hot path does no
     /// label allocation or map lookup.
@@ -126,6 +136,11 @@ impl Metrics {
             repl_entries_applied: Counter::default(),
             replica_lag_lsn: Family::default(),
             replica_lag_seconds: Family::new_with_constructor(lag_histogram as fn() -> Histogram),
+            failovers: Counter::default(),
+            switchovers: Counter::default(),
+            failover_rto_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            rollback_entries: Counter::default(),
+            lease_held: Gauge::default(),
             registry: Registry::default(),
         };
         let names = COMMANDS.iter().map(|c| c.name).chain(std::iter::once("unknown"));
@@ -164,6 +179,19 @@ impl Metrics {
             m.replica_lag_seconds.clone(),
         );
         registry.register("expired_keys", "Keys removed by active expiry", m.expired_keys.clone());
+        registry.register("failovers", "Failovers this node orchestrated", m.failovers.clone());
+        registry.register("switchovers", "Switchovers this node orchestrated", m.switchovers.clone());
+        registry.register(
+            "failover_rto_seconds",
+            "Recovery time of failovers this node orchestrated (leader last heard until promotion)",
+            m.failover_rto_seconds.clone(),
+        );
+        registry.register(
+            "rollback_entries",
+            "Entries removed into rollback files on rejoin",
+            m.rollback_entries.clone(),
+        );
+        registry.register("lease_held", "1 while this node leads and holds its lease", m.lease_held.clone());
         Metrics { registry, per_command, ..m }
     }
 

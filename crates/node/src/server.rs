@@ -14,7 +14,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::control::{ControlConfig, ControlPlane};
 use crate::db::{Db, DbError};
+use crate::events::Events;
+use crate::failover::Failover;
 use crate::faults::Faults;
 use crate::metrics::Metrics;
 
@@ -60,6 +63,10 @@ pub struct Shared {
     pub ops_per_sec: AtomicU64,
     /// Replication: role, peers, ack waits.
     pub repl: Arc<crate::repl::Replication>,
+    /// The control plane (automatic failover only).
+    pub control: Option<Arc<ControlPlane>>,
+    /// Automatic failover: map watcher, orchestrator, switchover.
+    pub failover: Option<Arc<Failover>>,
     next_client_id: AtomicU64,
     snapshot_running: std::sync::atomic::AtomicBool,
 }
@@ -141,10 +148,32 @@ pub async fn run(
     config.client_addr = client_listener.local_addr().expect("bound listener has an address");
     config.admin_addr = admin_listener.local_addr().expect("bound listener has an address");
     config.peer_addr = peer_listener.local_addr().expect("bound listener has an address");
+    let faults = Arc::new(Faults::default());
     let repl = Arc::new(
-        crate::repl::Replication::start(&config, db.clone(), metrics.clone(), Arc::new(Faults::default()))
-            .map_err(NodeError::Config)?,
+        crate::repl::Replication::start(
+            &config,
+            db.clone(),
+            metrics.clone(),
+            faults.clone(),
+            Arc::new(Events::new(config.node_id)),
+        )
+        .map_err(NodeError::Config)?,
     );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Automatic failover: the control plane (Raft over the cluster map) and
+    // the failover tasks on top of it.
+    let (control, failover) = if config.automatic_failover() {
+        let mut cc =
+            ControlConfig::new(config.node_id, config.members.clone(), config.data_dir.join("control"), faults);
+        cc.cluster_secret_hash = crate::repl::wire::secret_hash(config.cluster_secret.as_deref());
+        let control = ControlPlane::start(cc).await.map_err(|e| NodeError::Config(format!("control plane: {e}")))?;
+        repl.set_control(control.clone());
+        let failover =
+            Failover::start(&config, db.clone(), repl.clone(), control.clone(), metrics.clone(), shutdown_rx.clone());
+        (Some(control), Some(failover))
+    } else {
+        (None, None)
+    };
     let shared = Arc::new(Shared {
         config,
         db,
@@ -152,11 +181,12 @@ pub async fn run(
         started: Instant::now(),
         ops_per_sec: AtomicU64::new(0),
         repl: repl.clone(),
+        control: control.clone(),
+        failover,
         next_client_id: AtomicU64::new(1),
         snapshot_running: std::sync::atomic::AtomicBool::new(false),
     });
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin = tokio::spawn(crate::admin::serve(shared.clone(), admin_listener, shutdown_rx.clone()));
     let background = tokio::spawn(background_tasks(shared.clone(), shutdown_rx.clone()));
     let peers = tokio::spawn(repl.clone().serve_peers(peer_listener, shutdown_rx.clone()));
@@ -165,7 +195,11 @@ pub async fn run(
         admin = %shared.config.admin_addr,
         peer = %shared.config.peer_addr,
         node_id = shared.config.node_id,
-        role = if repl.is_leader() { "leader" } else { "follower" },
+        role = match repl.role_key() {
+            crate::repl::RoleKey::Leading(_) => "leader",
+            crate::repl::RoleKey::Following(_) => "follower",
+            crate::repl::RoleKey::Idle => "idle (waiting for the control plane)",
+        },
         "ready"
     );
     on_ready(&shared.config);
@@ -203,6 +237,9 @@ pub async fn run(
     let _ = admin.await;
     let _ = peers.await;
     repl.shutdown();
+    if let Some(control) = &control {
+        control.shutdown().await;
+    }
     let db = shared.db.clone();
     let changed = db.entries_since_snapshot() > 0;
     tokio::task::spawn_blocking(move || -> Result<(), DbError> {
@@ -258,7 +295,7 @@ async fn background_tasks(shared: Arc<Shared>, mut shutdown: watch::Receiver<boo
                 shared.db.check_log_health();
                 // Only the leader deletes expired keys (through the log);
                 // followers hide them on reads and replay the leader's Dels.
-                if !shared.repl.is_leader() {
+                if !shared.repl.holds_lease() {
                     continue;
                 }
                 let n = shared.db.expire_sweep(EXPIRE_SWEEP_KEYS_MAX);

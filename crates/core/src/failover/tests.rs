@@ -95,6 +95,17 @@ fn assess_fences_only_when_a_majority_lost_the_leader() {
     // One answer out of three is not enough.
     reports.remove(&3);
     assert_eq!(assess(&members, Some(1), 5, &reports, 500), Assessment::Healthy);
+    // A leader that restarted (answers, not leading) counts as lost and is
+    // fenced with the others.
+    reports.insert(1, report(5, 0, 5, 10));
+    assert_eq!(assess(&members, Some(1), 5, &reports, 500), Assessment::Fence { old_epoch: 5, targets: vec![1, 2, 3] });
+    // A single-node cluster recovers from its own restart.
+    let mut alone = BTreeMap::new();
+    alone.insert(1, report(5, 0, 5, 10));
+    assert_eq!(assess(&[1], Some(1), 5, &alone, 500), Assessment::Fence { old_epoch: 5, targets: vec![1] });
+    // A live leader is healthy.
+    alone.insert(1, NodeReport { leading: true, ..report(5, 0, 5, 10) });
+    assert_eq!(assess(&[1], Some(1), 5, &alone, 500), Assessment::Healthy);
 }
 
 #[test]
@@ -123,9 +134,12 @@ fn promotion_picks_the_highest_epoch_then_lsn() {
 fn promotion_waits_for_a_majority_of_fences() {
     let f = fenced(&[(2, 1, 10)]);
     assert!(choose_leader(&AckPolicy::Async, &[1, 2, 3], 1, &f).unwrap_err().contains("1 of 3 members fenced"));
-    // The old leader's own fence does not count.
-    let f = fenced(&[(1, 1, 10), (2, 1, 10)]);
-    assert!(choose_leader(&AckPolicy::Async, &[1, 2, 3], 1, &f).is_err());
+    // An old leader that restarted (it only fences then) counts, holds what
+    // it acknowledged, and satisfies any policy.
+    let f = fenced(&[(1, 1, 10), (2, 1, 12)]);
+    assert_eq!(choose_leader(&AckPolicy::All, &[1, 2, 3], 1, &f), Ok(2));
+    assert_eq!(choose_leader(&AckPolicy::Any(2), &[1, 2, 3], 1, &fenced(&[(1, 1, 10)])).ok(), None);
+    assert_eq!(choose_leader(&AckPolicy::Any(1), &[1], 1, &fenced(&[(1, 1, 10)])), Ok(1));
 }
 
 #[test]
