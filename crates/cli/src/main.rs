@@ -4,12 +4,14 @@
 //! - `bench`: load-generate against any RESP server (Tandem or Redis);
 //! - `lag`: replication lag from a leader to a follower;
 //! - `status`: print a node's `/status`;
+//! - `cluster show|add|remove`: the control plane's map and membership;
 //! - `log repair`: truncate a corrupt log deliberately.
 //!
 //! This crate only parses arguments, sets up logging and signals, and calls
 //! the library crates; it holds no database logic.
 
 mod bench_cmd;
+mod cluster_cmd;
 mod proxy_cmd;
 mod server_cmd;
 mod up_cmd;
@@ -47,6 +49,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:7380", env = "TANDEM_ADMIN_ADDR")]
         admin_addr: String,
     },
+    /// The cluster map and membership (control plane): show, add, remove.
+    Cluster(cluster_cmd::ClusterArgs),
     /// Maintenance of the replication log on disk (node stopped).
     Log {
         #[command(subcommand)]
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
             proxy_cmd::run(args)
         }
         Command::Status { admin_addr } => status(&admin_addr),
+        Command::Cluster(args) => cluster_cmd::run(args),
         Command::Log { command: LogCommand::Repair { data_dir, yes } } => {
             init_logging();
             repair(&data_dir, yes)

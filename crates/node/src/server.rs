@@ -34,6 +34,9 @@ pub enum NodeError {
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The control plane could not start.
+    #[error("control plane: {0}")]
+    Control(#[from] crate::control::ControlError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -60,6 +63,9 @@ pub struct Shared {
     pub ops_per_sec: AtomicU64,
     /// Replication: role, peers, ack waits.
     pub repl: Arc<crate::repl::Replication>,
+    /// The control plane (Raft over the cluster map): running when members
+    /// are configured and no `--leader` is given.
+    pub control: Option<Arc<crate::control::ControlPlane>>,
     next_client_id: AtomicU64,
     snapshot_running: std::sync::atomic::AtomicBool,
 }
@@ -145,6 +151,14 @@ pub async fn run(
         crate::repl::Replication::start(&config, db.clone(), metrics.clone(), Arc::new(Faults::default()))
             .map_err(NodeError::Config)?,
     );
+    let control = match config.members.is_empty() || config.leader.is_some() {
+        true => None,
+        false => {
+            let cp = crate::control::ControlPlane::start(control_config(&config, repl.faults.clone())).await?;
+            repl.set_control(cp.clone());
+            Some(cp)
+        }
+    };
     let shared = Arc::new(Shared {
         config,
         db,
@@ -152,6 +166,7 @@ pub async fn run(
         started: Instant::now(),
         ops_per_sec: AtomicU64::new(0),
         repl: repl.clone(),
+        control: control.clone(),
         next_client_id: AtomicU64::new(1),
         snapshot_running: std::sync::atomic::AtomicBool::new(false),
     });
@@ -202,6 +217,9 @@ pub async fn run(
     let _ = background.await;
     let _ = admin.await;
     let _ = peers.await;
+    if let Some(cp) = &control {
+        cp.shutdown().await;
+    }
     repl.shutdown();
     let db = shared.db.clone();
     let changed = db.entries_since_snapshot() > 0;
@@ -217,6 +235,21 @@ pub async fn run(
     .expect("shutdown task does not panic")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The control plane's settings from the node's configuration.
+fn control_config(config: &Config, faults: Arc<Faults>) -> crate::control::ControlConfig {
+    crate::control::ControlConfig {
+        node_id: config.node_id,
+        members: config.members.clone(),
+        dir: config.data_dir.join("control"),
+        cluster_secret_hash: crate::repl::wire::secret_hash(config.cluster_secret.as_deref()),
+        faults,
+        heartbeat_ms: config.control_heartbeat_ms,
+        election_timeout_min_ms: config.control_election_timeout_min_ms,
+        election_timeout_max_ms: config.control_election_timeout_max_ms,
+        join: config.join,
+    }
 }
 
 fn accept(
