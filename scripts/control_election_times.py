@@ -1,7 +1,9 @@
+# Usage: python3 scripts/control_election_times.py target/release/tandem RUNS
+#
 # Measures: time from starting 3 `tandem server` processes (--members, no --leader)
 # to all /cluster answers agreeing on one Raft leader; then kill -9 of that
 # leader to the two survivors agreeing on a new one. Repeated N times.
-import json, os, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 BIN = sys.argv[1]; N = int(sys.argv[2])
 def free_ports(n):
     ss = [socket.socket() for _ in range(n)]
@@ -21,10 +23,10 @@ elect, reelect = [], []
 for run in range(N):
     ports = free_ports(3)
     members = ",".join(f"{i+1}=127.0.0.1:{p}" for i, p in enumerate(ports))
-    procs, admins = [], []
+    procs, admins, dirs = [], [], []
     t0 = time.monotonic()
     for i in range(3):
-        d = tempfile.mkdtemp(prefix="tandem-measure-")
+        d = tempfile.mkdtemp(prefix="tandem-measure-"); dirs.append(d)
         p = subprocess.Popen([BIN, "server", "--node-id", str(i+1), "--data-dir", d, "--client-addr", "127.0.0.1:0",
             "--admin-addr", "127.0.0.1:0", "--peer-addr", f"127.0.0.1:{ports[i]}", "--members", members, "--print-ready"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -42,6 +44,7 @@ for run in range(N):
     reelect.append(time.monotonic() - t1)
     for p in procs:
         if p.poll() is None: p.send_signal(signal.SIGTERM); p.wait()
+    for d in dirs: shutil.rmtree(d, ignore_errors=True)
 def stats(xs):
     xs = sorted(x*1000 for x in xs)
     return f"min {xs[0]:.0f} ms, median {xs[len(xs)//2]:.0f} ms, max {xs[-1]:.0f} ms"
