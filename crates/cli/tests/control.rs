@@ -58,6 +58,35 @@ fn cli(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Sends `hello` then one `ControlRequest` on node's peer port; returns the
+/// first frame the node answers (or None if it closed without one).
+fn control_hello_answer(peer_port: u16, secret: Option<&str>) -> Option<tandem_core::repl::PeerMsg> {
+    use std::io::{Read, Write};
+    use tandem_core::repl::PeerMsg;
+    use tandem_node::repl::wire;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", peer_port)).expect("connect to the peer port");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = Vec::new();
+    wire::encode_frame(
+        &PeerMsg::ControlHello { node_id: 99, cluster_secret_hash: wire::secret_hash(secret) },
+        &mut out,
+    );
+    // Not a valid RPC body: the node must answer with an error, not close.
+    wire::encode_frame(&PeerMsg::ControlRequest { id: 7, body: bytes::Bytes::from_static(b"\xff\xff") }, &mut out);
+    s.write_all(&out).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(msg) = wire::take_frame(&mut buf).expect("a well-formed frame") {
+            return Some(msg);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 #[test]
 fn control_three_servers_without_leader_elect_one_raft_leader_and_change_membership() {
     let ports = free_ports(4);
@@ -80,6 +109,18 @@ fn control_three_servers_without_leader_elect_one_raft_leader_and_change_members
         assert_eq!(v["map"]["members"].as_object().map(|m| m.len()), Some(3), "{v}");
         assert!(v["map"]["leader"].is_null(), "the control plane must not choose a data leader by itself: {v}");
         assert!(n.stderr().contains("waiting for the control plane to choose a leader"));
+    }
+
+    // The peer port hands control connections to the control plane only
+    // with the right cluster secret.
+    use tandem_core::repl::PeerMsg;
+    match control_hello_answer(ports[0], Some("wrong")) {
+        Some(PeerMsg::Refuse { reason }) => assert!(reason.contains("wrong cluster secret"), "{reason}"),
+        other => panic!("a wrong secret was not refused: {other:?}"),
+    }
+    match control_hello_answer(ports[0], Some("control-test")) {
+        Some(PeerMsg::ControlResponse { id: 7, body }) => assert!(!body.is_empty()),
+        other => panic!("no control answer with the right secret: {other:?}"),
     }
 
     // A fourth node joins by command, through a follower's admin port.
