@@ -14,8 +14,10 @@
 //! - [`node_commands`]: commands that need the connection or node
 //!   (`HELLO`, `AUTH`, `INFO`, `CONFIG`, `COMMAND`, `CLIENT`, `SAVE`).
 //! - [`admin`]: the HTTP endpoint (`/healthz`, `/status`, `/metrics`,
-//!   `/faults`).
+//!   `/faults`, `/cluster`).
 //! - [`faults`]: injected link faults (cut peers, added delay).
+//! - [`control`]: the control plane, a Raft group (openraft) over the
+//!   cluster map, on the peer port.
 //! - [`metrics`]: the Prometheus registry.
 
 pub mod admin;
