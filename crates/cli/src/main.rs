@@ -6,12 +6,14 @@
 //! - `status`: print nodes' `/status` and their merged event log;
 //! - `switchover`: move leadership to a chosen node, losing nothing;
 //! - `rollback list|show`: what a node removed when it rejoined;
+//! - `cluster show|add|remove`: the control plane's map and membership;
 //! - `log repair`: truncate a corrupt log deliberately.
 //!
 //! This crate only parses arguments, sets up logging and signals, and calls
 //! the library crates; it holds no database logic.
 
 mod bench_cmd;
+mod cluster_cmd;
 mod failover_cmd;
 mod proxy_cmd;
 mod server_cmd;
@@ -61,6 +63,8 @@ enum Command {
         #[command(subcommand)]
         command: failover_cmd::RollbackCommand,
     },
+    /// The cluster map and membership (control plane): show, add, remove.
+    Cluster(cluster_cmd::ClusterArgs),
     /// Maintenance of the replication log on disk (node stopped).
     Log {
         #[command(subcommand)]
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Command::Status { admin_addr } => status(&admin_addr),
         Command::Switchover(args) => failover_cmd::switchover(args),
         Command::Rollback { command } => failover_cmd::rollback(command),
+        Command::Cluster(args) => cluster_cmd::run(args),
         Command::Log { command: LogCommand::Repair { data_dir, yes } } => {
             init_logging();
             repair(&data_dir, yes)

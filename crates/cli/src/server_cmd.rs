@@ -74,10 +74,23 @@ pub struct ServerArgs {
     /// Without it the node is standalone and leads itself.
     #[arg(long, env = "TANDEM_MEMBERS")]
     members: Option<String>,
-    /// The member that leads at start (automatic failover is not built yet;
-    /// at run time: REPLICAOF host peer-port / REPLICAOF NO ONE).
+    /// The member that leads at start (at run time: REPLICAOF host peer-port /
+    /// REPLICAOF NO ONE). Without it, members run the control plane (Raft).
     #[arg(long, env = "TANDEM_LEADER")]
     leader: Option<u64>,
+    /// Join a running cluster instead of initializing the control plane: the
+    /// node waits until `tandem cluster add` (POST /cluster/members) adds it.
+    #[arg(long, env = "TANDEM_JOIN")]
+    join: bool,
+    /// Control plane (Raft) heartbeat interval, ms [default: 50].
+    #[arg(long, env = "TANDEM_CONTROL_HEARTBEAT_MS")]
+    control_heartbeat_ms: Option<u64>,
+    /// Control plane election timeout, lower bound, ms [default: 150].
+    #[arg(long, env = "TANDEM_CONTROL_ELECTION_TIMEOUT_MIN_MS")]
+    control_election_timeout_min_ms: Option<u64>,
+    /// Control plane election timeout, upper bound, ms [default: 300].
+    #[arg(long, env = "TANDEM_CONTROL_ELECTION_TIMEOUT_MAX_MS")]
+    control_election_timeout_max_ms: Option<u64>,
     /// Default ack policy: "async", "any K", "first K (ID,ID,..)", "all" [default: async].
     #[arg(long, env = "TANDEM_ACK")]
     ack: Option<String>,
@@ -152,6 +165,10 @@ impl ServerArgs {
         if self.leader.is_some() {
             c.leader = self.leader;
         }
+        c.join |= self.join;
+        set!(control_heartbeat_ms <- self.control_heartbeat_ms);
+        set!(control_election_timeout_min_ms <- self.control_election_timeout_min_ms);
+        set!(control_election_timeout_max_ms <- self.control_election_timeout_max_ms);
         set!(ack <- self.ack);
         set!(ack_level <- self.ack_level);
         set!(ack_timeout_ms <- self.ack_timeout_ms);

@@ -1,7 +1,9 @@
-//! The admin HTTP endpoint: `/healthz`, `/status` (JSON) and `/metrics`
-//! (Prometheus text).
+//! The admin HTTP endpoint: `/healthz`, `/status` (JSON), `/metrics`
+//! (Prometheus text), `/faults` (link fault injection) and `/cluster` (the
+//! control plane's map and membership commands).
 //!
-//! Read-only: it reports, it never changes the node.
+//! It reports, and it passes operator commands (faults, membership) to the
+//! module that owns them; it never changes data.
 
 use std::sync::Arc;
 
@@ -62,6 +64,9 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: wat
         .route("/faults", get(get_faults).post(set_faults))
         .route("/events", get(events))
         .route("/switchover", axum::routing::post(switchover))
+        .route("/cluster", get(get_cluster))
+        .route("/cluster/members", axum::routing::post(add_member))
+        .route("/cluster/members/{id}", axum::routing::delete(remove_member))
         .with_state(shared);
     let stop = async move {
         let _ = shutdown.changed().await;
@@ -208,4 +213,70 @@ async fn set_faults(State(shared): State<Arc<Shared>>, Json(spec): Json<FaultSpe
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     refresh_gauges(&shared);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics.render())
+}
+
+/// `POST /cluster/members` body.
+#[derive(Debug, serde::Deserialize)]
+pub struct AddMember {
+    /// The new node's id.
+    pub id: u64,
+    /// Its peer address.
+    pub peer_addr: std::net::SocketAddr,
+}
+
+type ClusterReply = (axum::http::StatusCode, Json<serde_json::Value>);
+
+fn control_of(shared: &Shared) -> Result<Arc<crate::control::ControlPlane>, ClusterReply> {
+    shared.control.clone().ok_or_else(|| {
+        let msg = "this node runs no control plane (it needs --members and no --leader)";
+        (axum::http::StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": msg })))
+    })
+}
+
+fn cluster_reply(result: Result<crate::control::ClusterMap, crate::control::ControlError>) -> ClusterReply {
+    use crate::control::ControlError;
+    match result {
+        Ok(map) => (axum::http::StatusCode::OK, Json(serde_json::json!({ "map": map }))),
+        Err(e) => {
+            let code = match e {
+                ControlError::UnknownMember(_) => axum::http::StatusCode::NOT_FOUND,
+                ControlError::NoLeader | ControlError::Unreachable { .. } | ControlError::Cut { .. } => {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (code, Json(serde_json::json!({ "error": e.to_string() })))
+        }
+    }
+}
+
+/// `GET /cluster`: the cluster map and this node's view of the Raft group.
+async fn get_cluster(State(shared): State<Arc<Shared>>) -> ClusterReply {
+    match control_of(&shared) {
+        Ok(cp) => {
+            let map = cp.map().borrow().clone();
+            (axum::http::StatusCode::OK, Json(serde_json::json!({ "map": map, "status": cp.status() })))
+        }
+        Err(reply) => reply,
+    }
+}
+
+/// `POST /cluster/members` with `{"id":4,"peer_addr":"127.0.0.1:7411"}`:
+/// adds a node (learner, catch up, voter); answers the new map.
+async fn add_member(State(shared): State<Arc<Shared>>, Json(req): Json<AddMember>) -> ClusterReply {
+    match control_of(&shared) {
+        Ok(cp) => cluster_reply(cp.add_member(req.id, req.peer_addr).await),
+        Err(reply) => reply,
+    }
+}
+
+/// `DELETE /cluster/members/{id}`: removes a node; answers the new map.
+async fn remove_member(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> ClusterReply {
+    match control_of(&shared) {
+        Ok(cp) => cluster_reply(cp.remove_member(id).await),
+        Err(reply) => reply,
+    }
 }

@@ -79,6 +79,16 @@ pub struct Config {
     /// Automatic failover: how often the control plane's leader probes
     /// every member.
     pub probe_interval_ms: u64,
+    /// Start the control plane without initializing it: this node waits to
+    /// be added by `POST /cluster/members` (or `tandem cluster add`) on a
+    /// running cluster. Only meaningful with members and no leader.
+    pub join: bool,
+    /// Control plane (Raft) heartbeat interval, ms.
+    pub control_heartbeat_ms: u64,
+    /// Control plane election timeout, lower bound, ms.
+    pub control_election_timeout_min_ms: u64,
+    /// Control plane election timeout, upper bound, ms.
+    pub control_election_timeout_max_ms: u64,
     /// The keyspace's default ack policy: `async`, `any k`,
     /// `first k (a,b,..)`, `all`.
     pub ack: String,
@@ -149,6 +159,10 @@ impl Default for Config {
             io_threads: 1,
             members: Vec::new(),
             leader: None,
+            join: false,
+            control_heartbeat_ms: crate::control::HEARTBEAT_MS_DEFAULT,
+            control_election_timeout_min_ms: crate::control::ELECTION_TIMEOUT_MIN_MS_DEFAULT,
+            control_election_timeout_max_ms: crate::control::ELECTION_TIMEOUT_MAX_MS_DEFAULT,
             ack: "async".into(),
             ack_level: "flush".into(),
             ack_timeout_ms: 5_000,
@@ -188,6 +202,18 @@ impl Config {
             if !self.members.is_empty() && !self.members.iter().any(|(id, _)| *id == leader) {
                 return Err(format!("leader {leader} is not among members"));
             }
+        }
+        if self.control_heartbeat_ms == 0
+            || self.control_election_timeout_min_ms <= self.control_heartbeat_ms
+            || self.control_election_timeout_max_ms <= self.control_election_timeout_min_ms
+        {
+            return Err(format!(
+                "control plane timing must satisfy 0 < heartbeat ({}) < election timeout min ({}) < max ({}) (ms)",
+                self.control_heartbeat_ms, self.control_election_timeout_min_ms, self.control_election_timeout_max_ms
+            ));
+        }
+        if self.join && (self.members.is_empty() || self.leader.is_some()) {
+            return Err("--join needs --members and no --leader (it joins a control-plane cluster)".into());
         }
         self.durability()?;
         Ok(())

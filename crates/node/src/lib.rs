@@ -14,12 +14,14 @@
 //! - [`node_commands`]: commands that need the connection or node
 //!   (`HELLO`, `AUTH`, `INFO`, `CONFIG`, `COMMAND`, `CLIENT`, `SAVE`).
 //! - [`admin`]: the HTTP endpoint (`/healthz`, `/status`, `/metrics`,
-//!   `/faults`).
+//!   `/faults`, `/cluster`, `/events`, `/switchover`).
 //! - [`failover`]: automatic failover around the control plane (map
 //!   watcher, orchestrator, fencing, switchover).
 //! - [`faults`]: injected link faults (cut peers, added delay).
 //! - [`events`]: the event log (failovers, RTO, rollbacks) behind `/events`.
 //! - [`rollback`]: rollback files (entries a node had to remove on rejoin).
+//! - [`control`]: the control plane, a Raft group (openraft) over the
+//!   cluster map, on the peer port.
 //! - [`metrics`]: the Prometheus registry.
 
 pub mod admin;

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::control::{ControlConfig, ControlPlane};
+use crate::control::ControlPlane;
 use crate::db::{Db, DbError};
 use crate::events::Events;
 use crate::failover::Failover;
@@ -37,6 +37,9 @@ pub enum NodeError {
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The control plane could not start.
+    #[error("control plane: {0}")]
+    Control(#[from] crate::control::ControlError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -148,13 +151,12 @@ pub async fn run(
     config.client_addr = client_listener.local_addr().expect("bound listener has an address");
     config.admin_addr = admin_listener.local_addr().expect("bound listener has an address");
     config.peer_addr = peer_listener.local_addr().expect("bound listener has an address");
-    let faults = Arc::new(Faults::default());
     let repl = Arc::new(
         crate::repl::Replication::start(
             &config,
             db.clone(),
             metrics.clone(),
-            faults.clone(),
+            Arc::new(Faults::default()),
             Arc::new(Events::new(config.node_id)),
         )
         .map_err(NodeError::Config)?,
@@ -163,10 +165,7 @@ pub async fn run(
     // Automatic failover: the control plane (Raft over the cluster map) and
     // the failover tasks on top of it.
     let (control, failover) = if config.automatic_failover() {
-        let mut cc =
-            ControlConfig::new(config.node_id, config.members.clone(), config.data_dir.join("control"), faults);
-        cc.cluster_secret_hash = crate::repl::wire::secret_hash(config.cluster_secret.as_deref());
-        let control = ControlPlane::start(cc).await.map_err(|e| NodeError::Config(format!("control plane: {e}")))?;
+        let control = ControlPlane::start(control_config(&config, repl.faults.clone())).await?;
         repl.set_control(control.clone());
         let failover =
             Failover::start(&config, db.clone(), repl.clone(), control.clone(), metrics.clone(), shutdown_rx.clone());
@@ -236,10 +235,10 @@ pub async fn run(
     let _ = background.await;
     let _ = admin.await;
     let _ = peers.await;
-    repl.shutdown();
-    if let Some(control) = &control {
-        control.shutdown().await;
+    if let Some(cp) = &control {
+        cp.shutdown().await;
     }
+    repl.shutdown();
     let db = shared.db.clone();
     let changed = db.entries_since_snapshot() > 0;
     tokio::task::spawn_blocking(move || -> Result<(), DbError> {
@@ -254,6 +253,21 @@ pub async fn run(
     .expect("shutdown task does not panic")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The control plane's settings from the node's configuration.
+fn control_config(config: &Config, faults: Arc<Faults>) -> crate::control::ControlConfig {
+    crate::control::ControlConfig {
+        node_id: config.node_id,
+        members: config.members.clone(),
+        dir: config.data_dir.join("control"),
+        cluster_secret_hash: crate::repl::wire::secret_hash(config.cluster_secret.as_deref()),
+        faults,
+        heartbeat_ms: config.control_heartbeat_ms,
+        election_timeout_min_ms: config.control_election_timeout_min_ms,
+        election_timeout_max_ms: config.control_election_timeout_max_ms,
+        join: config.join,
+    }
 }
 
 fn accept(
