@@ -1,7 +1,8 @@
 //! The admin HTTP endpoint: `/healthz`, `/status` (JSON) and `/metrics`
 //! (Prometheus text).
 //!
-//! Read-only: it reports, it never changes the node.
+//! Read-only except `/faults` (test fault injection) and the `/backup/*`
+//! routes of [`crate::backup_http`], which take snapshots.
 
 use std::sync::Arc;
 
@@ -51,6 +52,8 @@ pub struct Status {
     pub log_status: String,
     /// Replication: on a leader its followers, on a follower its progress.
     pub replication: serde_json::Value,
+    /// Log archiving to the backup repository (null when off).
+    pub archive: serde_json::Value,
 }
 
 /// Serves the admin endpoint until shutdown.
@@ -60,6 +63,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: wat
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/faults", get(get_faults).post(set_faults))
+        .merge(crate::backup_http::routes())
         .with_state(shared);
     let stop = async move {
         let _ = shutdown.changed().await;
@@ -101,6 +105,7 @@ pub fn status_of(shared: &Shared) -> Status {
         connections: shared.metrics.connections.get(),
         log_status: shared.db.log().failed().map_or_else(|| "ok".to_string(), |e| e.to_string()),
         replication,
+        archive: shared.archive.as_ref().map_or(serde_json::Value::Null, |a| a.status_json(last_lsn)),
     }
 }
 
@@ -167,5 +172,6 @@ async fn set_faults(State(shared): State<Arc<Shared>>, Json(spec): Json<FaultSpe
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     refresh_gauges(&shared);
+    crate::archive::refresh_metrics(&shared);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics.render())
 }

@@ -28,6 +28,9 @@ pub const QUERY_BUFFER_BYTES_MAX: usize = 1024 * 1024 * 1024;
 pub const REPLY_BUFFER_BYTES_MAX: usize = 512 * 1024 * 1024;
 /// Default log segment size before rolling to a new file.
 pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Default for `archive_interval_ms`: how often the open log is shipped to
+/// the backup repository.
+pub const ARCHIVE_INTERVAL_MS: u64 = 1000;
 /// Default number of log entries after which a snapshot is taken.
 pub const SNAPSHOT_ENTRIES: u64 = 1_000_000;
 
@@ -84,6 +87,14 @@ pub struct Config {
     /// more spreads them over a work-stealing pool. The log writer always
     /// has a thread of its own.
     pub io_threads: usize,
+    /// Backup repository (a directory, local or a mounted remote filesystem)
+    /// that this node ships its log to continuously (none: no archiving).
+    pub backup_repo: Option<PathBuf>,
+    /// The log is shipped to the backup repository at least this often.
+    pub archive_interval_ms: u64,
+    /// Declared loss budget: while the archive lag exceeds it, writes are
+    /// refused (`-RPOBUDGET`). 0: off.
+    pub rpo_max_ms: u64,
 }
 
 /// Size and count limits; past one, the client gets an error (or, where the
@@ -140,6 +151,9 @@ impl Default for Config {
             ack_timeout_ms: 5_000,
             cluster_secret: None,
             apply_delay_ms: 0,
+            backup_repo: None,
+            archive_interval_ms: ARCHIVE_INTERVAL_MS,
+            rpo_max_ms: 0,
         }
     }
 }
@@ -161,6 +175,20 @@ impl Config {
             }
         }
         self.durability()?;
+        if self.backup_repo.is_some() && self.archive_interval_ms == 0 {
+            return Err("archive_interval_ms must be at least 1".into());
+        }
+        if self.rpo_max_ms > 0 {
+            if self.backup_repo.is_none() {
+                return Err("rpo_max_ms needs backup_repo: the budget is measured against the log archive".into());
+            }
+            if self.rpo_max_ms <= self.archive_interval_ms {
+                return Err(format!(
+                    "rpo_max_ms {} must exceed archive_interval_ms {}: the archive lag reaches the interval between passes even when healthy",
+                    self.rpo_max_ms, self.archive_interval_ms
+                ));
+            }
+        }
         Ok(())
     }
 

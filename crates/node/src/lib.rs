@@ -15,11 +15,16 @@
 //!   (`HELLO`, `AUTH`, `INFO`, `CONFIG`, `COMMAND`, `CLIENT`, `SAVE`).
 //! - [`admin`]: the HTTP endpoint (`/healthz`, `/status`, `/metrics`,
 //!   `/faults`).
+//! - [`archive`]: continuous log archiving to the backup repository, the
+//!   archive lag (backup RPO) and the `rpo_max_ms` write refusal.
+//! - [`backup_http`]: the admin endpoints a base backup is taken through.
 //! - [`faults`]: injected link faults (cut peers, added delay).
 //! - [`metrics`]: the Prometheus registry.
 
 pub mod admin;
+pub mod archive;
 pub mod backlog;
+pub mod backup_http;
 pub mod config;
 pub mod connection;
 pub mod db;

@@ -60,6 +60,8 @@ pub struct Shared {
     pub ops_per_sec: AtomicU64,
     /// Replication: role, peers, ack waits.
     pub repl: Arc<crate::repl::Replication>,
+    /// The log archiver (`backup_repo` set).
+    pub archive: Option<Arc<crate::archive::ArchiveState>>,
     next_client_id: AtomicU64,
     snapshot_running: std::sync::atomic::AtomicBool,
 }
@@ -145,7 +147,9 @@ pub async fn run(
         crate::repl::Replication::start(&config, db.clone(), metrics.clone(), Arc::new(Faults::default()))
             .map_err(NodeError::Config)?,
     );
+    let archive = crate::archive::start(&config, db.clone(), metrics.clone());
     let shared = Arc::new(Shared {
+        archive,
         config,
         db,
         metrics,
@@ -215,6 +219,9 @@ pub async fn run(
     })
     .await
     .expect("shutdown task does not panic")?;
+    if let Some(archive) = shared.archive.clone() {
+        tokio::task::spawn_blocking(move || archive.stop()).await.expect("archiver stop does not panic");
+    }
     tracing::info!("stopped");
     Ok(())
 }
