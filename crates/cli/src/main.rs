@@ -4,12 +4,16 @@
 //! - `bench`: load-generate against any RESP server (Tandem or Redis);
 //! - `lag`: replication lag from a leader to a follower;
 //! - `status`: print a node's `/status`;
-//! - `log repair`: truncate a corrupt log deliberately.
+//! - `log repair`: truncate a corrupt log deliberately;
+//! - `backup base|list|verify|prune`, `restore`, `dr drill`: backups and
+//!   point-in-time recovery (docs/backup.md).
 //!
 //! This crate only parses arguments, sets up logging and signals, and calls
 //! the library crates; it holds no database logic.
 
+mod backup_cmd;
 mod bench_cmd;
+mod dr_cmd;
 mod proxy_cmd;
 mod server_cmd;
 mod up_cmd;
@@ -46,6 +50,19 @@ enum Command {
         /// The node's admin address.
         #[arg(long, default_value = "127.0.0.1:7380", env = "TANDEM_ADMIN_ADDR")]
         admin_addr: String,
+    },
+    /// Backups: base backups from a running node, list, verify, prune.
+    Backup {
+        #[command(subcommand)]
+        command: backup_cmd::BackupCommand,
+    },
+    /// Restore a base backup + archived log to a time, an LSN or the latest
+    /// state, into a new data directory.
+    Restore(backup_cmd::RestoreArgs),
+    /// Disaster-recovery drills.
+    Dr {
+        #[command(subcommand)]
+        command: dr_cmd::DrCommand,
     },
     /// Maintenance of the replication log on disk (node stopped).
     Log {
@@ -97,6 +114,9 @@ fn main() -> ExitCode {
             proxy_cmd::run(args)
         }
         Command::Status { admin_addr } => status(&admin_addr),
+        Command::Backup { command } => backup_cmd::run(command),
+        Command::Restore(args) => backup_cmd::run_restore(args),
+        Command::Dr { command } => dr_cmd::run(command),
         Command::Log { command: LogCommand::Repair { data_dir, yes } } => {
             init_logging();
             repair(&data_dir, yes)

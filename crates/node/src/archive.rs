@@ -74,12 +74,16 @@ impl ArchiveState {
     }
 
     /// The `archive` section of `/status`.
-    pub fn status_json(&self, last_lsn: u64) -> serde_json::Value {
+    /// `last_lsn` / `last_commit_ms`: the node's newest entry (what a loss
+    /// right now would be measured against).
+    pub fn status_json(&self, last_lsn: u64, last_commit_ms: u64) -> serde_json::Value {
         let now = unix_ms();
         serde_json::json!({
             "repository": self.repo_display,
             "archived_lsn": self.archived_lsn.load(Ordering::Acquire),
             "archived_commit_ms": self.archived_commit_ms.load(Ordering::Acquire),
+            "last_lsn": last_lsn,
+            "last_commit_ms": last_commit_ms,
             "lag_lsn": last_lsn.saturating_sub(self.archived_lsn.load(Ordering::Acquire)),
             "lag_ms": self.lag_ms(last_lsn, now),
             "rpo_max_ms": self.rpo_max_ms,
