@@ -140,7 +140,7 @@ impl ArchiveWriter {
         Self::open_with_limit(repo, node_id, ARCHIVE_FILE_BYTES_MAX)
     }
 
-    /// [`Self::open`] with another seal size (tests).
+    /// [`Self::open`] with another seal size (`archive_file_bytes_max`).
     pub fn open_with_limit(repo: &Repository, node_id: u64, file_bytes_max: u64) -> Result<ArchiveWriter, BackupError> {
         let dir = repo.stream_dir(node_id);
         fs::create_dir_all(&dir).map_err(io_err("create archive directory", &dir))?;

@@ -30,8 +30,11 @@ pub const MARKER_FILE: &str = "TANDEM-BACKUP-REPOSITORY";
 const MARKER_TEXT: &str = "tandem backup repository v1\n";
 /// Largest manifest this crate parses.
 pub const MANIFEST_BYTES_MAX: u64 = 1 << 20;
-/// Suffix of files being written (never read as data).
+/// Suffix of files being written (never read as data); the writer's pid follows.
 pub const TEMP_SUFFIX: &str = ".tmp";
+/// How long to wait for another process (a node and `tandem backup base`)
+/// that is creating the same repository at the same moment to finish.
+const CREATE_RACE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A backup repository rooted at a directory.
 #[derive(Clone, Debug)]
@@ -45,11 +48,20 @@ impl Repository {
     /// marker is refused, so a typo never scatters files into a random place.
     pub fn create_or_open(root: &Path) -> Result<Repository, BackupError> {
         let marker = root.join(MARKER_FILE);
+        let deadline = std::time::Instant::now() + CREATE_RACE_WAIT;
         if !marker.exists() {
-            let empty = match fs::read_dir(root) {
-                Ok(mut entries) => entries.next().is_none(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-                Err(e) => return Err(io_err("list", root)(e)),
+            let empty = loop {
+                let names: Vec<String> = match fs::read_dir(root) {
+                    Ok(entries) => entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(io_err("list", root)(e)),
+                };
+                // Another process may be creating it right now.
+                let being_created = names.iter().all(|n| n.starts_with(MARKER_FILE) || n == "base" || n == "archive");
+                if names.is_empty() || marker.exists() || !being_created || std::time::Instant::now() > deadline {
+                    break names.is_empty() || marker.exists();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
             };
             if !empty {
                 return Err(BackupError::Invalid(format!(
@@ -58,7 +70,9 @@ impl Repository {
                 )));
             }
             fs::create_dir_all(root).map_err(io_err("create repository directory", root))?;
-            write_atomic(&marker, MARKER_TEXT.as_bytes())?;
+            if !marker.exists() {
+                write_atomic(&marker, MARKER_TEXT.as_bytes())?;
+            }
         }
         let repo = Repository { root: root.to_path_buf() };
         for dir in [repo.base_root(), repo.archive_root()] {
@@ -112,10 +126,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-/// `path` with [`TEMP_SUFFIX`] appended.
+/// `path` with [`TEMP_SUFFIX`] and this process's id appended (two
+/// processes never share a temp file).
 pub fn temp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
-    s.push(TEMP_SUFFIX);
+    s.push(format!("{TEMP_SUFFIX}{}", std::process::id()));
     PathBuf::from(s)
 }
 

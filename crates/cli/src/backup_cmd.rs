@@ -133,7 +133,10 @@ pub fn http(addr: &str, method: &str, path: &str) -> Result<Vec<u8>, String> {
         .take(HTTP_RESPONSE_BYTES_MAX)
         .read_to_end(&mut response)
         .map_err(|e| format!("reading from {addr}{path}: {e}"))?;
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| format!("{addr}{path}: malformed HTTP response"))?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("{addr}{path}: malformed HTTP response"))?;
     let head = String::from_utf8_lossy(&response[..split]).into_owned();
     let body = response[split + 4..].to_vec();
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
@@ -193,7 +196,11 @@ fn base(repo: &std::path::Path, from: &str) -> Result<bool, String> {
         let path = format!("/backup/file/{}?offset={}&len={PIECE_BYTES}", source.snapshot_name, w.snapshot_bytes());
         let piece = http(from, "GET", &path)?;
         if piece.is_empty() {
-            return Err(format!("{from}: snapshot {} ended early at byte {}", source.snapshot_name, w.snapshot_bytes()));
+            return Err(format!(
+                "{from}: snapshot {} ended early at byte {}",
+                source.snapshot_name,
+                w.snapshot_bytes()
+            ));
         }
         w.write_snapshot(&piece).map_err(|e| e.to_string())?;
         if meter.due() {

@@ -160,7 +160,12 @@ fn drill(args: DrillArgs) -> Result<bool, String> {
     let rpo_ok = rpo_ms <= args.rpo_target_ms;
     let rto_ok = rto_ms <= args.rto_target_ms;
     println!("drill report");
-    println!("  restored:  lsn {} (committed {}) from base {}", report.last_lsn, format_rfc3339(report.last_commit_ms), report.base_id);
+    println!(
+        "  restored:  lsn {} (committed {}) from base {}",
+        report.last_lsn,
+        format_rfc3339(report.last_commit_ms),
+        report.base_id
+    );
     println!(
         "  RPO:       {lost_entries} entries and {:.3} s lost (target {:.3} s): {}",
         rpo_ms as f64 / 1000.0,

@@ -106,6 +106,10 @@ pub struct ServerArgs {
     /// Ship the open log to the backup repository at least this often, ms [default: 1000].
     #[arg(long, env = "TANDEM_ARCHIVE_INTERVAL_MS")]
     archive_interval_ms: Option<u64>,
+    /// Size at which an archive file is sealed and the next one starts,
+    /// bytes [default: 67108864].
+    #[arg(long, env = "TANDEM_ARCHIVE_FILE_BYTES_MAX")]
+    archive_file_bytes_max: Option<u64>,
     /// Loss budget, ms: while the archive lag exceeds it, writes are refused
     /// with -RPOBUDGET (0: off; needs --backup-repo; must exceed
     /// --archive-interval-ms) [default: 0].
@@ -158,6 +162,7 @@ impl ServerArgs {
         }
         set!(archive_interval_ms <- self.archive_interval_ms);
         set!(rpo_max_ms <- self.rpo_max_ms);
+        set!(archive_file_bytes_max <- self.archive_file_bytes_max);
         if self.cluster_secret.is_some() {
             c.cluster_secret = self.cluster_secret;
         }

@@ -105,9 +105,10 @@ pub fn status_of(shared: &Shared) -> Status {
         connections: shared.metrics.connections.get(),
         log_status: shared.db.log().failed().map_or_else(|| "ok".to_string(), |e| e.to_string()),
         replication,
-        archive: shared.archive.as_ref().map_or(serde_json::Value::Null, |a| {
-            a.status_json(last_lsn, shared.db.with_state(|s| s.last_commit_ms))
-        }),
+        archive: shared
+            .archive
+            .as_ref()
+            .map_or(serde_json::Value::Null, |a| a.status_json(last_lsn, shared.db.with_state(|s| s.last_commit_ms))),
     }
 }
 

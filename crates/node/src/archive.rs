@@ -109,18 +109,25 @@ pub fn start(config: &Config, db: Arc<Db>, metrics: Arc<Metrics>) -> Option<Arc<
     // Hold the whole log until the first pass knows what the archive has.
     db.hold_log_from(0);
     let interval = Duration::from_millis(config.archive_interval_ms);
-    let (node_id, thread_state) = (config.node_id, state.clone());
+    let stream = Stream { repo, node_id: config.node_id, file_bytes_max: config.archive_file_bytes_max };
+    let thread_state = state.clone();
     let handle = std::thread::Builder::new()
         .name("tandem-archiver".into())
-        .spawn(move || run(repo, node_id, interval, db, metrics, thread_state, stop_rx))
+        .spawn(move || run(stream, interval, db, metrics, thread_state, stop_rx))
         .expect("spawn the log archiver thread");
     *state.thread.lock() = Some(handle);
     Some(state)
 }
 
-fn run(
+/// Where this node archives to.
+struct Stream {
     repo: std::path::PathBuf,
     node_id: u64,
+    file_bytes_max: u64,
+}
+
+fn run(
+    stream: Stream,
     interval: Duration,
     db: Arc<Db>,
     metrics: Arc<Metrics>,
@@ -131,7 +138,7 @@ fn run(
     loop {
         let started_ms = unix_ms();
         let target = db.last_lsn();
-        match pass(&repo, node_id, &db, &mut writer, target) {
+        match pass(&stream, &db, &mut writer, target) {
             Ok(caught_up) => {
                 let w = writer.as_ref().expect("a successful pass opened the writer");
                 state.archived_lsn.store(w.archived_lsn(), Ordering::Release);
@@ -141,7 +148,7 @@ fn run(
                 }
                 db.hold_log_from(w.archived_lsn() + 1);
                 if state.last_error.lock().take().is_some() {
-                    tracing::info!(repository = %repo.display(), "log archiving recovered");
+                    tracing::info!(repository = %stream.repo.display(), "log archiving recovered");
                 }
             }
             Err(e) => {
@@ -150,7 +157,7 @@ fn run(
                 metrics.archive_failures.inc();
                 let mut last = state.last_error.lock();
                 if last.as_deref() != Some(e.as_str()) {
-                    tracing::error!(repository = %repo.display(), error = %e, "log archiving failed; retrying");
+                    tracing::error!(repository = %stream.repo.display(), error = %e, "log archiving failed; retrying");
                 }
                 *last = Some(e);
             }
@@ -160,7 +167,7 @@ fn run(
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 // Last pass: everything durable at shutdown goes out.
                 let target = db.last_lsn();
-                if let Err(e) = pass(&repo, node_id, &db, &mut writer, target) {
+                if let Err(e) = pass(&stream, &db, &mut writer, target) {
                     tracing::error!(error = %e, "final log archive pass failed");
                 } else if let Some(w) = &writer {
                     state.archived_lsn.store(w.archived_lsn(), Ordering::Release);
@@ -172,21 +179,16 @@ fn run(
 }
 
 /// Ships durable records up to `target`. Returns whether it got there.
-fn pass(
-    repo: &std::path::Path,
-    node_id: u64,
-    db: &Db,
-    writer: &mut Option<ArchiveWriter>,
-    target: u64,
-) -> Result<bool, String> {
+fn pass(stream: &Stream, db: &Db, writer: &mut Option<ArchiveWriter>, target: u64) -> Result<bool, String> {
     if writer.is_none() {
-        let repo = Repository::create_or_open(repo).map_err(|e| e.to_string())?;
-        let w = ArchiveWriter::open(&repo, node_id).map_err(|e| e.to_string())?;
+        let repo = Repository::create_or_open(&stream.repo).map_err(|e| e.to_string())?;
+        let w =
+            ArchiveWriter::open_with_limit(&repo, stream.node_id, stream.file_bytes_max).map_err(|e| e.to_string())?;
         if w.archived_lsn() > db.last_lsn() {
             return Err(format!(
                 "archive stream {} already holds lsn {} but this node's log ends at lsn {}: the data directory was \
                  restored or reset behind it; archiving is stopped (give this node another node_id or another backup_repo)",
-                repo.stream_dir(node_id).display(),
+                repo.stream_dir(stream.node_id).display(),
                 w.archived_lsn(),
                 db.last_lsn()
             ));

@@ -92,6 +92,8 @@ pub struct Config {
     pub backup_repo: Option<PathBuf>,
     /// The log is shipped to the backup repository at least this often.
     pub archive_interval_ms: u64,
+    /// An archive file is sealed and the next one started at this size.
+    pub archive_file_bytes_max: u64,
     /// Declared loss budget: while the archive lag exceeds it, writes are
     /// refused (`-RPOBUDGET`). 0: off.
     pub rpo_max_ms: u64,
@@ -153,6 +155,7 @@ impl Default for Config {
             apply_delay_ms: 0,
             backup_repo: None,
             archive_interval_ms: ARCHIVE_INTERVAL_MS,
+            archive_file_bytes_max: tandem_backup::archive::ARCHIVE_FILE_BYTES_MAX,
             rpo_max_ms: 0,
         }
     }
