@@ -133,8 +133,6 @@ pub struct RestoreReport {
     pub last_commit_ms: u64,
     /// Keys in the result.
     pub keys: u64,
-    /// `Store::digest` of the result.
-    pub digest: u64,
     /// Milliseconds spent loading the snapshot.
     pub load_ms: u64,
     /// Milliseconds spent replaying records.
@@ -296,8 +294,10 @@ pub fn replay(plan: &Plan, progress: &mut dyn FnMut(&Progress)) -> Result<Restor
     let mut last_commit_ms = base.manifest.end_commit_ms;
     let mut epoch = base.manifest.epoch;
     let mut files = Vec::new();
+    let mut effects = Vec::new();
     'files: for source in &plan.sources {
-        let bytes = read_checked(&source.path, source.bytes, source.crc32c)?;
+        // One buffer per file; every key and value replayed is a slice of it.
+        let bytes = bytes::Bytes::from(read_checked(&source.path, source.bytes, source.crc32c)?);
         files.push(source.path.display().to_string());
         for rec in Records::of_file(&source.path, &bytes)? {
             let rec = rec?;
@@ -316,9 +316,10 @@ pub fn replay(plan: &Plan, progress: &mut dyn FnMut(&Progress)) -> Result<Restor
             if done {
                 break 'files;
             }
-            let entry = LogEntry::decode_payload(rec.lsn, rec.epoch, rec.payload)
+            let payload = bytes.slice_ref(rec.payload);
+            LogEntry::decode_effects_shared(&payload, &mut effects)
                 .map_err(|e| corrupt(&source.path, rec.offset, format!("lsn {}: {e}", rec.lsn)))?;
-            for effect in &entry.effects {
+            for effect in &effects {
                 store.apply(effect);
             }
             last_commit_ms = commit_ms;
@@ -366,7 +367,6 @@ pub fn replay(plan: &Plan, progress: &mut dyn FnMut(&Progress)) -> Result<Restor
         last_lsn: next - 1,
         last_commit_ms,
         keys: store.len() as u64,
-        digest: store.digest(),
         load_ms,
         replay_ms: replay_started.elapsed().as_millis() as u64,
         files,
