@@ -299,6 +299,7 @@ pub fn replay(plan: &Plan, progress: &mut dyn FnMut(&Progress)) -> Result<Restor
         // One buffer per file; every key and value replayed is a slice of it.
         let bytes = bytes::Bytes::from(read_checked(&source.path, source.bytes, source.crc32c)?);
         files.push(source.path.display().to_string());
+        p.bytes_read += source.bytes;
         for rec in Records::of_file(&source.path, &bytes)? {
             let rec = rec?;
             if rec.lsn < next {
@@ -331,7 +332,6 @@ pub fn replay(plan: &Plan, progress: &mut dyn FnMut(&Progress)) -> Result<Restor
                 progress(&p);
             }
         }
-        p.bytes_read += source.bytes;
         if next <= source.last_lsn {
             return Err(corrupt(
                 &source.path,
