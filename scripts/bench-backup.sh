@@ -136,7 +136,8 @@ PROWS=$(psqlp $PGPORT "SELECT count(*) FROM kv")
 stop_pg "$P/restored"
 
 # ------------------------------------------------------------------ table
-TR=$(grep -o '[0-9]* entries replayed ([0-9.]* MiB in [0-9]* ms, [0-9]* entries/s)' "$T/replay.out")
+TR=$(grep -o '[0-9]* entries replayed ([0-9.]* MiB in [0-9]* ms, [0-9]* entries/s' "$T/replay.out")
+TR_CPU=$(grep -o 'load + replay used [0-9.]* s CPU' "$T/replay.out" | awk '{print $5}')
 TR_N=$(echo "$TR" | awk '{print $1}'); TR_MS=$(echo "$TR" | grep -o 'in [0-9]* ms' | awk '{print $2}')
 TR_MIB=$(echo "$TR" | grep -o '([0-9.]* MiB' | tr -d '(' | awk '{print $1}')
 TR_TOTAL=$(awk '{print $1}' "$T/replay.time")
@@ -149,6 +150,7 @@ echo "|---|---|---|---|---|"
 printf "| Tandem | base backup (\`tandem backup base\`, over HTTP) | %s MiB | %.2f | %.1f MB/s |\n" "$TBASE_MIB" "$TBASE_S" "$(echo "$TBASE_MIB*1.048576/$TBASE_S" | bc -l)"
 printf "| PostgreSQL 15 | base backup (\`pg_basebackup -X stream -c fast\`) | %s MiB | %.2f | %.1f MB/s |\n" "$PBASE_MIB" "$PBASE_S" "$(echo "$PBASE_MIB*1.048576/$PBASE_S" | bc -l)"
 printf "| Tandem | log replay only (\`restore --to-lsn\`, %s entries, %s MiB of archived log) | %s entries | %.2f | %.0f entries/s, %.1f MB/s |\n" "$TR_N" "$TR_MIB" "$TR_N" "$(echo "$TR_MS/1000" | bc -l)" "$(echo "$TR_N*1000/$TR_MS" | bc -l)" "$(echo "$TR_MIB*1.048576*1000/$TR_MS" | bc -l)"
+printf "| Tandem | log replay, per CPU second (load + replay used %s s CPU on a shared 2-core machine) | %s entries | %s CPU | %.0f entries per CPU-s |\n" "$TR_CPU" "$TR_N" "$TR_CPU" "$(echo "$TR_N/$TR_CPU" | bc -l)"
 printf "| Tandem | whole restore from the empty base (replay + write data dir) | %s keys | %.2f | %.0f keys/s |\n" "$TR_N" "$TR_TOTAL" "$(echo "$TR_N/$TR_TOTAL" | bc -l)"
 printf "| Tandem | whole restore from the full base (snapshot load + write data dir) | %s MiB snapshot | %.2f (load %s ms) | %.1f MB/s |\n" "$TL_MIB" "$TL_TOTAL" "$TL_MS" "$(echo "$TL_MIB*1.048576/$TL_TOTAL" | bc -l)"
 printf "| PostgreSQL 15 | archive recovery to recovery_target_time (start to promoted), %.0f MiB WAL, %s WAL records | %s rows | %.2f | %.0f WAL records/s, %.0f rows/s, %.1f MB/s of WAL |\n" "$WAL_MIB" "${WAL_RECORDS:-?}" "$PROWS" "$PREPLAY_S" "$(echo "${WAL_RECORDS:-0}/$PREPLAY_S" | bc -l)" "$(echo "$PROWS/$PREPLAY_S" | bc -l)" "$(echo "$WAL_MIB*1.048576/$PREPLAY_S" | bc -l)"

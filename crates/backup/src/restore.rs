@@ -31,6 +31,9 @@ use crate::BackupError;
 
 /// The progress callback fires at most once per this many replayed records.
 pub const PROGRESS_EVERY_RECORDS: u64 = 1 << 16;
+/// Most keys a restore reserves table room for up front (a log of updates to
+/// few keys must not reserve room for every entry).
+pub const RESERVE_KEYS_MAX: u64 = 32 << 20;
 /// Hash seed of the store built during a restore (the node re-hashes on load).
 const RESTORE_HASH_SEED: u64 = 0x7a6e_6465_6d21;
 
@@ -271,6 +274,8 @@ pub fn replay(plan: &Plan, progress: &mut dyn FnMut(&Progress)) -> Result<Restor
         ));
     }
     let mut store = Store::new(RESTORE_HASH_SEED);
+    let entries: u64 = plan.sources.iter().map(|s| s.last_lsn + 1 - s.first_lsn).sum();
+    store.reserve(base.manifest.keys.saturating_add(entries).min(RESERVE_KEYS_MAX) as usize);
     let mut decode_error = None;
     SnapshotReader::open(&snapshot_path)?.for_each_chunk(|chunk| {
         store.load_chunk(chunk).map(|_| ()).map_err(|e| {

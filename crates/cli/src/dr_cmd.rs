@@ -125,7 +125,7 @@ fn drill(args: DrillArgs) -> Result<bool, String> {
         args.pids.len(),
         format_rfc3339(acked_ms)
     );
-    let report = restore_with_progress(&repo, &data_dir, Target::Latest)?;
+    let (report, _) = restore_with_progress(&repo, &data_dir, Target::Latest)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the tandem binary: {e}"))?;
     let mut child = Command::new(exe)
         .args(["server", "--client-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0"])

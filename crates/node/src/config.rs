@@ -282,6 +282,17 @@ mod tests {
     }
 
     #[test]
+    fn rpo_max_ms_needs_a_repository_and_must_exceed_the_archive_interval() {
+        let c = Config::from_toml("rpo_max_ms = 2000\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("needs backup_repo"));
+        let c = Config::from_toml("backup_repo = \"/r\"\nrpo_max_ms = 1000\narchive_interval_ms = 1000\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("must exceed archive_interval_ms"));
+        let c = Config::from_toml("backup_repo = \"/r\"\nrpo_max_ms = 1500\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.archive_interval_ms, ARCHIVE_INTERVAL_MS);
+    }
+
+    #[test]
     fn cluster_settings_parse_and_validate() {
         let text = "node_id = 2\nmembers = \"1=127.0.0.1:7381, 2=127.0.0.1:7391\"\nleader = 1\nack = \"any 1\"\nack_level = \"apply\"\n";
         let c = Config::from_toml(text).unwrap();
