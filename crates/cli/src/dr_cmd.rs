@@ -91,7 +91,7 @@ fn last_acknowledged(admins: &[String]) -> Result<(u64, u64), String> {
         let body = http(addr, "GET", "/status")?;
         let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("{addr}/status: {e}"))?;
         let lsn = v["last_lsn"].as_u64().unwrap_or(0);
-        let commit_ms = v["archive"]["last_commit_ms"].as_u64().unwrap_or(0);
+        let commit_ms = v["last_commit_ms"].as_u64().unwrap_or(0);
         if lsn > best.0 {
             best = (lsn, commit_ms);
         }

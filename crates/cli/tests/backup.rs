@@ -376,3 +376,26 @@ fn dr_drill_reports_rpo_and_rto_and_exits_non_zero_when_a_target_is_missed() {
         "an RTO target of 0 ms cannot be met\n{text}"
     );
 }
+
+#[test]
+fn dr_drill_counts_the_writes_the_archive_had_not_shipped_as_lost() {
+    let dir = tempdir();
+    let repo = dir.path().join("repo");
+    // The first archive pass runs at start; the next one only after 10 minutes.
+    let node =
+        TestServer::start(&dir.path().join("data"), &["--backup-repo", s(&repo), "--archive-interval-ms", "600000"]);
+    tandem_ok(&["backup", "base", "--repo", s(&repo), "--from", &node.admin_addr().to_string()]);
+    std::thread::sleep(Duration::from_millis(20));
+    for i in 0..50 {
+        set(&node, &format!("k{i}"), "v");
+    }
+    let (admin, pid) = (node.admin_addr().to_string(), node.pid().to_string());
+    let out = Command::new(tandem_bin())
+        .args(["dr", "drill", "--repo", s(&repo), "--admin", &admin, "--pid", &pid])
+        .args(["--data-dir", s(&dir.path().join("drill")), "--rpo-target-ms", "0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "an unshipped write misses an RPO target of 0\n{text}");
+    assert!(text.contains("RPO:       50 entries") && text.contains("MISSED"), "{text}");
+}

@@ -30,6 +30,8 @@ pub struct Status {
     pub epoch: u64,
     /// Last appended LSN.
     pub last_lsn: u64,
+    /// Leader commit time (unix ms) of the last LSN.
+    pub last_commit_ms: u64,
     /// Last durable LSN.
     pub durable_lsn: u64,
     /// LSN covered by the newest snapshot.
@@ -87,13 +89,15 @@ fn dir_bytes(path: &std::path::Path) -> u64 {
 
 /// Builds the status document.
 pub fn status_of(shared: &Shared) -> Status {
-    let (keys, last_lsn, epoch) = shared.db.with_state(|s| (s.store.len(), s.last_lsn, s.epoch));
+    let (keys, last_lsn, epoch, last_commit_ms) =
+        shared.db.with_state(|s| (s.store.len(), s.last_lsn, s.epoch, s.last_commit_ms));
     let (role, replication) = replication_json(shared);
     Status {
         node_id: shared.config.node_id,
         role,
         epoch,
         last_lsn,
+        last_commit_ms,
         durable_lsn: shared.db.durable_lsn(),
         snapshot_lsn: shared.db.last_snapshot().0,
         keys,
@@ -105,10 +109,7 @@ pub fn status_of(shared: &Shared) -> Status {
         connections: shared.metrics.connections.get(),
         log_status: shared.db.log().failed().map_or_else(|| "ok".to_string(), |e| e.to_string()),
         replication,
-        archive: shared
-            .archive
-            .as_ref()
-            .map_or(serde_json::Value::Null, |a| a.status_json(last_lsn, shared.db.with_state(|s| s.last_commit_ms))),
+        archive: shared.archive.as_ref().map_or(serde_json::Value::Null, |a| a.status_json(last_lsn, last_commit_ms)),
     }
 }
 
