@@ -76,25 +76,37 @@ pub fn meta_path_of(seg: &Path) -> PathBuf {
 
 /// Every archive file of one stream directory, sorted by first LSN. A
 /// manifest that does not verify is an error naming it; a `.seg` without a
-/// manifest (a crash before its first manifest) is skipped with a warning.
+/// manifest (a crash before its first manifest) is not listed.
 pub fn list_stream(dir: &Path) -> Result<Vec<ArchiveFile>, BackupError> {
+    let (files, mut bad) = list_stream_lenient(dir)?;
+    match bad.is_empty() {
+        true => Ok(files),
+        false => Err(bad.swap_remove(0)),
+    }
+}
+
+/// Like [`list_stream`], but a manifest that does not verify is returned
+/// beside the good files instead of stopping the listing (for `verify`).
+pub fn list_stream_lenient(dir: &Path) -> Result<(Vec<ArchiveFile>, Vec<BackupError>), BackupError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(io_err("list", dir)(e)),
     };
-    let mut out = Vec::new();
+    let (mut out, mut bad) = (Vec::new(), Vec::new());
     for entry in entries {
         let entry = entry.map_err(io_err("list", dir))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let Some(digits) = name.strip_suffix(META_SUFFIX) else { continue };
         let Ok(first_lsn) = digits.parse::<u64>() else { continue };
-        let meta: ArchiveFileMeta = read_manifest(&entry.path())?;
-        out.push(ArchiveFile { path: archive_seg_path(dir, first_lsn), meta });
+        match read_manifest::<ArchiveFileMeta>(&entry.path()) {
+            Ok(meta) => out.push(ArchiveFile { path: archive_seg_path(dir, first_lsn), meta }),
+            Err(e) => bad.push(e),
+        }
     }
     out.sort_by_key(|f| f.meta.first_lsn);
-    Ok(out)
+    Ok((out, bad))
 }
 
 /// Every archive stream of the repository: `(node id, files)`.

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::archive::{list_stream, list_streams, meta_path_of, ArchiveFileMeta};
+use crate::archive::{list_stream_lenient, list_streams, meta_path_of, ArchiveFileMeta};
 use crate::base::{list_bases, Base, BaseManifest, MANIFEST_FILE};
 use crate::error::io_err;
 use crate::records::{file_checksum, read_checked, Records};
@@ -183,8 +183,11 @@ fn verify_base(base: &Base, r: &mut VerifyReport) {
 }
 
 fn verify_stream(dir: &Path, r: &mut VerifyReport) {
-    let files = match list_stream(dir) {
-        Ok(f) => f,
+    let files = match list_stream_lenient(dir) {
+        Ok((files, bad)) => {
+            r.problems.extend(bad.iter().map(|e| e.to_string()));
+            files
+        }
         Err(e) => {
             r.problems.push(e.to_string());
             return;

@@ -195,3 +195,24 @@ fn prune_keeps_the_newest_bases_and_the_archive_they_need() {
     let restored = replay(&plan(&repo, Target::Lsn(111)).unwrap(), &mut |_| {}).unwrap();
     assert_eq!(restored.store.digest(), reference(111).digest());
 }
+
+#[test]
+fn verify_reports_every_bad_file_not_just_the_first() {
+    let (_d, repo) = repo();
+    take_base(&repo, 10, 20);
+    archive(&repo, 1..=300);
+    let files = list_stream(&repo.stream_dir(1)).unwrap();
+    assert!(files.len() >= 3);
+    let manifest = crate::archive::meta_path_of(&files[0].path);
+    let text = std::fs::read_to_string(&manifest).unwrap().replacen("\"sealed\": true", "\"sealed\": false", 1);
+    std::fs::write(&manifest, text).unwrap();
+    let mut seg = std::fs::read(&files[2].path).unwrap();
+    seg[20] ^= 1;
+    std::fs::write(&files[2].path, seg).unwrap();
+    let problems = verify(&repo).unwrap().problems;
+    let named = |p: &std::path::Path| {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        problems.iter().any(|x| x.contains(&name))
+    };
+    assert!(named(&manifest) && named(&files[2].path), "{problems:?}");
+}
