@@ -7,13 +7,17 @@
 //! - `switchover`: move leadership to a chosen node, losing nothing;
 //! - `rollback list|show`: what a node removed when it rejoined;
 //! - `cluster show|add|remove`: the control plane's map and membership;
-//! - `log repair`: truncate a corrupt log deliberately.
+//! - `log repair`: truncate a corrupt log deliberately;
+//! - `backup base|list|verify|prune`, `restore`, `dr drill`: backups and
+//!   point-in-time recovery (docs/backup.md).
 //!
 //! This crate only parses arguments, sets up logging and signals, and calls
 //! the library crates; it holds no database logic.
 
+mod backup_cmd;
 mod bench_cmd;
 mod cluster_cmd;
+mod dr_cmd;
 mod failover_cmd;
 mod proxy_cmd;
 mod server_cmd;
@@ -65,6 +69,19 @@ enum Command {
     },
     /// The cluster map and membership (control plane): show, add, remove.
     Cluster(cluster_cmd::ClusterArgs),
+    /// Backups: base backups from a running node, list, verify, prune.
+    Backup {
+        #[command(subcommand)]
+        command: backup_cmd::BackupCommand,
+    },
+    /// Restore a base backup + archived log to a time, an LSN or the latest
+    /// state, into a new data directory.
+    Restore(backup_cmd::RestoreArgs),
+    /// Disaster-recovery drills.
+    Dr {
+        #[command(subcommand)]
+        command: dr_cmd::DrCommand,
+    },
     /// Maintenance of the replication log on disk (node stopped).
     Log {
         #[command(subcommand)]
@@ -118,6 +135,9 @@ fn main() -> ExitCode {
         Command::Switchover(args) => failover_cmd::switchover(args),
         Command::Rollback { command } => failover_cmd::rollback(command),
         Command::Cluster(args) => cluster_cmd::run(args),
+        Command::Backup { command } => backup_cmd::run(command),
+        Command::Restore(args) => backup_cmd::run_restore(args),
+        Command::Dr { command } => dr_cmd::run(command),
         Command::Log { command: LogCommand::Repair { data_dir, yes } } => {
             init_logging();
             repair(&data_dir, yes)

@@ -127,6 +127,22 @@ pub struct ServerArgs {
     /// more: a work-stealing pool) [default: 1].
     #[arg(long, env = "TANDEM_IO_THREADS")]
     io_threads: Option<usize>,
+    /// Backup repository (a directory; local or a mounted remote filesystem)
+    /// this node ships its log to continuously; see docs/backup.md.
+    #[arg(long, env = "TANDEM_BACKUP_REPO")]
+    backup_repo: Option<PathBuf>,
+    /// Ship the open log to the backup repository at least this often, ms [default: 1000].
+    #[arg(long, env = "TANDEM_ARCHIVE_INTERVAL_MS")]
+    archive_interval_ms: Option<u64>,
+    /// Size at which an archive file is sealed and the next one starts,
+    /// bytes [default: 67108864].
+    #[arg(long, env = "TANDEM_ARCHIVE_FILE_BYTES_MAX")]
+    archive_file_bytes_max: Option<u64>,
+    /// Loss budget, ms: while the archive lag exceeds it, writes are refused
+    /// with -RPOBUDGET (0: off; needs --backup-repo; must exceed
+    /// --archive-interval-ms) [default: 0].
+    #[arg(long, env = "TANDEM_RPO_MAX_MS")]
+    rpo_max_ms: Option<u64>,
     /// Print one JSON line {"client_addr":..,"admin_addr":..} on stdout when
     /// ready (for scripts and tests that use port 0).
     #[arg(long)]
@@ -177,6 +193,12 @@ impl ServerArgs {
         set!(clock_drift_percent <- self.clock_drift_percent);
         set!(failover_timeout_ms <- self.failover_timeout_ms);
         set!(probe_interval_ms <- self.probe_interval_ms);
+        if self.backup_repo.is_some() {
+            c.backup_repo = self.backup_repo;
+        }
+        set!(archive_interval_ms <- self.archive_interval_ms);
+        set!(rpo_max_ms <- self.rpo_max_ms);
+        set!(archive_file_bytes_max <- self.archive_file_bytes_max);
         if self.cluster_secret.is_some() {
             c.cluster_secret = self.cluster_secret;
         }

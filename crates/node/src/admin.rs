@@ -2,8 +2,9 @@
 //! (Prometheus text), `/faults` (link fault injection) and `/cluster` (the
 //! control plane's map and membership commands).
 //!
-//! It reports, and it passes operator commands (faults, membership) to the
-//! module that owns them; it never changes data.
+//! It reports, and it passes operator commands (faults, membership,
+//! switchover, base backups through [`crate::backup_http`]) to the module
+//! that owns them; it never changes data itself.
 
 use std::sync::Arc;
 
@@ -31,6 +32,8 @@ pub struct Status {
     pub epoch: u64,
     /// Last appended LSN.
     pub last_lsn: u64,
+    /// Leader commit time (unix ms) of the last LSN.
+    pub last_commit_ms: u64,
     /// Last durable LSN.
     pub durable_lsn: u64,
     /// LSN covered by the newest snapshot.
@@ -53,6 +56,8 @@ pub struct Status {
     pub log_status: String,
     /// Replication: on a leader its followers, on a follower its progress.
     pub replication: serde_json::Value,
+    /// Log archiving to the backup repository (null when off).
+    pub archive: serde_json::Value,
 }
 
 /// Serves the admin endpoint until shutdown.
@@ -67,6 +72,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: wat
         .route("/cluster", get(get_cluster))
         .route("/cluster/members", axum::routing::post(add_member))
         .route("/cluster/members/{id}", axum::routing::delete(remove_member))
+        .merge(crate::backup_http::routes())
         .with_state(shared);
     let stop = async move {
         let _ = shutdown.changed().await;
@@ -90,13 +96,15 @@ fn dir_bytes(path: &std::path::Path) -> u64 {
 
 /// Builds the status document.
 pub fn status_of(shared: &Shared) -> Status {
-    let (keys, last_lsn, epoch) = shared.db.with_state(|s| (s.store.len(), s.last_lsn, s.epoch));
+    let (keys, last_lsn, epoch, last_commit_ms) =
+        shared.db.with_state(|s| (s.store.len(), s.last_lsn, s.epoch, s.last_commit_ms));
     let (role, replication) = replication_json(shared);
     Status {
         node_id: shared.config.node_id,
         role,
         epoch,
         last_lsn,
+        last_commit_ms,
         durable_lsn: shared.db.durable_lsn(),
         snapshot_lsn: shared.db.last_snapshot().0,
         keys,
@@ -108,6 +116,7 @@ pub fn status_of(shared: &Shared) -> Status {
         connections: shared.metrics.connections.get(),
         log_status: shared.db.log().failed().map_or_else(|| "ok".to_string(), |e| e.to_string()),
         replication,
+        archive: shared.archive.as_ref().map_or(serde_json::Value::Null, |a| a.status_json(last_lsn, last_commit_ms)),
     }
 }
 
@@ -212,6 +221,7 @@ async fn set_faults(State(shared): State<Arc<Shared>>, Json(spec): Json<FaultSpe
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     refresh_gauges(&shared);
+    crate::archive::refresh_metrics(&shared);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics.render())
 }
 

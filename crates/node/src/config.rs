@@ -28,6 +28,9 @@ pub const QUERY_BUFFER_BYTES_MAX: usize = 1024 * 1024 * 1024;
 pub const REPLY_BUFFER_BYTES_MAX: usize = 512 * 1024 * 1024;
 /// Default log segment size before rolling to a new file.
 pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Default for `archive_interval_ms`: how often the open log is shipped to
+/// the backup repository.
+pub const ARCHIVE_INTERVAL_MS: u64 = 1000;
 /// Default number of log entries after which a snapshot is taken.
 pub const SNAPSHOT_ENTRIES: u64 = 1_000_000;
 
@@ -108,6 +111,16 @@ pub struct Config {
     /// more spreads them over a work-stealing pool. The log writer always
     /// has a thread of its own.
     pub io_threads: usize,
+    /// Backup repository (a directory, local or a mounted remote filesystem)
+    /// that this node ships its log to continuously (none: no archiving).
+    pub backup_repo: Option<PathBuf>,
+    /// The log is shipped to the backup repository at least this often.
+    pub archive_interval_ms: u64,
+    /// An archive file is sealed and the next one started at this size.
+    pub archive_file_bytes_max: u64,
+    /// Declared loss budget: while the archive lag exceeds it, writes are
+    /// refused (`-RPOBUDGET`). 0: off.
+    pub rpo_max_ms: u64,
 }
 
 /// Size and count limits; past one, the client gets an error (or, where the
@@ -172,6 +185,10 @@ impl Default for Config {
             clock_drift_percent: 10,
             failover_timeout_ms: 400,
             probe_interval_ms: 50,
+            backup_repo: None,
+            archive_interval_ms: ARCHIVE_INTERVAL_MS,
+            archive_file_bytes_max: tandem_backup::archive::ARCHIVE_FILE_BYTES_MAX,
+            rpo_max_ms: 0,
         }
     }
 }
@@ -216,6 +233,20 @@ impl Config {
             return Err("--join needs --members and no --leader (it joins a control-plane cluster)".into());
         }
         self.durability()?;
+        if self.backup_repo.is_some() && self.archive_interval_ms == 0 {
+            return Err("archive_interval_ms must be at least 1".into());
+        }
+        if self.rpo_max_ms > 0 {
+            if self.backup_repo.is_none() {
+                return Err("rpo_max_ms needs backup_repo: the budget is measured against the log archive".into());
+            }
+            if self.rpo_max_ms <= self.archive_interval_ms {
+                return Err(format!(
+                    "rpo_max_ms {} must exceed archive_interval_ms {}: the archive lag reaches the interval between passes even when healthy",
+                    self.rpo_max_ms, self.archive_interval_ms
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -314,6 +345,17 @@ mod tests {
         assert_eq!(c.limits.bulk_bytes_max, BULK_BYTES_MAX);
         assert!(Config::from_toml("nodeid = 3").is_err());
         assert!(Config::from_toml("fsync = \"sometimes\"").is_err());
+    }
+
+    #[test]
+    fn rpo_max_ms_needs_a_repository_and_must_exceed_the_archive_interval() {
+        let c = Config::from_toml("rpo_max_ms = 2000\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("needs backup_repo"));
+        let c = Config::from_toml("backup_repo = \"/r\"\nrpo_max_ms = 1000\narchive_interval_ms = 1000\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("must exceed archive_interval_ms"));
+        let c = Config::from_toml("backup_repo = \"/r\"\nrpo_max_ms = 1500\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.archive_interval_ms, ARCHIVE_INTERVAL_MS);
     }
 
     #[test]

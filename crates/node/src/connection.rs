@@ -233,6 +233,9 @@ async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]
         if let Some(e) = shared.repl.write_refusal().await {
             return (spec.index(), reply(Frame::Error(e)));
         }
+        if let Some(e) = crate::archive::rpo_budget_error(shared) {
+            return (spec.index(), reply(Frame::Error(e)));
+        }
     }
     let outcome = match spec.handler {
         Handler::Node => crate::node_commands::execute(shared, client, spec, args).await,

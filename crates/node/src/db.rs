@@ -120,6 +120,8 @@ pub struct SnapshotReport {
     pub start_lsn: Lsn,
     /// The log is durable to at least this LSN.
     pub end_lsn: Lsn,
+    /// Commit time of `end_lsn` (unix ms).
+    pub end_commit_ms: u64,
     /// Keys written (approximate under concurrent writes).
     pub keys: usize,
     /// Bytes on disk.
@@ -162,6 +164,9 @@ pub struct Db {
     history_path: PathBuf,
     /// Switchover: no write may commit while set (checked under the lock).
     writes_stopped: std::sync::atomic::AtomicBool,
+    /// Snapshots never truncate the log at or past this LSN (the first
+    /// entry the log archive still needs); `u64::MAX`: no archive.
+    archive_floor: AtomicU64,
 }
 
 /// What recovery found and did, for the startup log line.
@@ -304,6 +309,7 @@ impl Db {
             epoch_path,
             history_path,
             writes_stopped: std::sync::atomic::AtomicBool::new(false),
+            archive_floor: AtomicU64::new(u64::MAX),
         };
         let report = RecoveryReport { snapshot_lsn, snapshot_keys, replayed, last_lsn, elapsed: started.elapsed() };
         Ok((db, report))
@@ -662,6 +668,12 @@ impl Db {
         self.with_state(|s| s.last_lsn)
     }
 
+    /// Keeps the log from `lsn` on (the log archive has not shipped it yet):
+    /// snapshots truncate only segments wholly before it.
+    pub fn hold_log_from(&self, lsn: Lsn) {
+        self.archive_floor.store(lsn, Ordering::Release);
+    }
+
     /// Takes a fuzzy snapshot: one bucket at a time under the read lock
     /// (writes proceed between buckets), records the LSN it starts from,
     /// waits until the log is durable past everything the snapshot may
@@ -681,9 +693,9 @@ impl Db {
                 writer.write_chunk(&chunk)?;
             }
         }
-        let end_lsn = self.with_state(|s| {
+        let (end_lsn, end_commit_ms) = self.with_state(|s| {
             keys = s.store.len();
-            s.last_lsn
+            (s.last_lsn, s.last_commit_ms)
         });
         // Everything the snapshot holds must be in the durable log first,
         // or a crash could leave state that the log (and replicas) lack.
@@ -696,11 +708,13 @@ impl Db {
         // is the fallback if the newest turns out unreadable.
         let kept = snapshot::prune(&self.snapshot_dir, 2)?;
         let oldest_kept = kept.iter().map(|m| m.start_lsn).min().unwrap_or(start_lsn);
-        let segments_removed = self.log.truncate_before(oldest_kept + 1)?;
+        let keep_from = (oldest_kept + 1).min(self.archive_floor.load(Ordering::Acquire));
+        let segments_removed = self.log.truncate_before(keep_from)?;
         self.metrics.snapshots.inc();
         Ok(SnapshotReport {
             start_lsn,
             end_lsn,
+            end_commit_ms,
             keys,
             bytes: info.bytes,
             segments_removed,

@@ -14,9 +14,12 @@
 //! - [`node_commands`]: commands that need the connection or node
 //!   (`HELLO`, `AUTH`, `INFO`, `CONFIG`, `COMMAND`, `CLIENT`, `SAVE`).
 //! - [`admin`]: the HTTP endpoint (`/healthz`, `/status`, `/metrics`,
-//!   `/faults`, `/cluster`, `/events`, `/switchover`).
+//!   `/faults`, `/cluster`, `/events`, `/switchover`, `/backup/*`).
 //! - [`failover`]: automatic failover around the control plane (map
 //!   watcher, orchestrator, fencing, switchover).
+//! - [`archive`]: continuous log archiving to the backup repository, the
+//!   archive lag (backup RPO) and the `rpo_max_ms` write refusal.
+//! - [`backup_http`]: the admin endpoints a base backup is taken through.
 //! - [`faults`]: injected link faults (cut peers, added delay).
 //! - [`events`]: the event log (failovers, RTO, rollbacks) behind `/events`.
 //! - [`rollback`]: rollback files (entries a node had to remove on rejoin).
@@ -25,7 +28,9 @@
 //! - [`metrics`]: the Prometheus registry.
 
 pub mod admin;
+pub mod archive;
 pub mod backlog;
+pub mod backup_http;
 pub mod config;
 pub mod connection;
 pub mod control;

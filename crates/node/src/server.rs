@@ -70,6 +70,8 @@ pub struct Shared {
     pub control: Option<Arc<ControlPlane>>,
     /// Automatic failover: map watcher, orchestrator, switchover.
     pub failover: Option<Arc<Failover>>,
+    /// The log archiver (`backup_repo` set).
+    pub archive: Option<Arc<crate::archive::ArchiveState>>,
     next_client_id: AtomicU64,
     snapshot_running: std::sync::atomic::AtomicBool,
 }
@@ -173,7 +175,9 @@ pub async fn run(
     } else {
         (None, None)
     };
+    let archive = crate::archive::start(&config, db.clone(), metrics.clone());
     let shared = Arc::new(Shared {
+        archive,
         config,
         db,
         metrics,
@@ -251,6 +255,9 @@ pub async fn run(
     })
     .await
     .expect("shutdown task does not panic")?;
+    if let Some(archive) = shared.archive.clone() {
+        tokio::task::spawn_blocking(move || archive.stop()).await.expect("archiver stop does not panic");
+    }
     tracing::info!("stopped");
     Ok(())
 }
