@@ -3,6 +3,7 @@
 //! - `up`: a local cluster of N node processes;
 //! - `bench`: load-generate against any RESP server (Tandem or Redis);
 //! - `lag`: replication lag from a leader to a follower;
+//! - `bench-failover`: failover RTO and lost writes after kill -9 of the leader;
 //! - `status`: print a node's `/status`;
 //! - `log repair`: truncate a corrupt log deliberately.
 //!
@@ -10,6 +11,7 @@
 //! the library crates; it holds no database logic.
 
 mod bench_cmd;
+mod bench_failover_cmd;
 mod proxy_cmd;
 mod server_cmd;
 mod up_cmd;
@@ -38,6 +40,9 @@ enum Command {
     /// Measure replication lag: how long after a write is sent to the leader
     /// it is visible on a follower (any RESP pair: Tandem or Redis).
     Lag(bench_cmd::LagArgs),
+    /// Measure failover: kill -9 the leader under a write load, time until a
+    /// survivor accepts a write (RTO), count lost acknowledged writes (Tandem or Redis).
+    BenchFailover(bench_failover_cmd::BenchFailoverArgs),
     /// Run the RESP proxy: writes to the leader, reads to followers, with
     /// per-connection session guarantees (read-your-writes, monotonic, max lag).
     Proxy(proxy_cmd::ProxyArgs),
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_cmd::run(args),
         Command::Up(args) => up_cmd::run(args),
         Command::Lag(args) => bench_cmd::run_lag(args),
+        Command::BenchFailover(args) => bench_failover_cmd::run(args),
         Command::Proxy(args) => {
             init_logging();
             proxy_cmd::run(args)
