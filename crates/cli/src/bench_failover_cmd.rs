@@ -4,8 +4,9 @@
 //! (stdout without --json), and the JSON report on stdout with --json.
 //!
 //! Exit status: 0 when every trial measured an RTO, 2 when some trial had no
-//! new leader in time or could not run, 1 when the run itself failed (bad
-//! flags, a hook that failed).
+//! new leader in time or could not run (its before-trial hook failed, no
+//! leader before the kill, ..), 1 when the run itself failed (bad flags, a
+//! failing after-trial hook).
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -63,8 +64,8 @@ pub struct BenchFailoverArgs {
     #[arg(long, default_value_t = 1)]
     trials: u32,
     /// Shell command run before each trial (env TANDEM_FAILOVER_TRIAL=n):
-    /// must leave a fresh, ready cluster and its pid files behind. A failing
-    /// hook stops the run.
+    /// must leave a fresh, ready cluster and its pid files behind. If it
+    /// fails, that trial fails (the run goes on).
     #[arg(long)]
     before_trial: Option<String>,
     /// Shell command run after each trial (e.g. to stop the survivors).
@@ -96,7 +97,7 @@ fn run_hook(name: &str, command: &str, trial: u32) -> Result<(), String> {
         .status()
         .map_err(|e| format!("cannot run the {name} hook `{command}`: {e}"))?;
     if !status.success() {
-        return Err(format!("the {name} hook `{command}` failed ({status}) before trial {trial}"));
+        return Err(format!("the {name} hook `{command}` failed ({status}) in trial {trial}"));
     }
     Ok(())
 }
@@ -134,14 +135,15 @@ pub fn run(a: BenchFailoverArgs) -> ExitCode {
     let mut results: Vec<Result<failover::TrialReport, String>> = Vec::new();
     let mut trial_json = Vec::new();
     for trial in 1..=a.trials {
-        if let Some(hook) = &a.before_trial {
-            if let Err(e) = run_hook("before-trial", hook, trial) {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+        // A hook that fails (e.g. nodes that refuse to start) fails this
+        // trial, not the run: the report then says why for every trial.
+        let started = match &a.before_trial {
+            Some(hook) => run_hook("before-trial", hook, trial).map_err(|e| format!("cluster not started: {e}")),
+            None => Ok(()),
+        };
         let opts = FailoverOptions { key_prefix: format!("rto:{}:{trial}", std::process::id()), ..base.clone() };
-        let result = runtime.block_on(failover::run_trial(&opts)).map_err(|e| e.to_string());
+        let result =
+            started.and_then(|()| runtime.block_on(failover::run_trial(&opts)).map_err(|e| e.to_string()));
         match &result {
             Ok(report) => {
                 say(&report.render_line(trial));
