@@ -74,11 +74,11 @@ EOF
     redis-server "$dir/sentinel$i.conf" --sentinel </dev/null >/dev/null 2>&1 &
     echo $! >"$dir/sentinel$i.pid"
   done
-  # Ready: both replicas streaming, and every Sentinel knows both replicas and
+  # Ready: both replicas online (past their first sync), and every Sentinel knows both replicas and
   # the two other Sentinels (else it cannot reach quorum or pick a replica).
   for _ in $(seq 1 $READY_TRIES); do
     local ok=1
-    redis-cli -p "${REDIS_PORTS[0]}" info replication | grep -q "connected_slaves:2" || ok=0
+    [ "$(redis-cli -p "${REDIS_PORTS[0]}" info replication | grep -c "state=online")" = 2 ] || ok=0
     for p in "${SENTINEL_PORTS[@]}"; do
       local m; m=$(redis-cli -p "$p" sentinel master m 2>/dev/null | tr '\n' ' ')
       [[ "$m" == *"num-slaves 2 "* && "$m" == *"num-other-sentinels 2 "* ]] || ok=0

@@ -393,10 +393,10 @@ pub async fn run_trial(opts: &FailoverOptions) -> Result<TrialReport, BenchError
     tokio::time::sleep(opts.warmup).await;
     if load.acked.lock().expect("acked lock").is_empty() {
         return Err(BenchError::Failover(format!(
-            "the leader {} acknowledged no write during the {} ms warm-up (errors: {})",
+            "the leader {} acknowledged no write during the {} ms warm-up (first error reply: {})",
             opts.nodes[leader],
             opts.warmup.as_millis(),
-            load.first_error.lock().expect("error lock").as_deref().unwrap_or("none")
+            load.first_error.lock().expect("error lock").as_deref().unwrap_or("none; no write got a reply in time")
         )));
     }
 

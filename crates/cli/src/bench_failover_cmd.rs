@@ -142,8 +142,7 @@ pub fn run(a: BenchFailoverArgs) -> ExitCode {
             None => Ok(()),
         };
         let opts = FailoverOptions { key_prefix: format!("rto:{}:{trial}", std::process::id()), ..base.clone() };
-        let result =
-            started.and_then(|()| runtime.block_on(failover::run_trial(&opts)).map_err(|e| e.to_string()));
+        let result = started.and_then(|()| runtime.block_on(failover::run_trial(&opts)).map_err(|e| e.to_string()));
         match &result {
             Ok(report) => {
                 say(&report.render_line(trial));
