@@ -123,7 +123,11 @@ if [ "${1:-}" = "--hook" ]; then
   case "$2" in
     redis-start) start_redis "$3" ;;
     tandem-start) start_tandem "$3" ;;
-    stop) stop_dir "$3" ;;
+    stop) # keep the servers' logs of the trial for the safety check below
+      if [ -n "${LOGS_DIR:-}" ]; then
+        mkdir -p "$LOGS_DIR/${TANDEM_FAILOVER_TRIAL:-0}" && cp "$3"/*.log "$LOGS_DIR/${TANDEM_FAILOVER_TRIAL:-0}/" 2>/dev/null || true
+      fi
+      stop_dir "$3" ;;
     *) echo "unknown hook action $2" >&2; exit 2 ;;
   esac
   exit 0
@@ -158,7 +162,7 @@ SELF="bash $(pwd)/scripts/bench-failover.sh --hook"
 failover() {
   local label=$1 dir=$2 start=$3; shift 3
   local rc=0
-  "$T" bench-failover --label "$label" --trials "$TRIALS" --writers 4 --warmup-ms "$WARMUP_MS" \
+  LOGS_DIR="$OUT/logs-$label" "$T" bench-failover --label "$label" --trials "$TRIALS" --writers 4 --warmup-ms "$WARMUP_MS" \
     --recovery-timeout-ms "$RECOVERY_MS" --leader-timeout-ms "$RECOVERY_MS" --probe-interval-ms 5 --io-timeout-ms 200 \
     --pid-files "$dir/node0.pid,$dir/node1.pid,$dir/node2.pid" \
     --before-trial "$SELF $start $dir" --after-trial "$SELF stop $dir" --json "$@" \
@@ -198,4 +202,31 @@ EOF
 done
 python3 -c 'import json,sys; print(json.dumps({s: json.load(open(sys.argv[1] + "/" + s + ".json")) for s in sys.argv[2:]}))' \
   "$OUT" $SYSTEMS >"$OUT/failover.json"
+if [[ " $SYSTEMS " == *" redis "* ]]; then
+  # Safety of down-after-milliseconds: a Sentinel that marks a live instance
+  # down (+sdown on anything but the killed primary, port ${REDIS_PORTS[0]} in
+  # every trial) or a trial with other than exactly one promotion chosen.
+  echo | tee -a "$S"
+  python3 - "$OUT/logs-redis" "${REDIS_PORTS[0]}" <<'EOF' | tee -a "$S"
+import glob, os, re, sys
+logs, killed = sys.argv[1], "127.0.0.1:%s" % sys.argv[2]
+spurious, switches = [], {}
+for trial in sorted(glob.glob(os.path.join(logs, "*"))):
+    seen = set()
+    for log in glob.glob(os.path.join(trial, "sentinel*.log")):
+        for line in open(log, errors="replace"):
+            m = re.search(r"\+sdown (master \S+|slave \S+|sentinel \S+) (\S+) (\d+)", line)
+            if m and "%s:%s" % (m.group(2), m.group(3)) != killed:
+                spurious.append(line.strip())
+            m = re.search(r"\+selected-slave .*", line)
+            if m:
+                seen.add(m.group(0))
+    switches[os.path.basename(trial)] = len(seen)
+bad = sorted((t for t, n in switches.items() if n != 1), key=int)
+print("Sentinel safety: %d +sdown events on live instances in %d trials; trials without exactly one +selected-slave: %s"
+      % (len(spurious), len(switches), bad or "none"))
+for line in spurious[:5]:
+    print("    " + line)
+EOF
+fi
 echo; echo "results in $S and $OUT/failover.json (per-trial lines in $OUT/<system>.txt)"
