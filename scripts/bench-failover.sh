@@ -35,6 +35,9 @@ stop_dir() {
     [ -f "$f" ] || continue
     p=$(cat "$f")
     if [ -n "$p" ] && grep -qaE "redis-server|tandem" "/proc/$p/cmdline" 2>/dev/null; then
+      # A forked child (Redis's AOF rewrite or RDB save) would outlive its
+      # parent and keep writing into the directory: kill it first, by pid.
+      for c in $(cat "/proc/$p/task/$p/children" 2>/dev/null); do kill -9 "$c" 2>/dev/null || true; done
       kill -9 "$p" 2>/dev/null || true
       for _ in $(seq 1 100); do # gone, or a zombie (its sockets are closed already)
         [ -d "/proc/$p" ] || break
@@ -53,7 +56,7 @@ start_redis() { # DIR
   for i in 0 1 2; do
     p=${REDIS_PORTS[$i]}; mkdir -p "$dir/r$i"
     local extra=(); [ "$i" -gt 0 ] && extra=(--replicaof 127.0.0.1 "${REDIS_PORTS[0]}")
-    redis-server --port "$p" --bind 127.0.0.1 --dir "$dir/r$i" --appendonly yes --appendfsync everysec --save "" \
+    redis-server --port "$p" --bind 127.0.0.1 --dir "$dir/r$i" --appendonly yes --appendfsync everysec --save "" --auto-aof-rewrite-percentage 0 \
       --repl-diskless-sync yes --repl-diskless-sync-delay 0 --daemonize no --logfile "$dir/r$i.log" "${extra[@]}" \
       </dev/null >/dev/null 2>&1 &
     echo $! >"$dir/node$i.pid"
