@@ -83,7 +83,8 @@ EOF
     local ok=1
     [ "$(redis-cli -p "${REDIS_PORTS[0]}" info replication | grep -c "state=online")" = 2 ] || ok=0
     for p in "${SENTINEL_PORTS[@]}"; do
-      local m; m=$(redis-cli -p "$p" sentinel master m 2>/dev/null | tr '\n' ' ')
+      local m # (a Sentinel not listening yet is "not ready", not an error)
+      m=$(redis-cli -p "$p" sentinel master m 2>/dev/null | tr '\n' ' ' || true)
       [[ "$m" == *"num-slaves 2 "* && "$m" == *"num-other-sentinels 2 "* ]] || ok=0
     done
     [ $ok = 1 ] && return 0
