@@ -10,7 +10,7 @@
 #
 # Usage: bash scripts/bench-failover.sh [OUT_DIR]
 #   env: TRIALS=20 DOWN_AFTER_MS=500 FAILOVER_TIMEOUT_MS=2000 WAIT_MS=1000 WARMUP_MS=1000
-#        RECOVERY_MS=10000 SYSTEMS="redis tandem" STATIC_LEADER=0 (1: start Tandem with --leader 1,
+#        RECOVERY_MS=10000 SYSTEMS="redis tandem" REDIS_WAIT=1 (0: plain SET, async) STATIC_LEADER=0 (1: start Tandem with --leader 1,
 #        i.e. without automatic failover; every trial then fails by design)
 # Uses 127.0.0.1 ports 19200-19245 only; every process it started is killed (by PID) at exit.
 set -euo pipefail
@@ -177,10 +177,11 @@ failover() {
 for sys in $SYSTEMS; do
   case $sys in
     redis)
-      echo "## redis: down-after-milliseconds $DOWN_AFTER_MS, failover-timeout $FAILOVER_TIMEOUT_MS, load SET + WAIT 1 $WAIT_MS" | tee -a "$S"
+      wait_flags=(--wait-replicas 1 --wait-timeout-ms "$WAIT_MS") load="SET + WAIT 1 $WAIT_MS"
+      [ "${REDIS_WAIT:-1}" = 0 ] && wait_flags=() load="SET only (async replication)"
+      echo "## redis: down-after-milliseconds $DOWN_AFTER_MS, failover-timeout $FAILOVER_TIMEOUT_MS, load $load" | tee -a "$S"
       failover redis "$WORK/redis" redis-start \
-        --nodes "127.0.0.1:${REDIS_PORTS[0]},127.0.0.1:${REDIS_PORTS[1]},127.0.0.1:${REDIS_PORTS[2]}" \
-        --wait-replicas 1 --wait-timeout-ms "$WAIT_MS" ;;
+        --nodes "127.0.0.1:${REDIS_PORTS[0]},127.0.0.1:${REDIS_PORTS[1]},127.0.0.1:${REDIS_PORTS[2]}" "${wait_flags[@]}" ;;
     tandem)
       echo "## tandem: --ack \"any 1\"$([ "${STATIC_LEADER:-0}" = 1 ] && echo ' --leader 1 (static: no failover)')" | tee -a "$S"
       failover tandem "$WORK/tandem" tandem-start \
