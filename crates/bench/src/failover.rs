@@ -359,7 +359,8 @@ impl RtoSummary {
         let stat = |s: Option<RtoStat>| s.map_or("-".to_string(), |s| s.render(recovery_timeout));
         format!(
             "{} trials, {} failed ({} could not run; the others had no new leader within {} ms); \
-             RTO ms: median {}  p99 {}  max {}; {} acked writes, {} lost in {} trials",
+             RTO ms: median {}  p99 {}  max {}; {} acked writes, {} lost in {} trials \
+             (checked in the {} trials with a new leader)",
             self.trials,
             self.failed,
             self.errors,
@@ -369,7 +370,8 @@ impl RtoSummary {
             stat(self.max),
             self.acked_writes,
             self.lost_writes,
-            self.trials_with_loss
+            self.trials_with_loss,
+            self.trials - self.failed
         )
     }
 }
