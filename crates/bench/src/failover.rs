@@ -101,7 +101,9 @@ pub struct FailoverOptions {
     pub recovery_timeout: Duration,
     /// Pause between two probe SETs on one survivor.
     pub probe_interval: Duration,
-    /// Connect and read timeout of discovery and probe requests.
+    /// Connect timeout of the load, discovery and probes, and read timeout of
+    /// discovery (`ROLE`); probe SETs wait for their reply until the
+    /// recovery deadline (see `Probe::run`).
     pub io_timeout: Duration,
     /// Password (AUTH) for servers that need one.
     pub password: Option<String>,
@@ -678,26 +680,33 @@ struct Probe {
 
 impl Probe {
     /// SETs on one survivor every `interval` until `+OK` or the deadline.
-    /// Connection errors, timeouts and error replies (`READONLY`) all mean
-    /// "not yet"; a broken connection is replaced on the next attempt.
+    /// Connection errors and error replies (`READONLY`) mean "not yet"; a
+    /// broken connection is replaced on the next attempt. Connecting is
+    /// bounded by `io_timeout`, but a sent SET waits for its reply until the
+    /// deadline: a new leader may hold the reply until its ack policy is met
+    /// (`any 1`), and that reply is the first acknowledged write. Each
+    /// survivor has its own probe task, so one that hangs delays no other.
     async fn run(self) -> Option<(String, Instant)> {
         let auth = self.password.as_deref().map(|p| (None, p));
         let mut conn: Option<Conn> = None;
         while Instant::now() < self.deadline {
-            let attempt_timeout = self.io_timeout.min(self.deadline.saturating_duration_since(Instant::now()));
-            let attempt = tokio::time::timeout(attempt_timeout, async {
-                if conn.is_none() {
-                    conn = Some(Conn::open(&self.addr, attempt_timeout, auth).await?);
+            if conn.is_none() {
+                let connect_timeout = self.io_timeout.min(self.deadline.saturating_duration_since(Instant::now()));
+                match tokio::time::timeout(connect_timeout, Conn::open(&self.addr, connect_timeout, auth)).await {
+                    Ok(Ok(c)) => conn = Some(c),
+                    Ok(Err(_)) | Err(_) => {
+                        tokio::time::sleep(self.interval).await;
+                        continue;
+                    }
                 }
-                let c = conn.as_mut().expect("connected above");
-                self.probes.fetch_add(1, Ordering::Relaxed);
-                c.call(&[b"SET", self.key.as_bytes(), b"1"]).await
-            })
-            .await;
-            match attempt {
+            }
+            let c = conn.as_mut().expect("connected above");
+            self.probes.fetch_add(1, Ordering::Relaxed);
+            let reply_timeout = self.deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(reply_timeout, c.call(&[b"SET", self.key.as_bytes(), b"1"])).await {
                 Ok(Ok(Frame::Simple(s))) if s == "OK" => return Some((self.addr.to_string(), Instant::now())),
                 Ok(Ok(_)) => {}                     // READONLY or another refusal: keep the connection
-                Ok(Err(_)) | Err(_) => conn = None, // broken or hung: reconnect next time
+                Ok(Err(_)) | Err(_) => conn = None, // broken, or the deadline passed
             }
             tokio::time::sleep(self.interval).await;
         }

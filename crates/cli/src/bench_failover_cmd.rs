@@ -57,7 +57,8 @@ pub struct BenchFailoverArgs {
     /// Pause between two probe SETs on one survivor, ms.
     #[arg(long, default_value_t = 5)]
     probe_interval_ms: u64,
-    /// Connect and read timeout of each discovery or probe request, ms.
+    /// Connect timeout (and ROLE read timeout), ms; a probe SET waits for its
+    /// reply until the recovery timeout, as a new leader may hold it for its ack policy.
     #[arg(long, default_value_t = 200)]
     io_timeout_ms: u64,
     /// Trials to run.
