@@ -14,11 +14,14 @@
 //!   commands' execution: turns a request into a reply plus row effects.
 //! - [`resp`]: the RESP2/RESP3 wire codec.
 //! - [`glob`]: Redis-style glob matching for `KEYS` and `SCAN MATCH`.
+//! - [`failover`]: leader leases, fencing, promotion rules and the
+//!   divergence point of a returning old leader.
 //! - [`session`]: session guarantees (read-your-writes, monotonic reads,
 //!   bounded staleness): where a read may go.
 
 pub mod command;
 pub mod effect;
+pub mod failover;
 pub mod glob;
 pub mod repl;
 pub mod resp;

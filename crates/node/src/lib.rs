@@ -22,6 +22,7 @@ pub mod admin;
 pub mod backlog;
 pub mod config;
 pub mod connection;
+pub mod control;
 pub mod db;
 pub mod faults;
 pub mod metrics;

@@ -557,12 +557,12 @@ impl Sim {
         let now = self.now_ms();
         let id = f as NodeId + 2;
         match msg {
-            PeerMsg::Subscribe { node_id, epoch, last_lsn, .. } => {
+            PeerMsg::Subscribe { node_id, epoch, last_lsn, history, .. } => {
                 if node_id != id {
                     fail!("node {id} subscribed as node {node_id}");
                 }
                 let first_retained = self.leader.first_retained;
-                let reply = self.leader.core.handle_subscribe(now, id, epoch, last_lsn, first_retained);
+                let reply = self.leader.core.handle_subscribe(now, id, epoch, last_lsn, &history, first_retained);
                 self.trace(|| format!("leader: subscribe from {id} last_lsn {last_lsn} -> {reply:?}"));
                 let v = &mut self.leader.view[f];
                 v.conn = Some(conn);
@@ -781,7 +781,7 @@ impl Sim {
         let kind = msg.kind();
         self.trace(|| format!("node {id}: received {}", summary(&msg)));
         let result = match msg {
-            PeerMsg::Welcome { leader_id, epoch, leader_client_addr, stream_from } => {
+            PeerMsg::Welcome { leader_id, epoch, leader_client_addr, stream_from, .. } => {
                 let core = self.followers[f].core.as_mut().expect("up");
                 let r = core.handle_welcome(now, leader_id, epoch, leader_client_addr, stream_from);
                 if r.is_ok() {

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 
 use super::msg::{PeerMsg, WireEntry, STREAM_FROM_SNAPSHOT};
 use super::NodeId;
+use crate::failover::EpochHistory;
 use crate::{Epoch, Lsn};
 
 /// How many `(leader last LSN, when we learned it)` points a follower keeps
@@ -121,6 +122,8 @@ pub struct Follower {
     /// bounded by [`EPOCH_RUNS_MAX`].
     epoch_runs: VecDeque<(Lsn, Epoch)>,
     epochs_known_from: Lsn,
+    /// Where each epoch starts in this log (sent in `Subscribe`).
+    history: EpochHistory,
 }
 
 impl Follower {
@@ -150,7 +153,20 @@ impl Follower {
             learned: VecDeque::new(),
             epoch_runs: VecDeque::new(),
             epochs_known_from: last_lsn + 1,
+            history: EpochHistory::default(),
         }
+    }
+
+    /// Sets where each epoch starts in this node's log (loaded from disk, or
+    /// the leader's history after a snapshot).
+    pub fn set_history(&mut self, history: EpochHistory) {
+        self.history = history;
+    }
+
+    /// Where each epoch starts in this node's log, including the entries
+    /// accepted so far; the node persists it when it changes.
+    pub fn history(&self) -> &EpochHistory {
+        &self.history
     }
 
     /// The first message of a connection to the leader.
@@ -161,6 +177,7 @@ impl Follower {
             last_lsn: self.last_lsn,
             client_addr,
             cluster_secret_hash,
+            history: self.history.pairs().to_vec(),
         }
     }
 
@@ -240,6 +257,7 @@ impl Follower {
                     self.epochs_known_from = self.epoch_runs.front().map_or(e.lsn, |&(lsn, _)| lsn);
                 }
                 self.epoch_runs.push_back((e.lsn, e.epoch));
+                self.history.record(e.epoch, e.lsn);
             }
         }
         self.last_lsn = new_last;

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::msg::{PeerMsg, STREAM_FROM_SNAPSHOT};
 use super::policy::{AckLevel, AckPolicy, Durability, POLICY_MEMBERS_MAX};
 use super::NodeId;
+use crate::failover::{divergence_point, EpochHistory};
 use crate::{Epoch, Lsn};
 
 /// Default for [`LeaderConfig::batch_bytes_max`].
@@ -285,6 +286,9 @@ pub struct Leader {
     deadlines: BTreeSet<(u64, u64)>,
     /// Settled waits not yet polled; at most one per waiter.
     releases: VecDeque<Release>,
+    /// Where each epoch starts in the leader's log; empty when the node does
+    /// not track it (then a follower ahead of the leader is refused).
+    history: EpochHistory,
 }
 
 impl Leader {
@@ -310,7 +314,16 @@ impl Leader {
             waiters: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             releases: VecDeque::new(),
+            history: EpochHistory::default(),
         }
+    }
+
+    /// Sets where each epoch starts in the leader's log (its own epoch must
+    /// already be recorded). With a history, a subscriber whose log parts
+    /// from the leader's is told where (`Welcome.diverged_after`) and gets a
+    /// snapshot.
+    pub fn set_history(&mut self, history: EpochHistory) {
+        self.history = history;
     }
 
     fn replica_mut(&mut self, id: NodeId) -> Option<&mut Replica> {
@@ -330,6 +343,7 @@ impl Leader {
         from: NodeId,
         epoch: Epoch,
         last_lsn: Lsn,
+        sub_history: &[(Epoch, Lsn)],
         first_retained_lsn: Lsn,
     ) -> PeerMsg {
         let (leader_epoch, leader_last) = (self.epoch, self.last_lsn);
@@ -344,7 +358,15 @@ impl Leader {
                 ),
             };
         }
-        if last_lsn > leader_last {
+        let diverged_after = if self.history.pairs().is_empty() || last_lsn == 0 {
+            None
+        } else {
+            let sub = EpochHistory::from_pairs(sub_history.to_vec());
+            let p = divergence_point(&self.history, leader_last, &sub, last_lsn);
+            (p < last_lsn).then_some(p)
+        };
+        let Some(r) = self.replica_mut(from) else { unreachable!("checked above") };
+        if diverged_after.is_none() && last_lsn > leader_last {
             r.reset_connection();
             return PeerMsg::Refuse {
                 reason: format!(
@@ -358,7 +380,7 @@ impl Leader {
         // unsynced tail, or been wiped): never count beyond it.
         r.flushed_lsn = r.flushed_lsn.min(last_lsn);
         r.applied_lsn = r.applied_lsn.min(last_lsn);
-        let stream_from = if last_lsn + 1 < first_retained_lsn {
+        let stream_from = if diverged_after.is_some() || last_lsn + 1 < first_retained_lsn {
             // It discards its state and log for the snapshot.
             r.state = ReplicaState::Snapshot;
             r.snapshot_due = true;
@@ -377,6 +399,8 @@ impl Leader {
             epoch: self.epoch,
             leader_client_addr: self.config.client_addr.clone(),
             stream_from,
+            history: self.history.pairs().to_vec(),
+            diverged_after,
         }
     }
 
@@ -745,7 +769,7 @@ mod tests {
     }
 
     fn connect(l: &mut Leader, id: NodeId) {
-        let msg = l.handle_subscribe(T0, id, 1, 0, 1);
+        let msg = l.handle_subscribe(T0, id, 1, 0, &[], 1);
         assert!(matches!(msg, PeerMsg::Welcome { stream_from: 1, .. }), "{msg:?}");
     }
 
@@ -923,7 +947,7 @@ mod tests {
         for lsn in 1..=20 {
             l.handle_appended(T0, lsn, T0);
         }
-        let msg = l.handle_subscribe(T0, 2, 1, 3, 10);
+        let msg = l.handle_subscribe(T0, 2, 1, 3, &[], 10);
         assert!(matches!(msg, PeerMsg::Welcome { stream_from: STREAM_FROM_SNAPSHOT, .. }), "{msg:?}");
         assert_eq!(l.replicas(T0)[0].state, ReplicaState::Snapshot);
         assert_eq!(l.poll_transmit(T0), Some(Transmit::Snapshot { to: 2 }));
@@ -933,8 +957,27 @@ mod tests {
         l.handle_snapshot_sent(T0, 2, 15);
         assert_eq!(l.poll_transmit(T0), Some(Transmit::Entries { to: 2, from_lsn: 16, max_bytes: 400 }));
         // A follower right at the edge of the retained log streams.
-        let msg = l.handle_subscribe(T0, 2, 1, 9, 10);
+        let msg = l.handle_subscribe(T0, 2, 1, 9, &[], 10);
         assert!(matches!(msg, PeerMsg::Welcome { stream_from: 10, .. }), "{msg:?}");
+    }
+
+    #[test]
+    fn subscriber_whose_log_parts_from_the_leaders_is_told_where_and_gets_a_snapshot() {
+        let mut l = leader_with(&[2]);
+        for lsn in 1..=80 {
+            l.handle_appended(T0, lsn, T0);
+        }
+        l.set_history(EpochHistory::from_pairs(vec![(1, 1), (2, 51)]));
+        // An old leader of epoch 1 that wrote 51..60 nobody received.
+        let msg = l.handle_subscribe(T0, 2, 1, 60, &[(1, 1)], 1);
+        assert!(
+            matches!(msg, PeerMsg::Welcome { stream_from: STREAM_FROM_SNAPSHOT, diverged_after: Some(50), .. }),
+            "{msg:?}"
+        );
+        assert_eq!(l.poll_transmit(T0), Some(Transmit::Snapshot { to: 2 }));
+        // A follower that is merely behind streams on.
+        let msg = l.handle_subscribe(T0, 2, 1, 40, &[(1, 1)], 1);
+        assert!(matches!(msg, PeerMsg::Welcome { stream_from: 41, diverged_after: None, .. }), "{msg:?}");
     }
 
     #[test]
@@ -944,7 +987,7 @@ mod tests {
         for (from, epoch, last, want) in
             [(9, 1, 0, "not a member"), (2, 2, 0, "stale leader"), (2, 1, 2, "divergent log")]
         {
-            match l.handle_subscribe(T0, from, epoch, last, 1) {
+            match l.handle_subscribe(T0, from, epoch, last, &[], 1) {
                 PeerMsg::Refuse { reason } => assert!(reason.contains(want), "{reason}"),
                 other => panic!("{other:?}"),
             }
@@ -959,7 +1002,7 @@ mod tests {
         let lsn = append_and_send(&mut l, T0, 5);
         l.handle_ack(T0, 2, lsn, lsn);
         // The follower comes back with a shorter log (wiped down to 2).
-        l.handle_subscribe(T0, 2, 1, 2, 1);
+        l.handle_subscribe(T0, 2, 1, 2, &[], 1);
         let r = &l.replicas(T0)[0];
         assert_eq!((r.flushed_lsn, r.applied_lsn, r.sent_lsn), (2, 2, 2));
     }

@@ -10,6 +10,10 @@
 //! [`STREAM_FROM_SNAPSHOT`] a snapshot follows (`SnapshotBegin`,
 //! `SnapshotChunk`*, `SnapshotEnd`); then `Entries` and `Heartbeat`s flow
 //! from the leader and `Ack`s from the follower.
+//!
+//! A control-plane connection starts with `ControlHello` instead, then
+//! carries `ControlRequest` / `ControlResponse` frames (see the node's
+//! `control` module).
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -59,6 +63,10 @@ pub enum PeerMsg {
         client_addr: String,
         /// Hash of the cluster secret; the node refuses a mismatch.
         cluster_secret_hash: u64,
+        /// Where each epoch starts in the follower's log
+        /// ([`crate::failover::EpochHistory`] pairs), so the leader can find
+        /// where the two logs part.
+        history: Vec<(Epoch, Lsn)>,
     },
     /// Follower to leader: progress. Sent when either LSN advances.
     Ack {
@@ -78,6 +86,13 @@ pub enum PeerMsg {
         /// The first LSN the stream will carry (the follower's last LSN + 1),
         /// or [`STREAM_FROM_SNAPSHOT`].
         stream_from: Lsn,
+        /// The leader's epoch history (the follower adopts it).
+        history: Vec<(Epoch, Lsn)>,
+        /// The follower's log holds entries after this LSN that the leader's
+        /// log does not: the follower writes them to a rollback file before
+        /// it takes the snapshot that follows (`stream_from` is then
+        /// [`STREAM_FROM_SNAPSHOT`]).
+        diverged_after: Option<Lsn>,
     },
     /// Leader to follower: consecutive log entries.
     Entries {
@@ -121,11 +136,49 @@ pub enum PeerMsg {
         /// has applied up to here.
         end_lsn: Lsn,
     },
+    /// Leader to follower: renew my lease. `stamp_ms` is the leader's
+    /// monotonic clock; the follower echoes it in `LeaseGrant` unless it has
+    /// fenced this epoch.
+    LeaseRequest {
+        /// The leader's epoch.
+        epoch: Epoch,
+        /// The leader's monotonic clock (ms) when it sent the request.
+        stamp_ms: u64,
+    },
+    /// Follower to leader: the lease is granted for the request stamped
+    /// `stamp_ms`.
+    LeaseGrant {
+        /// The echoed stamp.
+        stamp_ms: u64,
+    },
     /// Either side: the other side is refused; the connection is closed after
     /// this (stale epoch, divergent log, bad secret, protocol violation).
     Refuse {
         /// Why, for logs and for the operator.
         reason: String,
+    },
+    /// Control plane, first message of a control connection: who is calling.
+    /// The connection then carries `ControlRequest`s from the caller and
+    /// `ControlResponse`s back, multiplexed by `id`.
+    ControlHello {
+        /// The caller's node id.
+        node_id: NodeId,
+        /// Hash of the cluster secret; the node refuses a mismatch.
+        cluster_secret_hash: u64,
+    },
+    /// Control plane: one RPC (the body is the control plane's own encoding).
+    ControlRequest {
+        /// Matches the response to the request on this connection.
+        id: u64,
+        /// The encoded RPC.
+        body: Bytes,
+    },
+    /// Control plane: the answer to the `ControlRequest` with the same `id`.
+    ControlResponse {
+        /// The request's id.
+        id: u64,
+        /// The encoded answer.
+        body: Bytes,
     },
 }
 
@@ -173,7 +226,12 @@ impl PeerMsg {
             PeerMsg::SnapshotBegin { .. } => "snapshot_begin",
             PeerMsg::SnapshotChunk { .. } => "snapshot_chunk",
             PeerMsg::SnapshotEnd { .. } => "snapshot_end",
+            PeerMsg::LeaseRequest { .. } => "lease_request",
+            PeerMsg::LeaseGrant { .. } => "lease_grant",
             PeerMsg::Refuse { .. } => "refuse",
+            PeerMsg::ControlHello { .. } => "control_hello",
+            PeerMsg::ControlRequest { .. } => "control_request",
+            PeerMsg::ControlResponse { .. } => "control_response",
         }
     }
 }
@@ -190,9 +248,19 @@ mod tests {
                 last_lsn: 40,
                 client_addr: "127.0.0.1:7392".into(),
                 cluster_secret_hash: 0xdead_beef,
+                history: vec![(1, 1), (3, 30)],
             },
             PeerMsg::Ack { flushed_lsn: 9, applied_lsn: 8 },
-            PeerMsg::Welcome { leader_id: 1, epoch: 3, leader_client_addr: "127.0.0.1:7382".into(), stream_from: 41 },
+            PeerMsg::Welcome {
+                leader_id: 1,
+                epoch: 3,
+                leader_client_addr: "127.0.0.1:7382".into(),
+                stream_from: 41,
+                history: vec![(1, 1)],
+                diverged_after: Some(40),
+            },
+            PeerMsg::LeaseRequest { epoch: 3, stamp_ms: 17 },
+            PeerMsg::LeaseGrant { stamp_ms: 17 },
             PeerMsg::Entries {
                 epoch: 3,
                 entries: vec![
@@ -207,6 +275,9 @@ mod tests {
             PeerMsg::SnapshotChunk { bytes: Bytes::from(vec![7u8; 300]) },
             PeerMsg::SnapshotEnd { end_lsn: 52 },
             PeerMsg::Refuse { reason: "stale epoch".into() },
+            PeerMsg::ControlHello { node_id: 3, cluster_secret_hash: 7 },
+            PeerMsg::ControlRequest { id: 9, body: Bytes::from_static(b"vote") },
+            PeerMsg::ControlResponse { id: 9, body: Bytes::new() },
         ]
     }
 

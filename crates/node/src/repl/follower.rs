@@ -142,7 +142,7 @@ async fn session(
         .await
         .map_err(|e| no_stream(e.to_string()))?;
     let welcome = read_frame(&mut reader, &mut buf).await.map_err(|e| no_stream(e.to_string()))?;
-    let PeerMsg::Welcome { leader_id, epoch, leader_client_addr, stream_from } = welcome else {
+    let PeerMsg::Welcome { leader_id, epoch, leader_client_addr, stream_from, .. } = welcome else {
         return Err(no_stream(match welcome {
             PeerMsg::Refuse { reason } => format!("the leader refused: {reason}"),
             other => format!("expected Welcome, got {}", other.kind()),

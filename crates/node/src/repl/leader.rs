@@ -31,13 +31,46 @@ const EVENTS_MAX: usize = 65_536;
 const SESSION_QUEUE_MAX: usize = 1024;
 
 enum Event {
-    Subscribe { from: u64, epoch: u64, last_lsn: Lsn, client_addr: String, reply: oneshot::Sender<Subscribed> },
-    Ack { from: u64, session: u64, flushed: Lsn, applied: Lsn },
-    Disconnect { from: u64, session: u64 },
-    Sent { to: u64, session: u64, last_lsn: Lsn, bytes: usize },
-    SnapshotSent { to: u64, session: u64, start_lsn: Lsn },
-    Wait { lsn: Lsn, durability: Durability, reply: oneshot::Sender<Outcome> },
-    WaitReplicas { lsn: Lsn, numreplicas: usize, timeout_ms: u64, reply: oneshot::Sender<Outcome> },
+    Subscribe {
+        from: u64,
+        epoch: u64,
+        last_lsn: Lsn,
+        history: Vec<(u64, Lsn)>,
+        client_addr: String,
+        reply: oneshot::Sender<Subscribed>,
+    },
+    Ack {
+        from: u64,
+        session: u64,
+        flushed: Lsn,
+        applied: Lsn,
+    },
+    Disconnect {
+        from: u64,
+        session: u64,
+    },
+    Sent {
+        to: u64,
+        session: u64,
+        last_lsn: Lsn,
+        bytes: usize,
+    },
+    SnapshotSent {
+        to: u64,
+        session: u64,
+        start_lsn: Lsn,
+    },
+    Wait {
+        lsn: Lsn,
+        durability: Durability,
+        reply: oneshot::Sender<Outcome>,
+    },
+    WaitReplicas {
+        lsn: Lsn,
+        numreplicas: usize,
+        timeout_ms: u64,
+        reply: oneshot::Sender<Outcome>,
+    },
 }
 
 struct Subscribed {
@@ -91,11 +124,11 @@ impl LeaderHandle {
 
     /// Serves a follower that connected to the peer port.
     pub async fn serve_follower(&self, db: Arc<Db>, metrics: Arc<Metrics>, stream: TcpStream, first: PeerMsg) {
-        let PeerMsg::Subscribe { node_id, epoch, last_lsn, client_addr, .. } = first else {
+        let PeerMsg::Subscribe { node_id, epoch, last_lsn, client_addr, history, .. } = first else {
             return;
         };
         let (reply, rx) = oneshot::channel();
-        let event = Event::Subscribe { from: node_id, epoch, last_lsn, client_addr, reply };
+        let event = Event::Subscribe { from: node_id, epoch, last_lsn, history, client_addr, reply };
         if self.events.send(event).await.is_err() {
             return;
         }
@@ -329,8 +362,9 @@ impl Actor {
     fn handle(&mut self, ev: Event) {
         let now = unix_ms();
         match ev {
-            Event::Subscribe { from, epoch, last_lsn, client_addr, reply } => {
-                let answer = self.core.handle_subscribe(now, from, epoch, last_lsn, self.db.first_retained_lsn());
+            Event::Subscribe { from, epoch, last_lsn, history, client_addr, reply } => {
+                let answer =
+                    self.core.handle_subscribe(now, from, epoch, last_lsn, &history, self.db.first_retained_lsn());
                 let session = if matches!(answer, PeerMsg::Welcome { .. }) {
                     let id = self.next_session;
                     self.next_session += 1;

@@ -65,6 +65,8 @@ pub struct Replication {
     secret_hash: u64,
     /// Injected link faults, consulted by every peer stream.
     pub faults: Arc<Faults>,
+    /// The control plane, which answers `ControlHello` connections.
+    control: RwLock<Option<Arc<crate::control::ControlPlane>>>,
 }
 
 impl Replication {
@@ -95,6 +97,7 @@ impl Replication {
             default_durability,
             secret_hash,
             faults,
+            control: RwLock::new(None),
         };
         match leader_id {
             Some(id) if id == config.node_id => repl.become_leader(false)?,
@@ -102,14 +105,14 @@ impl Replication {
                 let addr = config.member_addr(id).ok_or_else(|| format!("leader {id} is not among members"))?;
                 repl.become_follower(addr);
             }
-            None => {
-                return Err(
-                    "members are configured but no leader: pass --leader ID (automatic election is not built yet)"
-                        .into(),
-                );
-            }
+            None => tracing::info!("waiting for the control plane to choose a leader"),
         }
         Ok(repl)
+    }
+
+    /// Hands control connections (`ControlHello`) to `control`.
+    pub fn set_control(&self, control: Arc<crate::control::ControlPlane>) {
+        *self.control.write() = Some(control);
     }
 
     fn followers(&self) -> Vec<u64> {
@@ -258,13 +261,26 @@ impl Replication {
                         Ok(Err(e)) => return tracing::debug!(%addr, error = %e, "peer handshake failed"),
                         Err(_) => return tracing::debug!(%addr, "peer handshake timed out"),
                     };
-                repl.handle_peer(stream, first, addr).await;
+                repl.handle_peer(stream, buf, first, addr).await;
             });
         }
     }
 
-    async fn handle_peer(&self, mut stream: tokio::net::TcpStream, first: PeerMsg, addr: SocketAddr) {
+    async fn handle_peer(&self, mut stream: tokio::net::TcpStream, buf: BytesMut, first: PeerMsg, addr: SocketAddr) {
         let refuse = |reason: String| PeerMsg::Refuse { reason };
+        if let PeerMsg::ControlHello { node_id, cluster_secret_hash } = first {
+            let control = self.control.read().clone();
+            let reason = match control {
+                _ if cluster_secret_hash != self.secret_hash => {
+                    tracing::warn!(%addr, node = node_id, "refused a control peer with the wrong cluster secret");
+                    "wrong cluster secret".to_string()
+                }
+                Some(cp) => return cp.serve_connection(stream, buf, node_id).await,
+                None => format!("node {} runs no control plane", self.config.node_id),
+            };
+            let _ = wire::write_frame(&mut stream, &refuse(reason)).await;
+            return;
+        }
         let PeerMsg::Subscribe { cluster_secret_hash, node_id, .. } = &first else {
             let _ = wire::write_frame(&mut stream, &refuse(format!("expected Subscribe, got {}", first.kind()))).await;
             return;

@@ -1,0 +1,202 @@
+use super::*;
+
+const LEASE: LeaseConfig = LeaseConfig { lease_ms: 1000, clock_drift_percent: 10 };
+
+#[test]
+fn leader_lease_is_shorter_than_the_follower_promise_by_the_drift_bound() {
+    assert_eq!(LEASE.leader_lease_ms(), 818);
+    assert_eq!(LeaseConfig { lease_ms: 1000, clock_drift_percent: 0 }.leader_lease_ms(), 1000);
+    assert!(LeaseConfig { lease_ms: 0, clock_drift_percent: 0 }.validate().is_err());
+    assert!(LeaseConfig { lease_ms: 10, clock_drift_percent: 51 }.validate().is_err());
+}
+
+#[test]
+fn lease_needs_a_majority_of_grants() {
+    // Five voters: the leader needs two follower grants.
+    let mut k = LeaseKeeper::new(LEASE, &[2, 3, 4, 5], 5);
+    assert_eq!(k.valid_until(), None);
+    k.handle_grant(2, 100);
+    assert!(!k.is_valid(150));
+    k.handle_grant(3, 300);
+    // The second-newest stamp (100) bounds the lease.
+    assert_eq!(k.valid_until(), Some(100 + 818));
+    assert!(k.is_valid(917) && !k.is_valid(918));
+    k.handle_grant(4, 500);
+    assert_eq!(k.valid_until(), Some(300 + 818));
+    // A stale echo never moves the lease back; strangers are ignored.
+    k.handle_grant(4, 200);
+    k.handle_grant(9, 10_000);
+    assert_eq!(k.valid_until(), Some(300 + 818));
+}
+
+#[test]
+fn single_node_cluster_always_holds_its_lease() {
+    let k = LeaseKeeper::new(LEASE, &[], 1);
+    assert!(k.is_valid(u64::MAX - 1));
+}
+
+#[test]
+fn follower_cannot_fence_while_its_grant_binds() {
+    let mut g = LeaseGrantor::new(LEASE, 3, 0);
+    // A restarted node acts as if it granted at start.
+    assert_eq!(g.try_fence(500, 3), Err(StillBound { remaining_ms: 500 }));
+    assert!(g.handle_request(600, 3));
+    assert_eq!(g.try_fence(1599, 3), Err(StillBound { remaining_ms: 1 }));
+    assert_eq!(g.try_fence(1600, 3), Ok(4));
+    // Fenced: the old epoch's requests are refused; fencing again is a no-op.
+    assert!(!g.handle_request(1700, 3));
+    assert_eq!(g.try_fence(1700, 3), Ok(4));
+    assert!(g.handle_request(1800, 4));
+}
+
+#[test]
+fn old_leader_lease_ends_before_the_fence_under_extreme_drift() {
+    // Leader clock 10 % slow, follower clock 10 % fast: the worst case.
+    // Real time t (ms); leader clock = 0.9 t; follower clock = 1.1 t.
+    let mut k = LeaseKeeper::new(LEASE, &[2, 3], 3);
+    let mut g = LeaseGrantor::new(LEASE, 1, 0);
+    let real_send = 10_000.0f64;
+    let stamp = (real_send * 0.9) as u64;
+    // Delivered instantly.
+    assert!(g.handle_request((real_send * 1.1) as u64, 1));
+    k.handle_grant(2, stamp);
+    // Earliest real time the follower may fence.
+    let mut t = real_send;
+    while g.clone().try_fence((t * 1.1) as u64, 1).is_err() {
+        t += 1.0;
+    }
+    // At that real time the leader's lease is over by its own clock.
+    assert!(!k.is_valid((t * 0.9) as u64), "lease still valid at real {t}");
+}
+
+fn report(epoch: Epoch, since: u64, last_epoch: Epoch, last: Lsn) -> NodeReport {
+    NodeReport {
+        epoch,
+        leading: false,
+        lease_valid: false,
+        since_leader_ms: since,
+        last_entry_epoch: last_epoch,
+        last_lsn: last,
+    }
+}
+
+#[test]
+fn assess_fences_only_when_a_majority_lost_the_leader() {
+    let members = [1, 2, 3];
+    let mut reports = BTreeMap::new();
+    reports.insert(2, report(5, 900, 5, 10));
+    reports.insert(3, report(5, 100, 5, 10));
+    assert_eq!(assess(&members, Some(1), 5, &reports, 500), Assessment::Healthy);
+    reports.insert(3, report(5, 600, 5, 12));
+    assert_eq!(assess(&members, Some(1), 5, &reports, 500), Assessment::Fence { old_epoch: 5, targets: vec![2, 3] });
+    // A node already fenced (higher epoch) counts as lost.
+    reports.insert(3, report(6, 0, 5, 12));
+    assert!(matches!(assess(&members, Some(1), 5, &reports, 500), Assessment::Fence { .. }));
+    // One answer out of three is not enough.
+    reports.remove(&3);
+    assert_eq!(assess(&members, Some(1), 5, &reports, 500), Assessment::Healthy);
+}
+
+#[test]
+fn bootstrap_picks_the_most_up_to_date_of_a_majority() {
+    let members = [1, 2, 3];
+    let mut reports = BTreeMap::new();
+    reports.insert(1, report(2, 0, 2, 50));
+    assert!(matches!(assess(&members, None, 0, &reports, 500), Assessment::Wait(_)));
+    reports.insert(3, report(4, 0, 3, 40));
+    assert_eq!(assess(&members, None, 0, &reports, 500), Assessment::Bootstrap { leader: 3, epoch: 5 });
+}
+
+fn fenced(list: &[(NodeId, Epoch, Lsn)]) -> BTreeMap<NodeId, FencedNode> {
+    list.iter().map(|&(id, e, l)| (id, FencedNode { last_entry_epoch: e, last_lsn: l })).collect()
+}
+
+#[test]
+fn promotion_picks_the_highest_epoch_then_lsn() {
+    let f = fenced(&[(2, 3, 100), (3, 4, 90)]);
+    assert_eq!(choose_leader(&AckPolicy::Async, &[1, 2, 3], 1, &f), Ok(3));
+    let f = fenced(&[(2, 4, 100), (3, 4, 100)]);
+    assert_eq!(choose_leader(&AckPolicy::Async, &[1, 2, 3], 1, &f), Ok(2));
+}
+
+#[test]
+fn promotion_waits_for_a_majority_of_fences() {
+    let f = fenced(&[(2, 1, 10)]);
+    assert!(choose_leader(&AckPolicy::Async, &[1, 2, 3], 1, &f).unwrap_err().contains("1 of 3 members fenced"));
+    // The old leader's own fence does not count.
+    let f = fenced(&[(1, 1, 10), (2, 1, 10)]);
+    assert!(choose_leader(&AckPolicy::Async, &[1, 2, 3], 1, &f).is_err());
+}
+
+#[test]
+fn promotion_under_any_k_needs_every_possible_acker_set_covered() {
+    let members = [1, 2, 3, 4, 5];
+    // any 1 over four followers: all four must be fenced.
+    let f = fenced(&[(2, 1, 10), (3, 1, 10), (4, 1, 12)]);
+    let err = choose_leader(&AckPolicy::Any(1), &members, 1, &f).unwrap_err();
+    assert!(err.contains("only 3 followers fenced, 4 needed"), "{err}");
+    // any 2: three of four suffice, and the most up-to-date wins.
+    assert_eq!(choose_leader(&AckPolicy::Any(2), &members, 1, &f), Ok(4));
+    // all: any one follower holds every acknowledged write.
+    assert_eq!(choose_leader(&AckPolicy::All, &members, 1, &f), Ok(4));
+    // first 1 (2,5): an ack may have come from 5, which did not fence.
+    let first = AckPolicy::First { k: 1, among: vec![2, 5] };
+    assert!(choose_leader(&first, &members, 1, &f).is_err());
+    let f = fenced(&[(2, 1, 10), (3, 1, 10), (5, 1, 11)]);
+    assert_eq!(choose_leader(&first, &members, 1, &f), Ok(5));
+}
+
+fn hist(pairs: &[(Epoch, Lsn)]) -> EpochHistory {
+    EpochHistory::from_pairs(pairs.to_vec())
+}
+
+#[test]
+fn divergence_is_where_the_epochs_of_two_logs_part() {
+    let leader = hist(&[(1, 1), (3, 51)]);
+    // Same epochs, the follower is behind: nothing to roll back.
+    assert_eq!(divergence_point(&leader, 80, &hist(&[(1, 1)]), 40), 40);
+    // The old leader of epoch 1 wrote 51..60 that nobody got.
+    assert_eq!(divergence_point(&leader, 80, &hist(&[(1, 1)]), 60), 50);
+    // A node that led epoch 2 from 41 on: its 41.. never reached the leader.
+    assert_eq!(divergence_point(&leader, 80, &hist(&[(1, 1), (2, 41)]), 70), 40);
+    // Identical logs.
+    assert_eq!(divergence_point(&leader, 80, &leader, 80), 80);
+    // A follower past the leader in the leader's own epoch (cannot happen
+    // with one leader per epoch, but must not panic): agree up to 80.
+    assert_eq!(divergence_point(&leader, 80, &leader, 90), 80);
+    // Empty follower.
+    assert_eq!(divergence_point(&leader, 80, &EpochHistory::default(), 0), 0);
+}
+
+#[test]
+fn history_records_only_newer_epochs_and_truncates() {
+    let mut h = EpochHistory::default();
+    h.record(1, 1);
+    h.record(1, 5);
+    h.record(2, 10);
+    h.record(2, 20);
+    assert_eq!(h.pairs(), &[(1, 1), (2, 10)]);
+    assert_eq!(h.epoch_at(9), Some(1));
+    assert_eq!(h.epoch_at(10), Some(2));
+    assert_eq!(h.last_epoch(0), 0);
+    h.truncate_after(9);
+    assert_eq!(h.pairs(), &[(1, 1)]);
+    // A new epoch that starts at or before an existing start replaces it.
+    h.record(4, 1);
+    assert_eq!(h.pairs(), &[(4, 1)]);
+}
+
+#[test]
+fn failover_messages_round_trip() {
+    for m in [
+        FailoverRpc::Probe,
+        FailoverRpc::Fence { old_epoch: 7 },
+        FailoverRpc::Report(report(1, 2, 3, 4)),
+        FailoverRpc::Fenced(FencedNode { last_entry_epoch: 3, last_lsn: 9 }),
+        FailoverRpc::Bound { remaining_ms: 5 },
+        FailoverRpc::Error("x".into()),
+    ] {
+        assert_eq!(FailoverRpc::decode(&m.encode()).unwrap(), m);
+    }
+    assert!(FailoverRpc::decode(&[0xff, 0xff]).is_err());
+}
