@@ -13,9 +13,11 @@
 //! - `client`: one client task: preload, then the measured pipelined loop.
 //! - [`Report`]: results, as JSON or a text table.
 //! - `rng`: the seeded SplitMix64 that picks keys and commands.
+//! - [`failover`]: `tandem bench-failover`, the kill -9 RTO and lost-writes probe.
 
 mod client;
 mod conn;
+pub mod failover;
 mod lag;
 mod mix;
 mod report;
@@ -194,6 +196,9 @@ pub enum BenchError {
         /// The reply, debug-formatted.
         reply: String,
     },
+    /// A failover trial could not be run (no leader, bad pid, ..).
+    #[error("failover trial: {0}")]
+    Failover(String),
     /// A SET of the preload phase got an error reply.
     #[error("preloading keys on {addr} failed: {message}")]
     Preload {

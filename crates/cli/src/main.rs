@@ -3,6 +3,7 @@
 //! - `up`: a local cluster of N node processes;
 //! - `bench`: load-generate against any RESP server (Tandem or Redis);
 //! - `lag`: replication lag from a leader to a follower;
+//! - `bench-failover`: failover RTO and lost writes after kill -9 of the leader;
 //! - `status`: print nodes' `/status` and their merged event log;
 //! - `switchover`: move leadership to a chosen node, losing nothing;
 //! - `rollback list|show`: what a node removed when it rejoined;
@@ -16,6 +17,7 @@
 
 mod backup_cmd;
 mod bench_cmd;
+mod bench_failover_cmd;
 mod cluster_cmd;
 mod dr_cmd;
 mod failover_cmd;
@@ -47,6 +49,9 @@ enum Command {
     /// Measure replication lag: how long after a write is sent to the leader
     /// it is visible on a follower (any RESP pair: Tandem or Redis).
     Lag(bench_cmd::LagArgs),
+    /// Measure failover: kill -9 the leader under a write load, time until a
+    /// survivor accepts a write (RTO), count lost acknowledged writes (Tandem or Redis).
+    BenchFailover(bench_failover_cmd::BenchFailoverArgs),
     /// Run the RESP proxy: writes to the leader, reads to followers, with
     /// per-connection session guarantees (read-your-writes, monotonic, max lag).
     Proxy(proxy_cmd::ProxyArgs),
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_cmd::run(args),
         Command::Up(args) => up_cmd::run(args),
         Command::Lag(args) => bench_cmd::run_lag(args),
+        Command::BenchFailover(args) => bench_failover_cmd::run(args),
         Command::Proxy(args) => {
             init_logging();
             proxy_cmd::run(args)
