@@ -228,7 +228,9 @@ pub enum Assessment {
     Fence {
         /// The epoch to fence.
         old_epoch: Epoch,
-        /// Every member but the old leader.
+        /// Every member but the old leader; every member, the old leader
+        /// too, when an earlier round already fenced some member (a leader
+        /// that is fenced stops leading and renewing its lease).
         targets: Vec<NodeId>,
     },
     /// No leader yet (a new cluster): install this node at this epoch.
@@ -249,7 +251,10 @@ pub fn majority(n: usize) -> usize {
 /// latest probe) and decides whether the leader must be replaced.
 ///
 /// The leader is considered lost when a majority of the members, not
-/// counting the leader, have not heard from it for `failover_timeout_ms`.
+/// counting the leader, have not heard from it for `failover_timeout_ms`
+/// (or have already fenced its epoch). Once any member fenced its epoch (an
+/// earlier round stopped half-way), the failover is finished by fencing
+/// every member, the leader included.
 pub fn assess(
     members: &[NodeId],
     leader: Option<NodeId>,
@@ -276,10 +281,38 @@ pub fn assess(
         .filter(|(&id, r)| id != leader && (r.epoch > epoch || r.since_leader_ms >= failover_timeout_ms))
         .map(|(&id, _)| id)
         .collect();
-    if lost.len() < need {
-        return Assessment::Healthy;
+    // Once an earlier round fenced some member, the failover must finish:
+    // the fenced member refuses this leader for good, while the members its
+    // lease still binds stay bound for as long as it renews the lease with
+    // them. Fencing the leader too stops the renewals. (Found by the failover
+    // simulator, seeds 80 and 128: without this a partly fenced cluster never
+    // converges, or never promotes under `any k` / `all`.)
+    let fenced_already = reports.iter().any(|(&id, r)| id != leader && r.epoch > epoch);
+    if fenced_already {
+        return Assessment::Fence { old_epoch: epoch, targets: members.to_vec() };
     }
-    Assessment::Fence { old_epoch: epoch, targets: members.iter().copied().filter(|&id| id != leader).collect() }
+    if lost.len() >= need {
+        return Assessment::Fence {
+            old_epoch: epoch,
+            targets: members.iter().copied().filter(|&id| id != leader).collect(),
+        };
+    }
+    Assessment::Healthy
+}
+
+/// Whether a node that the map names leader at `map_epoch` may start
+/// leading, given its persisted epoch (fence floor) and the last epoch it
+/// ever led (persisted before it accepts a write; 0 if never).
+///
+/// Never below the floor, and never an epoch it already led: a leader that
+/// restarted lost its unsynced tail, which it may already have streamed to
+/// followers. Leading the same epoch again would write other entries under
+/// the same `(lsn, epoch)` pairs, and [`divergence_point`] could no longer
+/// tell the two logs apart (an acknowledged write was lost that way: found by
+/// the failover simulator, seed 347). Such a node waits to be failed over to
+/// a new epoch; it may well be promoted again.
+pub fn may_lead(map_epoch: Epoch, durable_epoch: Epoch, led_epoch: Epoch) -> bool {
+    map_epoch >= durable_epoch && map_epoch > led_epoch
 }
 
 /// A node that answered a fence request: where its log ends.

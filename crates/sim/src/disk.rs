@@ -53,6 +53,11 @@ impl Disk {
         self.base_lsn
     }
 
+    /// The snapshot's chunks, as written by [`Disk::install_snapshot`].
+    pub fn base_chunks(&self) -> &[Bytes] {
+        &self.base_chunks
+    }
+
     /// Entries after the snapshot.
     pub fn entries(&self) -> &[WireEntry] {
         &self.entries
@@ -70,6 +75,19 @@ impl Disk {
     pub fn append(&mut self, entry: WireEntry) {
         assert_eq!(entry.lsn, self.last_lsn() + 1, "disk append out of order");
         self.entries.push(entry);
+    }
+
+    /// Removes every entry after `lsn` (they went to a rollback file);
+    /// everything if `lsn` is below the snapshot. The cut is durable at once
+    /// and syncs in flight no longer count.
+    pub fn truncate_after(&mut self, lsn: Lsn) {
+        if lsn < self.base_lsn {
+            self.discard();
+            return;
+        }
+        self.entries.truncate((lsn - self.base_lsn) as usize);
+        self.synced_lsn = self.synced_lsn.min(lsn);
+        self.generation += 1;
     }
 
     /// Throws everything away (a snapshot is coming, or the disk was wiped).
