@@ -69,14 +69,17 @@ const MAP_POLL_MS: u64 = 50;
 /// A node's housekeeping tick (lease requests, core timers, reconnects).
 const TICK_MS: u64 = 10;
 /// Clients per run.
-const CLIENTS: usize = 3;
+const CLIENTS: usize = 4;
+/// Chance that a client sends a write to a random node instead of the one it
+/// believes leads (clients with a stale or a fresher view of the cluster).
+const CLIENT_WANDER_CHANCE: f64 = 0.15;
 /// Mean gap between a client's writes (real ms).
 const CLIENT_GAP_MS: u64 = 8;
 /// A client gives up on a write after this long and tries another node.
 const CLIENT_TIMEOUT_MS: u64 = 1_000;
-/// A write that does not meet its ack policy within this is answered with an
-/// error (the core's `TimedOut`).
-const WRITE_TIMEOUT_MS: u64 = 500;
+/// A write that does not meet its ack policy within one of these (drawn per
+/// seed) is answered with an error (the core's `TimedOut`).
+const WRITE_TIMEOUTS_MS: [u64; 3] = [30, 100, 500];
 /// Client link latency bounds (µs); client links are never partitioned.
 const CLIENT_LATENCY_US: (u64, u64) = (50, 2_000);
 /// Virtual time with clients and faults, by default.
@@ -346,10 +349,24 @@ struct Client {
     busy: Option<u64>,
 }
 
+/// The orchestrator's round in progress. A round collects answers until all
+/// asked nodes answered or its wait is over, whichever comes first.
 enum Orch {
     Idle,
-    Probing { round: u64, orch: NodeId, reports: BTreeMap<NodeId, NodeReport> },
-    Fencing { round: u64, orch: NodeId, old_epoch: Epoch, old_leader: NodeId, fenced: BTreeMap<NodeId, FencedNode> },
+    Probing {
+        round: u64,
+        orch: NodeId,
+        reports: BTreeMap<NodeId, NodeReport>,
+    },
+    Fencing {
+        round: u64,
+        orch: NodeId,
+        old_epoch: Epoch,
+        old_leader: NodeId,
+        asked: usize,
+        answered: usize,
+        fenced: BTreeMap<NodeId, FencedNode>,
+    },
 }
 
 /// Where and when a write was accepted and acknowledged.
@@ -371,6 +388,7 @@ struct World {
     phase_since_us: u64,
     lease: LeaseConfig,
     failover_timeout_ms: u64,
+    write_timeout_ms: u64,
     policy: AckPolicy,
     members: Vec<NodeId>,
     nodes: Vec<Node>,
@@ -476,7 +494,10 @@ impl World {
         let drift_percent = *rng.pick(&[0, 5, 10, 10, 25]);
         let lease = LeaseConfig { lease_ms: *rng.pick(&[150, 300, 600]), clock_drift_percent: drift_percent };
         lease.validate().expect("simulated lease settings are valid");
-        let failover_timeout_ms = lease.lease_ms * 3 / 2;
+        // Shorter than the lease too: then only the followers' lease promise
+        // (`try_fence` refusing while bound) keeps two leaders apart.
+        let failover_timeout_ms = lease.lease_ms * *rng.pick(&[1, 2, 4, 8, 12]) / 8;
+        let write_timeout_ms = *rng.pick(&WRITE_TIMEOUTS_MS);
         let mut nodes = Vec::new();
         for &id in &members {
             let lo = 1_000_000 * (100 - drift_percent) / 100;
@@ -529,6 +550,7 @@ impl World {
             phase_since_us: 0,
             lease,
             failover_timeout_ms,
+            write_timeout_ms,
             policy,
             members: members.clone(),
             nodes,
@@ -671,9 +693,10 @@ impl World {
             })
             .collect();
         format!(
-            "policy {}, lease {} ms, drift {} %, map {:?}; {}",
+            "policy {}, lease {} ms, failover timeout {} ms, drift {} %, map {:?}; {}",
             self.policy,
             self.lease.lease_ms,
+            self.failover_timeout_ms,
             self.lease.clock_drift_percent,
             self.map,
             nodes.join("; ")
@@ -1124,22 +1147,38 @@ impl World {
             }
             FailoverRpc::Fence { old_epoch } => self.fence(id, from, round, old_epoch),
             FailoverRpc::Report(r) => {
+                let members = self.members.len();
                 if let Orch::Probing { round: cur, orch, reports } = &mut self.orch {
                     if *cur == round && *orch == id {
                         reports.insert(from, r);
+                        if reports.len() == members {
+                            self.orch_collect(round)?;
+                        }
                     }
                 }
             }
             FailoverRpc::Fenced(f) => {
-                if let Orch::Fencing { round: cur, orch, fenced, .. } = &mut self.orch {
+                if let Orch::Fencing { round: cur, orch, fenced, answered, asked, .. } = &mut self.orch {
                     if *cur == round && *orch == id {
                         fenced.insert(from, f);
+                        *answered += 1;
+                        if answered == asked {
+                            self.orch_collect(round)?;
+                        }
                     }
                 }
             }
             FailoverRpc::Bound { remaining_ms } => {
                 self.report.fences_bound += 1;
                 self.trace(|| format!("orchestrator: node {from} is bound for {remaining_ms} ms"));
+                if let Orch::Fencing { round: cur, orch, answered, asked, .. } = &mut self.orch {
+                    if *cur == round && *orch == id {
+                        *answered += 1;
+                        if answered == asked {
+                            self.orch_collect(round)?;
+                        }
+                    }
+                }
             }
             other => fail!("unexpected failover message {other:?}"),
         }
@@ -1651,15 +1690,26 @@ impl World {
                     Assessment::Fence { old_epoch, targets } => {
                         let old_leader = leader.expect("fencing needs a leader");
                         self.trace(|| format!("orchestrator {orch}: fence epoch {old_epoch} on {targets:?}"));
+                        let round = self.next_round;
+                        self.next_round += 1;
+                        let asked = targets.len();
+                        self.orch = Orch::Fencing {
+                            round,
+                            orch,
+                            old_epoch,
+                            old_leader,
+                            asked,
+                            answered: 0,
+                            fenced: BTreeMap::new(),
+                        };
                         for t in targets {
                             self.send_rpc(orch, t, round, &FailoverRpc::Fence { old_epoch });
                         }
-                        self.orch = Orch::Fencing { round, orch, old_epoch, old_leader, fenced: BTreeMap::new() };
                         self.schedule(FENCE_WAIT_MS * 1000, Event::OrchCollect { round });
                     }
                 }
             }
-            Orch::Fencing { round: cur, orch, old_epoch, old_leader, fenced } if cur == round => {
+            Orch::Fencing { round: cur, orch, old_epoch, old_leader, fenced, .. } if cur == round => {
                 if !self.reaches_control(orch) {
                     return Ok(());
                 }
@@ -1716,7 +1766,11 @@ impl World {
         }
         let write_id = self.next_write_id;
         self.next_write_id += 1;
-        let node = self.clients[client].target;
+        let node = if self.rng.chance(CLIENT_WANDER_CHANCE) {
+            *self.rng.pick(&self.members)
+        } else {
+            self.clients[client].target
+        };
         self.clients[client].busy = Some(write_id);
         let delay = self.rng.range(CLIENT_LATENCY_US.0, CLIENT_LATENCY_US.1);
         self.schedule(delay, Event::ClientArrive { client, write_id, node });
@@ -1747,7 +1801,7 @@ impl World {
         let epoch = l.epoch;
         self.check_lease_safety(id, epoch, write_id)?;
         let durability =
-            Durability { policy: self.policy.clone(), level: AckLevel::Flush, timeout_ms: WRITE_TIMEOUT_MS };
+            Durability { policy: self.policy.clone(), level: AckLevel::Flush, timeout_ms: self.write_timeout_ms };
         let node = self.node_mut(id);
         let Role::Leading(l) = &mut node.role else { unreachable!("leading") };
         let lsn = l.core.last_lsn() + 1;

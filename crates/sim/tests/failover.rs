@@ -135,3 +135,24 @@ fn every_policy_survives_failovers_on_five_nodes() {
         assert!(reports.iter().map(|r| r.failovers).sum::<u64>() > 0);
     }
 }
+
+/// For validating the checkers against a deliberately broken rule: runs the
+/// seeds without stopping and counts failures per checker.
+/// `cargo test --release -p tandem-sim --test failover -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn failover_failures_per_checker() {
+    let count = env_u64("TANDEM_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT);
+    let config = FailoverConfig::default();
+    let mut per_checker: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for seed in 0..count {
+        if let Err(f) = run_failover_seed(seed, &config) {
+            let checker = f.message.split(':').next().unwrap_or("").to_string();
+            per_checker.entry(checker).or_insert((0, seed)).0 += 1;
+        }
+    }
+    for (checker, (n, first)) in &per_checker {
+        println!("{n:>5} seeds failed the {checker} (lowest seed {first})");
+    }
+    println!("{} of {count} seeds failed", per_checker.values().map(|v| v.0).sum::<u64>());
+}
