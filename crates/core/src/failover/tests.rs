@@ -177,6 +177,24 @@ fn promotion_under_any_k_needs_every_possible_acker_set_covered() {
     assert_eq!(choose_leader(&first, &members, 1, &f), Ok(5));
 }
 
+#[test]
+fn promotion_under_first_k_covers_acks_of_earlier_leaders_too() {
+    // Failover simulator, seed 6213: node 1 led epoch 1 and acked a write
+    // with node 3 (first 1 of (2,3), node 2 being disconnected). Node 3 was
+    // promoted to epoch 2 but cut off before it led or replicated anything.
+    // Failing over from node 3, only node 2 (of the policy's nodes) needs to
+    // have fenced for node 3's own acks, but the epoch-1 write is on nodes 1
+    // and 3 only: promoting node 4 lost it.
+    let members = [1, 2, 3, 4, 5];
+    let first = AckPolicy::First { k: 1, among: vec![2, 3] };
+    let f = fenced(&[(2, 1, 11), (4, 1, 15), (5, 1, 15)]);
+    let err = choose_leader(&first, &members, 3, &f).unwrap_err();
+    assert!(err.contains("acknowledged by node 1 with 1 of [3]"), "{err}");
+    // Once node 1 fenced (it holds its own acked writes), promotion goes on.
+    let f = fenced(&[(1, 1, 23), (2, 1, 11), (4, 1, 15), (5, 1, 15)]);
+    assert_eq!(choose_leader(&first, &members, 3, &f), Ok(1));
+}
+
 fn hist(pairs: &[(Epoch, Lsn)]) -> EpochHistory {
     EpochHistory::from_pairs(pairs.to_vec())
 }
