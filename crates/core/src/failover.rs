@@ -447,15 +447,25 @@ impl EpochHistory {
     }
 
     /// Entries from `first_lsn` on belong to `epoch` (a leader starting, or
-    /// a follower appending the first entry of a new epoch). Ignored unless
-    /// `epoch` is above every recorded epoch; a start at or before an
-    /// existing one replaces it (the log was truncated there).
+    /// a follower appending the first entry of a new epoch). Starts at or
+    /// after `first_lsn` are dropped first: the log ends before `first_lsn`,
+    /// so they name entries that do not exist (a leader records its epoch's
+    /// start before it writes anything; a follower may adopt such a history
+    /// with a snapshot). Then ignored unless `epoch` is above every epoch
+    /// left.
+    ///
+    /// Dropping first matters (found by the failover simulator, seed 100714):
+    /// a node that adopted `[(7, 366), (8, 396)]` with a log ending at 395,
+    /// then appended epoch-7 entries 396.. from another leader, kept `(8,
+    /// 396)` and claimed those entries were epoch 8; a later divergence check
+    /// against a real epoch-8 log then found no divergence and the logs never
+    /// converged.
     pub fn record(&mut self, epoch: Epoch, first_lsn: Lsn) {
-        if self.starts.last().is_some_and(|&(e, _)| e >= epoch) {
-            return;
-        }
         while self.starts.last().is_some_and(|&(_, l)| l >= first_lsn) {
             self.starts.pop();
+        }
+        if self.starts.last().is_some_and(|&(e, _)| e >= epoch) {
+            return;
         }
         self.starts.push((epoch, first_lsn));
         if self.starts.len() > EPOCH_HISTORY_MAX {

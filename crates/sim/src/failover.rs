@@ -683,12 +683,13 @@ impl World {
                     Role::Following(f) => format!("following {} e{}", f.leader, f.epoch),
                 };
                 format!(
-                    "node {} {} epoch {} last {} synced {} {role}",
+                    "node {} {} epoch {} last {} synced {} history {:?} {role}",
                     n.id,
                     if n.up { "up" } else { "down" },
                     n.durable_epoch,
                     n.disk.last_lsn(),
-                    n.disk.synced_lsn()
+                    n.disk.synced_lsn(),
+                    n.history.pairs()
                 )
             })
             .collect();

@@ -236,6 +236,23 @@ fn history_records_only_newer_epochs_and_truncates() {
 }
 
 #[test]
+fn a_start_past_the_log_is_dropped_when_older_epoch_entries_are_appended_there() {
+    // Failover simulator, seed 100714: node 2 took a snapshot at 395 from the
+    // epoch-8 leader, whose history already named its own start (8, 396)
+    // though it had written nothing yet. Node 2 then followed the epoch-9
+    // leader, whose entries 396..414 are from epoch 7.
+    let mut h = hist(&[(6, 332), (7, 366), (8, 396)]);
+    h.record(7, 396);
+    assert_eq!(h.pairs(), &[(6, 332), (7, 366)]);
+    assert_eq!(h.epoch_at(410), Some(7));
+    h.record(9, 415);
+    // The real epoch-8 log (entries 396..410) now parts from this one after
+    // 395, so its owner rolls them back instead of keeping them.
+    let epoch8 = hist(&[(6, 332), (7, 366), (8, 396)]);
+    assert_eq!(divergence_point(&h, 444, &epoch8, 410), 395);
+}
+
+#[test]
 fn failover_messages_round_trip() {
     for m in [
         FailoverRpc::Probe,
