@@ -72,7 +72,7 @@ fn failover_seeds() {
         "{} failover seeds passed in {:.1?} (async {}, any 1 {}, all {}, first 1 (2,3) {}): {} events, {} writes \
          accepted, {} acked, {} refused; {} failovers, {} leader crashes, {} crashes, {} partitions, {} fences \
          refused while bound, {} entries rolled back ({} acked async writes among them), {} snapshots; recovery \
-         after the heal: max {} ms",
+         after the heal: max {} ms (seed {})",
         reports.len(),
         began.elapsed(),
         per_policy("async"),
@@ -92,6 +92,7 @@ fn failover_seeds() {
         sum(|r| r.acked_lost_to_rollback),
         sum(|r| r.snapshots),
         reports.iter().map(|r| r.recovery_ms).max().unwrap_or(0),
+        reports.iter().max_by_key(|r| r.recovery_ms).map_or(0, |r| r.seed),
     );
     assert_eq!(reports.len() as u64, count);
     // The faults must actually be exercised, or the seeds prove little.
