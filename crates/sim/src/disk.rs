@@ -43,6 +43,11 @@ impl Disk {
         self.synced_lsn
     }
 
+    /// Whether a sync has covered the snapshot the log starts after.
+    pub fn snapshot_synced(&self) -> bool {
+        self.base_synced
+    }
+
     /// The generation (see the field doc).
     pub fn generation(&self) -> u64 {
         self.generation
@@ -88,6 +93,18 @@ impl Disk {
         self.entries.truncate((lsn - self.base_lsn) as usize);
         self.synced_lsn = self.synced_lsn.min(lsn);
         self.generation += 1;
+    }
+
+    /// Log compaction: folds the synced entries up to `lsn` into a new
+    /// snapshot (`chunks`, holding everything up to `lsn`), so the log no
+    /// longer holds them for streaming. Durable at once, like the synced
+    /// entries it replaces.
+    pub fn compact(&mut self, lsn: Lsn, chunks: Vec<Bytes>) {
+        assert!(self.base_synced, "compaction over an unsynced snapshot");
+        assert!(self.base_lsn <= lsn && lsn <= self.synced_lsn, "compaction past the synced log");
+        self.entries.drain(..(lsn - self.base_lsn) as usize);
+        self.base_lsn = lsn;
+        self.base_chunks = chunks;
     }
 
     /// Throws everything away (a snapshot is coming, or the disk was wiped).

@@ -179,6 +179,8 @@ pub struct FailoverReport {
     pub acked_lost_to_rollback: u64,
     /// Snapshots sent.
     pub snapshots: u64,
+    /// Log compactions (the log then starts after a snapshot).
+    pub compactions: u64,
     /// Real ms from the last heal to the first acknowledged write.
     pub recovery_ms: u64,
     /// Virtual time at the end.
@@ -1522,6 +1524,16 @@ impl World {
         } else {
             match msg {
                 PeerMsg::Welcome { leader_id, epoch, leader_client_addr, stream_from, history, diverged_after } => {
+                    // Roll back first (the stream continues after the
+                    // divergence point), but never on a stale leader's word.
+                    let fresh_leader = epoch >= f.core.epoch() && f.core.state() == FollowerState::Disconnected;
+                    if let (Some(p), true) = (diverged_after, fresh_leader) {
+                        if !self.roll_back_after(id, p) {
+                            self.break_conn(conn);
+                            return Ok(());
+                        }
+                    }
+                    let Role::Following(f) = &mut self.node_mut(id).role else { unreachable!("following") };
                     let r = f.core.handle_welcome(now, leader_id, epoch, leader_client_addr, stream_from);
                     if r.is_ok() {
                         f.backoff_ms = BACKOFF_MS_MIN;
@@ -1529,9 +1541,6 @@ impl World {
                             f.welcome_history = Some(EpochHistory::from_pairs(history));
                         }
                         self.raise_epoch(id, epoch);
-                        if let Some(p) = diverged_after {
-                            self.roll_back_after(id, p);
-                        }
                     }
                     r
                 }
@@ -1609,15 +1618,15 @@ impl World {
 
     /// `Welcome.diverged_after = p`: every entry after `p` goes to the
     /// durable rollback records before the log is discarded.
-    fn roll_back_after(&mut self, id: NodeId, p: Lsn) {
+    /// Returns false when `p` is below the snapshot this log starts after:
+    /// then the whole log is discarded (entries folded into a snapshot can
+    /// no longer be listed one by one; only the ones after it go to the
+    /// rollback records) and the node subscribes again with an empty log.
+    fn roll_back_after(&mut self, id: NodeId, p: Lsn) -> bool {
         let node = self.node(id);
-        let log = node.full_log();
-        let mut rolled = Vec::new();
-        for e in log.iter().filter(|e| e.lsn > p) {
-            if !node.rollback.contains(e) {
-                rolled.push(e.clone());
-            }
-        }
+        let rolled: Vec<WireEntry> =
+            node.disk.entries().iter().filter(|e| e.lsn > p && !node.rollback.contains(e)).cloned().collect();
+        let below_snapshot = p < node.disk.base_lsn();
         let count = rolled.len();
         self.report.rolled_back += count as u64;
         let node = self.node_mut(id);
@@ -1625,10 +1634,12 @@ impl World {
         node.disk.truncate_after(p);
         node.fsync_target = None;
         node.history.truncate_after(p);
+        let kept = node.disk.last_lsn();
         if let Role::Following(f) = &mut node.role {
-            f.core.handle_rolled_back(p);
+            f.core.handle_rolled_back(kept);
         }
-        self.trace(|| format!("node {id}: rolls back {count} entries after lsn {p}"));
+        self.trace(|| format!("node {id}: rolls back {count} entries after lsn {p}, keeps lsn {kept}"));
+        !below_snapshot
     }
 
     fn snapshot_end(&mut self, id: NodeId, end_lsn: Lsn) -> Result<Check, String> {
@@ -1903,13 +1914,45 @@ impl World {
             }
             // Isolate a follower (or any node).
             65..=79 => self.partition(&[random_node]),
+            // Log compaction on the leader (followers that fall behind it
+            // then get a snapshot).
+            80..=85 => {
+                let id = leader.unwrap_or(random_node);
+                self.compact(id);
+            }
             // A random split.
-            80..=91 => {
+            86..=93 => {
                 let side: Vec<NodeId> = self.members.iter().copied().filter(|_| self.rng.chance(0.5)).collect();
                 self.partition(&side);
             }
             _ => self.heal_partitions(),
         }
+    }
+
+    /// A leader folds the oldest part of its log into a snapshot, never past
+    /// what a majority of members (itself included) has on disk: a later
+    /// promotion always picks a node holding such entries, so they are never
+    /// rolled back, while an entry a majority lacks may be, and a rollback
+    /// lists log entries, which a snapshot no longer has.
+    fn compact(&mut self, id: NodeId) {
+        let now = self.clock(id);
+        let node = self.node(id);
+        let Some(l) = node.leading() else { return };
+        let mut on_disk: Vec<Lsn> = l.core.replicas(now).iter().map(|r| r.flushed_lsn).collect();
+        on_disk.push(node.disk.synced_lsn());
+        on_disk.sort_unstable_by(|a, b| b.cmp(a));
+        let on_a_majority = on_disk[majority(self.members.len()) - 1];
+        let (base, synced) = (node.disk.base_lsn(), on_a_majority.min(node.disk.synced_lsn()));
+        if !node.disk.snapshot_synced() || synced <= base {
+            return;
+        }
+        let upto = self.rng.range(base, synced);
+        let node = self.node(id);
+        let log = node.full_log();
+        let chunks = log[..upto as usize].chunks(SNAPSHOT_CHUNK_ENTRIES).map(encode_entries).collect();
+        self.node_mut(id).disk.compact(upto, chunks);
+        self.report.compactions += 1;
+        self.trace(|| format!("node {id}: compacts its log up to lsn {upto}"));
     }
 
     fn partition(&mut self, side: &[NodeId]) {

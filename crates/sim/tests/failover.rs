@@ -71,7 +71,7 @@ fn failover_seeds() {
     println!(
         "{} failover seeds passed in {:.1?} (async {}, any 1 {}, all {}, first 1 (2,3) {}): {} events, {} writes \
          accepted, {} acked, {} refused; {} failovers, {} leader crashes, {} crashes, {} partitions, {} fences \
-         refused while bound, {} entries rolled back ({} acked async writes among them), {} snapshots; recovery \
+         refused while bound, {} entries rolled back ({} acked async writes among them), {} compactions, {} snapshots; recovery \
          after the heal: max {} ms (seed {})",
         reports.len(),
         began.elapsed(),
@@ -90,6 +90,7 @@ fn failover_seeds() {
         sum(|r| r.fences_bound),
         sum(|r| r.rolled_back),
         sum(|r| r.acked_lost_to_rollback),
+        sum(|r| r.compactions),
         sum(|r| r.snapshots),
         reports.iter().map(|r| r.recovery_ms).max().unwrap_or(0),
         reports.iter().max_by_key(|r| r.recovery_ms).map_or(0, |r| r.seed),

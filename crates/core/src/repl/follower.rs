@@ -397,9 +397,10 @@ impl Follower {
 
     /// The leader's `Welcome` said this log parts from its own after `lsn`
     /// (`diverged_after`); the node moved every entry after `lsn` to its
-    /// rollback file and cut its log there. The log ends at `lsn` now, so the
-    /// snapshot that follows may start below the old end (the leader's log
-    /// can be shorter than the divergent one).
+    /// rollback file and cut its log there. Call it before
+    /// [`Follower::handle_welcome`]: the log ends at `lsn` now, so the stream
+    /// continues at `lsn + 1` (or a snapshot follows, which may start below
+    /// the old end: the leader's log can be shorter than the divergent one).
     pub fn handle_rolled_back(&mut self, lsn: Lsn) {
         if lsn >= self.last_lsn {
             return;
@@ -663,6 +664,17 @@ mod tests {
         f.handle_snapshot_end(T0, 5).unwrap();
         f.handle_entries(T0, 2, &[entry(6, 2)], 6, T0).unwrap();
         assert_eq!(f.last_lsn(), 6);
+    }
+
+    #[test]
+    fn a_divergent_follower_rolls_back_then_streams_on_after_the_divergence_point() {
+        let mut f = Follower::new(2, 1, 6, 6, T0);
+        f.handle_rolled_back(3);
+        f.handle_welcome(T0, 1, 2, "leader:1".into(), 4).unwrap();
+        let batch = [entry(4, 2), entry(5, 2)];
+        let fresh = f.handle_entries(T0, 2, &batch, 5, T0).unwrap();
+        assert_eq!(fresh.len(), 2, "the rolled back entries 4..6 are gone, not duplicates");
+        assert_eq!(f.history().pairs(), &[(2, 4)]);
     }
 
     #[test]

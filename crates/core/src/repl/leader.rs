@@ -320,8 +320,9 @@ impl Leader {
 
     /// Sets where each epoch starts in the leader's log (its own epoch must
     /// already be recorded). With a history, a subscriber whose log parts
-    /// from the leader's is told where (`Welcome.diverged_after`) and gets a
-    /// snapshot.
+    /// from the leader's is told where (`Welcome.diverged_after`), rolls
+    /// back what follows, and streams on from there (or gets a snapshot if
+    /// the leader no longer holds the entry after the divergence point).
     pub fn set_history(&mut self, history: EpochHistory) {
         self.history = history;
     }
@@ -377,10 +378,18 @@ impl Leader {
         r.reset_connection();
         r.last_sent_ms = now_ms;
         // The follower's log ends at last_lsn now (it may have lost an
-        // unsynced tail, or been wiped): never count beyond it.
-        r.flushed_lsn = r.flushed_lsn.min(last_lsn);
-        r.applied_lsn = r.applied_lsn.min(last_lsn);
-        let stream_from = if diverged_after.is_some() || last_lsn + 1 < first_retained_lsn {
+        // unsynced tail, or been wiped), and at the divergence point once it
+        // rolled back: never count beyond it.
+        let kept = diverged_after.unwrap_or(last_lsn);
+        r.flushed_lsn = r.flushed_lsn.min(kept);
+        r.applied_lsn = r.applied_lsn.min(kept);
+        // A divergent follower keeps the prefix it shares with this log and
+        // streams on from there, rather than throwing its whole log away
+        // for a snapshot: while a snapshot is in flight the follower holds
+        // nothing, and if it is fenced then it reports an empty log even
+        // though it may be the only live holder of an acknowledged write
+        // (the failover simulator lost one that way, seed 101525).
+        let stream_from = if kept + 1 < first_retained_lsn {
             // It discards its state and log for the snapshot.
             r.state = ReplicaState::Snapshot;
             r.snapshot_due = true;
@@ -389,9 +398,9 @@ impl Leader {
             r.sent_lsn = 0;
             STREAM_FROM_SNAPSHOT
         } else {
-            r.sent_lsn = last_lsn;
-            r.state = if last_lsn == leader_last { ReplicaState::Streaming } else { ReplicaState::CatchingUp };
-            last_lsn + 1
+            r.sent_lsn = kept;
+            r.state = if kept == leader_last { ReplicaState::Streaming } else { ReplicaState::CatchingUp };
+            kept + 1
         };
         self.settle();
         PeerMsg::Welcome {
@@ -962,14 +971,20 @@ mod tests {
     }
 
     #[test]
-    fn subscriber_whose_log_parts_from_the_leaders_is_told_where_and_gets_a_snapshot() {
+    fn subscriber_whose_log_parts_from_the_leaders_is_told_where_and_streams_on_from_there() {
         let mut l = leader_with(&[2]);
         for lsn in 1..=80 {
             l.handle_appended(T0, lsn, T0);
         }
         l.set_history(EpochHistory::from_pairs(vec![(1, 1), (2, 51)]));
-        // An old leader of epoch 1 that wrote 51..60 nobody received.
+        // An old leader of epoch 1 that wrote 51..60 nobody received: it
+        // rolls back 51..60 and keeps 1..50 (failover simulator, seed
+        // 101525: a snapshot here left it holding nothing when it was fenced).
         let msg = l.handle_subscribe(T0, 2, 1, 60, &[(1, 1)], 1);
+        assert!(matches!(msg, PeerMsg::Welcome { stream_from: 51, diverged_after: Some(50), .. }), "{msg:?}");
+        assert_eq!(l.poll_transmit(T0), Some(Transmit::Entries { to: 2, from_lsn: 51, max_bytes: 400 }));
+        // If the leader no longer holds lsn 51, a snapshot it is.
+        let msg = l.handle_subscribe(T0, 2, 1, 60, &[(1, 1)], 52);
         assert!(
             matches!(msg, PeerMsg::Welcome { stream_from: STREAM_FROM_SNAPSHOT, diverged_after: Some(50), .. }),
             "{msg:?}"

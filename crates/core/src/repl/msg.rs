@@ -85,9 +85,11 @@ pub enum PeerMsg {
         /// The leader's epoch history (the follower adopts it).
         history: Vec<(Epoch, Lsn)>,
         /// The follower's log holds entries after this LSN that the leader's
-        /// log does not: the follower writes them to a rollback file before
-        /// it takes the snapshot that follows (`stream_from` is then
-        /// [`STREAM_FROM_SNAPSHOT`]).
+        /// log does not: the follower writes them to a rollback file and cuts
+        /// its log after this LSN (`Follower::handle_rolled_back`) before it
+        /// handles the `Welcome`; the stream then continues at this LSN + 1,
+        /// or a snapshot follows ([`STREAM_FROM_SNAPSHOT`]) if the leader no
+        /// longer holds that entry.
         diverged_after: Option<Lsn>,
     },
     /// Leader to follower: consecutive log entries.
