@@ -490,7 +490,7 @@ impl Node {
 impl World {
     fn new(seed: u64, config: &FailoverConfig) -> World {
         let mut rng = SimRng::new(seed);
-        let n = config.nodes.unwrap_or_else(|| *rng.pick(&[3, 3, 3, 5]));
+        let n = config.nodes.unwrap_or_else(|| *rng.pick(&[3, 3, 5, 5]));
         let members: Vec<NodeId> = (1..=n as NodeId).collect();
         let policy = config.policy.clone().unwrap_or_else(|| match rng.below(4) {
             0 => AckPolicy::Async,
