@@ -329,10 +329,12 @@ pub struct FencedNode {
 ///
 /// A majority of the members must have fenced (so the old leader's lease is
 /// over). Under `any k`, `first k (..)` and `all` the fenced set must also
-/// meet every set of followers that could have acknowledged a write, so the
-/// most up-to-date fenced node holds every acknowledged write; under `async`
-/// the most up-to-date fenced node is promoted and what it lacks goes to the
-/// old leader's rollback file when it returns.
+/// meet every set of nodes that could hold an acknowledged write (the leader
+/// that acknowledged it, the old one or any earlier one that the old leader
+/// may never have replicated to, plus the followers it counted), so the most
+/// up-to-date fenced node holds every acknowledged write; under `async` the
+/// most up-to-date fenced node is promoted and what it lacks goes to the
+/// rollback files of the nodes that hold it when they return.
 pub fn choose_leader(
     policy: &AckPolicy,
     members: &[NodeId],

@@ -18,7 +18,8 @@
 //!   grant leases and refuse to fence while a grant binds;
 //! - faults: crashes and restarts of any node (leaders too), partitions
 //!   (isolated leader that keeps its clients, isolated follower, random
-//!   splits), message loss and delay, clock drift within the bound.
+//!   splits), message loss and delay, clock drift within the bound, leader
+//!   log compaction (followers that fall behind it get a snapshot).
 //!
 //! Checkers, each named after the guarantee (their failure messages start
 //! with the checker's name): one writer per epoch and lease safety in real time; no
