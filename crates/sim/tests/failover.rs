@@ -145,9 +145,11 @@ fn every_policy_survives_failovers_on_five_nodes() {
 #[ignore]
 fn failover_failures_per_checker() {
     let count = env_u64("TANDEM_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT);
-    let config = FailoverConfig::default();
+    let start = env_u64("TANDEM_SIM_SEED_START").unwrap_or(0);
+    let active_ms = env_u64("TANDEM_SIM_ACTIVE_MS").unwrap_or(ACTIVE_MS_DEFAULT);
+    let config = FailoverConfig { active_ms, ..FailoverConfig::default() };
     let mut per_checker: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    for seed in 0..count {
+    for seed in start..start + count {
         if let Err(f) = run_failover_seed(seed, &config) {
             let checker = f.message.split(':').next().unwrap_or("").to_string();
             per_checker.entry(checker).or_insert((0, seed)).0 += 1;
