@@ -388,7 +388,7 @@ impl Db {
             state.last_lsn = wire.lsn;
             state.epoch = state.epoch.max(wire.epoch);
             state.last_commit_ms = state.last_commit_ms.max(entry.commit_ms);
-            if state.history.last_epoch(u64::MAX) < wire.epoch {
+            if state.history.epoch_at(wire.lsn) != Some(wire.epoch) {
                 state.history.record(wire.epoch, wire.lsn);
                 write_history(&self.history_path, &state.history).map_err(|e| e.to_string())?;
             }
@@ -514,8 +514,9 @@ impl Db {
         self.raise_epoch(epoch)?;
         let mut state = self.state.write();
         let first = state.last_lsn + 1;
-        if state.history.last_epoch(u64::MAX) < epoch {
-            state.history.record(epoch, first);
+        let before = state.history.clone();
+        state.history.record(epoch, first);
+        if state.history != before {
             write_history(&self.history_path, &state.history)?;
         }
         Ok(())

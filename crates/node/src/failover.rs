@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tandem_core::failover::{assess, choose_leader, Assessment, FailoverRpc, FencedNode, NodeReport};
+use tandem_core::failover::{assess, choose_leader, may_lead, Assessment, FailoverRpc, FencedNode, NodeReport};
 use tandem_core::repl::{AckPolicy, NodeId};
 use tandem_core::Epoch;
 use tokio::sync::watch;
@@ -158,15 +158,16 @@ impl Failover {
         let _guard = self.role_change.lock().await;
         let already = grantor.lock().floor_epoch() > old_epoch;
         if !already {
-            if matches!(self.repl.role_key(), RoleKey::Leading(e) if e <= old_epoch) {
-                // Only a leader that restarted (and so is not leading) is
-                // ever asked; a live one refuses.
-                return FailoverRpc::Error(format!("node {} leads epoch {old_epoch}", self.config.node_id));
-            }
             let floor = match grantor.lock().try_fence(mono_ms(), old_epoch) {
                 Ok(floor) => floor,
                 Err(bound) => return FailoverRpc::Bound { remaining_ms: bound.remaining_ms },
             };
+            if matches!(self.repl.role_key(), RoleKey::Leading(e) if e <= old_epoch) {
+                // A leader is fenced only to finish a failover that already
+                // fenced some member (it must stop renewing its lease with
+                // the others): no write commits from here on.
+                self.db.stop_writes(true);
+            }
             if let Err(e) = self.db.raise_epoch(floor) {
                 return FailoverRpc::Error(format!("persisting the fence: {e}"));
             }
@@ -240,10 +241,10 @@ impl Failover {
             if role == RoleKey::Leading(map.epoch) {
                 return;
             }
-            let led = read_led_epoch(&self.config);
-            if led >= map.epoch {
-                // This node led this epoch before and restarted: it must not
-                // lead it again (its unsynced tail may be on followers).
+            if !may_lead(map.epoch, self.db.epoch(), read_led_epoch(&self.config)) {
+                // It led this epoch before and restarted: it must not lead it
+                // again (its unsynced tail may be on followers); it waits to
+                // be failed over to a new epoch.
                 if role != RoleKey::Idle {
                     self.repl.become_idle(format!(
                         "this node led epoch {} before restarting; waiting for a new epoch",

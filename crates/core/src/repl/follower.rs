@@ -397,9 +397,10 @@ impl Follower {
 
     /// The leader's `Welcome` said this log parts from its own after `lsn`
     /// (`diverged_after`); the node moved every entry after `lsn` to its
-    /// rollback file and cut its log there. The log ends at `lsn` now, so the
-    /// snapshot that follows may start below the old end (the leader's log
-    /// can be shorter than the divergent one).
+    /// rollback file. Call it before [`Follower::handle_welcome`]: as far as
+    /// the stream is concerned the log ends at `lsn` now, so the snapshot
+    /// that follows may start below the old end (the leader's log can be
+    /// shorter than the divergent one).
     pub fn handle_rolled_back(&mut self, lsn: Lsn) {
         if lsn >= self.last_lsn {
             return;
