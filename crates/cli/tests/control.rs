@@ -107,9 +107,14 @@ fn control_three_servers_without_leader_elect_one_raft_leader_and_change_members
         let v = cluster_json(n).unwrap();
         assert_eq!(v["status"]["voters"], serde_json::json!([1, 2, 3]), "{v}");
         assert_eq!(v["map"]["members"].as_object().map(|m| m.len()), Some(3), "{v}");
-        assert!(v["map"]["leader"].is_null(), "the control plane must not choose a data leader by itself: {v}");
         assert!(n.stderr().contains("waiting for the control plane to choose a leader"));
     }
+    // The failover orchestrator then places the data leader in the map.
+    assert!(
+        eventually(CONVERGE, || cluster_json(&nodes[0]).is_some_and(|v| !v["map"]["leader"].is_null())),
+        "no data leader in the map: {:?}",
+        cluster_json(&nodes[0])
+    );
 
     // The peer port hands control connections to the control plane only
     // with the right cluster secret.
@@ -136,6 +141,22 @@ fn control_three_servers_without_leader_elect_one_raft_leader_and_change_members
                 && v["map"]["members"].as_object().is_some_and(|m| m.len() == 4))),
         "node 4 did not join: {:?}",
         cluster_json(&n4)
+    );
+
+    // The data plane follows the map: node 4 receives writes.
+    let data_leader = cluster_json(&n4).unwrap()["map"]["leader"].as_u64().unwrap();
+    let leader_node = if data_leader == 4 { &n4 } else { &nodes[data_leader as usize - 1] };
+    assert!(
+        eventually(CONVERGE, || matches!(
+            leader_node.raw().cmd(&["SET", "joined", "yes"]),
+            common::Resp::Simple(ref s) if s == "OK"
+        )),
+        "the data leader does not accept writes after the join"
+    );
+    assert!(
+        eventually(CONVERGE, || matches!(n4.raw().cmd(&["GET", "joined"]), common::Resp::Bulk(ref b) if b == b"yes")),
+        "node 4 did not receive the write\n{}",
+        n4.stderr()
     );
 
     // Remove node 1; the rest keep one leader and the map.

@@ -502,7 +502,8 @@ fn lag_is_visible_in_info_replication_and_status() {
     // Node 3 waits 200 ms before applying each batch it receives, so a
     // burst of writes (about one batch each) keeps it visibly behind for
     // about 2 s.
-    let c = Cluster::start(3, |id| if id == 3 { vec!["--apply-delay-ms".into(), "200".into()] } else { vec![] });
+    let c =
+        Cluster::start(3, Some(1), |id| if id == 3 { vec!["--apply-delay-ms".into(), "200".into()] } else { vec![] });
     c.wait_streaming(&[2, 3]);
     let mut raw = c.leader().raw();
     for i in 0..10 {
@@ -616,7 +617,7 @@ fn replicaof_no_one_promotes_a_follower_and_raises_the_epoch() {
 
 #[test]
 fn wrong_cluster_secret_is_refused() {
-    let c = Cluster::start(3, |id| {
+    let c = Cluster::start(3, Some(1), |id| {
         let secret = if id == 2 { "not-the-secret" } else { "the-secret" };
         vec!["--cluster-secret".into(), secret.into()]
     });

@@ -228,10 +228,19 @@ impl Failover {
     }
 
     async fn apply_map(&self, map: &ClusterMap) {
-        let Some(leader) = map.leader else { return };
         let _guard = self.role_change.lock().await;
         let me = self.config.node_id;
         let role = self.repl.role_key();
+        // Membership changes (tandem cluster add/remove) reach the data
+        // plane here: a leader restarts its streams (same epoch) with the
+        // new follower set.
+        if self.repl.set_members(map.members.keys().copied().collect()) && role == RoleKey::Leading(map.epoch) {
+            tracing::info!(members = ?map.members.keys().collect::<Vec<_>>(), "members changed; restreaming");
+            if let Err(e) = self.repl.become_leader(Some(map.epoch)) {
+                tracing::error!(error = %e, "cannot lead the new member set");
+            }
+        }
+        let Some(leader) = map.leader else { return };
         if self.db.epoch() > map.epoch {
             // This node fenced the map's epoch: it waits for the map to name
             // the next leader instead of going back to the old one.

@@ -107,6 +107,8 @@ pub struct Replication {
     role_since: parking_lot::Mutex<Instant>,
     /// Switchover: writes wait while this is true.
     paused: watch::Sender<bool>,
+    /// Member ids, sorted (followers are the others).
+    members: RwLock<Vec<NodeId>>,
 }
 
 impl Replication {
@@ -144,6 +146,11 @@ impl Replication {
             events,
             role_since: parking_lot::Mutex::new(Instant::now()),
             paused: watch::channel(false).0,
+            members: RwLock::new({
+                let mut ids: Vec<NodeId> = config.members.iter().map(|(id, _)| *id).collect();
+                ids.sort_unstable();
+                ids
+            }),
         };
         let leader_id = if config.members.is_empty() { Some(config.node_id) } else { config.leader };
         match leader_id {
@@ -163,7 +170,18 @@ impl Replication {
     }
 
     fn followers(&self) -> Vec<u64> {
-        self.config.members.iter().map(|(id, _)| *id).filter(|id| *id != self.config.node_id).collect()
+        self.members.read().iter().copied().filter(|id| *id != self.config.node_id).collect()
+    }
+
+    /// The members a leader streams to (from the configuration, then from
+    /// the control plane's map). Returns true if they changed.
+    pub fn set_members(&self, members: Vec<NodeId>) -> bool {
+        let mut current = self.members.write();
+        if *current == members {
+            return false;
+        }
+        *current = members;
+        true
     }
 
     /// The role this node plays now.
