@@ -4,14 +4,23 @@
 //! - `bench`: load-generate against any RESP server (Tandem or Redis);
 //! - `lag`: replication lag from a leader to a follower;
 //! - `bench-failover`: failover RTO and lost writes after kill -9 of the leader;
-//! - `status`: print a node's `/status`;
-//! - `log repair`: truncate a corrupt log deliberately.
+//! - `status`: print nodes' `/status` and their merged event log;
+//! - `switchover`: move leadership to a chosen node, losing nothing;
+//! - `rollback list|show`: what a node removed when it rejoined;
+//! - `cluster show|add|remove`: the control plane's map and membership;
+//! - `log repair`: truncate a corrupt log deliberately;
+//! - `backup base|list|verify|prune`, `restore`, `dr drill`: backups and
+//!   point-in-time recovery (docs/backup.md).
 //!
 //! This crate only parses arguments, sets up logging and signals, and calls
 //! the library crates; it holds no database logic.
 
+mod backup_cmd;
 mod bench_cmd;
 mod bench_failover_cmd;
+mod cluster_cmd;
+mod dr_cmd;
+mod failover_cmd;
 mod proxy_cmd;
 mod server_cmd;
 mod up_cmd;
@@ -46,11 +55,37 @@ enum Command {
     /// Run the RESP proxy: writes to the leader, reads to followers, with
     /// per-connection session guarantees (read-your-writes, monotonic, max lag).
     Proxy(proxy_cmd::ProxyArgs),
-    /// Print a node's status (its `/status` document).
+    /// Print nodes' status (their `/status` documents) and the cluster's
+    /// event log (failovers with their RTO, rollbacks, switchovers), merged
+    /// by time.
     Status {
-        /// The node's admin address.
+        /// Admin addresses, comma-separated (one node or all of them).
         #[arg(long, default_value = "127.0.0.1:7380", env = "TANDEM_ADMIN_ADDR")]
         admin_addr: String,
+    },
+    /// Move leadership to another node with zero writes lost: the leader
+    /// pauses writes, the target catches up, the control plane switches.
+    Switchover(failover_cmd::SwitchoverArgs),
+    /// Read rollback files: entries a node removed when it rejoined a
+    /// cluster whose new leader never had them.
+    Rollback {
+        #[command(subcommand)]
+        command: failover_cmd::RollbackCommand,
+    },
+    /// The cluster map and membership (control plane): show, add, remove.
+    Cluster(cluster_cmd::ClusterArgs),
+    /// Backups: base backups from a running node, list, verify, prune.
+    Backup {
+        #[command(subcommand)]
+        command: backup_cmd::BackupCommand,
+    },
+    /// Restore a base backup + archived log to a time, an LSN or the latest
+    /// state, into a new data directory.
+    Restore(backup_cmd::RestoreArgs),
+    /// Disaster-recovery drills.
+    Dr {
+        #[command(subcommand)]
+        command: dr_cmd::DrCommand,
     },
     /// Maintenance of the replication log on disk (node stopped).
     Log {
@@ -103,6 +138,12 @@ fn main() -> ExitCode {
             proxy_cmd::run(args)
         }
         Command::Status { admin_addr } => status(&admin_addr),
+        Command::Switchover(args) => failover_cmd::switchover(args),
+        Command::Rollback { command } => failover_cmd::rollback(command),
+        Command::Cluster(args) => cluster_cmd::run(args),
+        Command::Backup { command } => backup_cmd::run(command),
+        Command::Restore(args) => backup_cmd::run_restore(args),
+        Command::Dr { command } => dr_cmd::run(command),
         Command::Log { command: LogCommand::Repair { data_dir, yes } } => {
             init_logging();
             repair(&data_dir, yes)
@@ -112,32 +153,46 @@ fn main() -> ExitCode {
 
 /// A minimal HTTP GET (the admin endpoint is local and plain HTTP/1.1).
 fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    http_request("GET", addr, path, 10_000)
+}
+
+/// A minimal HTTP request without a body; the response body on 200, else
+/// the status line and body as the error.
+fn http_request(method: &str, addr: &str, path: &str, timeout_ms: u64) -> Result<String, String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(std::time::Duration::from_millis(timeout_ms))).ok();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(|e| format!("reading from {addr}: {e}"))?;
     let (head, body) = response.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("{addr}{path}: {}", head.lines().next().unwrap_or("")));
+        return Err(format!("{addr}{path}: {}: {}", head.lines().next().unwrap_or(""), body.trim()));
     }
     Ok(body.to_string())
 }
 
-fn status(admin_addr: &str) -> ExitCode {
-    match http_get(admin_addr, "/status") {
-        Ok(body) => {
-            match serde_json::from_str::<serde_json::Value>(&body) {
+fn status(admin_addrs: &str) -> ExitCode {
+    let addrs: Vec<&str> = admin_addrs.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    let mut failed = false;
+    for addr in &addrs {
+        match http_get(addr, "/status") {
+            Ok(body) => match serde_json::from_str::<serde_json::Value>(&body) {
                 Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or(body)),
                 Err(_) => println!("{body}"),
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
             }
-            ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+    }
+    failover_cmd::print_events(&addrs);
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -74,10 +74,23 @@ pub struct ServerArgs {
     /// Without it the node is standalone and leads itself.
     #[arg(long, env = "TANDEM_MEMBERS")]
     members: Option<String>,
-    /// The member that leads at start (automatic failover is not built yet;
-    /// at run time: REPLICAOF host peer-port / REPLICAOF NO ONE).
+    /// The member that leads at start (at run time: REPLICAOF host peer-port /
+    /// REPLICAOF NO ONE). Without it, members run the control plane (Raft).
     #[arg(long, env = "TANDEM_LEADER")]
     leader: Option<u64>,
+    /// Join a running cluster instead of initializing the control plane: the
+    /// node waits until `tandem cluster add` (POST /cluster/members) adds it.
+    #[arg(long, env = "TANDEM_JOIN")]
+    join: bool,
+    /// Control plane (Raft) heartbeat interval, ms [default: 50].
+    #[arg(long, env = "TANDEM_CONTROL_HEARTBEAT_MS")]
+    control_heartbeat_ms: Option<u64>,
+    /// Control plane election timeout, lower bound, ms [default: 150].
+    #[arg(long, env = "TANDEM_CONTROL_ELECTION_TIMEOUT_MIN_MS")]
+    control_election_timeout_min_ms: Option<u64>,
+    /// Control plane election timeout, upper bound, ms [default: 300].
+    #[arg(long, env = "TANDEM_CONTROL_ELECTION_TIMEOUT_MAX_MS")]
+    control_election_timeout_max_ms: Option<u64>,
     /// Default ack policy: "async", "any K", "first K (ID,ID,..)", "all" [default: async].
     #[arg(long, env = "TANDEM_ACK")]
     ack: Option<String>,
@@ -95,10 +108,41 @@ pub struct ServerArgs {
     /// batch, to make replication lag visible on purpose [default: 0].
     #[arg(long, env = "TANDEM_APPLY_DELAY_MS")]
     apply_delay_ms: Option<u64>,
+    /// Automatic failover: how long a follower's lease grant binds it, ms
+    /// (the leader holds its lease a drift margin less) [default: 400].
+    #[arg(long, env = "TANDEM_LEASE_MS")]
+    lease_ms: Option<u64>,
+    /// Automatic failover: bound on any clock's rate error, percent; lease
+    /// safety relies on it [default: 10].
+    #[arg(long, env = "TANDEM_CLOCK_DRIFT_PERCENT")]
+    clock_drift_percent: Option<u64>,
+    /// Automatic failover: replace a leader a majority has not heard from
+    /// for this long, ms (at least --lease-ms) [default: 400].
+    #[arg(long, env = "TANDEM_FAILOVER_TIMEOUT_MS")]
+    failover_timeout_ms: Option<u64>,
+    /// Automatic failover: how often the control plane probes members, ms [default: 50].
+    #[arg(long, env = "TANDEM_PROBE_INTERVAL_MS")]
+    probe_interval_ms: Option<u64>,
     /// Threads serving client connections (1: one event loop, like Redis;
     /// more: a work-stealing pool) [default: 1].
     #[arg(long, env = "TANDEM_IO_THREADS")]
     io_threads: Option<usize>,
+    /// Backup repository (a directory; local or a mounted remote filesystem)
+    /// this node ships its log to continuously; see docs/backup.md.
+    #[arg(long, env = "TANDEM_BACKUP_REPO")]
+    backup_repo: Option<PathBuf>,
+    /// Ship the open log to the backup repository at least this often, ms [default: 1000].
+    #[arg(long, env = "TANDEM_ARCHIVE_INTERVAL_MS")]
+    archive_interval_ms: Option<u64>,
+    /// Size at which an archive file is sealed and the next one starts,
+    /// bytes [default: 67108864].
+    #[arg(long, env = "TANDEM_ARCHIVE_FILE_BYTES_MAX")]
+    archive_file_bytes_max: Option<u64>,
+    /// Loss budget, ms: while the archive lag exceeds it, writes are refused
+    /// with -RPOBUDGET (0: off; needs --backup-repo; must exceed
+    /// --archive-interval-ms) [default: 0].
+    #[arg(long, env = "TANDEM_RPO_MAX_MS")]
+    rpo_max_ms: Option<u64>,
     /// Print one JSON line {"client_addr":..,"admin_addr":..} on stdout when
     /// ready (for scripts and tests that use port 0).
     #[arg(long)]
@@ -137,10 +181,24 @@ impl ServerArgs {
         if self.leader.is_some() {
             c.leader = self.leader;
         }
+        c.join |= self.join;
+        set!(control_heartbeat_ms <- self.control_heartbeat_ms);
+        set!(control_election_timeout_min_ms <- self.control_election_timeout_min_ms);
+        set!(control_election_timeout_max_ms <- self.control_election_timeout_max_ms);
         set!(ack <- self.ack);
         set!(ack_level <- self.ack_level);
         set!(ack_timeout_ms <- self.ack_timeout_ms);
         set!(apply_delay_ms <- self.apply_delay_ms);
+        set!(lease_ms <- self.lease_ms);
+        set!(clock_drift_percent <- self.clock_drift_percent);
+        set!(failover_timeout_ms <- self.failover_timeout_ms);
+        set!(probe_interval_ms <- self.probe_interval_ms);
+        if self.backup_repo.is_some() {
+            c.backup_repo = self.backup_repo;
+        }
+        set!(archive_interval_ms <- self.archive_interval_ms);
+        set!(rpo_max_ms <- self.rpo_max_ms);
+        set!(archive_file_bytes_max <- self.archive_file_bytes_max);
         if self.cluster_secret.is_some() {
             c.cluster_secret = self.cluster_secret;
         }

@@ -1,8 +1,10 @@
 //! `tandem up`: a local cluster of N `tandem server` processes for trying
 //! Tandem out. Node i (from 1) listens on base+10(i-1) (RESP), +1 (admin)
-//! and +2 (peer), keeps its data in DATA_DIR/node-i, and node 1 leads.
-//! Every node's log lines are printed with a `[node i]` prefix; Ctrl-C (or
-//! SIGTERM) stops them all gracefully.
+//! and +2 (peer), keeps its data in DATA_DIR/node-i. The nodes elect their
+//! leader and fail over automatically (`--static-leader`: node 1 leads,
+//! fixed). Every node's log lines are printed with a `[node i]` prefix; a
+//! node that dies is reported and the others keep running (kill the leader
+//! to watch a failover); Ctrl-C (or SIGTERM) stops them all gracefully.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -23,6 +25,9 @@ pub struct UpArgs {
     /// Parent of the nodes' data directories (node-1, node-2, ...).
     #[arg(long, default_value = "tandem-data")]
     data_dir: PathBuf,
+    /// Node 1 leads, fixed (static roles, no leases, no automatic failover).
+    #[arg(long)]
+    static_leader: bool,
     /// Extra flags for every `tandem server`, e.g. `-- --ack "any 1" --fsync always`.
     #[arg(last = true)]
     server_args: Vec<String>,
@@ -80,7 +85,8 @@ pub fn run(a: UpArgs) -> ExitCode {
             .args(["--client-addr", &format!("127.0.0.1:{}", port(i, 0))])
             .args(["--admin-addr", &format!("127.0.0.1:{}", port(i, 1))])
             .args(["--peer-addr", &format!("127.0.0.1:{}", port(i, 2))])
-            .args(["--members", &members, "--leader", "1", "--print-ready"])
+            .args(["--members", &members, "--print-ready"])
+            .args(if a.static_leader { vec!["--leader", "1"] } else { vec![] })
             .args(&a.server_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -118,17 +124,22 @@ pub fn run(a: UpArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    println!("tandem up: {} nodes, node 1 leads (data in {})", a.nodes, a.data_dir.display());
-    println!("{:<6} {:<10} {:<18} {:<18}", "node", "role", "client (RESP)", "admin (HTTP)");
-    for n in &nodes {
-        let role = if n.id == 1 { "leader" } else { "follower" };
-        println!("{:<6} {:<10} 127.0.0.1:{:<8} 127.0.0.1:{:<8}", n.id, role, n.client, n.admin);
+    if a.static_leader {
+        println!("tandem up: {} nodes, node 1 leads (static; data in {})", a.nodes, a.data_dir.display());
+    } else {
+        println!(
+            "tandem up: {} nodes; they elect a leader and fail over automatically (data in {})",
+            a.nodes,
+            a.data_dir.display()
+        );
     }
-    println!(
-        "try: redis-cli -p {} SET hello world; redis-cli -p {} GET hello",
-        nodes[0].client,
-        nodes.last().map_or(0, |n| n.client)
-    );
+    println!("{:<6} {:<18} {:<18}", "node", "client (RESP)", "admin (HTTP)");
+    for n in &nodes {
+        println!("{:<6} 127.0.0.1:{:<8} 127.0.0.1:{:<8}", n.id, n.client, n.admin);
+    }
+    let admins: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.admin)).collect();
+    println!("who leads: redis-cli -p {} ROLE (or INFO replication)", nodes[0].client);
+    println!("events:    tandem status --admin-addr {}", admins.join(","));
     println!("Ctrl-C stops the cluster.");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
@@ -136,15 +147,27 @@ pub fn run(a: UpArgs) -> ExitCode {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut reported: Vec<u64> = Vec::new();
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => return None,
                 _ = term.recv() => return None,
                 _ = tick.tick() => {
+                    let mut alive = 0;
                     for n in nodes.iter_mut() {
-                        if let Ok(Some(status)) = n.child.try_wait() {
-                            return Some((n.id, status));
+                        match n.child.try_wait() {
+                            Ok(Some(status)) if a.static_leader => return Some((n.id, status)),
+                            Ok(Some(status)) => {
+                                if !reported.contains(&n.id) {
+                                    eprintln!("node {} exited ({status}); the others carry on (Ctrl-C stops them)", n.id);
+                                    reported.push(n.id);
+                                }
+                            }
+                            _ => alive += 1,
                         }
+                    }
+                    if alive == 0 {
+                        return Some((nodes[0].id, nodes[0].child.wait().expect("exited")));
                     }
                 }
             }

@@ -184,6 +184,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("smembers", 2, ["readonly"], 1, 1, 1, "set", "Returns all members of a set.", Read(smembers)),
     cmd!("srem", -3, ["write", "fast"], 1, 1, 1, "set", "Removes members from a set.", Write(srem)),
     cmd!("strlen", 2, ["readonly", "fast"], 1, 1, 1, "string", "Returns the length of a string value.", Read(strlen)),
+    cmd!("switchover", -2, ["admin", "noscript"], 0, 0, 0, "replication", "Moves leadership to a node without losing a write: SWITCHOVER node-id [TIMEOUT ms].", Node),
     cmd!("ttl", 2, ["readonly", "fast"], 1, 1, 1, "generic", "Returns a key's time to live in seconds.", Read(ttl)),
     cmd!("type", 2, ["readonly", "fast"], 1, 1, 1, "generic", "Returns the type of a key's value.", Read(type_)),
     cmd!("unlink", -2, ["write", "fast"], 1, -1, 1, "generic", "Deletes one or more keys.", Write(del)),

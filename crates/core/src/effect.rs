@@ -109,9 +109,133 @@ impl LogEntry {
     }
 }
 
+/// Reads the payload encoding of [`LogEntry::encode_payload`] by hand so
+/// that keys and values are slices of one shared buffer (no copy, no
+/// allocation per key): the fast path of bulk replay (restore).
+struct SharedReader<'a> {
+    buf: &'a Bytes,
+    pos: usize,
+}
+
+impl SharedReader<'_> {
+    fn err(&self, what: &str) -> DecodeError {
+        DecodeError(format!("{what} at payload byte {}", self.pos))
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.buf.get(self.pos).ok_or_else(|| self.err("payload ends early"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    /// A postcard (LEB128) varint of at most 10 bytes.
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let b = self.u8()?;
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(self.err("varint longer than 10 bytes"))
+    }
+
+    fn bytes(&mut self) -> Result<Bytes, DecodeError> {
+        let len = self.varint()? as usize;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| self.err("byte string runs past the end"))?;
+        let out = self.buf.slice(self.pos..end);
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn opt_u64(&mut self) -> Result<Option<u64>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.varint()?)),
+            _ => Err(self.err("bad option tag")),
+        }
+    }
+
+    fn members(&mut self) -> Result<Vec<Bytes>, DecodeError> {
+        let n = self.varint()? as usize;
+        // Each member takes at least one byte: bound the allocation by what is left.
+        let mut out = Vec::with_capacity(n.min(self.buf.len() - self.pos));
+        for _ in 0..n {
+            out.push(self.bytes()?);
+        }
+        Ok(out)
+    }
+}
+
+impl LogEntry {
+    /// Decodes a payload's effects into `out` (cleared first) with every key,
+    /// value and member a slice of `payload` (no copies); returns the commit
+    /// time. Same format and result as [`LogEntry::decode_payload`].
+    pub fn decode_effects_shared(payload: &Bytes, out: &mut Vec<Effect>) -> Result<u64, DecodeError> {
+        out.clear();
+        let mut r = SharedReader { buf: payload, pos: 0 };
+        match r.u8() {
+            Ok(PAYLOAD_FORMAT_V1) => {}
+            Ok(v) => return Err(DecodeError(format!("unknown payload format version {v}"))),
+            Err(_) => return Err(DecodeError("empty payload".into())),
+        }
+        let commit_ms = r.varint()?;
+        let count = r.varint()?;
+        for _ in 0..count {
+            let effect = match r.varint()? {
+                0 => Effect::Set { key: r.bytes()?, value: r.bytes()?, expire_at_ms: r.opt_u64()? },
+                1 => Effect::Del { key: r.bytes()? },
+                2 => Effect::Expire { key: r.bytes()?, expire_at_ms: r.opt_u64()? },
+                3 => Effect::SAdd { key: r.bytes()?, members: r.members()? },
+                4 => Effect::SRem { key: r.bytes()?, members: r.members()? },
+                5 => Effect::FlushAll,
+                tag => return Err(r.err(&format!("unknown effect tag {tag}"))),
+            };
+            out.push(effect);
+        }
+        Ok(commit_ms)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_decoding_equals_serde_decoding() {
+        let long = Bytes::from(vec![7u8; 300]);
+        let entry = LogEntry {
+            lsn: 9,
+            epoch: 3,
+            commit_ms: u64::MAX - 5,
+            effects: vec![
+                Effect::Set { key: "k".into(), value: long.clone(), expire_at_ms: Some(1 << 40) },
+                Effect::Set { key: long.clone(), value: "".into(), expire_at_ms: None },
+                Effect::Del { key: "d".into() },
+                Effect::Expire { key: "e".into(), expire_at_ms: Some(0) },
+                Effect::Expire { key: "e".into(), expire_at_ms: None },
+                Effect::SAdd { key: "s".into(), members: (0..200).map(|i| Bytes::from(format!("m{i}"))).collect() },
+                Effect::SRem { key: "s".into(), members: vec![] },
+                Effect::FlushAll,
+            ],
+        };
+        let mut buf = Vec::new();
+        entry.encode_payload(&mut buf);
+        let shared = Bytes::from(buf.clone());
+        let mut out = vec![Effect::FlushAll];
+        let commit_ms = LogEntry::decode_effects_shared(&shared, &mut out).unwrap();
+        let reference = LogEntry::decode_payload(9, 3, &buf).unwrap();
+        assert_eq!((commit_ms, &out), (reference.commit_ms, &reference.effects));
+        for cut in 0..buf.len() {
+            let _ = LogEntry::decode_effects_shared(&shared.slice(..cut), &mut out);
+        }
+        assert!(LogEntry::decode_effects_shared(&Bytes::from_static(&[1, 5, 1, 9]), &mut out).is_err());
+    }
 
     #[test]
     fn payload_roundtrip_preserves_every_effect() {

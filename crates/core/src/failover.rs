@@ -228,7 +228,9 @@ pub enum Assessment {
     Fence {
         /// The epoch to fence.
         old_epoch: Epoch,
-        /// Every member but the old leader.
+        /// Every member but the old leader; every member, the old leader
+        /// too, when an earlier round already fenced some member (a leader
+        /// that is fenced stops leading and renewing its lease).
         targets: Vec<NodeId>,
     },
     /// No leader yet (a new cluster): install this node at this epoch.
@@ -248,8 +250,13 @@ pub fn majority(n: usize) -> usize {
 /// Looks at the latest reports (`reports` holds only nodes that answered the
 /// latest probe) and decides whether the leader must be replaced.
 ///
-/// The leader is considered lost when a majority of the members, not
-/// counting the leader, have not heard from it for `failover_timeout_ms`.
+/// The leader is considered lost when a majority of the members have not
+/// heard from it for `failover_timeout_ms` (or have already fenced its
+/// epoch). A leader that answers but says it is not leading (it restarted:
+/// a node never leads the same epoch twice) counts as lost too, and is then
+/// asked to fence like the others. Once any member fenced its epoch (an
+/// earlier round stopped half-way), the failover is finished by fencing
+/// every member, the leader included.
 pub fn assess(
     members: &[NodeId],
     leader: Option<NodeId>,
@@ -271,15 +278,50 @@ pub fn assess(
         let top_epoch = reports.values().map(|r| r.epoch).max().unwrap_or(0).max(epoch);
         return Assessment::Bootstrap { leader: best, epoch: top_epoch + 1 };
     };
-    let lost: Vec<NodeId> = reports
-        .iter()
-        .filter(|(&id, r)| id != leader && (r.epoch > epoch || r.since_leader_ms >= failover_timeout_ms))
-        .map(|(&id, _)| id)
-        .collect();
-    if lost.len() < need {
+    // Once an earlier round fenced some member, the failover must finish:
+    // the fenced member refuses this leader for good, while the members its
+    // lease still binds stay bound for as long as it renews the lease with
+    // them. Fencing the leader too stops the renewals. (Found by the failover
+    // simulator, seeds 80 and 128: without this a partly fenced cluster never
+    // converges, or never promotes under `any k` / `all`.)
+    let fenced_already = reports.iter().any(|(&id, r)| id != leader && r.epoch > epoch);
+    if fenced_already {
+        return Assessment::Fence { old_epoch: epoch, targets: members.to_vec() };
+    }
+    let leader_down = reports.get(&leader).is_some_and(|r| !r.leading || r.epoch > epoch);
+    let lost =
+        reports
+            .iter()
+            .filter(|(&id, r)| {
+                if id == leader {
+                    leader_down
+                } else {
+                    r.epoch > epoch || r.since_leader_ms >= failover_timeout_ms
+                }
+            })
+            .count();
+    if lost < need {
         return Assessment::Healthy;
     }
-    Assessment::Fence { old_epoch: epoch, targets: members.iter().copied().filter(|&id| id != leader).collect() }
+    Assessment::Fence {
+        old_epoch: epoch,
+        targets: members.iter().copied().filter(|&id| id != leader || leader_down).collect(),
+    }
+}
+
+/// Whether a node that the map names leader at `map_epoch` may start
+/// leading, given its persisted epoch (fence floor) and the last epoch it
+/// ever led (persisted before it accepts a write; 0 if never).
+///
+/// Never below the floor, and never an epoch it already led: a leader that
+/// restarted lost its unsynced tail, which it may already have streamed to
+/// followers. Leading the same epoch again would write other entries under
+/// the same `(lsn, epoch)` pairs, and [`divergence_point`] could no longer
+/// tell the two logs apart (an acknowledged write was lost that way: found by
+/// the failover simulator, seed 347). Such a node waits to be failed over to
+/// a new epoch; it may well be promoted again.
+pub fn may_lead(map_epoch: Epoch, durable_epoch: Epoch, led_epoch: Epoch) -> bool {
+    map_epoch >= durable_epoch && map_epoch > led_epoch
 }
 
 /// A node that answered a fence request: where its log ends.
@@ -296,18 +338,23 @@ pub struct FencedNode {
 ///
 /// A majority of the members must have fenced (so the old leader's lease is
 /// over). Under `any k`, `first k (..)` and `all` the fenced set must also
-/// meet every set of followers that could have acknowledged a write, so the
-/// most up-to-date fenced node holds every acknowledged write; under `async`
-/// the most up-to-date fenced node is promoted and what it lacks goes to the
-/// old leader's rollback file when it returns.
+/// meet every set of nodes that could hold an acknowledged write (the leader
+/// that acknowledged it, the old one or any earlier one that the old leader
+/// may never have replicated to, plus the followers it counted), so the most
+/// up-to-date fenced node holds every acknowledged write; under `async` the
+/// most up-to-date fenced node is promoted and what it lacks goes to the
+/// rollback files of the nodes that hold it when they return.
+/// If the old leader itself fenced (it restarted, or an earlier round
+/// fenced it), it holds every write it or an earlier leader acknowledged
+/// (it held them when it was promoted), and the most up-to-date fenced node
+/// holds at least as much, whatever the policy.
 pub fn choose_leader(
     policy: &AckPolicy,
     members: &[NodeId],
     old_leader: NodeId,
     fenced: &BTreeMap<NodeId, FencedNode>,
 ) -> Result<NodeId, String> {
-    let fenced_members: Vec<NodeId> =
-        fenced.keys().copied().filter(|id| *id != old_leader && members.contains(id)).collect();
+    let fenced_members: Vec<NodeId> = fenced.keys().copied().filter(|id| members.contains(id)).collect();
     let need = majority(members.len());
     if fenced_members.len() < need {
         return Err(format!(
@@ -319,13 +366,27 @@ pub fn choose_leader(
     let followers: Vec<NodeId> = members.iter().copied().filter(|&id| id != old_leader).collect();
     let count_in = |among: &[NodeId]| among.iter().filter(|id| fenced_members.contains(id)).count();
     let (have, want, what) = match policy {
+        _ if fenced_members.contains(&old_leader) => (0, 0, String::new()),
         AckPolicy::Async => (0, 0, String::new()),
         AckPolicy::Any(k) => {
             (count_in(&followers), followers.len() + 1 - (*k).clamp(1, followers.len().max(1)), "followers".into())
         }
         AckPolicy::First { k, among } => {
-            let among: Vec<NodeId> = among.iter().copied().filter(|id| followers.contains(id)).collect();
-            (count_in(&among), among.len() + 1 - (*k).clamp(1, among.len().max(1)), format!("of {among:?}"))
+            // Which nodes may ack depends on who led: a write acknowledged by
+            // an earlier leader (say, one the old leader was promoted over
+            // but never replicated to, because it never established its
+            // epoch) sits on that leader and `k` of `among` other than it.
+            // So check every possible leader, not only the old one. (Found
+            // by the failover simulator, seed 6213: under `first 1 (2,3)` a
+            // write acked by node 1 with node 3 was lost when node 3, promoted
+            // but cut off before it led, was failed over in turn.)
+            if let Some((leader, ackers)) = first_k_uncovered(members, *k, among, &fenced_members) {
+                return Err(format!(
+                    "ack policy '{policy}': a write acknowledged by node {leader} with {k} of {ackers:?} may be on \
+                     no fenced node (none of them fenced)"
+                ));
+            }
+            (0, 0, String::new())
         }
         AckPolicy::All => (count_in(&followers), 1, "followers".into()),
     };
@@ -337,6 +398,28 @@ pub fn choose_leader(
     }
     most_up_to_date(fenced_members.iter().map(|id| (*id, fenced[id].last_entry_epoch, fenced[id].last_lsn)))
         .ok_or_else(|| "no fenced member".into())
+}
+
+/// Under `first k (among)`: a node that may have led (any member that did
+/// not fence, the old leader included) and the members of `among` other than
+/// it that did not fence either, if they are `k` or more: a write that leader
+/// acknowledged with `k` of them may be on no fenced node.
+fn first_k_uncovered(
+    members: &[NodeId],
+    k: usize,
+    among: &[NodeId],
+    fenced: &[NodeId],
+) -> Option<(NodeId, Vec<NodeId>)> {
+    for &leader in members.iter().filter(|id| !fenced.contains(id)) {
+        let mut ackers: Vec<NodeId> =
+            among.iter().copied().filter(|id| *id != leader && members.contains(id) && !fenced.contains(id)).collect();
+        ackers.sort_unstable();
+        ackers.dedup();
+        if ackers.len() >= k.max(1) {
+            return Some((leader, ackers));
+        }
+    }
+    None
 }
 
 /// The node with the highest `(last entry epoch, last lsn)`; ties go to the
@@ -379,15 +462,25 @@ impl EpochHistory {
     }
 
     /// Entries from `first_lsn` on belong to `epoch` (a leader starting, or
-    /// a follower appending the first entry of a new epoch). Ignored unless
-    /// `epoch` is above every recorded epoch; a start at or before an
-    /// existing one replaces it (the log was truncated there).
+    /// a follower appending the first entry of a new epoch). Starts at or
+    /// after `first_lsn` are dropped first: the log ends before `first_lsn`,
+    /// so they name entries that do not exist (a leader records its epoch's
+    /// start before it writes anything; a follower may adopt such a history
+    /// with a snapshot). Then ignored unless `epoch` is above every epoch
+    /// left.
+    ///
+    /// Dropping first matters (found by the failover simulator, seed 100714):
+    /// a node that adopted `[(7, 366), (8, 396)]` with a log ending at 395,
+    /// then appended epoch-7 entries 396.. from another leader, kept `(8,
+    /// 396)` and claimed those entries were epoch 8; a later divergence check
+    /// against a real epoch-8 log then found no divergence and the logs never
+    /// converged.
     pub fn record(&mut self, epoch: Epoch, first_lsn: Lsn) {
-        if self.starts.last().is_some_and(|&(e, _)| e >= epoch) {
-            return;
-        }
         while self.starts.last().is_some_and(|&(_, l)| l >= first_lsn) {
             self.starts.pop();
+        }
+        if self.starts.last().is_some_and(|&(e, _)| e >= epoch) {
+            return;
         }
         self.starts.push((epoch, first_lsn));
         if self.starts.len() > EPOCH_HISTORY_MAX {
@@ -464,6 +557,23 @@ pub enum FailoverRpc {
     Resume {
         /// The leader's epoch.
         epoch: Epoch,
+    },
+    /// To the control plane's leader: move leadership to `to` without
+    /// losing a write. Answered with `SwitchedOver` or `Error`.
+    Switchover {
+        /// The node to lead.
+        to: NodeId,
+        /// How long the target may take to catch up.
+        timeout_ms: u64,
+    },
+    /// Answer to `Switchover`: what happened.
+    SwitchedOver {
+        /// The new epoch.
+        epoch: Epoch,
+        /// The last LSN of the old epoch (all on the new leader).
+        lsn: Lsn,
+        /// How long writes were paused, ms.
+        paused_ms: u64,
     },
     /// Answer to `Probe`.
     Report(NodeReport),

@@ -210,6 +210,16 @@ impl Store {
         }
     }
 
+    /// Makes room for about `keys` more keys at once (bulk loads: restore),
+    /// so the tables do not rehash every key several times while growing.
+    pub fn reserve(&mut self, keys: usize) {
+        let seed = self.hash_seed;
+        let per_bucket = keys / BUCKETS + 1;
+        for bucket in &mut self.buckets {
+            bucket.reserve(per_bucket, |s| xxh3_64_with_seed(s.key(), seed));
+        }
+    }
+
     /// The seed of the key hash.
     pub fn hash_seed(&self) -> u64 {
         self.hash_seed

@@ -1,7 +1,10 @@
-//! The admin HTTP endpoint: `/healthz`, `/status` (JSON) and `/metrics`
-//! (Prometheus text).
+//! The admin HTTP endpoint: `/healthz`, `/status` (JSON), `/metrics`
+//! (Prometheus text), `/faults` (link fault injection) and `/cluster` (the
+//! control plane's map and membership commands).
 //!
-//! Read-only: it reports, it never changes the node.
+//! It reports, and it passes operator commands (faults, membership,
+//! switchover, base backups through [`crate::backup_http`]) to the module
+//! that owns them; it never changes data itself.
 
 use std::sync::Arc;
 
@@ -29,6 +32,8 @@ pub struct Status {
     pub epoch: u64,
     /// Last appended LSN.
     pub last_lsn: u64,
+    /// Leader commit time (unix ms) of the last LSN.
+    pub last_commit_ms: u64,
     /// Last durable LSN.
     pub durable_lsn: u64,
     /// LSN covered by the newest snapshot.
@@ -51,6 +56,8 @@ pub struct Status {
     pub log_status: String,
     /// Replication: on a leader its followers, on a follower its progress.
     pub replication: serde_json::Value,
+    /// Log archiving to the backup repository (null when off).
+    pub archive: serde_json::Value,
 }
 
 /// Serves the admin endpoint until shutdown.
@@ -60,6 +67,12 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: wat
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/faults", get(get_faults).post(set_faults))
+        .route("/events", get(events))
+        .route("/switchover", axum::routing::post(switchover))
+        .route("/cluster", get(get_cluster))
+        .route("/cluster/members", axum::routing::post(add_member))
+        .route("/cluster/members/{id}", axum::routing::delete(remove_member))
+        .merge(crate::backup_http::routes())
         .with_state(shared);
     let stop = async move {
         let _ = shutdown.changed().await;
@@ -83,13 +96,15 @@ fn dir_bytes(path: &std::path::Path) -> u64 {
 
 /// Builds the status document.
 pub fn status_of(shared: &Shared) -> Status {
-    let (keys, last_lsn, epoch) = shared.db.with_state(|s| (s.store.len(), s.last_lsn, s.epoch));
+    let (keys, last_lsn, epoch, last_commit_ms) =
+        shared.db.with_state(|s| (s.store.len(), s.last_lsn, s.epoch, s.last_commit_ms));
     let (role, replication) = replication_json(shared);
     Status {
         node_id: shared.config.node_id,
         role,
         epoch,
         last_lsn,
+        last_commit_ms,
         durable_lsn: shared.db.durable_lsn(),
         snapshot_lsn: shared.db.last_snapshot().0,
         keys,
@@ -101,6 +116,7 @@ pub fn status_of(shared: &Shared) -> Status {
         connections: shared.metrics.connections.get(),
         log_status: shared.db.log().failed().map_or_else(|| "ok".to_string(), |e| e.to_string()),
         replication,
+        archive: shared.archive.as_ref().map_or(serde_json::Value::Null, |a| a.status_json(last_lsn, last_commit_ms)),
     }
 }
 
@@ -146,11 +162,49 @@ fn replication_json(shared: &Shared) -> (&'static str, serde_json::Value) {
                 "consistent_lsn": status.consistent_lsn,
             }),
         ),
+        RoleView::Idle { reason } => ("idle", serde_json::json!({ "reason": reason })),
     }
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Json<Status> {
     Json(status_of(&shared))
+}
+
+/// `GET /events`: the node's event log (failovers, RTO, rollbacks,
+/// switchovers), oldest first.
+async fn events(State(shared): State<Arc<Shared>>) -> Json<Vec<crate::events::Event>> {
+    Json(shared.repl.events.list())
+}
+
+/// Query of `POST /switchover`.
+#[derive(Debug, serde::Deserialize)]
+struct SwitchoverQuery {
+    to: u64,
+    #[serde(default)]
+    timeout_ms: u64,
+}
+
+/// `POST /switchover?to=N[&timeout_ms=T]`: moves leadership to node N with
+/// zero writes lost (from any node of the cluster).
+async fn switchover(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<SwitchoverQuery>,
+) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    let Some(failover) = &shared.failover else {
+        return (StatusCode::CONFLICT, "switchover needs automatic failover (members and no --leader)\n".into());
+    };
+    match failover.switchover(q.to, q.timeout_ms).await {
+        Ok(tandem_core::failover::FailoverRpc::SwitchedOver { epoch, lsn, paused_ms }) => (
+            StatusCode::OK,
+            format!(
+                "node {} leads epoch {epoch}; every write up to LSN {lsn} is on it; writes paused {paused_ms} ms\n",
+                q.to
+            ),
+        ),
+        Ok(other) => (StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}\n")),
+        Err(e) => (StatusCode::CONFLICT, format!("switchover failed: {e}\n")),
+    }
 }
 
 /// `GET /faults`: the injected link faults.
@@ -167,5 +221,72 @@ async fn set_faults(State(shared): State<Arc<Shared>>, Json(spec): Json<FaultSpe
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     refresh_gauges(&shared);
+    crate::archive::refresh_metrics(&shared);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics.render())
+}
+
+/// `POST /cluster/members` body.
+#[derive(Debug, serde::Deserialize)]
+pub struct AddMember {
+    /// The new node's id.
+    pub id: u64,
+    /// Its peer address.
+    pub peer_addr: std::net::SocketAddr,
+}
+
+type ClusterReply = (axum::http::StatusCode, Json<serde_json::Value>);
+
+fn control_of(shared: &Shared) -> Result<Arc<crate::control::ControlPlane>, ClusterReply> {
+    shared.control.clone().ok_or_else(|| {
+        let msg = "this node runs no control plane (it needs --members and no --leader)";
+        (axum::http::StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": msg })))
+    })
+}
+
+fn cluster_reply(result: Result<crate::control::ClusterMap, crate::control::ControlError>) -> ClusterReply {
+    use crate::control::ControlError;
+    match result {
+        Ok(map) => (axum::http::StatusCode::OK, Json(serde_json::json!({ "map": map }))),
+        Err(e) => {
+            let code = match e {
+                ControlError::UnknownMember(_) => axum::http::StatusCode::NOT_FOUND,
+                ControlError::NoLeader | ControlError::Unreachable { .. } | ControlError::Cut { .. } => {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (code, Json(serde_json::json!({ "error": e.to_string() })))
+        }
+    }
+}
+
+/// `GET /cluster`: the cluster map and this node's view of the Raft group.
+async fn get_cluster(State(shared): State<Arc<Shared>>) -> ClusterReply {
+    match control_of(&shared) {
+        Ok(cp) => {
+            let map = cp.map().borrow().clone();
+            (axum::http::StatusCode::OK, Json(serde_json::json!({ "map": map, "status": cp.status() })))
+        }
+        Err(reply) => reply,
+    }
+}
+
+/// `POST /cluster/members` with `{"id":4,"peer_addr":"127.0.0.1:7411"}`:
+/// adds a node (learner, catch up, voter); answers the new map.
+async fn add_member(State(shared): State<Arc<Shared>>, Json(req): Json<AddMember>) -> ClusterReply {
+    match control_of(&shared) {
+        Ok(cp) => cluster_reply(cp.add_member(req.id, req.peer_addr).await),
+        Err(reply) => reply,
+    }
+}
+
+/// `DELETE /cluster/members/{id}`: removes a node; answers the new map.
+async fn remove_member(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> ClusterReply {
+    match control_of(&shared) {
+        Ok(cp) => cluster_reply(cp.remove_member(id).await),
+        Err(reply) => reply,
+    }
 }

@@ -28,6 +28,9 @@ pub const QUERY_BUFFER_BYTES_MAX: usize = 1024 * 1024 * 1024;
 pub const REPLY_BUFFER_BYTES_MAX: usize = 512 * 1024 * 1024;
 /// Default log segment size before rolling to a new file.
 pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Default for `archive_interval_ms`: how often the open log is shipped to
+/// the backup repository.
+pub const ARCHIVE_INTERVAL_MS: u64 = 1000;
 /// Default number of log entries after which a snapshot is taken.
 pub const SNAPSHOT_ENTRIES: u64 = 1_000_000;
 
@@ -61,10 +64,34 @@ pub struct Config {
     /// Empty: a standalone node that leads itself.
     #[serde(with = "members_serde")]
     pub members: Vec<(u64, SocketAddr)>,
-    /// Which member leads at start (until automatic failover lands). `None`
-    /// with members configured: this node waits as a follower of nobody
-    /// until `REPLICAOF` says otherwise; without members: itself.
+    /// Which member leads, fixed (static roles; change with `REPLICAOF`).
+    /// `None` with members configured: automatic failover — the control
+    /// plane elects and replaces the leader. Without members: itself.
     pub leader: Option<u64>,
+    /// Automatic failover: how long a follower's lease grant binds it (its
+    /// clock). The leader holds its lease for
+    /// `lease_ms · (100 − clock_drift_percent) / (100 + clock_drift_percent)`
+    /// after the grant's stamp; see docs/failover.md.
+    pub lease_ms: u64,
+    /// Automatic failover: the bound on how far any node's clock rate may
+    /// differ from real time, in percent. Lease safety relies on it.
+    pub clock_drift_percent: u64,
+    /// Automatic failover: a leader not heard from by a majority for this
+    /// long is replaced (at least `lease_ms`).
+    pub failover_timeout_ms: u64,
+    /// Automatic failover: how often the control plane's leader probes
+    /// every member.
+    pub probe_interval_ms: u64,
+    /// Start the control plane without initializing it: this node waits to
+    /// be added by `POST /cluster/members` (or `tandem cluster add`) on a
+    /// running cluster. Only meaningful with members and no leader.
+    pub join: bool,
+    /// Control plane (Raft) heartbeat interval, ms.
+    pub control_heartbeat_ms: u64,
+    /// Control plane election timeout, lower bound, ms.
+    pub control_election_timeout_min_ms: u64,
+    /// Control plane election timeout, upper bound, ms.
+    pub control_election_timeout_max_ms: u64,
     /// The keyspace's default ack policy: `async`, `any k`,
     /// `first k (a,b,..)`, `all`.
     pub ack: String,
@@ -84,6 +111,16 @@ pub struct Config {
     /// more spreads them over a work-stealing pool. The log writer always
     /// has a thread of its own.
     pub io_threads: usize,
+    /// Backup repository (a directory, local or a mounted remote filesystem)
+    /// that this node ships its log to continuously (none: no archiving).
+    pub backup_repo: Option<PathBuf>,
+    /// The log is shipped to the backup repository at least this often.
+    pub archive_interval_ms: u64,
+    /// An archive file is sealed and the next one started at this size.
+    pub archive_file_bytes_max: u64,
+    /// Declared loss budget: while the archive lag exceeds it, writes are
+    /// refused (`-RPOBUDGET`). 0: off.
+    pub rpo_max_ms: u64,
 }
 
 /// Size and count limits; past one, the client gets an error (or, where the
@@ -135,11 +172,23 @@ impl Default for Config {
             io_threads: 1,
             members: Vec::new(),
             leader: None,
+            join: false,
+            control_heartbeat_ms: crate::control::HEARTBEAT_MS_DEFAULT,
+            control_election_timeout_min_ms: crate::control::ELECTION_TIMEOUT_MIN_MS_DEFAULT,
+            control_election_timeout_max_ms: crate::control::ELECTION_TIMEOUT_MAX_MS_DEFAULT,
             ack: "async".into(),
             ack_level: "flush".into(),
             ack_timeout_ms: 5_000,
             cluster_secret: None,
             apply_delay_ms: 0,
+            lease_ms: 400,
+            clock_drift_percent: 10,
+            failover_timeout_ms: 400,
+            probe_interval_ms: 50,
+            backup_repo: None,
+            archive_interval_ms: ARCHIVE_INTERVAL_MS,
+            archive_file_bytes_max: tandem_backup::archive::ARCHIVE_FILE_BYTES_MAX,
+            rpo_max_ms: 0,
         }
     }
 }
@@ -152,6 +201,17 @@ impl Config {
 
     /// Checks settings that depend on each other. Returns what is wrong.
     pub fn validate(&self) -> Result<(), String> {
+        self.lease_config().validate().map_err(|e| format!("lease: {e}"))?;
+        if self.failover_timeout_ms < self.lease_ms {
+            return Err(format!(
+                "failover_timeout_ms ({}) must be at least lease_ms ({}): a follower cannot help replace a leader \
+                 while its lease grant still binds it",
+                self.failover_timeout_ms, self.lease_ms
+            ));
+        }
+        if self.probe_interval_ms == 0 {
+            return Err("probe_interval_ms must be positive".into());
+        }
         if !self.members.is_empty() && !self.members.iter().any(|(id, _)| *id == self.node_id) {
             return Err(format!("node_id {} is not among members", self.node_id));
         }
@@ -160,7 +220,33 @@ impl Config {
                 return Err(format!("leader {leader} is not among members"));
             }
         }
+        if self.control_heartbeat_ms == 0
+            || self.control_election_timeout_min_ms <= self.control_heartbeat_ms
+            || self.control_election_timeout_max_ms <= self.control_election_timeout_min_ms
+        {
+            return Err(format!(
+                "control plane timing must satisfy 0 < heartbeat ({}) < election timeout min ({}) < max ({}) (ms)",
+                self.control_heartbeat_ms, self.control_election_timeout_min_ms, self.control_election_timeout_max_ms
+            ));
+        }
+        if self.join && (self.members.is_empty() || self.leader.is_some()) {
+            return Err("--join needs --members and no --leader (it joins a control-plane cluster)".into());
+        }
         self.durability()?;
+        if self.backup_repo.is_some() && self.archive_interval_ms == 0 {
+            return Err("archive_interval_ms must be at least 1".into());
+        }
+        if self.rpo_max_ms > 0 {
+            if self.backup_repo.is_none() {
+                return Err("rpo_max_ms needs backup_repo: the budget is measured against the log archive".into());
+            }
+            if self.rpo_max_ms <= self.archive_interval_ms {
+                return Err(format!(
+                    "rpo_max_ms {} must exceed archive_interval_ms {}: the archive lag reaches the interval between passes even when healthy",
+                    self.rpo_max_ms, self.archive_interval_ms
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -174,6 +260,17 @@ impl Config {
     }
 
     /// The peer address of member `id`.
+    /// Members configured and no fixed leader: the control plane elects and
+    /// replaces the leader.
+    pub fn automatic_failover(&self) -> bool {
+        !self.members.is_empty() && self.leader.is_none()
+    }
+
+    /// Lease timing for automatic failover.
+    pub fn lease_config(&self) -> tandem_core::failover::LeaseConfig {
+        tandem_core::failover::LeaseConfig { lease_ms: self.lease_ms, clock_drift_percent: self.clock_drift_percent }
+    }
+
     pub fn member_addr(&self, id: u64) -> Option<SocketAddr> {
         self.members.iter().find(|(i, _)| *i == id).map(|(_, a)| *a)
     }
@@ -248,6 +345,17 @@ mod tests {
         assert_eq!(c.limits.bulk_bytes_max, BULK_BYTES_MAX);
         assert!(Config::from_toml("nodeid = 3").is_err());
         assert!(Config::from_toml("fsync = \"sometimes\"").is_err());
+    }
+
+    #[test]
+    fn rpo_max_ms_needs_a_repository_and_must_exceed_the_archive_interval() {
+        let c = Config::from_toml("rpo_max_ms = 2000\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("needs backup_repo"));
+        let c = Config::from_toml("backup_repo = \"/r\"\nrpo_max_ms = 1000\narchive_interval_ms = 1000\n").unwrap();
+        assert!(c.validate().unwrap_err().contains("must exceed archive_interval_ms"));
+        let c = Config::from_toml("backup_repo = \"/r\"\nrpo_max_ms = 1500\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.archive_interval_ms, ARCHIVE_INTERVAL_MS);
     }
 
     #[test]

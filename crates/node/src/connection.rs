@@ -230,7 +230,10 @@ async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]
         return (spec.index(), reply(command::wrong_arity(spec.name)));
     }
     if spec.is_write() {
-        if let Some(e) = shared.repl.readonly_error() {
+        if let Some(e) = shared.repl.write_refusal().await {
+            return (spec.index(), reply(Frame::Error(e)));
+        }
+        if let Some(e) = crate::archive::rpo_budget_error(shared) {
             return (spec.index(), reply(Frame::Error(e)));
         }
     }

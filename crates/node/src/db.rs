@@ -19,6 +19,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tandem_core::command::{Handler, ReadCtx, WriteCtx};
 use tandem_core::effect::{Effect, LogEntry};
+use tandem_core::failover::EpochHistory;
 use tandem_core::resp::Frame;
 use tandem_core::store::{Store, BUCKETS};
 use tandem_core::{Epoch, Lsn};
@@ -48,6 +49,51 @@ pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Monotonic milliseconds since the process started (never 0). Leases are
+/// measured with this clock only: a wall clock can jump.
+pub fn mono_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// File in the data directory that holds the epoch history, one
+/// `epoch first_lsn` pair per line.
+pub const EPOCH_HISTORY_FILE: &str = "epochs";
+
+/// Reads the epoch history file; a missing file is an empty history.
+fn read_history(path: &Path) -> Result<EpochHistory, DbError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(EpochHistory::default()),
+        Err(e) => return Err(DbError::Storage(tandem_storage::StorageError::io(path, "read epoch history", e))),
+    };
+    let mut pairs = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let mut parts = line.split_whitespace().map(str::parse::<u64>);
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(e)), Some(Ok(l)), None) => pairs.push((e, l)),
+            _ => {
+                return Err(DbError::Decode(format!(
+                    "{} line {}: expected 'epoch first_lsn', got {line:?}",
+                    path.display(),
+                    n + 1
+                )))
+            }
+        }
+    }
+    Ok(EpochHistory::from_pairs(pairs))
+}
+
+/// Writes the epoch history atomically (temp file, fsync, rename).
+fn write_history(path: &Path, history: &EpochHistory) -> Result<(), DbError> {
+    let text: String = history.pairs().iter().map(|(e, l)| format!("{e} {l}\n")).collect();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| DbError::Storage(tandem_storage::StorageError::io(path, "write epoch history", e)))
+}
+
 /// State guarded by the database lock.
 pub struct State {
     /// The keyspace.
@@ -59,6 +105,8 @@ pub struct State {
     /// Commit time of the last entry; commit times never go backwards even
     /// if the wall clock does.
     pub last_commit_ms: u64,
+    /// Where each epoch starts in the log (persisted in `<data>/epochs`).
+    pub history: EpochHistory,
     /// Reused encode buffer.
     payload: Vec<u8>,
     /// Reused effects buffer.
@@ -72,6 +120,8 @@ pub struct SnapshotReport {
     pub start_lsn: Lsn,
     /// The log is durable to at least this LSN.
     pub end_lsn: Lsn,
+    /// Commit time of `end_lsn` (unix ms).
+    pub end_commit_ms: u64,
     /// Keys written (approximate under concurrent writes).
     pub keys: usize,
     /// Bytes on disk.
@@ -110,6 +160,13 @@ pub struct Db {
     applied_tx: watch::Sender<Lsn>,
     /// Where the epoch is persisted.
     epoch_path: PathBuf,
+    /// Where the epoch history is persisted.
+    history_path: PathBuf,
+    /// Switchover: no write may commit while set (checked under the lock).
+    writes_stopped: std::sync::atomic::AtomicBool,
+    /// Snapshots never truncate the log at or past this LSN (the first
+    /// entry the log archive still needs); `u64::MAX`: no archive.
+    archive_floor: AtomicU64,
 }
 
 /// What recovery found and did, for the startup log line.
@@ -165,7 +222,10 @@ impl Db {
         let mut epoch = 1;
         let mut last_commit_ms = 0;
         let mut replayed = 0u64;
+        let history_path = config.data_dir.join(EPOCH_HISTORY_FILE);
+        let mut history = read_history(&history_path)?;
         recovery.replay(from, |lsn, entry_epoch, payload| {
+            history.record(entry_epoch, lsn);
             let entry = LogEntry::decode_payload(lsn, entry_epoch, payload)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("log entry {lsn}: {e}")))?;
             for effect in &entry.effects {
@@ -227,6 +287,7 @@ impl Db {
                 last_lsn,
                 epoch,
                 last_commit_ms,
+                history,
                 payload: Vec::with_capacity(4096),
                 effects: Vec::with_capacity(16),
             }),
@@ -246,6 +307,9 @@ impl Db {
             })),
             applied_tx: watch::channel(last_lsn).0,
             epoch_path,
+            history_path,
+            writes_stopped: std::sync::atomic::AtomicBool::new(false),
+            archive_floor: AtomicU64::new(u64::MAX),
         };
         let report = RecoveryReport { snapshot_lsn, snapshot_keys, replayed, last_lsn, elapsed: started.elapsed() };
         Ok((db, report))
@@ -265,6 +329,9 @@ impl Db {
                     return (Frame::Error(format!("MISCONF the log cannot be written, writes are refused: {e}")), None);
                 }
                 let mut state = self.state.write();
+                if self.writes_stopped.load(Ordering::Acquire) {
+                    return (Frame::Error("TRYAGAIN writes are paused for a switchover; retry".into()), None);
+                }
                 let now_ms = unix_ms().max(state.last_commit_ms);
                 let mut effects = std::mem::take(&mut state.effects);
                 effects.clear();
@@ -321,6 +388,10 @@ impl Db {
             state.last_lsn = wire.lsn;
             state.epoch = state.epoch.max(wire.epoch);
             state.last_commit_ms = state.last_commit_ms.max(entry.commit_ms);
+            if state.history.epoch_at(wire.lsn) != Some(wire.epoch) {
+                state.history.record(wire.epoch, wire.lsn);
+                write_history(&self.history_path, &state.history).map_err(|e| e.to_string())?;
+            }
             last = (wire.lsn, entry.commit_ms);
         }
         self.applied_tx.send_replace(state.last_lsn);
@@ -331,7 +402,13 @@ impl Db {
     /// snapshot that is complete once entries after `start_lsn` are
     /// replayed. Persists it as a local snapshot first, so a crash at any
     /// point leaves either the old state or the new one. Blocking.
-    pub fn install_snapshot(&self, store: Store, start_lsn: Lsn, epoch: Epoch) -> Result<(), DbError> {
+    pub fn install_snapshot(
+        &self,
+        store: Store,
+        start_lsn: Lsn,
+        epoch: Epoch,
+        history: &EpochHistory,
+    ) -> Result<(), DbError> {
         let _guard = self.snapshot_lock.lock();
         let mut writer = snapshot::SnapshotWriter::create(&self.snapshot_dir, start_lsn)?;
         let mut chunk = Vec::with_capacity(1 << 20);
@@ -350,6 +427,10 @@ impl Db {
         state.store = store;
         state.last_lsn = start_lsn;
         state.epoch = state.epoch.max(epoch);
+        let mut adopted = history.clone();
+        adopted.truncate_after(start_lsn);
+        write_history(&self.history_path, &adopted)?;
+        state.history = adopted;
         self.snapshot_lsn.store(start_lsn, Ordering::Relaxed);
         self.snapshot_unix_ms.store(created_unix_ms, Ordering::Relaxed);
         drop(state);
@@ -427,6 +508,63 @@ impl Db {
         Ok(())
     }
 
+    /// Starts leading at `epoch`: persists the epoch and records that the
+    /// epoch's entries start after the current log end.
+    pub fn start_epoch(&self, epoch: Epoch) -> Result<(), DbError> {
+        self.raise_epoch(epoch)?;
+        let mut state = self.state.write();
+        let first = state.last_lsn + 1;
+        let before = state.history.clone();
+        state.history.record(epoch, first);
+        if state.history != before {
+            write_history(&self.history_path, &state.history)?;
+        }
+        Ok(())
+    }
+
+    /// The decoded log entries after `lsn` up to the end of the log, and the
+    /// last LSN. Entries the log no longer holds (folded into a snapshot)
+    /// are left out. Blocking.
+    pub fn entries_after(&self, lsn: Lsn) -> Result<(Vec<LogEntry>, Lsn), DbError> {
+        let last = self.last_lsn();
+        let mut out = Vec::new();
+        let mut from = lsn + 1;
+        while from <= last {
+            let Some(batch) = self.read_entries(from, 1 << 20)? else {
+                from = self.first_retained_lsn().max(from + 1);
+                continue;
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for wire in &batch {
+                let entry = LogEntry::decode_payload(wire.lsn, wire.epoch, &wire.payload)
+                    .map_err(|e| DbError::Decode(format!("log entry {}: {e}", wire.lsn)))?;
+                out.push(entry);
+            }
+            from = batch.last().expect("non-empty").lsn + 1;
+        }
+        Ok((out, last))
+    }
+
+    /// Stops (or allows again) every write from committing; returns the
+    /// last LSN once no write can commit any more (taking the lock waits
+    /// out a write in progress).
+    pub fn stop_writes(&self, stopped: bool) -> Lsn {
+        self.writes_stopped.store(stopped, Ordering::Release);
+        self.state.write().last_lsn
+    }
+
+    /// Where each epoch starts in the log.
+    pub fn history(&self) -> EpochHistory {
+        self.with_state(|s| s.history.clone())
+    }
+
+    /// The epoch of the last entry in the log (0 for an empty log).
+    pub fn last_entry_epoch(&self) -> Epoch {
+        self.with_state(|s| s.history.last_epoch(s.last_lsn))
+    }
+
     /// Deletes up to `max` expired keys through the log (active expiry).
     /// Returns how many were deleted and the LSN of the entry, if any.
     pub fn expire_sweep(&self, max: usize) -> usize {
@@ -434,6 +572,9 @@ impl Db {
             return 0;
         }
         let mut state = self.state.write();
+        if self.writes_stopped.load(Ordering::Acquire) {
+            return 0;
+        }
         let now_ms = unix_ms().max(state.last_commit_ms);
         let keys = state.store.collect_expired(now_ms, max);
         if keys.is_empty() {
@@ -528,6 +669,12 @@ impl Db {
         self.with_state(|s| s.last_lsn)
     }
 
+    /// Keeps the log from `lsn` on (the log archive has not shipped it yet):
+    /// snapshots truncate only segments wholly before it.
+    pub fn hold_log_from(&self, lsn: Lsn) {
+        self.archive_floor.store(lsn, Ordering::Release);
+    }
+
     /// Takes a fuzzy snapshot: one bucket at a time under the read lock
     /// (writes proceed between buckets), records the LSN it starts from,
     /// waits until the log is durable past everything the snapshot may
@@ -547,9 +694,9 @@ impl Db {
                 writer.write_chunk(&chunk)?;
             }
         }
-        let end_lsn = self.with_state(|s| {
+        let (end_lsn, end_commit_ms) = self.with_state(|s| {
             keys = s.store.len();
-            s.last_lsn
+            (s.last_lsn, s.last_commit_ms)
         });
         // Everything the snapshot holds must be in the durable log first,
         // or a crash could leave state that the log (and replicas) lack.
@@ -562,11 +709,13 @@ impl Db {
         // is the fallback if the newest turns out unreadable.
         let kept = snapshot::prune(&self.snapshot_dir, 2)?;
         let oldest_kept = kept.iter().map(|m| m.start_lsn).min().unwrap_or(start_lsn);
-        let segments_removed = self.log.truncate_before(oldest_kept + 1)?;
+        let keep_from = (oldest_kept + 1).min(self.archive_floor.load(Ordering::Acquire));
+        let segments_removed = self.log.truncate_before(keep_from)?;
         self.metrics.snapshots.inc();
         Ok(SnapshotReport {
             start_lsn,
             end_lsn,
+            end_commit_ms,
             keys,
             bytes: info.bytes,
             segments_removed,

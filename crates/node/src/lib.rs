@@ -14,20 +14,34 @@
 //! - [`node_commands`]: commands that need the connection or node
 //!   (`HELLO`, `AUTH`, `INFO`, `CONFIG`, `COMMAND`, `CLIENT`, `SAVE`).
 //! - [`admin`]: the HTTP endpoint (`/healthz`, `/status`, `/metrics`,
-//!   `/faults`).
+//!   `/faults`, `/cluster`, `/events`, `/switchover`, `/backup/*`).
+//! - [`failover`]: automatic failover around the control plane (map
+//!   watcher, orchestrator, fencing, switchover).
+//! - [`archive`]: continuous log archiving to the backup repository, the
+//!   archive lag (backup RPO) and the `rpo_max_ms` write refusal.
+//! - [`backup_http`]: the admin endpoints a base backup is taken through.
 //! - [`faults`]: injected link faults (cut peers, added delay).
+//! - [`events`]: the event log (failovers, RTO, rollbacks) behind `/events`.
+//! - [`rollback`]: rollback files (entries a node had to remove on rejoin).
+//! - [`control`]: the control plane, a Raft group (openraft) over the
+//!   cluster map, on the peer port.
 //! - [`metrics`]: the Prometheus registry.
 
 pub mod admin;
+pub mod archive;
 pub mod backlog;
+pub mod backup_http;
 pub mod config;
 pub mod connection;
 pub mod control;
 pub mod db;
+pub mod events;
+pub mod failover;
 pub mod faults;
 pub mod metrics;
 pub mod node_commands;
 pub mod repl;
+pub mod rollback;
 pub mod server;
 
 pub use config::Config;

@@ -92,6 +92,22 @@ pub struct Metrics {
     pub replica_lag_lsn: Family<ReplicaLabel, Gauge>,
     /// Per follower: time lag, sampled every 100 ms.
     pub replica_lag_seconds: Family<ReplicaLabel, Histogram, fn() -> Histogram>,
+    /// Failovers this node orchestrated (promotions after a lost leader).
+    pub failovers: Counter,
+    /// Switchovers this node orchestrated.
+    pub switchovers: Counter,
+    /// Recovery time of the last failover this node orchestrated, seconds.
+    pub failover_rto_seconds: Histogram,
+    /// Entries this node removed into rollback files on rejoin.
+    pub rollback_entries: Counter,
+    /// 1 while this node leads and holds its lease.
+    pub lease_held: Gauge,
+    /// Last LSN shipped to the backup repository's log archive.
+    pub archive_lsn: Gauge,
+    /// Archive lag: age of the oldest entry not yet in the archive (the backup RPO).
+    pub archive_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Failed archive passes (repository unreachable, disk full, ...).
+    pub archive_failures: Counter,
     /// Per-command handles into `ops` and `latency`, indexed like
     /// `COMMANDS` (last slot: unknown commands), so the hot path does no
     /// label allocation or map lookup.
@@ -120,12 +136,20 @@ impl Metrics {
             expired_keys: Counter::default(),
             commands_processed: AtomicU64::new(0),
             per_command: Vec::new(),
+            archive_lsn: Gauge::default(),
+            archive_lag_seconds: Gauge::default(),
+            archive_failures: Counter::default(),
             repl_bytes_sent: Counter::default(),
             repl_snapshots_sent: Counter::default(),
             repl_snapshots_received: Counter::default(),
             repl_entries_applied: Counter::default(),
             replica_lag_lsn: Family::default(),
             replica_lag_seconds: Family::new_with_constructor(lag_histogram as fn() -> Histogram),
+            failovers: Counter::default(),
+            switchovers: Counter::default(),
+            failover_rto_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            rollback_entries: Counter::default(),
+            lease_held: Gauge::default(),
             registry: Registry::default(),
         };
         let names = COMMANDS.iter().map(|c| c.name).chain(std::iter::once("unknown"));
@@ -163,7 +187,27 @@ impl Metrics {
             "Per follower: time lag sampled every 100 ms",
             m.replica_lag_seconds.clone(),
         );
+        registry.register("archive_lsn", "Last LSN shipped to the log archive", m.archive_lsn.clone());
+        registry.register(
+            "archive_lag_seconds",
+            "Age of the oldest log entry not yet in the backup repository (the backup RPO)",
+            m.archive_lag_seconds.clone(),
+        );
+        registry.register("archive_failures", "Log archive passes that failed", m.archive_failures.clone());
         registry.register("expired_keys", "Keys removed by active expiry", m.expired_keys.clone());
+        registry.register("failovers", "Failovers this node orchestrated", m.failovers.clone());
+        registry.register("switchovers", "Switchovers this node orchestrated", m.switchovers.clone());
+        registry.register(
+            "failover_rto_seconds",
+            "Recovery time of failovers this node orchestrated (leader last heard until promotion)",
+            m.failover_rto_seconds.clone(),
+        );
+        registry.register(
+            "rollback_entries",
+            "Entries removed into rollback files on rejoin",
+            m.rollback_entries.clone(),
+        );
+        registry.register("lease_held", "1 while this node leads and holds its lease", m.lease_held.clone());
         Metrics { registry, per_command, ..m }
     }
 

@@ -70,6 +70,7 @@ pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &Comm
         "role" => role(shared),
         "replicaof" | "slaveof" => replicaof(shared, args),
         "ackpolicy" => ackpolicy(shared, client, args),
+        "switchover" => switchover(shared, args).await,
         other => err(format!("ERR command '{other}' is not available on this node")),
     };
     reply(frame)
@@ -421,6 +422,41 @@ fn role(shared: &Shared) -> Frame {
                 Frame::Integer(status.applied_lsn as i64),
             ])
         }
+        RoleView::Idle { .. } => Frame::Array(vec![
+            bulk("slave"),
+            bulk(""),
+            Frame::Integer(0),
+            bulk("connect"),
+            Frame::Integer(shared.db.last_lsn() as i64),
+        ]),
+    }
+}
+
+/// `SWITCHOVER node-id [TIMEOUT ms]`: moves leadership through the control
+/// plane (from any node); answers with what happened.
+async fn switchover(shared: &Shared, args: &[Bytes]) -> Frame {
+    let Some(failover) = &shared.failover else {
+        return err("ERR SWITCHOVER needs automatic failover (members and no --leader); use REPLICAOF");
+    };
+    let Some(to) = std::str::from_utf8(&args[1]).ok().and_then(|t| t.parse::<u64>().ok()) else {
+        return err("ERR node id is not a number");
+    };
+    let timeout_ms = match args.len() {
+        2 => 0,
+        4 if lower(&args[2]) == "timeout" => match std::str::from_utf8(&args[3]).ok().and_then(|t| t.parse().ok()) {
+            Some(ms) => ms,
+            None => return err("ERR timeout is not an integer or out of range"),
+        },
+        _ => return err("ERR syntax error; use SWITCHOVER <node-id> [TIMEOUT ms]"),
+    };
+    match failover.switchover(to, timeout_ms).await {
+        Ok(tandem_core::failover::FailoverRpc::SwitchedOver { epoch, lsn, paused_ms }) => {
+            Frame::Simple(Bytes::from(format!(
+                "OK node {to} leads epoch {epoch}; every write up to LSN {lsn} is on it; writes paused {paused_ms} ms"
+            )))
+        }
+        Ok(other) => err(format!("ERR unexpected answer {other:?}")),
+        Err(e) => err(format!("ERR switchover failed: {e}")),
     }
 }
 
@@ -432,11 +468,17 @@ fn split_addr(addr: &str) -> (String, String) {
 }
 
 fn replicaof(shared: &Shared, args: &[Bytes]) -> Frame {
+    if shared.config.automatic_failover() {
+        return err(
+            "ERR this cluster fails over automatically (no --leader): the control plane places the leader; use \
+             SWITCHOVER <node-id> to move it",
+        );
+    }
     if lower(&args[1]) == "no" && lower(&args[2]) == "one" {
         if shared.repl.is_leader() {
             return simple("OK");
         }
-        return match shared.repl.become_leader(true) {
+        return match shared.repl.become_leader(Some(shared.db.epoch() + 1)) {
             Ok(()) => simple("OK"),
             Err(e) => err(format!("ERR cannot lead: {e}")),
         };
@@ -447,7 +489,8 @@ fn replicaof(shared: &Shared, args: &[Bytes]) -> Frame {
         Some(a) => a,
         None => return err(format!("ERR cannot resolve {host}:{port}")),
     };
-    shared.repl.become_follower(addr);
+    let leader_id = shared.config.members.iter().find(|(_, a)| *a == addr).map_or(0, |(id, _)| *id);
+    shared.repl.become_follower(leader_id, addr);
     simple("OK")
 }
 
@@ -536,8 +579,15 @@ fn replication_info(shared: &Shared, last_lsn: u64, epoch: u64) -> String {
             let d = shared.repl.default_durability();
             let _ = write!(
                 out,
-                "master_repl_offset:{last_lsn}\r\ntandem_epoch:{epoch}\r\ntandem_ack_policy:{}\r\ntandem_ack_level:{}\r\ntandem_ack_timeout_ms:{}\r\n\r\n",
-                d.policy, d.level, d.timeout_ms
+                "master_repl_offset:{last_lsn}\r\ntandem_epoch:{epoch}\r\ntandem_ack_policy:{}\r\ntandem_ack_level:{}\r\ntandem_ack_timeout_ms:{}\r\ntandem_lease:{}\r\n\r\n",
+                d.policy,
+                d.level,
+                d.timeout_ms,
+                match (&shared.repl.lease, shared.repl.holds_lease()) {
+                    (None, _) => "off",
+                    (Some(_), true) => "held",
+                    (Some(_), false) => "not held",
+                }
             );
         }
         RoleView::Follower { status, leader_peer_addr } => {
@@ -556,6 +606,12 @@ fn replication_info(shared: &Shared, last_lsn: u64, epoch: u64) -> String {
                 status.leader_last_lsn,
                 status.lsn_lag,
                 status.staleness_ms,
+            );
+        }
+        RoleView::Idle { reason } => {
+            let _ = write!(
+                out,
+                "role:slave\r\nmaster_host:\r\nmaster_port:0\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\nmaster_sync_in_progress:0\r\nslave_repl_offset:{last_lsn}\r\nslave_read_only:1\r\nmaster_repl_offset:{last_lsn}\r\ntandem_epoch:{epoch}\r\ntandem_state:idle\r\ntandem_idle_reason:{reason}\r\ntandem_applied_lsn:{last_lsn}\r\n\r\n",
             );
         }
     }

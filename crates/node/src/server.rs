@@ -14,7 +14,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::control::ControlPlane;
 use crate::db::{Db, DbError};
+use crate::events::Events;
+use crate::failover::Failover;
 use crate::faults::Faults;
 use crate::metrics::Metrics;
 
@@ -34,6 +37,9 @@ pub enum NodeError {
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The control plane could not start.
+    #[error("control plane: {0}")]
+    Control(#[from] crate::control::ControlError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -60,6 +66,12 @@ pub struct Shared {
     pub ops_per_sec: AtomicU64,
     /// Replication: role, peers, ack waits.
     pub repl: Arc<crate::repl::Replication>,
+    /// The control plane (automatic failover only).
+    pub control: Option<Arc<ControlPlane>>,
+    /// Automatic failover: map watcher, orchestrator, switchover.
+    pub failover: Option<Arc<Failover>>,
+    /// The log archiver (`backup_repo` set).
+    pub archive: Option<Arc<crate::archive::ArchiveState>>,
     next_client_id: AtomicU64,
     snapshot_running: std::sync::atomic::AtomicBool,
 }
@@ -142,21 +154,42 @@ pub async fn run(
     config.admin_addr = admin_listener.local_addr().expect("bound listener has an address");
     config.peer_addr = peer_listener.local_addr().expect("bound listener has an address");
     let repl = Arc::new(
-        crate::repl::Replication::start(&config, db.clone(), metrics.clone(), Arc::new(Faults::default()))
-            .map_err(NodeError::Config)?,
+        crate::repl::Replication::start(
+            &config,
+            db.clone(),
+            metrics.clone(),
+            Arc::new(Faults::default()),
+            Arc::new(Events::new(config.node_id)),
+        )
+        .map_err(NodeError::Config)?,
     );
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Automatic failover: the control plane (Raft over the cluster map) and
+    // the failover tasks on top of it.
+    let (control, failover) = if config.automatic_failover() {
+        let control = ControlPlane::start(control_config(&config, repl.faults.clone())).await?;
+        repl.set_control(control.clone());
+        let failover =
+            Failover::start(&config, db.clone(), repl.clone(), control.clone(), metrics.clone(), shutdown_rx.clone());
+        (Some(control), Some(failover))
+    } else {
+        (None, None)
+    };
+    let archive = crate::archive::start(&config, db.clone(), metrics.clone());
     let shared = Arc::new(Shared {
+        archive,
         config,
         db,
         metrics,
         started: Instant::now(),
         ops_per_sec: AtomicU64::new(0),
         repl: repl.clone(),
+        control: control.clone(),
+        failover,
         next_client_id: AtomicU64::new(1),
         snapshot_running: std::sync::atomic::AtomicBool::new(false),
     });
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin = tokio::spawn(crate::admin::serve(shared.clone(), admin_listener, shutdown_rx.clone()));
     let background = tokio::spawn(background_tasks(shared.clone(), shutdown_rx.clone()));
     let peers = tokio::spawn(repl.clone().serve_peers(peer_listener, shutdown_rx.clone()));
@@ -165,7 +198,11 @@ pub async fn run(
         admin = %shared.config.admin_addr,
         peer = %shared.config.peer_addr,
         node_id = shared.config.node_id,
-        role = if repl.is_leader() { "leader" } else { "follower" },
+        role = match repl.role_key() {
+            crate::repl::RoleKey::Leading(_) => "leader",
+            crate::repl::RoleKey::Following(_) => "follower",
+            crate::repl::RoleKey::Idle => "idle (waiting for the control plane)",
+        },
         "ready"
     );
     on_ready(&shared.config);
@@ -202,6 +239,9 @@ pub async fn run(
     let _ = background.await;
     let _ = admin.await;
     let _ = peers.await;
+    if let Some(cp) = &control {
+        cp.shutdown().await;
+    }
     repl.shutdown();
     let db = shared.db.clone();
     let changed = db.entries_since_snapshot() > 0;
@@ -215,8 +255,26 @@ pub async fn run(
     })
     .await
     .expect("shutdown task does not panic")?;
+    if let Some(archive) = shared.archive.clone() {
+        tokio::task::spawn_blocking(move || archive.stop()).await.expect("archiver stop does not panic");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The control plane's settings from the node's configuration.
+fn control_config(config: &Config, faults: Arc<Faults>) -> crate::control::ControlConfig {
+    crate::control::ControlConfig {
+        node_id: config.node_id,
+        members: config.members.clone(),
+        dir: config.data_dir.join("control"),
+        cluster_secret_hash: crate::repl::wire::secret_hash(config.cluster_secret.as_deref()),
+        faults,
+        heartbeat_ms: config.control_heartbeat_ms,
+        election_timeout_min_ms: config.control_election_timeout_min_ms,
+        election_timeout_max_ms: config.control_election_timeout_max_ms,
+        join: config.join,
+    }
 }
 
 fn accept(
@@ -258,7 +316,7 @@ async fn background_tasks(shared: Arc<Shared>, mut shutdown: watch::Receiver<boo
                 shared.db.check_log_health();
                 // Only the leader deletes expired keys (through the log);
                 // followers hide them on reads and replay the leader's Dels.
-                if !shared.repl.is_leader() {
+                if !shared.repl.holds_lease() {
                     continue;
                 }
                 let n = shared.db.expire_sweep(EXPIRE_SWEEP_KEYS_MAX);

@@ -43,6 +43,11 @@ impl Disk {
         self.synced_lsn
     }
 
+    /// Whether a sync has covered the snapshot the log starts after.
+    pub fn snapshot_synced(&self) -> bool {
+        self.base_synced
+    }
+
     /// The generation (see the field doc).
     pub fn generation(&self) -> u64 {
         self.generation
@@ -51,6 +56,11 @@ impl Disk {
     /// The snapshot LSN the log starts after.
     pub fn base_lsn(&self) -> Lsn {
         self.base_lsn
+    }
+
+    /// The snapshot's chunks, as written by [`Disk::install_snapshot`].
+    pub fn base_chunks(&self) -> &[Bytes] {
+        &self.base_chunks
     }
 
     /// Entries after the snapshot.
@@ -72,6 +82,31 @@ impl Disk {
         self.entries.push(entry);
     }
 
+    /// Removes every entry after `lsn` (they went to a rollback file);
+    /// everything if `lsn` is below the snapshot. The cut is durable at once
+    /// and syncs in flight no longer count.
+    pub fn truncate_after(&mut self, lsn: Lsn) {
+        if lsn < self.base_lsn {
+            self.discard();
+            return;
+        }
+        self.entries.truncate((lsn - self.base_lsn) as usize);
+        self.synced_lsn = self.synced_lsn.min(lsn);
+        self.generation += 1;
+    }
+
+    /// Log compaction: folds the synced entries up to `lsn` into a new
+    /// snapshot (`chunks`, holding everything up to `lsn`), so the log no
+    /// longer holds them for streaming. Durable at once, like the synced
+    /// entries it replaces.
+    pub fn compact(&mut self, lsn: Lsn, chunks: Vec<Bytes>) {
+        assert!(self.base_synced, "compaction over an unsynced snapshot");
+        assert!(self.base_lsn <= lsn && lsn <= self.synced_lsn, "compaction past the synced log");
+        self.entries.drain(..(lsn - self.base_lsn) as usize);
+        self.base_lsn = lsn;
+        self.base_chunks = chunks;
+    }
+
     /// Throws everything away (a snapshot is coming, or the disk was wiped).
     pub fn discard(&mut self) {
         *self = Disk { generation: self.generation + 1, base_synced: true, ..Disk::default() };
@@ -84,6 +119,17 @@ impl Disk {
         self.base_lsn = start_lsn;
         self.base_chunks = chunks;
         self.base_synced = false;
+    }
+
+    /// Replaces the whole disk with a received snapshot in one durable step,
+    /// as the node does (the snapshot file is written aside and fsynced,
+    /// then swapped in): before it, the old log is intact; after it, the
+    /// snapshot is durable.
+    pub fn replace_with_snapshot(&mut self, start_lsn: Lsn, chunks: Vec<Bytes>) {
+        self.discard();
+        self.install_snapshot(start_lsn, chunks);
+        self.base_synced = true;
+        self.synced_lsn = start_lsn;
     }
 
     /// A sync of everything written up to `target` (in `generation`)

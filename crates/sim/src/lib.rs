@@ -11,6 +11,9 @@
 //! - [`rng`]: the seeded generator and latency distributions.
 //! - [`disk`]: a node's simulated log and synced watermark.
 //! - [`world`]: the cluster, the event loop, faults, clients and checkers.
+//! - [`failover`]: a separate world for leader failover: every node can lead,
+//!   a control-plane register, leases under clock drift, fencing, rollback
+//!   records; its own checkers (see the module doc).
 //! - [`sessions`]: clients routing reads with the real `tandem_core::session`
 //!   over a stale topology, counting read-your-writes misses and time travel.
 //!
@@ -30,6 +33,7 @@
 //! map: a seed is the whole input.
 
 pub mod disk;
+pub mod failover;
 pub mod rng;
 pub mod sessions;
 pub mod world;
@@ -121,14 +125,16 @@ pub struct SimFailure {
     pub message: String,
     /// The last trace lines, if kept.
     pub trace_tail: Vec<String>,
+    /// What follows `cargo test -p tandem-sim` to replay this seed.
+    pub repro: &'static str,
 }
 
 impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} failed at {} ms: {}; reproduce with: TANDEM_SIM_SEED={} cargo test -p tandem-sim -- --exact replication_seeds",
-            self.seed, self.at_ms, self.message, self.seed
+            "seed {} failed at {} ms: {}; reproduce with: TANDEM_SIM_SEED={} cargo test --release -p tandem-sim {}",
+            self.seed, self.at_ms, self.message, self.seed, self.repro
         )?;
         for line in &self.trace_tail {
             write!(f, "\n  {line}")?;
@@ -142,25 +148,29 @@ impl std::error::Error for SimFailure {}
 /// Runs one seeded history with clients and faults, then drains it, and
 /// judges it with every checker.
 pub fn run_seed(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> {
-    run_caught(seed, || Sim::new(seed, config, false).run_to_end())
+    run_caught(seed, REPRO_REPLICATION, || Sim::new(seed, config, false).run_to_end())
 }
+
+/// How to replay one seed of [`run_seed`].
+pub(crate) const REPRO_REPLICATION: &str = "-- --exact replication_seeds";
 
 /// Runs one seed's history, turning a checker's failure `(message, virtual
 /// ms, trace tail)` or a panic into a [`SimFailure`] naming the seed.
 pub(crate) fn run_caught<T>(
     seed: u64,
+    repro: &'static str,
     run: impl FnOnce() -> Result<T, (String, u64, Vec<String>)>,
 ) -> Result<T, SimFailure> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(Ok(report)) => Ok(report),
-        Ok(Err((message, at_ms, trace_tail))) => Err(SimFailure { seed, at_ms, message, trace_tail }),
+        Ok(Err((message, at_ms, trace_tail))) => Err(SimFailure { seed, at_ms, message, trace_tail, repro }),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(SimFailure { seed, at_ms: 0, message: format!("panicked: {message}"), trace_tail: vec![] })
+            Err(SimFailure { seed, at_ms: 0, message: format!("panicked: {message}"), trace_tail: vec![], repro })
         }
     }
 }

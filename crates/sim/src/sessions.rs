@@ -415,7 +415,9 @@ impl Run<'_> {
 
 /// Runs one seeded session workload against a fault-free cluster.
 pub fn run_sessions_seed(seed: u64, config: &SessionsConfig) -> Result<SessionsReport, SimFailure> {
-    crate::run_caught(seed, || run_inner(seed, config).map_err(|(message, at_ms)| (message, at_ms, Vec::new())))
+    crate::run_caught(seed, crate::REPRO_REPLICATION, || {
+        run_inner(seed, config).map_err(|(message, at_ms)| (message, at_ms, Vec::new()))
+    })
 }
 
 fn run_inner(seed: u64, config: &SessionsConfig) -> Result<SessionsReport, (String, u64)> {

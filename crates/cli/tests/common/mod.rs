@@ -11,6 +11,8 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

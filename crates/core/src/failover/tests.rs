@@ -89,12 +89,54 @@ fn assess_fences_only_when_a_majority_lost_the_leader() {
     assert_eq!(assess(&members, Some(1), 5, &reports, 500), Assessment::Healthy);
     reports.insert(3, report(5, 600, 5, 12));
     assert_eq!(assess(&members, Some(1), 5, &reports, 500), Assessment::Fence { old_epoch: 5, targets: vec![2, 3] });
-    // A node already fenced (higher epoch) counts as lost.
+    // A node already fenced (higher epoch) counts as lost, and the leader is
+    // fenced too so that it stops renewing its lease.
     reports.insert(3, report(6, 0, 5, 12));
-    assert!(matches!(assess(&members, Some(1), 5, &reports, 500), Assessment::Fence { .. }));
+    assert_eq!(assess(&members, Some(1), 5, &reports, 500), Assessment::Fence { old_epoch: 5, targets: vec![1, 2, 3] });
     // One answer out of three is not enough.
     reports.remove(&3);
     assert_eq!(assess(&members, Some(1), 5, &reports, 500), Assessment::Healthy);
+    // A leader that restarted (answers, not leading) counts as lost and is
+    // fenced with the others.
+    reports.insert(1, report(5, 0, 5, 10));
+    assert_eq!(assess(&members, Some(1), 5, &reports, 500), Assessment::Fence { old_epoch: 5, targets: vec![1, 2, 3] });
+    // A single-node cluster recovers from its own restart.
+    let mut alone = BTreeMap::new();
+    alone.insert(1, report(5, 0, 5, 10));
+    assert_eq!(assess(&[1], Some(1), 5, &alone, 500), Assessment::Fence { old_epoch: 5, targets: vec![1] });
+    // A live leader is healthy.
+    alone.insert(1, NodeReport { leading: true, ..report(5, 0, 5, 10) });
+    assert_eq!(assess(&[1], Some(1), 5, &alone, 500), Assessment::Healthy);
+}
+
+#[test]
+fn a_failover_stopped_half_way_is_finished_by_fencing_the_leader_too() {
+    // Found by the failover simulator (seeds 80, 128): node 3 fenced epoch
+    // 5, node 2 was still bound by the leader's lease, which the leader keeps
+    // renewing. Node 3 can never follow epoch 5 again; without fencing the
+    // leader (which stops its renewals) the cluster never converges.
+    let members = [1, 2, 3];
+    let mut reports = BTreeMap::new();
+    reports.insert(1, NodeReport { leading: true, lease_valid: true, ..report(5, 0, 5, 12) });
+    reports.insert(2, report(5, 10, 5, 12));
+    reports.insert(3, report(6, 0, 5, 12));
+    assert_eq!(assess(&members, Some(1), 5, &reports, 500), Assessment::Fence { old_epoch: 5, targets: vec![1, 2, 3] });
+    // Without a fenced member nothing changes.
+    reports.insert(3, report(5, 10, 5, 12));
+    assert_eq!(assess(&members, Some(1), 5, &reports, 500), Assessment::Healthy);
+}
+
+#[test]
+fn a_restarted_leader_never_leads_the_same_epoch_again() {
+    // Promoted after a fence: the floor already equals the new epoch.
+    assert!(may_lead(4, 4, 3));
+    assert!(may_lead(5, 4, 3));
+    // Fenced past the map: wait for the next promotion.
+    assert!(!may_lead(4, 5, 3));
+    // It led epoch 4, crashed and came back while the map still names it
+    // (seed 347 of the failover simulator): its followers may hold entries
+    // of epoch 4 it lost, so it must not write new ones under epoch 4.
+    assert!(!may_lead(4, 4, 4));
 }
 
 #[test]
@@ -123,9 +165,12 @@ fn promotion_picks_the_highest_epoch_then_lsn() {
 fn promotion_waits_for_a_majority_of_fences() {
     let f = fenced(&[(2, 1, 10)]);
     assert!(choose_leader(&AckPolicy::Async, &[1, 2, 3], 1, &f).unwrap_err().contains("1 of 3 members fenced"));
-    // The old leader's own fence does not count.
-    let f = fenced(&[(1, 1, 10), (2, 1, 10)]);
-    assert!(choose_leader(&AckPolicy::Async, &[1, 2, 3], 1, &f).is_err());
+    // An old leader that restarted (it only fences then) counts, holds what
+    // it acknowledged, and satisfies any policy.
+    let f = fenced(&[(1, 1, 10), (2, 1, 12)]);
+    assert_eq!(choose_leader(&AckPolicy::All, &[1, 2, 3], 1, &f), Ok(2));
+    assert_eq!(choose_leader(&AckPolicy::Any(2), &[1, 2, 3], 1, &fenced(&[(1, 1, 10)])).ok(), None);
+    assert_eq!(choose_leader(&AckPolicy::Any(1), &[1], 1, &fenced(&[(1, 1, 10)])), Ok(1));
 }
 
 #[test]
@@ -144,6 +189,24 @@ fn promotion_under_any_k_needs_every_possible_acker_set_covered() {
     assert!(choose_leader(&first, &members, 1, &f).is_err());
     let f = fenced(&[(2, 1, 10), (3, 1, 10), (5, 1, 11)]);
     assert_eq!(choose_leader(&first, &members, 1, &f), Ok(5));
+}
+
+#[test]
+fn promotion_under_first_k_covers_acks_of_earlier_leaders_too() {
+    // Failover simulator, seed 6213: node 1 led epoch 1 and acked a write
+    // with node 3 (first 1 of (2,3), node 2 being disconnected). Node 3 was
+    // promoted to epoch 2 but cut off before it led or replicated anything.
+    // Failing over from node 3, only node 2 (of the policy's nodes) needs to
+    // have fenced for node 3's own acks, but the epoch-1 write is on nodes 1
+    // and 3 only: promoting node 4 lost it.
+    let members = [1, 2, 3, 4, 5];
+    let first = AckPolicy::First { k: 1, among: vec![2, 3] };
+    let f = fenced(&[(2, 1, 11), (4, 1, 15), (5, 1, 15)]);
+    let err = choose_leader(&first, &members, 3, &f).unwrap_err();
+    assert!(err.contains("acknowledged by node 1 with 1 of [3]"), "{err}");
+    // Once node 1 fenced (it holds its own acked writes), promotion goes on.
+    let f = fenced(&[(1, 1, 23), (2, 1, 11), (4, 1, 15), (5, 1, 15)]);
+    assert_eq!(choose_leader(&first, &members, 3, &f), Ok(1));
 }
 
 fn hist(pairs: &[(Epoch, Lsn)]) -> EpochHistory {
@@ -184,6 +247,23 @@ fn history_records_only_newer_epochs_and_truncates() {
     // A new epoch that starts at or before an existing start replaces it.
     h.record(4, 1);
     assert_eq!(h.pairs(), &[(4, 1)]);
+}
+
+#[test]
+fn a_start_past_the_log_is_dropped_when_older_epoch_entries_are_appended_there() {
+    // Failover simulator, seed 100714: node 2 took a snapshot at 395 from the
+    // epoch-8 leader, whose history already named its own start (8, 396)
+    // though it had written nothing yet. Node 2 then followed the epoch-9
+    // leader, whose entries 396..414 are from epoch 7.
+    let mut h = hist(&[(6, 332), (7, 366), (8, 396)]);
+    h.record(7, 396);
+    assert_eq!(h.pairs(), &[(6, 332), (7, 366)]);
+    assert_eq!(h.epoch_at(410), Some(7));
+    h.record(9, 415);
+    // The real epoch-8 log (entries 396..410) now parts from this one after
+    // 395, so its owner rolls them back instead of keeping them.
+    let epoch8 = hist(&[(6, 332), (7, 366), (8, 396)]);
+    assert_eq!(divergence_point(&h, 444, &epoch8, 410), 395);
 }
 
 #[test]

@@ -395,6 +395,26 @@ impl Follower {
         Ok(())
     }
 
+    /// The leader's `Welcome` said this log parts from its own after `lsn`
+    /// (`diverged_after`); the node moved every entry after `lsn` to its
+    /// rollback file. Call it before [`Follower::handle_welcome`]: as far as
+    /// the stream is concerned the log ends at `lsn` now, so the snapshot
+    /// that follows may start below the old end (the leader's log can be
+    /// shorter than the divergent one).
+    pub fn handle_rolled_back(&mut self, lsn: Lsn) {
+        if lsn >= self.last_lsn {
+            return;
+        }
+        self.last_lsn = lsn;
+        self.flushed_lsn = self.flushed_lsn.min(lsn);
+        self.applied_lsn = self.applied_lsn.min(lsn);
+        while self.epoch_runs.back().is_some_and(|&(first, _)| first > lsn) {
+            self.epoch_runs.pop_back();
+        }
+        self.epochs_known_from = self.epochs_known_from.min(lsn + 1);
+        self.history.truncate_after(lsn);
+    }
+
     /// The connection to the leader is gone.
     pub fn handle_disconnect(&mut self, _now_ms: u64) {
         self.state = FollowerState::Disconnected;
@@ -627,6 +647,23 @@ mod tests {
         f.handle_disconnect(T0);
         assert!(matches!(f.subscribe("me".into(), 0), PeerMsg::Subscribe { last_lsn: 0, .. }));
         f.handle_welcome(T0, 1, 1, "leader:1".into(), 1).unwrap();
+    }
+
+    #[test]
+    fn a_divergent_follower_takes_a_snapshot_shorter_than_its_old_log() {
+        // Found by the failover simulator (seed 0): the old log ends at 6,
+        // the new leader's at 5, and they part after 3.
+        let mut f = Follower::new(2, 1, 6, 6, T0);
+        f.handle_welcome(T0, 1, 2, "leader:1".into(), STREAM_FROM_SNAPSHOT).unwrap();
+        let mut g = Follower::new(2, 1, 6, 6, T0);
+        g.handle_welcome(T0, 1, 2, "leader:1".into(), STREAM_FROM_SNAPSHOT).unwrap();
+        assert!(g.handle_snapshot_begin(T0, 2, 5).is_err(), "without the rollback the old end still counts");
+        f.handle_rolled_back(3);
+        assert_eq!((f.last_lsn(), f.flushed_lsn(), f.applied_lsn()), (3, 3, 3));
+        f.handle_snapshot_begin(T0, 2, 5).unwrap();
+        f.handle_snapshot_end(T0, 5).unwrap();
+        f.handle_entries(T0, 2, &[entry(6, 2)], 6, T0).unwrap();
+        assert_eq!(f.last_lsn(), 6);
     }
 
     #[test]

@@ -377,9 +377,16 @@ impl Leader {
         r.reset_connection();
         r.last_sent_ms = now_ms;
         // The follower's log ends at last_lsn now (it may have lost an
-        // unsynced tail, or been wiped): never count beyond it.
-        r.flushed_lsn = r.flushed_lsn.min(last_lsn);
-        r.applied_lsn = r.applied_lsn.min(last_lsn);
+        // unsynced tail, or been wiped): never count beyond it, nor beyond
+        // the divergence point.
+        let kept = diverged_after.unwrap_or(last_lsn);
+        r.flushed_lsn = r.flushed_lsn.min(kept);
+        r.applied_lsn = r.applied_lsn.min(kept);
+        // A divergent follower gets a snapshot. It keeps its whole old log
+        // (and reports it if it is fenced meanwhile) until the snapshot is
+        // complete and installed in one step, so it never holds nothing
+        // (decision 0009; the failover simulator lost an acknowledged write,
+        // seed 101525, when a divergent follower emptied its log first).
         let stream_from = if diverged_after.is_some() || last_lsn + 1 < first_retained_lsn {
             // It discards its state and log for the snapshot.
             r.state = ReplicaState::Snapshot;

@@ -89,9 +89,10 @@ pub enum PeerMsg {
         /// The leader's epoch history (the follower adopts it).
         history: Vec<(Epoch, Lsn)>,
         /// The follower's log holds entries after this LSN that the leader's
-        /// log does not: the follower writes them to a rollback file before
-        /// it takes the snapshot that follows (`stream_from` is then
-        /// [`STREAM_FROM_SNAPSHOT`]).
+        /// log does not: the follower writes them to a rollback file and
+        /// tells its core (`Follower::handle_rolled_back`) before it handles
+        /// the `Welcome`; a snapshot follows ([`STREAM_FROM_SNAPSHOT`]), and
+        /// the follower keeps its old log until the snapshot is installed.
         diverged_after: Option<Lsn>,
     },
     /// Leader to follower: consecutive log entries.

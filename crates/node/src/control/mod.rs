@@ -59,14 +59,14 @@ pub const HEARTBEAT_MS_DEFAULT: u64 = 50;
 pub const ELECTION_TIMEOUT_MIN_MS_DEFAULT: u64 = 150;
 /// Default upper bound of the randomized election timeout.
 pub const ELECTION_TIMEOUT_MAX_MS_DEFAULT: u64 = 300;
-/// How long a proposal (including forwarding and waiting for a Raft leader)
-/// may take before it fails.
+/// How long a proposal keeps being retried while no Raft leader can take it.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause between attempts while no Raft leader is known.
 const PROPOSE_RETRY_INTERVAL: Duration = Duration::from_millis(20);
-/// How long a membership change may take (a learner catching up included).
+/// How long one membership change may take (a learner catching up
+/// included); past it the outcome is unknown (a learner may stay a learner).
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one forwarded RPC may take.
+/// How long one proposal may wait for its commit, here or forwarded.
 const FORWARD_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// RPCs one incoming control connection may have in progress at once.
 const INCOMING_INFLIGHT_MAX: usize = 64;
@@ -337,25 +337,23 @@ impl ControlPlane {
         answer: impl Fn(RpcResp) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
         let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        let call_timeout = match req {
+            RpcReq::AddMember { .. } | RpcReq::RemoveMember { .. } => MEMBERSHIP_TIMEOUT,
+            _ => FORWARD_CALL_TIMEOUT,
+        };
         loop {
             let result = match self.raft_leader() {
                 Some(leader) if leader == self.me => {
                     // A leader cut off from its quorum never commits: bound the wait.
-                    match tokio::time::timeout(PROPOSE_TIMEOUT, self.handle_local(&req)).await {
+                    match tokio::time::timeout(call_timeout, self.handle_local(&req)).await {
                         Ok(resp) => answer(resp),
                         Err(_) => {
-                            Err(ControlError::Timeout { peer: self.me, timeout_ms: PROPOSE_TIMEOUT.as_millis() as u64 })
+                            Err(ControlError::Timeout { peer: self.me, timeout_ms: call_timeout.as_millis() as u64 })
                         }
                     }
                 }
                 Some(leader) => match self.leader_addr(leader) {
-                    Some(addr) => {
-                        let timeout = match req {
-                            RpcReq::AddMember { .. } | RpcReq::RemoveMember { .. } => MEMBERSHIP_TIMEOUT,
-                            _ => FORWARD_CALL_TIMEOUT,
-                        };
-                        self.pool.call(leader, &addr, &req, timeout).await.and_then(&answer)
-                    }
+                    Some(addr) => self.pool.call(leader, &addr, &req, call_timeout).await.and_then(&answer),
                     None => Err(ControlError::UnknownMember(leader)),
                 },
                 None => Err(ControlError::NoLeader),
@@ -546,7 +544,15 @@ impl ControlPlane {
                     None => RpcResp::App(Err(ControlError::NoAppHandler(self.me))),
                 }
             }
-            leader_only => self.handle_local(&leader_only).await,
+            // The caller stops waiting after its own timeout; do not keep a
+            // task parked longer than the longest one.
+            leader_only => match tokio::time::timeout(MEMBERSHIP_TIMEOUT, self.handle_local(&leader_only)).await {
+                Ok(resp) => resp,
+                Err(_) => RpcResp::Error(ControlError::Timeout {
+                    peer: self.me,
+                    timeout_ms: MEMBERSHIP_TIMEOUT.as_millis() as u64,
+                }),
+            },
         }
     }
 

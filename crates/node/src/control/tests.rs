@@ -175,9 +175,16 @@ async fn control_group_elects_one_raft_leader() {
         let map = wait_map(&c, id, "three members in the map", |m| m.members.len() == 3).await;
         assert_eq!(map.members[&id].peer_addr, c.node(id).addr);
         assert_eq!((map.leader, map.epoch), (None, 0), "no data-plane leader is chosen by the control plane");
-        let st = c.cp(id).status();
+        let st = wait_for("status with a committed index", || {
+            let st = c.cp(id).status();
+            (st.committed.is_some() && st.applied.is_some()).then_some(st)
+        })
+        .await;
         assert_eq!(st.voters, vec![1, 2, 3]);
+        assert!(st.learners.is_empty());
         assert_eq!(st.raft_leader, Some(leader));
+        assert!(st.term >= 1 && st.applied <= st.committed && st.committed <= st.last_log_index, "{st:?}");
+        assert_eq!(st.state, if id == leader { "leader" } else { "follower" });
     }
     c.shutdown().await;
 }

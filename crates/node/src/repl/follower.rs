@@ -8,6 +8,7 @@
 //! connection layer answers `READONLY` on a follower.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,15 +16,20 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
+use tandem_core::failover::{EpochHistory, LeaseGrantor};
 use tandem_core::repl::msg::STREAM_FROM_SNAPSHOT;
 use tandem_core::repl::{Follower, FollowerStatus, PeerMsg, WireEntry};
+use tandem_core::Lsn;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::wire::{encode_frame, read_frame, write_frame};
-use crate::db::{unix_ms, Db};
+use crate::db::{mono_ms, unix_ms, Db};
+use crate::events::{EventFields, Events};
+use crate::faults::Faults;
 use crate::metrics::Metrics;
+use crate::rollback;
 
 /// First reconnect delay; doubles up to `RECONNECT_BACKOFF_MAX`.
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -49,12 +55,23 @@ pub struct FollowerParams {
     /// The fsync policy is everysec or never: write applied entries to the
     /// OS from this task (see `Log::write_now`).
     pub write_inline: bool,
+    /// Lease grants to the leader, when leases are on (automatic failover).
+    pub grantor: Option<Arc<Mutex<LeaseGrantor>>>,
+    /// Where rollback files go and who records what happened.
+    pub data_dir: PathBuf,
+    /// The cluster event log.
+    pub events: Arc<Events>,
+    /// Injected link faults.
+    pub faults: Arc<Faults>,
+    /// The leader's node id (for faults and logs).
+    pub leader_id: u64,
 }
 
 /// Handle to a running follower driver.
 pub struct FollowerHandle {
     status: Arc<Mutex<FollowerStatus>>,
     stop: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The leader's peer address.
     pub leader_peer_addr: SocketAddr,
 }
@@ -69,6 +86,15 @@ impl FollowerHandle {
     pub fn stop(&self) {
         let _ = self.stop.send(true);
     }
+
+    /// Stops following and waits until the driver appends nothing more.
+    pub async fn stop_and_wait(&self) {
+        self.stop();
+        let task = self.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
 }
 
 /// Starts following.
@@ -77,8 +103,8 @@ pub fn start(db: Arc<Db>, metrics: Arc<Metrics>, params: FollowerParams) -> Foll
     let status = Arc::new(Mutex::new(core.status(unix_ms())));
     let (stop, stop_rx) = watch::channel(false);
     let leader_peer_addr = params.leader_peer_addr;
-    tokio::spawn(run(db, metrics, params, status.clone(), stop_rx));
-    FollowerHandle { status, stop, leader_peer_addr }
+    let task = tokio::spawn(run(db, metrics, params, status.clone(), stop_rx));
+    FollowerHandle { status, stop, task: Mutex::new(Some(task)), leader_peer_addr }
 }
 
 async fn run(
@@ -131,6 +157,9 @@ async fn session(
     status: &Mutex<FollowerStatus>,
 ) -> Result<(), SessionEnd> {
     let no_stream = |e: String| SessionEnd::NoStream(e);
+    if params.faults.is_cut(params.leader_id) {
+        return Err(no_stream(format!("the link to node {} is cut (fault injection)", params.leader_id)));
+    }
     let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(params.leader_peer_addr))
         .await
         .map_err(|_| no_stream("connect timed out".into()))?
@@ -138,21 +167,32 @@ async fn session(
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    core.set_history(db.history());
     write_frame(&mut writer, &core.subscribe(params.client_addr.clone(), params.secret_hash))
         .await
         .map_err(|e| no_stream(e.to_string()))?;
     let welcome = read_frame(&mut reader, &mut buf).await.map_err(|e| no_stream(e.to_string()))?;
-    let PeerMsg::Welcome { leader_id, epoch, leader_client_addr, stream_from, .. } = welcome else {
+    let PeerMsg::Welcome { leader_id, epoch, leader_client_addr, stream_from, history, diverged_after } = welcome
+    else {
         return Err(no_stream(match welcome {
             PeerMsg::Refuse { reason } => format!("the leader refused: {reason}"),
             other => format!("expected Welcome, got {}", other.kind()),
         }));
     };
+    if let Some(kept) = diverged_after {
+        // Before anything is discarded, the entries the leader never had go
+        // to a rollback file.
+        save_rollback(db, metrics, params, leader_id, epoch, kept).await.map_err(no_stream)?;
+        // The divergent entries stay in the local log (and a fence would
+        // still report them) until the snapshot that follows replaces it.
+        core.handle_rolled_back(kept);
+    }
     core.handle_welcome(unix_ms(), leader_id, epoch, leader_client_addr, stream_from).map_err(no_stream)?;
     db.raise_epoch(epoch).map_err(|e| no_stream(e.to_string()))?;
     tracing::info!(leader = leader_id, epoch, stream_from, "following");
     if stream_from == STREAM_FROM_SNAPSHOT {
-        receive_snapshot(db, metrics, core, &mut reader, &mut buf).await.map_err(no_stream)?;
+        let history = EpochHistory::from_pairs(history);
+        receive_snapshot(db, metrics, core, &history, &mut reader, &mut buf).await.map_err(no_stream)?;
     }
     *status.lock() = core.status(unix_ms());
 
@@ -194,15 +234,30 @@ async fn stream_loop(
     let mut durable = db.durable();
     let mut out = Vec::with_capacity(256);
     let mut pending: PendingApply = VecDeque::new();
+    let mut replies: Vec<PeerMsg> = Vec::new();
     loop {
         let next_ready = pending.front().map(|(at, _)| *at);
         tokio::select! {
             msg = inbox.recv() => {
                 let msg = msg.ok_or("the connection reader stopped")??;
-                receive(core, params, &mut pending, msg)?;
+                if params.faults.is_cut(params.leader_id) {
+                    return Err(format!("the link to node {} is cut (fault injection)", params.leader_id));
+                }
+                receive(core, params, &mut pending, &mut replies, msg)?;
                 // Take in whatever else already arrived before applying.
                 while let Ok(msg) = inbox.try_recv() {
-                    receive(core, params, &mut pending, msg?)?;
+                    receive(core, params, &mut pending, &mut replies, msg?)?;
+                }
+                // Lease grants go out before the (possibly slow) apply.
+                if !replies.is_empty() {
+                    if let Some(d) = params.faults.send_delay() {
+                        tokio::time::sleep(d).await;
+                    }
+                    out.clear();
+                    for reply in replies.drain(..) {
+                        encode_frame(&reply, &mut out);
+                    }
+                    writer.write_all(&out).await.map_err(|e| e.to_string())?;
                 }
             }
             _ = tokio::time::sleep_until(next_ready.unwrap_or_else(tokio::time::Instant::now)), if next_ready.is_some() => {}
@@ -226,6 +281,9 @@ async fn stream_loop(
         // Only what is both in the local log and durable counts as flushed.
         core.handle_flushed((*durable.borrow_and_update()).min(db.last_lsn()).min(core.last_lsn()));
         if let Some(ack) = core.poll_ack(unix_ms()) {
+            if let Some(d) = params.faults.send_delay() {
+                tokio::time::sleep(d).await;
+            }
             out.clear();
             encode_frame(&ack, &mut out);
             writer.write_all(&out).await.map_err(|e| e.to_string())?;
@@ -240,10 +298,23 @@ fn receive(
     core: &mut Follower,
     params: &FollowerParams,
     pending: &mut PendingApply,
+    replies: &mut Vec<PeerMsg>,
     msg: PeerMsg,
 ) -> Result<(), String> {
     let now = unix_ms();
     match msg {
+        PeerMsg::LeaseRequest { epoch, stamp_ms } => {
+            let Some(grantor) = &params.grantor else {
+                return Err("the leader asks for leases but this node runs without them".into());
+            };
+            if grantor.lock().handle_request(mono_ms(), epoch) {
+                replies.push(PeerMsg::LeaseGrant { stamp_ms });
+                Ok(())
+            } else {
+                let floor = grantor.lock().floor_epoch();
+                Err(format!("refusing the lease of epoch {epoch}: this node fenced it (now at epoch {floor})"))
+            }
+        }
         PeerMsg::Entries { epoch, entries, leader_last_lsn, leader_now_ms } => {
             let fresh = core.handle_entries(now, epoch, &entries, leader_last_lsn, leader_now_ms)?;
             if !fresh.is_empty() {
@@ -259,15 +330,73 @@ fn receive(
     }
 }
 
+/// Writes the entries after `kept` (which the new leader's log does not
+/// hold) to a rollback file and records the event. The snapshot that follows
+/// discards them.
+async fn save_rollback(
+    db: &Arc<Db>,
+    metrics: &Metrics,
+    params: &FollowerParams,
+    leader_id: u64,
+    epoch: u64,
+    kept: Lsn,
+) -> Result<(), String> {
+    let db2 = db.clone();
+    let (entries, last) = tokio::task::spawn_blocking(move || db2.entries_after(kept))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("reading the divergent entries for the rollback file: {e}"))?;
+    if last <= kept {
+        return Ok(());
+    }
+    // A retry after an interrupted snapshot finds the same divergence: the
+    // file already exists.
+    let existing = rollback::list(&params.data_dir).unwrap_or_default();
+    if existing
+        .iter()
+        .any(|f| f.header.kept_through_lsn == kept && f.header.last_lsn == last && f.header.new_epoch == epoch)
+    {
+        return Ok(());
+    }
+    let file = rollback::write(&params.data_dir, params.node_id, leader_id, epoch, kept, last, &entries, unix_ms())
+        .map_err(|e| format!("writing the rollback file in {}: {e}", params.data_dir.display()))?;
+    let h = &file.header;
+    metrics.rollback_entries.inc_by(h.entries);
+    params.events.record(
+        "rollback",
+        format!(
+            "node {} rejoined as a follower of node {leader_id} (epoch {epoch}): {} entries (LSN {}..{}, committed {} .. {}) \
+             were not on node {leader_id}; saved to {}",
+            params.node_id,
+            h.entries,
+            h.first_lsn,
+            h.last_lsn,
+            rollback::rfc3339(h.first_commit_ms),
+            rollback::rfc3339(h.last_commit_ms),
+            file.path.display()
+        ),
+        EventFields { lost_writes: Some(h.entries), lsn_range: Some((h.first_lsn, h.last_lsn)), ..Default::default() },
+    );
+    Ok(())
+}
+
 /// Receives a snapshot into a fresh store, persists it, then swaps it in.
 async fn receive_snapshot(
     db: &Arc<Db>,
     metrics: &Metrics,
     core: &mut Follower,
+    history: &EpochHistory,
     reader: &mut tokio::net::tcp::OwnedReadHalf,
     buf: &mut BytesMut,
 ) -> Result<(), String> {
-    let msg = read_frame(reader, buf).await.map_err(|e| e.to_string())?;
+    // Lease requests may arrive before the snapshot starts and between its
+    // chunks; a follower without a state does not grant them.
+    let msg = loop {
+        match read_frame(reader, buf).await.map_err(|e| e.to_string())? {
+            PeerMsg::LeaseRequest { .. } => continue,
+            other => break other,
+        }
+    };
     let PeerMsg::SnapshotBegin { epoch, start_lsn } = msg else {
         return Err(format!("expected SnapshotBegin, got {}", msg.kind()));
     };
@@ -286,13 +415,15 @@ async fn receive_snapshot(
                 }
             }
             PeerMsg::SnapshotEnd { end_lsn } => break end_lsn,
+            PeerMsg::LeaseRequest { .. } => {}
             other => return Err(format!("unexpected {} during a snapshot", other.kind())),
         }
     };
     core.handle_snapshot_end(unix_ms(), end_lsn)?;
     let keys = store.len();
     let db2 = db.clone();
-    tokio::task::spawn_blocking(move || db2.install_snapshot(store, start_lsn, epoch))
+    let history = history.clone();
+    tokio::task::spawn_blocking(move || db2.install_snapshot(store, start_lsn, epoch, &history))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;

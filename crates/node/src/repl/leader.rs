@@ -8,11 +8,13 @@
 //! when a write is acknowledged: that is the core's `poll_release`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
+use tandem_core::failover::{LeaseConfig, LeaseKeeper};
 use tandem_core::repl::leader::{LeaderConfig, Outcome, ReplicaStatus, Transmit};
 use tandem_core::repl::{Durability, Leader, PeerMsg};
 use tandem_core::store::BUCKETS;
@@ -21,7 +23,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::wire::{read_frame, write_frame, WireError};
-use crate::db::{unix_ms, Db};
+use crate::db::{mono_ms, unix_ms, Db};
+use crate::faults::Faults;
 use crate::metrics::Metrics;
 
 /// Events queued to the actor (bounded: senders wait when it is busy).
@@ -29,6 +32,9 @@ const EVENTS_MAX: usize = 65_536;
 /// Instructions queued per follower session; the core's in-flight byte
 /// limit keeps entry batches far below it, heartbeats beyond it are dropped.
 const SESSION_QUEUE_MAX: usize = 1024;
+/// Lease requests sent per lease period: a lost or late one costs a quarter
+/// of the lease, not all of it.
+const LEASE_REQUESTS_PER_LEASE: u64 = 4;
 
 enum Event {
     Subscribe {
@@ -71,6 +77,11 @@ enum Event {
         timeout_ms: u64,
         reply: oneshot::Sender<Outcome>,
     },
+    LeaseGrant {
+        from: u64,
+        session: u64,
+        stamp_ms: u64,
+    },
 }
 
 struct Subscribed {
@@ -93,9 +104,17 @@ pub struct LeaderHandle {
     events: mpsc::Sender<Event>,
     view: Arc<Mutex<Vec<ReplicaView>>>,
     stop: Arc<watch::Sender<bool>>,
+    /// `mono_ms` reading until which the lease holds (`u64::MAX` without
+    /// leases).
+    lease_until: Arc<AtomicU64>,
 }
 
 impl LeaderHandle {
+    /// Whether the leader holds its lease now (always true without leases).
+    pub fn lease_valid(&self) -> bool {
+        mono_ms() < self.lease_until.load(Ordering::Acquire)
+    }
+
     /// Waits until `lsn` meets `durability` (or its timeout passes).
     pub async fn wait(&self, lsn: Lsn, durability: Durability) -> Outcome {
         let (reply, rx) = oneshot::channel();
@@ -123,10 +142,21 @@ impl LeaderHandle {
     }
 
     /// Serves a follower that connected to the peer port.
-    pub async fn serve_follower(&self, db: Arc<Db>, metrics: Arc<Metrics>, stream: TcpStream, first: PeerMsg) {
+    pub async fn serve_follower(
+        &self,
+        db: Arc<Db>,
+        metrics: Arc<Metrics>,
+        faults: Arc<Faults>,
+        stream: TcpStream,
+        first: PeerMsg,
+    ) {
         let PeerMsg::Subscribe { node_id, epoch, last_lsn, client_addr, history, .. } = first else {
             return;
         };
+        if faults.is_cut(node_id) {
+            tracing::debug!(follower = node_id, "dropped a subscription: link cut (fault injection)");
+            return;
+        }
         let (reply, rx) = oneshot::channel();
         let event = Event::Subscribe { from: node_id, epoch, last_lsn, history, client_addr, reply };
         if self.events.send(event).await.is_err() {
@@ -144,13 +174,25 @@ impl LeaderHandle {
         tracing::info!(follower = node_id, last_lsn, "follower subscribed");
         let events = self.events.clone();
         let reader_events = self.events.clone();
+        let reader_faults = faults.clone();
         // Acks from the follower.
         let read_task = tokio::spawn(async move {
             let mut buf = BytesMut::with_capacity(4096);
             loop {
-                match read_frame(&mut reader, &mut buf).await {
+                let frame = read_frame(&mut reader, &mut buf).await;
+                if reader_faults.is_cut(node_id) {
+                    tracing::info!(follower = node_id, "link cut (fault injection); dropping the follower");
+                    return;
+                }
+                match frame {
                     Ok(PeerMsg::Ack { flushed_lsn, applied_lsn }) => {
                         let ev = Event::Ack { from: node_id, session, flushed: flushed_lsn, applied: applied_lsn };
+                        if reader_events.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(PeerMsg::LeaseGrant { stamp_ms }) => {
+                        let ev = Event::LeaseGrant { from: node_id, session, stamp_ms };
                         if reader_events.send(ev).await.is_err() {
                             return;
                         }
@@ -174,6 +216,12 @@ impl LeaderHandle {
         let mut out = Vec::with_capacity(1 << 20);
         let result: Result<(), WireError> = async {
             while let Some(t) = instructions.recv().await {
+                if faults.is_cut(node_id) || read_task.is_finished() {
+                    return Ok(());
+                }
+                if let Some(d) = faults.send_delay() {
+                    tokio::time::sleep(d).await;
+                }
                 match t {
                     Transmit::Entries { from_lsn, max_bytes, .. } => {
                         // Recent entries come from memory; older ones from the
@@ -279,13 +327,20 @@ pub fn start(
     client_addr: String,
     followers: Vec<u64>,
     default_durability: Durability,
+    lease: Option<LeaseConfig>,
 ) -> LeaderHandle {
     let (events_tx, events) = mpsc::channel(EVENTS_MAX);
+    let keeper = lease.map(|cfg| LeaseKeeper::new(cfg, &followers, followers.len() + 1));
+    let lease_until = Arc::new(AtomicU64::new(match &keeper {
+        None => u64::MAX,
+        Some(k) => k.valid_until().unwrap_or(0),
+    }));
     let view = Arc::new(Mutex::new(Vec::new()));
     let (stop, stop_rx) = watch::channel(false);
     let mut config = LeaderConfig::new(node_id, client_addr, followers);
     config.default_durability = default_durability;
-    let core = Leader::new(config, db.epoch(), db.last_lsn(), db.durable_lsn(), unix_ms());
+    let mut core = Leader::new(config, db.epoch(), db.last_lsn(), db.durable_lsn(), unix_ms());
+    core.set_history(db.history());
     let actor = Actor {
         core,
         db,
@@ -296,9 +351,12 @@ pub fn start(
         waiting: BTreeMap::new(),
         client_addrs: BTreeMap::new(),
         view: view.clone(),
+        lease: keeper.map(|k| (k, lease.expect("keeper implies config"))),
+        lease_until: lease_until.clone(),
+        lease_was_valid: false,
     };
     tokio::spawn(actor.run(events, stop_rx));
-    LeaderHandle { events: events_tx, view, stop: Arc::new(stop) }
+    LeaderHandle { events: events_tx, view, stop: Arc::new(stop), lease_until }
 }
 
 struct Actor {
@@ -312,6 +370,10 @@ struct Actor {
     waiting: BTreeMap<u64, oneshot::Sender<Outcome>>,
     client_addrs: BTreeMap<u64, String>,
     view: Arc<Mutex<Vec<ReplicaView>>>,
+    /// Lease keeping, when leases are on.
+    lease: Option<(LeaseKeeper, LeaseConfig)>,
+    lease_until: Arc<AtomicU64>,
+    lease_was_valid: bool,
 }
 
 impl Actor {
@@ -320,6 +382,10 @@ impl Actor {
         let mut durable = self.db.durable();
         let mut seen_lsn = self.core.last_lsn();
         let mut view_refresh = tokio::time::interval(Duration::from_millis(100));
+        let lease_every =
+            self.lease.as_ref().map_or(3_600_000, |(_, c)| (c.lease_ms / LEASE_REQUESTS_PER_LEASE).max(1));
+        let mut lease_tick = tokio::time::interval(Duration::from_millis(lease_every));
+        lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.core.poll_timeout();
             let sleep = async {
@@ -351,6 +417,7 @@ impl Actor {
                 },
                 _ = sleep => self.core.handle_timeout(unix_ms()),
                 _ = view_refresh.tick() => self.refresh_view(),
+                _ = lease_tick.tick(), if self.lease.is_some() => self.request_leases(None),
             }
             self.drain();
         }
@@ -371,6 +438,9 @@ impl Actor {
                     let (tx, rx) = mpsc::channel(SESSION_QUEUE_MAX);
                     self.sessions.insert(from, (id, tx));
                     self.client_addrs.insert(from, client_addr);
+                    // A new follower can renew the lease at once (after a
+                    // promotion this is what lets writes start).
+                    self.request_leases(Some(from));
                     Some((id, rx))
                 } else {
                     None
@@ -407,6 +477,46 @@ impl Actor {
             Event::WaitReplicas { lsn, numreplicas, timeout_ms, reply } => {
                 let token = self.token(reply);
                 self.core.wait_replicas(now, token, lsn, numreplicas, timeout_ms);
+            }
+            Event::LeaseGrant { from, session, stamp_ms } => {
+                if !self.is_current(from, session) {
+                    return;
+                }
+                if let Some((keeper, _)) = &mut self.lease {
+                    let was_valid = keeper.is_valid(mono_ms());
+                    keeper.handle_grant(from, stamp_ms);
+                    let until = keeper.valid_until().unwrap_or(0);
+                    self.lease_until.store(until, Ordering::Release);
+                    if !was_valid && keeper.is_valid(mono_ms()) {
+                        tracing::info!(epoch = self.core.epoch(), "leader lease acquired; accepting writes");
+                        self.lease_was_valid = true;
+                        self.metrics.lease_held.set(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a lease request stamped with the monotonic clock to one
+    /// follower, or to every connected one (and notes a lost lease).
+    fn request_leases(&mut self, only: Option<u64>) {
+        let Some((keeper, _)) = &self.lease else { return };
+        let now = mono_ms();
+        let valid = keeper.is_valid(now);
+        if only.is_none() {
+            if self.lease_was_valid && !valid {
+                tracing::warn!(
+                    epoch = self.core.epoch(),
+                    "leader lease expired: no majority renewed it in time; refusing writes until one does"
+                );
+            }
+            self.lease_was_valid = valid;
+            self.metrics.lease_held.set(i64::from(valid));
+        }
+        let msg = PeerMsg::LeaseRequest { epoch: self.core.epoch(), stamp_ms: now };
+        for (&to, (_, queue)) in &self.sessions {
+            if only.is_none_or(|id| id == to) {
+                let _ = queue.try_send(Transmit::Heartbeat { to, msg: msg.clone() });
             }
         }
     }

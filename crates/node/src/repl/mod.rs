@@ -11,18 +11,20 @@ pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use parking_lot::RwLock;
+use tandem_core::failover::{LeaseConfig, LeaseGrantor};
 use tandem_core::repl::leader::Outcome;
-use tandem_core::repl::{AckPolicy, Durability, FollowerStatus, PeerMsg};
-use tandem_core::Lsn;
+use tandem_core::repl::{AckPolicy, Durability, FollowerStatus, NodeId, PeerMsg};
+use tandem_core::{Epoch, Lsn};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{mono_ms, Db};
+use crate::events::Events;
 use crate::faults::Faults;
 use crate::metrics::Metrics;
 use follower::{FollowerHandle, FollowerParams};
@@ -30,6 +32,9 @@ use leader::{LeaderHandle, ReplicaView};
 
 /// The first message on a peer connection must arrive within this.
 const PEER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a write waits for a switchover pause to end before it is told to
+/// retry.
+pub const SWITCHOVER_PAUSE_MAX: Duration = Duration::from_secs(5);
 
 /// The role a node plays.
 pub enum Role {
@@ -37,6 +42,12 @@ pub enum Role {
     Leader(LeaderHandle),
     /// Replicates from a leader; serves reads.
     Follower(FollowerHandle),
+    /// Neither: waiting for the control plane to name a leader, or fenced
+    /// during a failover. Serves reads; refuses writes.
+    Idle {
+        /// Why, for `INFO` and errors.
+        reason: String,
+    },
 }
 
 /// What `INFO`, `ROLE` and `/status` show about replication.
@@ -53,6 +64,23 @@ pub enum RoleView {
         /// The leader's peer address.
         leader_peer_addr: SocketAddr,
     },
+    /// No leader to follow right now.
+    Idle {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Which leadership a node's role belongs to, so that a map update that
+/// changes nothing does not restart streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleKey {
+    /// Leading at this epoch.
+    Leading(Epoch),
+    /// Following this node.
+    Following(NodeId),
+    /// Idle.
+    Idle,
 }
 
 /// Replication state of a node.
@@ -61,51 +89,70 @@ pub struct Replication {
     db: Arc<Db>,
     metrics: Arc<Metrics>,
     role: RwLock<Role>,
+    role_key: parking_lot::Mutex<RoleKey>,
     default_durability: Durability,
     secret_hash: u64,
     /// Injected link faults, consulted by every peer stream.
     pub faults: Arc<Faults>,
     /// The control plane, which answers `ControlHello` connections.
     control: RwLock<Option<Arc<crate::control::ControlPlane>>>,
+    /// Lease timing when automatic failover is on (`None`: static roles,
+    /// no leases).
+    pub lease: Option<LeaseConfig>,
+    /// This node's lease grants to its leader (automatic failover only).
+    pub grantor: Option<Arc<parking_lot::Mutex<LeaseGrantor>>>,
+    /// The cluster event log.
+    pub events: Arc<Events>,
+    /// When this node started following its current leader (or went idle).
+    role_since: parking_lot::Mutex<Instant>,
+    /// Switchover: writes wait while this is true.
+    paused: watch::Sender<bool>,
 }
 
 impl Replication {
     /// Starts in the configured role: leader if no members are configured or
-    /// `leader` names this node; otherwise follower of the configured
-    /// leader.
+    /// `leader` names this node; follower of the configured leader; or, with
+    /// members and no leader (automatic failover), idle until the control
+    /// plane names a leader.
     pub fn start(
         config: &Config,
         db: Arc<Db>,
         metrics: Arc<Metrics>,
         faults: Arc<Faults>,
+        events: Arc<Events>,
     ) -> Result<Replication, String> {
         let default_durability = config.durability()?;
         let secret_hash = wire::secret_hash(config.cluster_secret.as_deref());
-        let leader_id = if config.members.is_empty() { Some(config.node_id) } else { config.leader };
+        let automatic = config.automatic_failover();
+        let lease = automatic.then(|| config.lease_config());
+        if let Some(l) = &lease {
+            l.validate().map_err(|e| format!("lease: {e}"))?;
+        }
+        let grantor = lease.map(|l| Arc::new(parking_lot::Mutex::new(LeaseGrantor::new(l, db.epoch(), mono_ms()))));
         let repl = Replication {
             config: config.clone(),
             db: db.clone(),
             metrics: metrics.clone(),
-            role: RwLock::new(Role::Leader(leader::start(
-                db.clone(),
-                metrics.clone(),
-                config.node_id,
-                config.client_addr.to_string(),
-                Vec::new(),
-                default_durability.clone(),
-            ))),
+            role: RwLock::new(Role::Idle { reason: "starting".into() }),
+            role_key: parking_lot::Mutex::new(RoleKey::Idle),
             default_durability,
             secret_hash,
             faults,
             control: RwLock::new(None),
+            lease,
+            grantor,
+            events,
+            role_since: parking_lot::Mutex::new(Instant::now()),
+            paused: watch::channel(false).0,
         };
+        let leader_id = if config.members.is_empty() { Some(config.node_id) } else { config.leader };
         match leader_id {
-            Some(id) if id == config.node_id => repl.become_leader(false)?,
+            Some(id) if id == config.node_id => repl.become_leader(None)?,
             Some(id) => {
                 let addr = config.member_addr(id).ok_or_else(|| format!("leader {id} is not among members"))?;
-                repl.become_follower(addr);
+                repl.become_follower(id, addr);
             }
-            None => tracing::info!("waiting for the control plane to choose a leader"),
+            None => repl.become_idle("waiting for the control plane to choose a leader".into()),
         }
         Ok(repl)
     }
@@ -119,13 +166,18 @@ impl Replication {
         self.config.members.iter().map(|(id, _)| *id).filter(|id| *id != self.config.node_id).collect()
     }
 
-    /// Becomes the leader. With `bump_epoch` (a promotion at run time) the
-    /// epoch goes up by one, so the old leader's stream is refused
-    /// everywhere.
-    pub fn become_leader(&self, bump_epoch: bool) -> Result<(), String> {
-        if bump_epoch {
-            self.db.raise_epoch(self.db.epoch() + 1).map_err(|e| e.to_string())?;
-        }
+    /// The role this node plays now.
+    pub fn role_key(&self) -> RoleKey {
+        *self.role_key.lock()
+    }
+
+    /// Becomes the leader. `epoch` (a promotion by the control plane) is the
+    /// epoch to lead; `None` keeps the current epoch. The epoch and where its
+    /// entries start are persisted first, so the old leader's stream is
+    /// refused everywhere.
+    pub fn become_leader(&self, epoch: Option<Epoch>) -> Result<(), String> {
+        let epoch = epoch.unwrap_or_else(|| self.db.epoch());
+        self.db.start_epoch(epoch).map_err(|e| e.to_string())?;
         let followers = self.followers();
         self.default_durability.policy.validate(&followers).map_err(|e| format!("ack policy: {e}"))?;
         let handle = leader::start(
@@ -135,15 +187,21 @@ impl Replication {
             self.config.client_addr.to_string(),
             followers,
             self.default_durability.clone(),
+            self.lease,
         );
+        let _ = self.paused.send(false);
+        self.db.stop_writes(false);
         let old = std::mem::replace(&mut *self.role.write(), Role::Leader(handle));
+        *self.role_key.lock() = RoleKey::Leading(self.db.epoch());
+        *self.role_since.lock() = Instant::now();
         stop(old);
         tracing::info!(epoch = self.db.epoch(), "leading");
         Ok(())
     }
 
-    /// Follows the leader whose peer port is `leader_peer_addr`.
-    pub fn become_follower(&self, leader_peer_addr: SocketAddr) {
+    /// Follows node `leader_id`, whose peer port is `leader_peer_addr`.
+    pub fn become_follower(&self, leader_id: NodeId, leader_peer_addr: SocketAddr) {
+        self.metrics.lease_held.set(0);
         let handle = follower::start(
             self.db.clone(),
             self.metrics.clone(),
@@ -157,25 +215,89 @@ impl Replication {
                     self.config.fsync,
                     tandem_storage::log::FsyncPolicy::EverySec | tandem_storage::log::FsyncPolicy::Never
                 ),
+                grantor: self.grantor.clone(),
+                data_dir: self.config.data_dir.clone(),
+                events: self.events.clone(),
+                faults: self.faults.clone(),
+                leader_id,
             },
         );
         let old = std::mem::replace(&mut *self.role.write(), Role::Follower(handle));
+        *self.role_key.lock() = RoleKey::Following(leader_id);
+        *self.role_since.lock() = Instant::now();
         stop(old);
-        tracing::info!(leader = %leader_peer_addr, "following");
+        tracing::info!(leader = leader_id, addr = %leader_peer_addr, "following");
     }
 
-    /// True if this node accepts writes.
+    /// Stops leading or following; serves reads only.
+    pub fn become_idle(&self, reason: String) {
+        self.metrics.lease_held.set(0);
+        let old = std::mem::replace(&mut *self.role.write(), Role::Idle { reason: reason.clone() });
+        *self.role_key.lock() = RoleKey::Idle;
+        *self.role_since.lock() = Instant::now();
+        stop(old);
+        tracing::info!(reason, "idle");
+    }
+
+    /// Stops the follower driver and waits until it appends nothing more,
+    /// leaving the node idle (used by a fence before it reports its log end).
+    pub async fn become_idle_and_wait(&self, reason: String) {
+        self.metrics.lease_held.set(0);
+        let old = std::mem::replace(&mut *self.role.write(), Role::Idle { reason });
+        *self.role_key.lock() = RoleKey::Idle;
+        *self.role_since.lock() = Instant::now();
+        match old {
+            Role::Follower(f) => f.stop_and_wait().await,
+            other => stop(other),
+        }
+    }
+
+    /// How long this node has been in its current role.
+    pub fn role_age(&self) -> Duration {
+        self.role_since.lock().elapsed()
+    }
+
+    /// True if this node accepts writes (it leads; under leases it may still
+    /// refuse them while its lease is not held).
     pub fn is_leader(&self) -> bool {
         matches!(*self.role.read(), Role::Leader(_))
     }
 
-    /// The `-READONLY` error a follower answers to a write.
-    pub fn readonly_error(&self) -> Option<String> {
+    /// True if this node leads and holds its lease.
+    pub fn holds_lease(&self) -> bool {
+        matches!(&*self.role.read(), Role::Leader(l) if l.lease_valid())
+    }
+
+    /// Switchover: holds new writes (they wait, see [`Self::write_refusal`])
+    /// or lets them go again.
+    pub fn set_paused(&self, paused: bool) {
+        let _ = self.paused.send(paused);
+    }
+
+    /// Why this node cannot take a write now, as the error reply (`None`: it
+    /// can). A write during a switchover pause waits for the pause to end
+    /// (at most [`SWITCHOVER_PAUSE_MAX`]) and then sees the new role.
+    pub async fn write_refusal(&self) -> Option<String> {
+        if *self.paused.borrow() {
+            let mut rx = self.paused.subscribe();
+            let _ = tokio::time::timeout(SWITCHOVER_PAUSE_MAX, rx.wait_for(|p| !*p)).await;
+            if *self.paused.borrow() {
+                return Some("TRYAGAIN writes are paused for a switchover; retry".into());
+            }
+        }
         match &*self.role.read() {
-            Role::Leader(_) => None,
+            Role::Leader(l) if l.lease_valid() => None,
+            Role::Leader(_) => Some(
+                "TRYAGAIN this leader does not hold its lease (it cannot reach a majority of the cluster), so it \
+                 accepts no writes; a failover may be under way"
+                    .into(),
+            ),
             Role::Follower(f) => {
                 let leader = f.status().leader_client_addr.unwrap_or_else(|| "unknown".into());
                 Some(format!("READONLY You can't write against a read only replica. leader: {leader}"))
+            }
+            Role::Idle { reason } => {
+                Some(format!("READONLY You can't write against a read only replica. leader: unknown ({reason})"))
             }
         }
     }
@@ -193,13 +315,20 @@ impl Replication {
         }
         let leader = match &*self.role.read() {
             Role::Leader(l) => l.clone(),
-            Role::Follower(_) => {
+            Role::Follower(_) | Role::Idle { .. } => {
                 return Err("READONLY this node stopped leading before the write was acknowledged".into())
             }
         };
         let outcome = leader.wait(lsn, durability.clone()).await;
         match outcome {
             Outcome::Acked => Ok(()),
+            // The leader actor stopped (this node stopped leading) before
+            // the policy was met.
+            Outcome::TimedOut { need: 0, .. } => Err(
+                "READONLY this node stopped leading before the write met its ack policy; it was not acknowledged \
+                 and may or may not survive the leadership change"
+                    .into(),
+            ),
             Outcome::TimedOut { have, need, durable_on_leader } => Err(format!(
                 "NOREPLICAS the write was applied on the leader{} and reached {have} of the {need} replicas its ack policy ({} {}) requires within {} ms; it was not rolled back",
                 if durable_on_leader { " and is durable there" } else { " but is not yet durable there" },
@@ -215,7 +344,9 @@ impl Replication {
     pub async fn wait_replicas(&self, lsn: Lsn, numreplicas: usize, timeout_ms: u64) -> Result<usize, String> {
         let leader = match &*self.role.read() {
             Role::Leader(l) => l.clone(),
-            Role::Follower(_) => return Err("ERR WAIT cannot be used with replica instances.".into()),
+            Role::Follower(_) | Role::Idle { .. } => {
+                return Err("ERR WAIT cannot be used with replica instances.".into())
+            }
         };
         Ok(leader.wait_replicas(lsn, numreplicas, timeout_ms).await)
     }
@@ -225,6 +356,7 @@ impl Replication {
         match &*self.role.read() {
             Role::Leader(l) => RoleView::Leader { replicas: l.replicas() },
             Role::Follower(f) => RoleView::Follower { status: f.status(), leader_peer_addr: f.leader_peer_addr },
+            Role::Idle { reason } => RoleView::Idle { reason: reason.clone() },
         }
     }
 
@@ -233,6 +365,7 @@ impl Replication {
         match &*self.role.read() {
             Role::Leader(l) => l.stop(),
             Role::Follower(f) => f.stop(),
+            Role::Idle { .. } => {}
         }
     }
 
@@ -292,10 +425,12 @@ impl Replication {
         }
         let leader = match &*self.role.read() {
             Role::Leader(l) => Some(l.clone()),
-            Role::Follower(_) => None,
+            Role::Follower(_) | Role::Idle { .. } => None,
         };
         match leader {
-            Some(l) => l.serve_follower(self.db.clone(), self.metrics.clone(), stream, first).await,
+            Some(l) => {
+                l.serve_follower(self.db.clone(), self.metrics.clone(), self.faults.clone(), stream, first).await
+            }
             None => {
                 let _ =
                     wire::write_frame(&mut stream, &refuse(format!("node {} is not the leader", self.config.node_id)))
@@ -309,5 +444,6 @@ fn stop(role: Role) {
     match role {
         Role::Leader(l) => l.stop(),
         Role::Follower(f) => f.stop(),
+        Role::Idle { .. } => {}
     }
 }

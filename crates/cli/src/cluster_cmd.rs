@@ -1,0 +1,96 @@
+//! `tandem cluster show|add|remove`: the control plane's membership
+//! commands, sent to a node's admin HTTP endpoint (`GET /cluster`,
+//! `POST /cluster/members`, `DELETE /cluster/members/{id}`).
+//!
+//! Only talks HTTP to one node and prints its JSON answer; any node will do
+//! (it forwards membership changes to the Raft leader). It never touches a
+//! data directory.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+/// How long to wait for the node's answer (a membership change waits for a
+/// learner to catch up).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Arguments of `tandem cluster`.
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// Admin address of any node of the cluster.
+    #[arg(long, global = true, default_value = "127.0.0.1:7380", env = "TANDEM_ADMIN_ADDR")]
+    admin: String,
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Print the cluster map and this node's view of the Raft group.
+    Show,
+    /// Add a node (started with --join): it becomes a learner, catches up,
+    /// then votes. Never re-add a node that only restarted.
+    Add {
+        /// The new node's id.
+        id: u64,
+        /// Its peer address (HOST:PORT).
+        peer_addr: SocketAddr,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        /// The node's id.
+        id: u64,
+    },
+}
+
+/// One HTTP/1.1 request; returns the status code and body.
+fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT)).ok();
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| format!("sending to {addr}: {e}"))?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| format!("reading from {addr}: {e}"))?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("malformed HTTP status line")?;
+    Ok((code, body.to_string()))
+}
+
+/// Runs `tandem cluster`.
+pub fn run(args: ClusterArgs) -> ExitCode {
+    let result = match &args.command {
+        ClusterCommand::Show => http(&args.admin, "GET", "/cluster", None),
+        ClusterCommand::Add { id, peer_addr } => {
+            let body = serde_json::json!({ "id": id, "peer_addr": peer_addr }).to_string();
+            http(&args.admin, "POST", "/cluster/members", Some(&body))
+        }
+        ClusterCommand::Remove { id } => http(&args.admin, "DELETE", &format!("/cluster/members/{id}"), None),
+    };
+    match result {
+        Ok((code, body)) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                .unwrap_or(body);
+            if code == 200 {
+                println!("{pretty}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error: HTTP {code}: {pretty}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
