@@ -42,7 +42,8 @@ struct Cli {
 enum Command {
     /// Run a node (RESP on --client-addr, HTTP admin on --admin-addr).
     Server(Box<server_cmd::ServerArgs>),
-    /// Start a local cluster of N nodes (node 1 leads) and stop it on Ctrl-C.
+    /// Start a local cluster of N nodes (they elect a leader and fail over
+    /// automatically; --static-leader: node 1 leads) and stop it on Ctrl-C.
     Up(up_cmd::UpArgs),
     /// Measure throughput and latency of any RESP server (Tandem or Redis).
     Bench(bench_cmd::BenchArgs),

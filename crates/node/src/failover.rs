@@ -234,7 +234,10 @@ impl Failover {
         // Membership changes (tandem cluster add/remove) reach the data
         // plane here: a leader restarts its streams (same epoch) with the
         // new follower set.
-        if self.repl.set_members(map.members.keys().copied().collect()) && role == RoleKey::Leading(map.epoch) {
+        if !map.members.is_empty()
+            && self.repl.set_members(map.members.keys().copied().collect())
+            && role == RoleKey::Leading(map.epoch)
+        {
             tracing::info!(members = ?map.members.keys().collect::<Vec<_>>(), "members changed; restreaming");
             if let Err(e) = self.repl.become_leader(Some(map.epoch)) {
                 tracing::error!(error = %e, "cannot lead the new member set");
