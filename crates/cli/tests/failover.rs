@@ -337,4 +337,17 @@ fn switchover_moves_leadership_and_loses_no_write() {
     assert!(eventually(ELECT, || missing_on(c.node(old), &acked[acked.len() - 10..]).is_empty()));
     assert!(tandem_node::rollback::list(c.node(old).data_dir()).unwrap().is_empty(), "a switchover rolled back writes");
     assert!(events(&c).contains("switchover"));
+    // And back again through RESP, asked on a third node.
+    let third = (1..=3).find(|&id| id != old && id != new).unwrap();
+    match c.node(third).raw().cmd(&["SWITCHOVER", &old.to_string(), "TIMEOUT", "5000"]) {
+        Resp::Simple(s) => assert!(s.starts_with(&format!("OK node {old} leads epoch")), "{s}"),
+        other => panic!("SWITCHOVER answered {other:?}\n{}", c.stderrs()),
+    }
+    assert_eq!(wait_leader(&c, Some(new)), old);
+    assert!(missing_on(c.node(old), &acked).is_empty(), "a write went missing in the switchover back");
+    // Bad input gets a clear error.
+    match c.node(third).raw().cmd(&["SWITCHOVER", "99"]) {
+        Resp::Error(e) => assert!(e.contains("not a member"), "{e}"),
+        other => panic!("SWITCHOVER to a stranger answered {other:?}"),
+    }
 }

@@ -44,6 +44,8 @@ pub const LED_EPOCH_FILE: &str = "led_epoch";
 const RPC_TIMEOUT: Duration = Duration::from_millis(250);
 /// Default time a switchover target gets to catch up.
 pub const SWITCHOVER_TIMEOUT_MS_DEFAULT: u64 = 5000;
+/// How long a switchover waits for the control plane to have a leader.
+const RAFT_LEADER_WAIT: Duration = Duration::from_secs(3);
 /// How often the same "cannot promote yet" reason is recorded as an event.
 const BLOCKED_EVENT_EVERY: Duration = Duration::from_secs(5);
 
@@ -471,8 +473,22 @@ impl Failover {
     /// the control plane's Raft leader; elsewhere it is forwarded there.
     pub async fn switchover(&self, to: NodeId, timeout_ms: u64) -> Result<FailoverRpc, String> {
         let timeout_ms = if timeout_ms == 0 { SWITCHOVER_TIMEOUT_MS_DEFAULT } else { timeout_ms };
-        if !self.control.is_raft_leader() {
-            let raft_leader = self.control.raft_leader().ok_or("the control plane has no leader right now")?;
+        // An election may be settling: wait a little until this node leads
+        // the control plane or knows who does.
+        let deadline = Instant::now() + RAFT_LEADER_WAIT;
+        let forward_to = loop {
+            if self.control.is_raft_leader() {
+                break None;
+            }
+            match self.control.raft_leader() {
+                Some(l) if l != self.config.node_id => break Some(l),
+                _ if Instant::now() >= deadline => {
+                    return Err(format!("the control plane has had no leader for {RAFT_LEADER_WAIT:?}"))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        if let Some(raft_leader) = forward_to {
             let req = FailoverRpc::Switchover { to, timeout_ms };
             return match self.call(raft_leader, &req, Duration::from_millis(timeout_ms + 2000)).await? {
                 FailoverRpc::Error(e) => Err(e),
