@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`rng`]: the seeded generator and latency distributions.
 //! - [`disk`]: a node's simulated log and synced watermark.
+//! - [`schedule`]: the event queue entry both worlds order by virtual time.
 //! - [`world`]: the cluster, the event loop, faults, clients and checkers.
 //! - [`failover`]: a separate world for leader failover: every node can lead,
 //!   a control-plane register, leases under clock drift, fencing, rollback
@@ -35,6 +36,7 @@
 pub mod disk;
 pub mod failover;
 pub mod rng;
+pub mod schedule;
 pub mod sessions;
 pub mod world;
 
@@ -172,5 +174,55 @@ pub(crate) fn run_caught<T>(
                 .unwrap_or_else(|| "unknown panic".into());
             Err(SimFailure { seed, at_ms: 0, message: format!("panicked: {message}"), trace_tail: vec![], repro })
         }
+    }
+}
+
+/// Reads a numeric environment knob (`TANDEM_SIM_SEED`, `TANDEM_SIM_SEEDS`,
+/// ...) of the seed tests; a value that is not a number is a test error.
+pub fn env_u64(name: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    Some(text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a number")))
+}
+
+/// Runs seeds `start..start + count` over up to four threads and returns
+/// every report, or the failures sorted by seed (each thread stops at its
+/// first failing seed). The caller re-runs the lowest failing seed with a
+/// trace.
+pub fn run_seeds_parallel<R: Send>(
+    count: u64,
+    start: u64,
+    run: impl Fn(u64) -> Result<R, SimFailure> + Sync,
+) -> Result<Vec<R>, Vec<SimFailure>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4) as u64;
+    let run = &run;
+    let results: Vec<Result<Vec<R>, SimFailure>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut reports = Vec::new();
+                    let mut seed = start + t;
+                    while seed < start + count {
+                        reports.push(run(seed)?);
+                        seed += threads;
+                    }
+                    Ok(reports)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("seed runner panicked")).collect()
+    });
+    let mut failures = Vec::new();
+    let mut reports = Vec::new();
+    for r in results {
+        match r {
+            Ok(mut rs) => reports.append(&mut rs),
+            Err(f) => failures.push(f),
+        }
+    }
+    if failures.is_empty() {
+        Ok(reports)
+    } else {
+        failures.sort_by_key(|f| f.seed);
+        Err(failures)
     }
 }

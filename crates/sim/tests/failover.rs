@@ -10,44 +10,18 @@ use std::time::Instant;
 
 use tandem_core::repl::AckPolicy;
 use tandem_sim::failover::{run_failover_seed, FailoverConfig, FailoverReport, ACTIVE_MS_DEFAULT};
-use tandem_sim::SimFailure;
+use tandem_sim::{env_u64, run_seeds_parallel, SimFailure};
 
 const SEEDS_DEFAULT: u64 = 1000;
 
-fn env_u64(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    Some(text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a number")))
-}
-
 fn run_many(count: u64, start: u64, config: &FailoverConfig) -> Result<Vec<FailoverReport>, SimFailure> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4) as u64;
-    let results: Vec<Result<Vec<FailoverReport>, SimFailure>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    let mut reports = Vec::new();
-                    let mut seed = start + t;
-                    while seed < start + count {
-                        reports.push(run_failover_seed(seed, config)?);
-                        seed += threads;
-                    }
-                    Ok(reports)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("seed runner panicked")).collect()
-    });
-    let mut failures: Vec<SimFailure> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
-    if !failures.is_empty() {
-        failures.sort_by_key(|f| f.seed);
-        let first = &failures[0];
+    run_seeds_parallel(count, start, |seed| run_failover_seed(seed, config)).map_err(|failures| {
         // Re-run the lowest failing seed keeping its last trace lines.
-        let detailed = run_failover_seed(first.seed, &FailoverConfig { keep_trace_tail: true, ..config.clone() })
+        let first = &failures[0];
+        run_failover_seed(first.seed, &FailoverConfig { keep_trace_tail: true, ..config.clone() })
             .err()
-            .unwrap_or_else(|| first.clone());
-        return Err(detailed);
-    }
-    Ok(results.into_iter().flat_map(|r| r.unwrap()).collect())
+            .unwrap_or_else(|| first.clone())
+    })
 }
 
 #[test]

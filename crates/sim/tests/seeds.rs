@@ -8,14 +8,9 @@
 use std::time::Instant;
 
 use tandem_core::repl::{AckLevel, Durability, Outcome, ReplicaState};
-use tandem_sim::{run_seed, Sim, SimConfig, SimFailure, SimReport};
+use tandem_sim::{env_u64, run_seed, run_seeds_parallel, Sim, SimConfig, SimReport};
 
 const SEEDS_DEFAULT: u64 = 1000;
-
-fn env_u64(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    Some(text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a number")))
-}
 
 #[test]
 fn replication_seeds() {
@@ -30,37 +25,17 @@ fn replication_seeds() {
     }
     let count = env_u64("TANDEM_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT);
     let start = env_u64("TANDEM_SIM_SEED_START").unwrap_or(0);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4) as u64;
     let config = SimConfig { ops, ..SimConfig::default() };
     let began = Instant::now();
-    let results: Vec<Result<Vec<SimReport>, SimFailure>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let config = &config;
-                scope.spawn(move || {
-                    let mut reports = Vec::new();
-                    let mut seed = start + t;
-                    while seed < start + count {
-                        reports.push(run_seed(seed, config)?);
-                        seed += threads;
-                    }
-                    Ok(reports)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("seed runner panicked")).collect()
-    });
-    let mut failures: Vec<SimFailure> = results.iter().filter_map(|r| r.as_ref().err().cloned()).collect();
-    if !failures.is_empty() {
-        failures.sort_by_key(|f| f.seed);
-        let first = &failures[0];
+    let reports = run_seeds_parallel(count, start, |seed| run_seed(seed, &config)).unwrap_or_else(|failures| {
         // Re-run the lowest failing seed keeping its last trace lines.
+        let first = &failures[0];
         let detailed = run_seed(first.seed, &SimConfig { keep_trace_tail: true, ..config.clone() })
             .err()
             .unwrap_or_else(|| first.clone());
         panic!("{} seed runner(s) stopped at a failing seed; the lowest:\n{detailed}", failures.len());
-    }
-    let reports: Vec<&SimReport> = results.iter().flat_map(|r| r.as_ref().unwrap()).collect();
+    });
+    let reports: Vec<&SimReport> = reports.iter().collect();
     let sum = |f: fn(&SimReport) -> u64| reports.iter().map(|r| f(r)).sum::<u64>();
     println!(
         "{} seeds passed in {:.1?}: {} events, {} writes ({} acked, {} timed out), {} WAITs, {} snapshots, {} crashes, {} partitions, {} resets",

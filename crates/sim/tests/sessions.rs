@@ -10,6 +10,7 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use tandem_sim::env_u64;
 use tandem_sim::sessions::{run_sessions_seed, Mode, ModeCounts, SessionsConfig, SessionsReport};
 
 #[derive(Clone, Copy)]
@@ -19,11 +20,6 @@ enum Anomaly {
 }
 
 const SEEDS_DEFAULT: u64 = 500;
-
-fn env_u64(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    Some(text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a number")))
-}
 
 /// Every seed's report, computed once for all the tests of this binary.
 fn reports() -> &'static [SessionsReport] {
