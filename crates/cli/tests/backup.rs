@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, free_ports, tandem_bin, tempdir, Resp, TestServer};
+use common::cluster::Cluster;
+use common::{eventually, tandem_bin, tempdir, Resp, TestServer};
 use tandem_backup::time::format_rfc3339;
 
 const CATCH_UP: Duration = Duration::from_secs(15);
@@ -102,44 +103,24 @@ fn restore_and_start(repo: &Path, target: &[&str]) -> (tempfile::TempDir, TestSe
 }
 
 /// Starts a leader (node 1, archiving to `repo`) and two followers.
-fn cluster_with_archive(repo: &Path) -> (Vec<tempfile::TempDir>, Vec<TestServer>) {
-    let dirs: Vec<_> = (0..3).map(|_| tempdir()).collect();
-    let ports = free_ports(3);
-    let members: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
-    let members = members.join(",");
-    let mut nodes = Vec::new();
-    for id in 1..=3u64 {
-        let peer = format!("127.0.0.1:{}", ports[id as usize - 1]);
-        let id_text = id.to_string();
-        let mut args = vec![
-            "--node-id",
-            &id_text,
-            "--client-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--peer-addr",
-            &peer,
-            "--members",
-            &members,
-            "--leader",
-            "1",
-        ];
+/// Leader + 2 followers; the leader archives to `repo`.
+fn cluster_with_archive(repo: &Path) -> Cluster {
+    let repo = s(repo).to_string();
+    Cluster::start(3, Some(1), |id| {
         if id == 1 {
-            args.extend_from_slice(&["--backup-repo", s(repo), "--archive-interval-ms", "100"]);
+            vec!["--backup-repo".into(), repo.clone(), "--archive-interval-ms".into(), "100".into()]
+        } else {
+            vec![]
         }
-        let node = TestServer::try_start_bare(dirs[id as usize - 1].path(), &args)
-            .unwrap_or_else(|f| panic!("node {id} did not start: {}", f.stderr));
-        nodes.push(node);
-    }
-    (dirs, nodes)
+    })
 }
 
 #[test]
 fn flushall_replicates_everywhere_and_a_restore_to_one_second_before_it_brings_every_key_back() {
     let repo_dir = tempdir();
     let repo = repo_dir.path().join("repo");
-    let (_dirs, nodes) = cluster_with_archive(&repo);
+    let cluster = cluster_with_archive(&repo);
+    let nodes = &cluster.nodes;
     let leader = &nodes[0];
     let mut expected = BTreeMap::new();
     let mut raw = leader.raw();

@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_ports, tandem_bin, tempdir, Raw, Resp, TestServer};
+use common::cluster::Cluster;
+use common::{eventually, free_ports, tandem_bin, tempdir, Raw, Resp};
 
 /// How long one bench-failover run may take before the test fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -62,41 +63,10 @@ fn process_alive(pid: u32) -> bool {
 
 #[test]
 fn static_tandem_cluster_reports_no_new_leader_within_the_timeout() {
-    let dirs: Vec<_> = (0..3).map(|_| tempdir()).collect();
-    let peer_ports = free_ports(3);
-    let members =
-        peer_ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",");
-    let mut nodes: Vec<TestServer> = (0..3)
-        .map(|i| {
-            let peer = format!("127.0.0.1:{}", peer_ports[i]);
-            let id = (i + 1).to_string();
-            let args = [
-                "--node-id",
-                &id,
-                "--client-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--peer-addr",
-                &peer,
-                "--members",
-                &members,
-                "--leader",
-                "1",
-                "--ack",
-                "any 1",
-            ];
-            TestServer::try_start_bare(dirs[i].path(), &args).unwrap_or_else(|f| panic!("node {id}: {}", f.stderr))
-        })
-        .collect();
+    let mut cluster = Cluster::start(3, Some(1), |_| vec!["--ack".into(), "any 1".into()]);
     // Followers must be streaming, or `any 1` writes would not be acknowledged.
-    assert!(
-        eventually(Duration::from_secs(15), || {
-            let info = nodes[0].raw().cmd(&["INFO", "replication"]).text();
-            info.contains("connected_slaves:2")
-        }),
-        "followers did not connect"
-    );
+    cluster.wait_streaming(&[2, 3]);
+    let nodes = &mut cluster.nodes;
     let addrs: Vec<String> = nodes.iter().map(|n| n.client_addr().to_string()).collect();
     let pids: Vec<String> = nodes.iter().map(|n| n.pid().to_string()).collect();
     let (out, took) = bench_failover(&[

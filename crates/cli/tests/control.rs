@@ -26,20 +26,8 @@ fn agreed_leader(nodes: &[&TestServer]) -> Option<u64> {
 }
 
 fn server_args(id: u64, peer_port: u16, members: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "--node-id".into(),
-        id.to_string(),
-        "--client-addr".into(),
-        "127.0.0.1:0".into(),
-        "--admin-addr".into(),
-        "127.0.0.1:0".into(),
-        "--peer-addr".into(),
-        format!("127.0.0.1:{peer_port}"),
-        "--members".into(),
-        members.into(),
-        "--cluster-secret".into(),
-        "control-test".into(),
-    ];
+    let mut args = common::cluster::node_args(id, peer_port, members);
+    args.extend(["--cluster-secret".into(), "control-test".into()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }

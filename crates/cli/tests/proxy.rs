@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_ports, tandem_bin, tempdir, TestServer, IO_TIMEOUT};
+use common::cluster::Cluster;
+use common::{eventually, free_ports, tandem_bin, TestServer, IO_TIMEOUT};
 
 /// The delayed follower's apply delay.
 const APPLY_DELAY_MS: &str = "300";
@@ -25,74 +26,17 @@ const RYW_ROUNDS: usize = 150;
 /// How long the counter reader runs.
 const TIME_TRAVEL_RUN: Duration = Duration::from_millis(1500);
 
-struct Cluster {
-    nodes: Vec<TestServer>,
-    peer_ports: Vec<u16>,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-impl Cluster {
-    /// Three nodes led by node 1; node 3 applies late.
-    fn start() -> Cluster {
-        let mut last = String::new();
-        for _attempt in 0..5 {
-            let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempdir()).collect();
-            let ports = free_ports(3);
-            let members =
-                ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",");
-            let mut nodes = Vec::new();
-            for id in 1..=3usize {
-                let peer = format!("127.0.0.1:{}", ports[id - 1]);
-                let id_s = id.to_string();
-                let mut args = vec![
-                    "--node-id",
-                    &id_s,
-                    "--client-addr",
-                    "127.0.0.1:0",
-                    "--admin-addr",
-                    "127.0.0.1:0",
-                    "--peer-addr",
-                    &peer,
-                    "--members",
-                    &members,
-                    "--leader",
-                    "1",
-                ];
-                if id == 3 {
-                    args.extend(["--apply-delay-ms", APPLY_DELAY_MS]);
-                }
-                match TestServer::try_start_bare(dirs[id - 1].path(), &args) {
-                    Ok(s) => nodes.push(s),
-                    Err(f) if f.stderr.contains("in use") => {
-                        last = f.stderr;
-                        break;
-                    }
-                    Err(f) => panic!("node {id} did not start ({:?}):\n{}", f.status, f.stderr),
-                }
-            }
-            if nodes.len() == 3 {
-                let c = Cluster { nodes, peer_ports: ports, _dirs: dirs };
-                c.wait_streaming();
-                return c;
-            }
+/// Three nodes led by node 1; node 3 applies late.
+fn start_cluster() -> Cluster {
+    let c = Cluster::start(3, Some(1), |id| {
+        if id == 3 {
+            vec!["--apply-delay-ms".into(), APPLY_DELAY_MS.into()]
+        } else {
+            vec![]
         }
-        panic!("could not start a cluster (ports taken): {last}");
-    }
-
-    /// Waits until both followers report `master_link_status:up`.
-    fn wait_streaming(&self) {
-        for n in &self.nodes[1..] {
-            let up = eventually(Duration::from_secs(15), || {
-                let info: String = redis::cmd("INFO").arg("replication").query(&mut n.conn()).unwrap_or_default();
-                info.contains("master_link_status:up")
-            });
-            assert!(up, "follower {} is not streaming; stderr:\n{}", n.client_addr(), n.stderr());
-        }
-    }
-
-    fn addrs(&self) -> String {
-        self.nodes.iter().map(|n| n.client_addr().to_string()).collect::<Vec<_>>().join(",")
-    }
+    });
+    c.wait_streaming(&[2, 3]);
+    c
 }
 
 /// A running `tandem proxy`.
@@ -106,7 +50,7 @@ impl Proxy {
     /// `flags`, and waits until it sees the leader and both followers up.
     fn start(cluster: &Cluster, flags: &[&str]) -> Proxy {
         let mut child = Command::new(tandem_bin())
-            .args(["proxy", "--listen", "127.0.0.1:0", "--balance", "round-robin", "--nodes", &cluster.addrs()])
+            .args(["proxy", "--listen", "127.0.0.1:0", "--balance", "round-robin", "--nodes", &cluster.client_addrs()])
             .args(flags)
             .env("NO_COLOR", "1")
             .env("TANDEM_LOG", "warn")
@@ -214,7 +158,7 @@ fn time_travels(cluster: &Cluster, reader: &mut redis::Connection, key: &str) ->
 
 #[test]
 fn without_guarantees_reads_miss_own_writes_and_go_back_in_time() {
-    let c = Cluster::start();
+    let c = start_cluster();
     let p = Proxy::start(&c, &[]);
     let misses = ryw_misses(&mut p.conn(), "plain");
     assert!(misses > 0, "expected reads that miss the own write through a lagging follower, got none");
@@ -225,7 +169,7 @@ fn without_guarantees_reads_miss_own_writes_and_go_back_in_time() {
 
 #[test]
 fn token_read_your_writes_never_misses_an_own_write() {
-    let c = Cluster::start();
+    let c = start_cluster();
     let p = Proxy::start(&c, &[]);
     let mut con = p.conn();
     session(&mut con, &["SET", "RYW", "token", "100"]);
@@ -236,7 +180,7 @@ fn token_read_your_writes_never_misses_an_own_write() {
 
 #[test]
 fn leader_window_read_your_writes_never_misses_an_own_write() {
-    let c = Cluster::start();
+    let c = start_cluster();
     let p = Proxy::start(&c, &["--ryw", "leader-window", "--leader-window-ms", "2000"]);
     assert_eq!(ryw_misses(&mut p.conn(), "window"), 0);
     assert!(p.counter("proxy_reads_reason_leader_window") >= RYW_ROUNDS as u64, "{}", p.info());
@@ -244,7 +188,7 @@ fn leader_window_read_your_writes_never_misses_an_own_write() {
 
 #[test]
 fn monotonic_reads_never_go_back_in_time() {
-    let c = Cluster::start();
+    let c = start_cluster();
     let p = Proxy::start(&c, &[]);
     let mut con = p.conn();
     session(&mut con, &["SET", "MONOTONIC", "on"]);
@@ -255,7 +199,7 @@ fn monotonic_reads_never_go_back_in_time() {
 
 #[test]
 fn strong_reads_never_miss_and_never_go_back_in_time() {
-    let c = Cluster::start();
+    let c = start_cluster();
     let p = Proxy::start(&c, &["--strong"]);
     assert_eq!(ryw_misses(&mut p.conn(), "strong"), 0);
     assert_eq!(time_travels(&c, &mut p.conn(), "strong_counter"), 0);
@@ -264,7 +208,7 @@ fn strong_reads_never_miss_and_never_go_back_in_time() {
 
 #[test]
 fn writes_go_to_the_leader_and_an_exported_token_carries_read_your_writes_to_another_connection() {
-    let c = Cluster::start();
+    let c = start_cluster();
     let p = Proxy::start(&c, &[]);
     let mut a = p.conn();
     let () = redis::cmd("SET").arg("photo").arg("new").query(&mut a).unwrap();
@@ -294,7 +238,7 @@ fn writes_go_to_the_leader_and_an_exported_token_carries_read_your_writes_to_ano
 
 #[test]
 fn max_lag_keeps_reads_off_a_follower_beyond_the_bound_and_metrics_are_served_over_http() {
-    let c = Cluster::start();
+    let c = start_cluster();
     let admin = format!("127.0.0.1:{}", free_ports(1)[0]);
     let p = Proxy::start(&c, &["--max-lag-ms", "100", "--admin-addr", &admin]);
     // Keep node 3 visibly behind: each write is a batch it applies 300 ms
@@ -324,7 +268,7 @@ fn max_lag_keeps_reads_off_a_follower_beyond_the_bound_and_metrics_are_served_ov
 
 #[test]
 fn a_write_after_a_leader_change_is_retried_once_on_the_new_leader() {
-    let c = Cluster::start();
+    let c = start_cluster();
     // Poll (almost) never: only the READONLY answer can make the proxy learn
     // of the new leader.
     let p = Proxy::start(&c, &["--poll-interval-ms", "600000"]);
@@ -335,7 +279,7 @@ fn a_write_after_a_leader_change_is_retried_once_on_the_new_leader() {
         let r: String = redis::cmd(args[0]).arg(&args[1..]).query(&mut node.conn()).unwrap();
         assert_eq!(r, "OK", "{args:?}");
     };
-    let peer2 = c.peer_ports[1].to_string();
+    let peer2 = c.peer_port(2).to_string();
     ok(&c.nodes[1], &["REPLICAOF", "NO", "ONE"]);
     ok(&c.nodes[0], &["REPLICAOF", "127.0.0.1", &peer2]);
     ok(&c.nodes[2], &["REPLICAOF", "127.0.0.1", &peer2]);
@@ -349,7 +293,7 @@ fn a_write_after_a_leader_change_is_retried_once_on_the_new_leader() {
 
 #[test]
 fn a_pipeline_deeper_than_the_proxy_batch_is_answered_in_full_and_in_order() {
-    let c = Cluster::start();
+    let c = start_cluster();
     let p = Proxy::start(&c, &[]);
     let mut raw = common::Raw::connect(p.addr);
     let n = 3 * 1024 + 7; // more than PIPELINE_COMMANDS_MAX
@@ -371,7 +315,7 @@ fn direct_client_library_reads_its_own_writes_from_followers_and_carries_its_tok
     use tandem_core::resp::Frame;
     use tandem_core::session::{Balance, Ryw, SessionConfig};
 
-    let c = Cluster::start();
+    let c = start_cluster();
     let nodes: Vec<String> = c.nodes.iter().map(|n| n.client_addr().to_string()).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {

@@ -8,6 +8,23 @@ use std::time::Duration;
 
 use super::{eventually, free_ports, tempdir, Raw, Resp, TestServer};
 
+/// The flags of cluster node `id`: kernel-picked client and admin ports,
+/// the fixed peer port that `members` names.
+pub fn node_args(id: u64, peer_port: u16, members: &str) -> Vec<String> {
+    vec![
+        "--node-id".into(),
+        id.to_string(),
+        "--client-addr".into(),
+        "127.0.0.1:0".into(),
+        "--admin-addr".into(),
+        "127.0.0.1:0".into(),
+        "--peer-addr".into(),
+        format!("127.0.0.1:{peer_port}"),
+        "--members".into(),
+        members.into(),
+    ]
+}
+
 /// How long a follower may take to (re)connect and stream.
 pub const CONNECT: Duration = Duration::from_secs(15);
 
@@ -21,7 +38,8 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts `n` nodes led by `leader` (`None`: automatic failover, the
-    /// nodes elect one); `extra(id)` gives node `id`'s own flags. Retries with new ports if a port was taken meanwhile.
+    /// nodes elect one); `extra(id)` gives node `id`'s own flags. Retries
+    /// with new ports if a port was taken meanwhile.
     pub fn start(n: usize, leader: Option<u64>, extra: impl Fn(u64) -> Vec<String>) -> Cluster {
         let mut last = String::new();
         for _attempt in 0..5 {
@@ -36,18 +54,7 @@ impl Cluster {
             let mut nodes = Vec::new();
             let mut failure = None;
             for id in 1..=n as u64 {
-                let mut args: Vec<String> = vec![
-                    "--node-id".into(),
-                    id.to_string(),
-                    "--client-addr".into(),
-                    "127.0.0.1:0".into(),
-                    "--admin-addr".into(),
-                    "127.0.0.1:0".into(),
-                    "--peer-addr".into(),
-                    format!("127.0.0.1:{}", peer_ports[id as usize - 1]),
-                    "--members".into(),
-                    members.clone(),
-                ];
+                let mut args = node_args(id, peer_ports[id as usize - 1], &members);
                 if let Some(l) = leader {
                     args.extend(["--leader".into(), l.to_string()]);
                 }
@@ -90,6 +97,11 @@ impl Cluster {
 
     pub fn leader(&self) -> &TestServer {
         self.node(1)
+    }
+
+    /// Every node's client address, comma-separated (for `--nodes`).
+    pub fn client_addrs(&self) -> String {
+        self.nodes.iter().map(|n| n.client_addr().to_string()).collect::<Vec<_>>().join(",")
     }
 
     pub fn peer_port(&self, id: u64) -> u16 {

@@ -623,25 +623,9 @@ fn read_frame(r: &mut impl BufRead) -> std::io::Result<Resp> {
 /// Panics with an install hint if `redis-cli` is not installed: CI installs
 /// it, so a missing binary is a broken environment, not a skip.
 pub fn redis_cli(addr: SocketAddr, args: &[&str]) -> String {
-    let output = Command::new("redis-cli")
-        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-        .args(args)
-        .stdin(Stdio::null())
-        .output();
-    let output = match output {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "redis-cli is not installed; this test needs the real redis-cli: run `apt-get install -y redis-tools`"
-        ),
-        Err(e) => panic!("cannot run redis-cli: {e}"),
-    };
-    assert!(
-        output.status.success(),
-        "redis-cli {args:?} failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    let (ok, stdout, stderr) = redis_cli_output(addr, args);
+    assert!(ok, "redis-cli {args:?} failed: {stderr}");
+    stdout
 }
 
 /// Runs `redis-cli -h 127.0.0.1 -p PORT ARGS...` without judging its exit
