@@ -132,6 +132,14 @@ impl Disk {
         self.synced_lsn = start_lsn;
     }
 
+    /// What a sync started now would make durable: the last LSN, if
+    /// anything (entries or a snapshot) is not synced yet.
+    pub fn pending_sync(&self) -> Option<Lsn> {
+        let target = self.last_lsn();
+        let snapshot_pending = self.base_lsn > self.synced_lsn;
+        (target != self.synced_lsn || snapshot_pending).then_some(target)
+    }
+
     /// A sync of everything written up to `target` (in `generation`)
     /// completed.
     pub fn synced(&mut self, generation: u64, target: Lsn) -> bool {

@@ -33,8 +33,7 @@
 //! Must never let anything but the seed decide a draw, read a real clock or
 //! iterate a hash map.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use tandem_core::failover::{
@@ -50,6 +49,7 @@ use tandem_core::{Epoch, Lsn};
 
 use crate::disk::Disk;
 use crate::rng::{Latency, SimRng};
+use crate::schedule::{Coded, Timeline};
 use crate::SimFailure;
 
 /// How to replay one seed of the failover world.
@@ -105,8 +105,6 @@ const BACKOFF_MS_MAX: u64 = 200;
 const RESTART_MS: (u64, u64) = (20, 1_500);
 /// A partition lasts this long (real ms).
 const PARTITION_MS: (u64, u64) = (100, 2_000);
-/// Trace lines kept for a failure report when not verbose.
-const TRACE_TAIL_LINES: usize = 60;
 
 type Check = Result<(), String>;
 
@@ -236,7 +234,7 @@ enum Event {
     EndActive,
 }
 
-impl Event {
+impl Coded for Event {
     fn code(&self) -> u64 {
         match self {
             Event::Deliver { from, to, .. } => 1 + (from << 8) + (to << 16),
@@ -258,8 +256,6 @@ impl Event {
         }
     }
 }
-
-type Scheduled = crate::schedule::Scheduled<Event>;
 
 struct LeaderRole {
     core: Leader,
@@ -366,11 +362,8 @@ struct Acked {
 }
 
 struct World {
-    config: FailoverConfig,
     rng: SimRng,
-    now_us: u64,
-    seq: u64,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    time: Timeline<Event>,
     phase: Phase,
     phase_since_us: u64,
     lease: LeaseConfig,
@@ -403,7 +396,6 @@ struct World {
     accepted: BTreeMap<u64, (NodeId, Epoch, Lsn)>,
     acked: BTreeMap<u64, Acked>,
     report: FailoverReport,
-    trace_tail: VecDeque<String>,
 }
 
 fn payload(write_id: u64) -> Bytes {
@@ -529,11 +521,8 @@ impl World {
         let clients = (0..CLIENTS).map(|_| Client { target: *rng.pick(&members), busy: None }).collect::<Vec<Client>>();
         let report = FailoverReport { seed, nodes: n, policy: policy.to_string(), drift_percent, ..Default::default() };
         let mut w = World {
-            config: config.clone(),
             rng,
-            now_us: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            time: Timeline::new(config.verbose, config.keep_trace_tail),
             phase: Phase::Active,
             phase_since_us: 0,
             lease,
@@ -559,7 +548,6 @@ impl World {
             accepted: BTreeMap::new(),
             acked: BTreeMap::new(),
             report,
-            trace_tail: VecDeque::new(),
         };
         for &id in &members {
             let delay = w.rng.range(0, TICK_MS * 1000);
@@ -579,25 +567,15 @@ impl World {
     // ------------------------------------------------------------ plumbing
 
     fn schedule(&mut self, delay_us: u64, event: Event) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled { at_us: self.now_us + delay_us, seq: self.seq, event }));
+        self.time.schedule(delay_us, event);
     }
 
     fn trace(&mut self, line: impl FnOnce() -> String) {
-        if self.config.verbose {
-            println!("{:>10.3} ms  {}", self.now_us as f64 / 1000.0, line());
-        } else if self.config.keep_trace_tail {
-            if self.trace_tail.len() == TRACE_TAIL_LINES {
-                self.trace_tail.pop_front();
-            }
-            let text = format!("{:>10.3} ms  {}", self.now_us as f64 / 1000.0, line());
-            self.trace_tail.push_back(text);
-        }
+        self.time.trace(line);
     }
 
     fn mix(&mut self, x: u64) {
-        let h = (self.report.trace_hash ^ x).wrapping_mul(0x0000_0100_0000_01b3);
-        self.report.trace_hash = h ^ (h >> 29);
+        self.time.mix(x);
     }
 
     fn node(&self, id: NodeId) -> &Node {
@@ -609,7 +587,7 @@ impl World {
     }
 
     fn clock(&self, id: NodeId) -> u64 {
-        self.node(id).clock_ms(self.now_us)
+        self.node(id).clock_ms(self.time.now_us())
     }
 
     fn can_talk(&self, a: NodeId, b: NodeId) -> bool {
@@ -632,30 +610,23 @@ impl World {
 
     fn run(mut self) -> Result<FailoverReport, (String, u64, Vec<String>)> {
         let result = (|| {
-            while let Some(Reverse(next)) = self.queue.pop() {
-                assert!(next.at_us >= self.now_us, "time went back");
-                self.now_us = next.at_us;
-                self.report.events += 1;
-                if self.report.events > EVENTS_MAX {
-                    fail!("more than {EVENTS_MAX} events: a runaway loop");
-                }
-                let code = next.event.code();
-                self.mix(self.now_us);
-                self.mix(code);
-                self.handle(next.event)?;
+            while let Some(event) = self.time.pop(EVENTS_MAX)? {
+                self.handle(event)?;
                 if self.progress()? {
                     return Ok(());
                 }
             }
             fail!("the event queue ran dry")
         })();
-        self.report.virtual_ms = self.now_us / 1000;
+        self.report.virtual_ms = self.time.now_us() / 1000;
+        self.report.events = self.time.events();
+        self.report.trace_hash = self.time.hash();
         match result {
             Ok(()) => Ok(self.report),
             Err(message) => {
-                let at = self.now_us / 1000;
+                let at = self.time.now_us() / 1000;
                 let message = format!("{message} [{}]", self.describe());
-                Err((message, at, self.trace_tail.iter().cloned().collect()))
+                Err((message, at, self.time.tail()))
             }
         }
     }
@@ -781,9 +752,9 @@ impl World {
             return;
         }
         let (latency, last) = self.links[&(from, to)];
-        let arrive = (self.now_us + latency.sample(&mut self.rng)).max(last);
+        let arrive = (self.time.now_us() + latency.sample(&mut self.rng)).max(last);
         self.links.get_mut(&(from, to)).expect("every pair has a link").1 = arrive;
-        self.schedule(arrive - self.now_us, Event::Deliver { from, to, wire });
+        self.schedule(arrive - self.time.now_us(), Event::Deliver { from, to, wire });
     }
 
     fn send_peer(&mut self, from: NodeId, to: NodeId, conn: u64, msg: &PeerMsg) {
@@ -850,7 +821,7 @@ impl World {
 
     fn follower_lost_connection(&mut self, id: NodeId) {
         let now = self.clock(id);
-        let now_us = self.now_us;
+        let now_us = self.time.now_us();
         let jitter = self.rng.range(0, 1000);
         let node = self.node_mut(id);
         // Like the node, each connection starts from what the disk holds (an
@@ -933,7 +904,7 @@ impl World {
         if !node.up || node.incarnation != incarnation {
             return Ok(());
         }
-        let now = node.clock_ms(self.now_us);
+        let now = node.clock_ms(self.time.now_us());
         // Timers run on the node's clock: a fast clock ticks more often.
         let next = TICK_MS * 1_000_000_000 / node.rate_ppm;
         self.schedule(next, Event::Tick { node: id, incarnation });
@@ -945,7 +916,7 @@ impl World {
             let delay = self.control_delay_us();
             self.schedule(delay, Event::MapLearn { node: id, incarnation, leader, epoch });
         }
-        let now_us = self.now_us;
+        let now_us = self.time.now_us();
         let lease_every = self.lease.lease_ms / 4;
         let mut lease_epoch = None;
         let mut resubscribe = false;
@@ -1186,7 +1157,7 @@ impl World {
 
     fn node_report(&self, id: NodeId) -> NodeReport {
         let node = self.node(id);
-        let now = node.clock_ms(self.now_us);
+        let now = node.clock_ms(self.time.now_us());
         let last = node.disk.last_lsn();
         let (leading, lease_valid, since_leader_ms) = match &node.role {
             Role::Leading(l) => (true, l.keeper.is_valid(now), 0),
@@ -1249,11 +1220,7 @@ impl World {
         if node.fsync_target.is_some() || !node.up {
             return;
         }
-        let target = node.disk.last_lsn();
-        let snapshot_pending = node.disk.base_lsn() > node.disk.synced_lsn();
-        if target == node.disk.synced_lsn() && !snapshot_pending {
-            return;
-        }
+        let Some(target) = node.disk.pending_sync() else { return };
         let (incarnation, generation) = (node.incarnation, node.disk.generation());
         let latency = node.fsync_latency;
         let delay = latency.sample(&mut self.rng);
@@ -1787,7 +1754,7 @@ impl World {
         if !node.up {
             return Ok(()); // the client times out
         }
-        let now = node.clock_ms(self.now_us);
+        let now = node.clock_ms(self.time.now_us());
         let hint = node.map_seen.0;
         let Some(l) = node.leading() else {
             self.reply_client(client, write_id, hint.unwrap_or(id), false);
@@ -1838,7 +1805,7 @@ impl World {
             }
         }
         if self.newest_accepted.is_none_or(|(e, _, _)| epoch > e) {
-            self.newest_accepted = Some((epoch, id, self.now_us));
+            self.newest_accepted = Some((epoch, id, self.time.now_us()));
         }
         Ok(())
     }
@@ -1855,13 +1822,13 @@ impl World {
         self.clients[client].busy = None;
         if ok {
             let (node, epoch, lsn) = self.accepted.remove(&write_id).expect("an acked write was accepted");
-            self.acked.insert(write_id, Acked { node, epoch, lsn, at_us: self.now_us });
+            self.acked.insert(write_id, Acked { node, epoch, lsn, at_us: self.time.now_us() });
             self.report.acked += 1;
             if self.phase == Phase::Recover {
-                self.report.recovery_ms = (self.now_us - self.phase_since_us) / 1000;
+                self.report.recovery_ms = (self.time.now_us() - self.phase_since_us) / 1000;
                 self.trace(|| format!("liveness: write {write_id} acked after the heal"));
                 self.phase = Phase::Converge;
-                self.phase_since_us = self.now_us;
+                self.phase_since_us = self.time.now_us();
             }
         } else {
             self.report.refused += 1;
@@ -1962,7 +1929,7 @@ impl World {
     fn end_active(&mut self) {
         self.trace(|| "faults stop: heal, restart every node, one client writes until acked".into());
         self.phase = Phase::Recover;
-        self.phase_since_us = self.now_us;
+        self.phase_since_us = self.time.now_us();
         self.loss_chance = 0.0;
         self.heal_partitions();
         for id in self.members.clone() {
@@ -1982,7 +1949,7 @@ impl World {
         match self.phase {
             Phase::Active => Ok(false),
             Phase::Recover => {
-                if self.now_us - self.phase_since_us > LIVENESS_MS_MAX * 1000 {
+                if self.time.now_us() - self.phase_since_us > LIVENESS_MS_MAX * 1000 {
                     fail!(
                         "liveness checker: no write was acknowledged within {LIVENESS_MS_MAX} ms after the last \
                          fault healed"
@@ -1992,7 +1959,7 @@ impl World {
             }
             Phase::Converge => {
                 if !self.converged() {
-                    if self.now_us - self.phase_since_us > CONVERGE_MS_MAX * 1000 {
+                    if self.time.now_us() - self.phase_since_us > CONVERGE_MS_MAX * 1000 {
                         fail!("convergence checker: logs still differ {CONVERGE_MS_MAX} ms after the heal");
                     }
                     return Ok(false);

@@ -10,7 +10,8 @@
 //! # Layout
 //! - [`rng`]: the seeded generator and latency distributions.
 //! - [`disk`]: a node's simulated log and synced watermark.
-//! - [`schedule`]: the event queue entry both worlds order by virtual time.
+//! - [`schedule`]: the timeline every world runs on (virtual clock, event
+//!   queue, trace hash, trace lines).
 //! - [`world`]: the cluster, the event loop, faults, clients and checkers.
 //! - [`failover`]: a separate world for leader failover: every node can lead,
 //!   a control-plane register, leases under clock drift, fencing, rollback

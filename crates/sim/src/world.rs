@@ -10,8 +10,7 @@
 //! Node ids: the leader is 1, followers are 2..=N+1 (index `f` is node
 //! `f + 2`).
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use tandem_core::command::{self, Handler, WriteCtx};
@@ -27,6 +26,7 @@ use tandem_core::{Epoch, Lsn};
 
 use crate::disk::Disk;
 use crate::rng::{Latency, SimRng};
+use crate::schedule::{Coded, Timeline};
 use crate::{SimConfig, SimReport};
 
 /// Virtual unix time at the start of every run, so expiries look real.
@@ -46,8 +46,6 @@ const EVENTS_MAX: u64 = 5_000_000;
 /// LSN; followers compare theirs at those LSNs (a digest walks every bucket:
 /// sampling keeps a thousand seeds fast).
 const DIGEST_SAMPLE_SHIFT: u32 = 2;
-/// Trace lines kept for a failure report when not verbose.
-const TRACE_TAIL_LINES: usize = 40;
 
 type Check = Result<(), String>;
 
@@ -81,7 +79,7 @@ enum Event {
     EndActive,
 }
 
-impl Event {
+impl Coded for Event {
     fn code(&self) -> u64 {
         match self {
             Event::Deliver { f, to_leader, .. } => 1 + ((*f as u64) << 8) + ((*to_leader as u64) << 4),
@@ -99,8 +97,6 @@ impl Event {
         }
     }
 }
-
-type Scheduled = crate::schedule::Scheduled<Event>;
 
 /// What the leader core knows about a follower, recomputed independently
 /// by the simulator from the calls it made (the checkers' model).
@@ -206,9 +202,7 @@ pub struct Sim {
     seed: u64,
     config: SimConfig,
     rng: SimRng,
-    now_us: u64,
-    seq: u64,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    time: Timeline<Event>,
     phase: Phase,
     drain_deadline_us: u64,
     ops_issued: usize,
@@ -222,7 +216,6 @@ pub struct Sim {
     waits: BTreeMap<u64, PendingWait>,
     outcomes: BTreeMap<u64, Outcome>,
     report: SimReport,
-    trace_tail: std::collections::VecDeque<String>,
 }
 
 fn ids(followers: usize) -> Vec<NodeId> {
@@ -304,9 +297,7 @@ impl Sim {
             seed,
             config: config.clone(),
             rng,
-            now_us: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            time: Timeline::new(config.verbose, config.keep_trace_tail),
             phase: if scripted { Phase::Scripted } else { Phase::Active },
             drain_deadline_us: u64::MAX,
             ops_issued: 0,
@@ -320,7 +311,6 @@ impl Sim {
             waits: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             report: SimReport { seed, followers, ..SimReport::default() },
-            trace_tail: Default::default(),
         };
         for f in 0..followers {
             let delay = sim.rng.range(0, 2000);
@@ -339,49 +329,32 @@ impl Sim {
     // ------------------------------------------------------------ plumbing
 
     fn now_ms(&self) -> u64 {
-        BASE_MS + self.now_us / 1000
+        BASE_MS + self.time.now_us() / 1000
     }
 
     fn schedule(&mut self, delay_us: u64, event: Event) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled { at_us: self.now_us + delay_us, seq: self.seq, event }));
+        self.time.schedule(delay_us, event);
     }
 
     fn trace(&mut self, line: impl FnOnce() -> String) {
-        if self.config.verbose {
-            println!("{:>10.3} ms  {}", self.now_us as f64 / 1000.0, line());
-        } else if self.config.keep_trace_tail {
-            if self.trace_tail.len() == TRACE_TAIL_LINES {
-                self.trace_tail.pop_front();
-            }
-            let text = format!("{:>10.3} ms  {}", self.now_us as f64 / 1000.0, line());
-            self.trace_tail.push_back(text);
-        }
+        self.time.trace(line);
     }
 
     fn mix(&mut self, x: u64) {
-        let h = (self.report.trace_hash ^ x).wrapping_mul(0x0000_0100_0000_01b3);
-        self.report.trace_hash = h ^ (h >> 29);
+        self.time.mix(x);
     }
 
     /// The recent trace lines (when kept), for a failure report.
     pub fn trace_tail(&self) -> Vec<String> {
-        self.trace_tail.iter().cloned().collect()
+        self.time.tail()
     }
 
     /// Processes one event; `Ok(false)` when the queue is empty.
     fn step(&mut self) -> Result<bool, String> {
-        let Some(Reverse(next)) = self.queue.pop() else { return Ok(false) };
-        assert!(next.at_us >= self.now_us, "time went back");
-        self.now_us = next.at_us;
-        self.report.events += 1;
-        if self.report.events > EVENTS_MAX {
-            fail!("more than {EVENTS_MAX} events: a runaway loop");
-        }
-        let code = next.event.code();
-        self.mix(self.now_us);
-        self.mix(code);
-        self.handle(next.event)?;
+        let Some(event) = self.time.pop(EVENTS_MAX)? else { return Ok(false) };
+        self.handle(event)?;
+        self.report.events = self.time.events();
+        self.report.trace_hash = self.time.hash();
         self.check_invariants()?;
         Ok(true)
     }
@@ -407,7 +380,7 @@ impl Sim {
             Event::ClientOp => self.client_op(),
             Event::Fault => self.fault(),
             Event::Heal { f } => {
-                if self.links[f].partitioned_until_us.is_some_and(|until| until <= self.now_us) {
+                if self.links[f].partitioned_until_us.is_some_and(|until| until <= self.time.now_us()) {
                     self.links[f].partitioned_until_us = None;
                     self.trace(|| format!("heal link to node {}", f + 2));
                 }
@@ -444,9 +417,9 @@ impl Sim {
         self.report.messages += 1;
         let dir = to_leader as usize;
         let latency = if to_leader { self.links[f].to_leader } else { self.links[f].to_follower };
-        let arrive = (self.now_us + latency.sample(&mut self.rng)).max(self.links[f].last_arrival_us[dir]);
+        let arrive = (self.time.now_us() + latency.sample(&mut self.rng)).max(self.links[f].last_arrival_us[dir]);
         self.links[f].last_arrival_us[dir] = arrive;
-        self.schedule(arrive - self.now_us, Event::Deliver { f, to_leader, conn, bytes });
+        self.schedule(arrive - self.time.now_us(), Event::Deliver { f, to_leader, conn, bytes });
     }
 
     fn break_conn(&mut self, f: usize) {
@@ -609,7 +582,7 @@ impl Sim {
             if !matches!(self.leader.timer_at_ms, Some(armed) if armed <= at_ms) {
                 self.leader.timer_at_ms = Some(at_ms);
                 let at_us = at_ms.saturating_sub(BASE_MS) * 1000;
-                self.schedule(at_us.saturating_sub(self.now_us), Event::LeaderTimer);
+                self.schedule(at_us.saturating_sub(self.time.now_us()), Event::LeaderTimer);
             }
         }
         Ok(())
@@ -839,11 +812,11 @@ impl Sim {
         if last > node.apply_scheduled {
             node.apply_scheduled = last;
             let delay_us = node.apply_delay_us;
-            let at = (self.now_us + node.apply_latency.sample(&mut self.rng) + delay_us).max(node.apply_at_us);
+            let at = (self.time.now_us() + node.apply_latency.sample(&mut self.rng) + delay_us).max(node.apply_at_us);
             let node = &mut self.followers[f];
             node.apply_at_us = at;
             let (incarnation, generation) = (node.incarnation, node.disk.generation());
-            self.schedule(at - self.now_us, Event::FollowerApply { f, incarnation, generation, upto: last });
+            self.schedule(at - self.time.now_us(), Event::FollowerApply { f, incarnation, generation, upto: last });
         }
         self.follower_fsync_start(f);
         Ok(Ok(()))
@@ -879,11 +852,7 @@ impl Sim {
         if node.fsync_target.is_some() || !node.up {
             return;
         }
-        let target = node.disk.last_lsn();
-        let snapshot_pending = node.disk.base_lsn() > node.disk.synced_lsn();
-        if target == node.disk.synced_lsn() && !snapshot_pending {
-            return;
-        }
+        let Some(target) = node.disk.pending_sync() else { return };
         node.fsync_target = Some(target);
         let (incarnation, generation) = (node.incarnation, node.disk.generation());
         let delay = node.fsync_latency.sample(&mut self.rng);
@@ -926,7 +895,7 @@ impl Sim {
             node.applied_high = node.applied_high.max(lsn);
             node.core.as_mut().expect("up").handle_applied(lsn, entry.commit_ms);
             if self.config.verbose {
-                println!("{:>10.3} ms  node {}: applied {lsn}", self.now_us as f64 / 1000.0, f + 2);
+                println!("{:>10.3} ms  node {}: applied {lsn}", self.time.now_us() as f64 / 1000.0, f + 2);
             }
             // Checker 2: applied state at x equals the leader's state at x.
             let want = self.leader.digests[lsn as usize];
@@ -1108,7 +1077,7 @@ impl Sim {
     }
 
     fn partition_for(&mut self, f: usize, duration_us: u64) {
-        let until = self.now_us.saturating_add(duration_us);
+        let until = self.time.now_us().saturating_add(duration_us);
         let link = &mut self.links[f];
         link.partitioned_until_us = Some(link.partitioned_until_us.map_or(until, |u| u.max(until)));
         self.report.partitions += 1;
@@ -1138,7 +1107,7 @@ impl Sim {
         }
         self.phase = Phase::Drain;
         self.loss_chance = 0.0;
-        self.drain_deadline_us = self.now_us + self.config.drain_ms_max * 1000;
+        self.drain_deadline_us = self.time.now_us() + self.config.drain_ms_max * 1000;
         self.trace(|| "drain: faults stop".into());
         for f in 0..self.followers.len() {
             self.links[f].partitioned_until_us = None;
@@ -1337,7 +1306,7 @@ impl Sim {
                 fail!("node {} status is inconsistent: {s:?}", node.id);
             }
         }
-        if self.phase == Phase::Drain && self.now_us > self.drain_deadline_us {
+        if self.phase == Phase::Drain && self.time.now_us() > self.drain_deadline_us {
             fail!("no convergence {} ms after faults stopped: {}", self.config.drain_ms_max, self.describe());
         }
         Ok(())
@@ -1416,10 +1385,10 @@ impl Sim {
         match result {
             Ok(()) => {
                 self.report.final_lsn = self.leader.core.last_lsn();
-                self.report.virtual_ms = self.now_us / 1000;
+                self.report.virtual_ms = self.time.now_us() / 1000;
                 Ok(self.report)
             }
-            Err(msg) => Err((msg, self.now_us / 1000, self.trace_tail())),
+            Err(msg) => Err((msg, self.time.now_us() / 1000, self.trace_tail())),
         }
     }
 
@@ -1427,19 +1396,19 @@ impl Sim {
 
     /// Processes events for `ms` of virtual time.
     pub fn run_for(&mut self, ms: u64) -> Result<(), String> {
-        let until = self.now_us + ms * 1000;
-        while self.queue.peek().is_some_and(|Reverse(s)| s.at_us <= until) {
+        let until = self.time.now_us() + ms * 1000;
+        while self.time.next_due_us().is_some_and(|at| at <= until) {
             self.step()?;
         }
-        self.now_us = until;
+        self.time.advance_to(until);
         Ok(())
     }
 
     /// Runs until every follower converged (at most `ms`).
     pub fn converge(&mut self, ms: u64) -> Result<(), String> {
-        let until = self.now_us + ms * 1000;
+        let until = self.time.now_us() + ms * 1000;
         while !self.converged()? {
-            if self.now_us > until || !self.step()? {
+            if self.time.now_us() > until || !self.step()? {
                 fail!("no convergence within {ms} ms: {}", self.describe());
             }
         }
@@ -1565,7 +1534,7 @@ impl Sim {
 
     /// Virtual time since the start of the run, in ms.
     pub fn elapsed_ms(&self) -> u64 {
-        self.now_us / 1000
+        self.time.now_us() / 1000
     }
 
     /// Ground truth: the last LSN follower `id`'s store reflects (what its
