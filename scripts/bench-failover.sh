@@ -15,6 +15,7 @@
 # Uses 127.0.0.1 ports 19200-19245 only; every process it started is killed (by PID) at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 T=target/release/tandem
 REDIS_PORTS=(19200 19201 19202)
 SENTINEL_PORTS=(19210 19211 19212)
@@ -152,15 +153,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-cli >/dev/null || need+=(redis-tools)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+need_commands redis-server:redis-server redis-cli:redis-tools
 cargo build --release -q -p tandem
 S="$OUT/summary.md"
-echo "# bench-failover $(date -u +%FT%TZ) nproc=$(nproc) $(redis-server --version | cut -d' ' -f1-3) loadavg=$(cut -d' ' -f1-3 /proc/loadavg) trials=$TRIALS" | tee "$S"
+bench_header bench-failover "trials=$TRIALS" | tee "$S"
 SELF="bash $(pwd)/scripts/bench-failover.sh --hook"
 # failover LABEL NODES ... -> OUT/LABEL.json; trial lines in OUT/LABEL.txt
 failover() {

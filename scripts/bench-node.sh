@@ -10,34 +10,15 @@
 # Installs redis-server / redis-tools if missing. Uses 127.0.0.1 ports
 # 18000-18011 only; every server is stopped at exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 N=${N:-200000}
 KEYS=${KEYS:-1000000}
-OUT=${1:-$(mktemp -d /var/tmp/tandem-bench.XXXXXX)}
-mkdir -p "$OUT"
-WORK=$(mktemp -d /var/tmp/tandem-bench-work.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-benchmark >/dev/null || need+=(redis-tools)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+bench_init bench "${1:-}"
+need_commands redis-server:redis-server redis-benchmark:redis-tools
 cargo build --release -q -p tandem
 TANDEM=target/release/tandem
 
-echo "# bench-node $(date -u +%FT%TZ) nproc=$(nproc) $(redis-server --version | cut -d' ' -f1-3) loadavg=$(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT/summary.md"
-
-wait_port() { # port
-  for _ in $(seq 1 600); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.05; done
-  echo "server on port $1 did not come up" >&2; return 1
-}
+bench_header bench-node | tee "$OUT/summary.md"
 start_redis() { # name port fsync
   mkdir -p "$WORK/$1"
   redis-server --port "$2" --bind 127.0.0.1 --dir "$WORK/$1" --appendonly yes --appendfsync "$3" \

@@ -6,15 +6,10 @@
 # Usage: bash scripts/bench-proxy.sh [OUT_DIR]    env: SECS=5
 # Uses 127.0.0.1 ports 19300-19399 only; every process is stopped at exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 SECS=${SECS:-5}
-OUT=${1:-$(mktemp -d /var/tmp/tandem-proxy-bench.XXXXXX)}
-mkdir -p "$OUT"
-WORK=$(mktemp -d /var/tmp/tandem-proxy-work.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-command -v redis-cli >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-tools >/dev/null; }
+bench_init proxy-bench "${1:-}"
+need_commands redis-cli:redis-tools
 cargo build --release -q -p tandem
 T=target/release/tandem
 S="$OUT/summary.md"

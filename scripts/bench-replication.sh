@@ -10,29 +10,14 @@
 # Usage: bash scripts/bench-replication.sh [OUT_DIR]   env: SECS=5 PG=0
 # Uses 127.0.0.1 ports 19000-19100 only; every server is stopped at exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 SECS=${SECS:-5}
-OUT=${1:-$(mktemp -d /var/tmp/tandem-repl-bench.XXXXXX)}
-mkdir -p "$OUT"
-WORK=$(mktemp -d /var/tmp/tandem-repl-work.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-need=()
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-cli >/dev/null || need+=(redis-tools)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+bench_init repl-bench "${1:-}"
+need_commands redis-server:redis-server redis-cli:redis-tools
 cargo build --release -q -p tandem
 T=target/release/tandem
 S="$OUT/summary.md"
-echo "# bench-replication $(date -u +%FT%TZ) nproc=$(nproc) $(redis-server --version | cut -d' ' -f1-3) loadavg=$(cut -d' ' -f1-3 /proc/loadavg)" | tee "$S"
-
-wait_port() { for _ in $(seq 1 600); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "port $1 not up" >&2; return 1; }
+bench_header bench-replication | tee "$S"
 stop_all() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
              for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done; PIDS=(); }
 # start_tandem_cluster ACK [extra flags...]: ports 19000/19010/19020 (+1 admin, +2 peer)

@@ -190,3 +190,24 @@ fn log_repair_truncates_at_the_corruption() {
         assert_eq!(kept, index, "every record before the bad one is kept");
     }
 }
+
+#[test]
+fn a_damaged_epoch_history_stops_the_node_naming_the_file_and_line() {
+    let dir = tempdir();
+    let mut server = start(dir.path());
+    write_keys_and_crash(&mut server);
+    let history = dir.path().join("epochs");
+    assert!(history.exists(), "a leader records where its epoch starts");
+    std::fs::write(&history, "1 1\nnot a pair\n").unwrap();
+    let failure = match server.try_restart() {
+        Ok(_) => panic!("the node started with a damaged epoch history"),
+        Err(f) => f,
+    };
+    assert!(!failure.status.expect("the node exits").success());
+    let path = history.display().to_string();
+    assert!(
+        failure.stderr.contains(&path) && failure.stderr.contains("line 2"),
+        "stderr must name {path} and line 2; got:\n{}",
+        failure.stderr
+    );
+}

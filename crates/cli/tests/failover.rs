@@ -351,3 +351,47 @@ fn switchover_moves_leadership_and_loses_no_write() {
         other => panic!("SWITCHOVER to a stranger answered {other:?}"),
     }
 }
+
+fn epoch_of(server: &TestServer) -> u64 {
+    info(server).get("tandem_epoch").and_then(|e| e.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn a_leader_restarted_at_once_never_leads_its_old_epoch_again() {
+    let mut c = auto_cluster(&["--ack", "any 1"]);
+    let old = wait_leader(&c, None);
+    let old_epoch = epoch_of(c.node(old));
+    let mut raw = c.node(old).raw();
+    for i in 0..50 {
+        assert_eq!(raw.cmd(&["SET", &format!("r{i}"), "v"]), Resp::Simple("OK".into()));
+    }
+    drop(raw);
+    // Back before the failover timeout: the map still names it.
+    c.node_mut(old).restart();
+    let mut new = None;
+    assert!(
+        eventually(ELECT, || {
+            new = leader_id(&c).filter(|&l| epoch_of(c.node(l)) > old_epoch);
+            new.is_some()
+        }),
+        "no leader of a newer epoch than {old_epoch}\n{}",
+        c.stderrs()
+    );
+    let new = new.unwrap();
+    // The restarted process never led the old epoch (it may lead a newer one).
+    let restarted = c.node(old).stderr();
+    assert!(
+        !restarted.contains(&format!("leading epoch={old_epoch}\n"))
+            && !restarted.ends_with(&format!("leading epoch={old_epoch}")),
+        "the restarted node led its old epoch {old_epoch} again:\n{restarted}"
+    );
+    let mut writes = c.node(new).raw();
+    assert!(eventually(ELECT, || matches!(writes.cmd(&["SET", "after", "1"]), Resp::Simple(_))));
+    for id in 1..=3 {
+        assert!(
+            eventually(ELECT, || missing_on(c.node(id), &["r49".to_string(), "after".to_string()]).is_empty()),
+            "node {id} does not hold every acknowledged write\n{}",
+            c.stderrs()
+        );
+    }
+}

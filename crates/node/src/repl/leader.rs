@@ -116,12 +116,11 @@ impl LeaderHandle {
     }
 
     /// Waits until `lsn` meets `durability` (or its timeout passes).
-    pub async fn wait(&self, lsn: Lsn, durability: Durability) -> Outcome {
+    /// `None`: the actor stopped (this node stopped leading) first.
+    pub async fn wait(&self, lsn: Lsn, durability: Durability) -> Option<Outcome> {
         let (reply, rx) = oneshot::channel();
-        if self.events.send(Event::Wait { lsn, durability, reply }).await.is_err() {
-            return Outcome::TimedOut { have: 0, need: 0, durable_on_leader: false };
-        }
-        rx.await.unwrap_or(Outcome::TimedOut { have: 0, need: 0, durable_on_leader: false })
+        self.events.send(Event::Wait { lsn, durability, reply }).await.ok()?;
+        rx.await.ok()
     }
 
     /// Redis `WAIT`: how many followers hold `lsn`.
@@ -421,9 +420,9 @@ impl Actor {
             }
             self.drain();
         }
-        for (_, reply) in std::mem::take(&mut self.waiting) {
-            let _ = reply.send(Outcome::TimedOut { have: 0, need: 0, durable_on_leader: false });
-        }
+        // Waiting writes and WAITs see their channel close: the leader
+        // stopped before their outcome was known.
+        self.waiting.clear();
     }
 
     fn handle(&mut self, ev: Event) {

@@ -339,22 +339,20 @@ impl Replication {
         };
         let outcome = leader.wait(lsn, durability.clone()).await;
         match outcome {
-            Outcome::Acked => Ok(()),
-            // The leader actor stopped (this node stopped leading) before
-            // the policy was met.
-            Outcome::TimedOut { need: 0, .. } => Err(
+            Some(Outcome::Acked) => Ok(()),
+            None => Err(
                 "READONLY this node stopped leading before the write met its ack policy; it was not acknowledged \
                  and may or may not survive the leadership change"
                     .into(),
             ),
-            Outcome::TimedOut { have, need, durable_on_leader } => Err(format!(
+            Some(Outcome::TimedOut { have, need, durable_on_leader }) => Err(format!(
                 "NOREPLICAS the write was applied on the leader{} and reached {have} of the {need} replicas its ack policy ({} {}) requires within {} ms; it was not rolled back",
                 if durable_on_leader { " and is durable there" } else { " but is not yet durable there" },
                 durability.policy,
                 durability.level,
                 durability.timeout_ms,
             )),
-            Outcome::Replicas(_) => unreachable!("a write wait never ends as a WAIT"),
+            Some(Outcome::Replicas(_)) => unreachable!("a write wait never ends as a WAIT"),
         }
     }
 
