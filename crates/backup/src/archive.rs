@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::io_err;
+use crate::error::{dir_entries, io_err};
 use crate::records::{commit_ms_of, encode_record, file_header, FILE_HEADER_BYTES};
 use crate::repo::{read_manifest, sync_dir, write_manifest, Repository};
 use crate::BackupError;
@@ -112,14 +112,8 @@ pub fn list_stream_lenient(dir: &Path) -> Result<(Vec<ArchiveFile>, Vec<BackupEr
 /// Every archive stream of the repository: `(node id, files)`.
 pub fn list_streams(repo: &Repository) -> Result<Vec<(u64, Vec<ArchiveFile>)>, BackupError> {
     let root = repo.archive_root();
-    let entries = match fs::read_dir(&root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("list", &root)(e)),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_err("list", &root))?;
+    for entry in dir_entries(&root)? {
         let name = entry.file_name();
         let Some(id) = name.to_str().and_then(|n| n.strip_prefix("node-")).and_then(|n| n.parse().ok()) else {
             continue;

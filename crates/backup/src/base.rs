@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{corrupt, io_err};
+use crate::error::{corrupt, dir_entries, io_err};
 use crate::records::{commit_ms_of, file_header, Records};
 use crate::repo::{read_manifest, sync_dir, write_manifest, Repository};
 use crate::BackupError;
@@ -93,14 +93,8 @@ impl Base {
 /// is an error naming it.
 pub fn list_bases(repo: &Repository) -> Result<Vec<Base>, BackupError> {
     let root = repo.base_root();
-    let entries = match fs::read_dir(&root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("list", &root)(e)),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_err("list", &root))?;
+    for entry in dir_entries(&root)? {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(STAGING_PREFIX) || !entry.path().is_dir() {
             continue;

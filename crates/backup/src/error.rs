@@ -62,3 +62,12 @@ pub(crate) fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(
 pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> BackupError {
     BackupError::Corrupt { path: path.into(), offset, reason: reason.into() }
 }
+
+/// The entries of directory `dir`; a missing directory has none.
+pub(crate) fn dir_entries(dir: &std::path::Path) -> Result<Vec<std::fs::DirEntry>, BackupError> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.collect::<Result<Vec<_>, _>>().map_err(io_err("list", dir)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err("list", dir)(e)),
+    }
+}
