@@ -16,6 +16,9 @@
 //! - [`glob`]: Redis-style glob matching for `KEYS` and `SCAN MATCH`.
 //! - [`failover`]: leader leases, fencing, promotion rules and the
 //!   divergence point of a returning old leader.
+//! - [`replica`]: one keyspace's replica behind one trait (inputs at `now`,
+//!   outputs in one documented drain order); the single-leader replica that
+//!   owns the leader/follower cores, leases and role decisions.
 //! - [`session`]: session guarantees (read-your-writes, monotonic reads,
 //!   bounded staleness): where a read may go.
 
@@ -24,6 +27,7 @@ pub mod effect;
 pub mod failover;
 pub mod glob;
 pub mod repl;
+pub mod replica;
 pub mod resp;
 pub mod session;
 pub mod store;
