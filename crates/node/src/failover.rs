@@ -17,7 +17,9 @@
 //!   requests from the orchestrator.
 //!
 //! Decisions (when to fence, whom to promote, lease arithmetic) are in
-//! `tandem_core::failover`; this module must not make them itself.
+//! `tandem_core::failover`; what a map means for this node's role (lead,
+//! follow, idle, restream) is `tandem_core::replica::single_leader::decide_map`.
+//! This module must not make them itself.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +27,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tandem_core::failover::{assess, choose_leader, may_lead, Assessment, FailoverRpc, FencedNode, NodeReport};
+use tandem_core::failover::{assess, choose_leader, Assessment, FailoverRpc, FencedNode, NodeReport};
 use tandem_core::repl::{AckPolicy, NodeId};
+use tandem_core::replica::single_leader::{decide_map, MapDecision};
+use tandem_core::replica::MapView;
 use tandem_core::Epoch;
 use tokio::sync::watch;
 
@@ -229,63 +233,50 @@ impl Failover {
         }
     }
 
+    /// Carries out what `decide_map` says the map means for this node.
     async fn apply_map(&self, map: &ClusterMap) {
         let _guard = self.role_change.lock().await;
         let me = self.config.node_id;
-        let role = self.repl.role_key();
         // Membership changes (tandem cluster add/remove) reach the data
         // plane here: a leader restarts its streams (same epoch) with the
         // new follower set.
-        if !map.members.is_empty()
-            && self.repl.set_members(map.members.keys().copied().collect())
-            && role == RoleKey::Leading(map.epoch)
-        {
-            tracing::info!(members = ?map.members.keys().collect::<Vec<_>>(), "members changed; restreaming");
-            if let Err(e) = self.repl.become_leader(Some(map.epoch)) {
-                tracing::error!(error = %e, "cannot lead the new member set");
-            }
-        }
-        let Some(leader) = map.leader else { return };
-        if self.db.epoch() > map.epoch {
-            // This node fenced the map's epoch: it waits for the map to name
-            // the next leader instead of going back to the old one.
-            return;
-        }
-        if leader == me {
-            if role == RoleKey::Leading(map.epoch) {
-                return;
-            }
-            if !may_lead(map.epoch, self.db.epoch(), read_led_epoch(&self.config)) {
-                // It led this epoch before and restarted: it must not lead it
-                // again (its unsynced tail may be on followers); it waits to
-                // be failed over to a new epoch.
-                if role != RoleKey::Idle {
-                    self.repl.become_idle(format!(
-                        "this node led epoch {} before restarting; waiting for a new epoch",
-                        map.epoch
-                    ));
+        let members: Vec<NodeId> = map.members.keys().copied().collect();
+        let members_changed = !members.is_empty() && self.repl.set_members(members.clone());
+        let view = MapView { leader: map.leader, epoch: map.epoch, members };
+        let decision =
+            decide_map(me, self.repl.role_key(), &view, members_changed, self.db.epoch(), read_led_epoch(&self.config));
+        match decision {
+            MapDecision::Stay => {}
+            MapDecision::Invalid(why) => tracing::error!(why, "cannot apply the cluster map"),
+            MapDecision::Restream => {
+                tracing::info!(members = ?view.members, "members changed; restreaming");
+                if let Err(e) = self.repl.become_leader(Some(map.epoch)) {
+                    tracing::error!(error = %e, "cannot lead the new member set");
                 }
-                return;
             }
-            if let Err(e) = write_led_epoch(&self.config, map.epoch) {
-                tracing::error!(error = %e, "cannot persist led_epoch; not leading");
-                return;
+            MapDecision::Idle { reason } => self.repl.become_idle(reason),
+            MapDecision::Lead { epoch } => {
+                if let Err(e) = write_led_epoch(&self.config, epoch) {
+                    tracing::error!(error = %e, "cannot persist led_epoch; not leading");
+                    return;
+                }
+                if let Some(g) = &self.repl.grantor {
+                    g.lock().raise_floor(epoch);
+                }
+                if let Err(e) = self.repl.become_leader(Some(epoch)) {
+                    tracing::error!(error = %e, epoch, "cannot lead");
+                }
             }
-            if let Some(g) = &self.repl.grantor {
-                g.lock().raise_floor(map.epoch);
+            MapDecision::Follow { leader } => {
+                let Some(member) = map.members.get(&leader) else {
+                    tracing::error!(leader, "the map names a leader that is not a member");
+                    return;
+                };
+                if let Some(g) = &self.repl.grantor {
+                    g.lock().raise_floor(map.epoch);
+                }
+                self.repl.become_follower(leader, member.peer_addr);
             }
-            if let Err(e) = self.repl.become_leader(Some(map.epoch)) {
-                tracing::error!(error = %e, epoch = map.epoch, "cannot lead");
-            }
-        } else if role != RoleKey::Following(leader) {
-            let Some(member) = map.members.get(&leader) else {
-                tracing::error!(leader, "the map names a leader that is not a member");
-                return;
-            };
-            if let Some(g) = &self.repl.grantor {
-                g.lock().raise_floor(map.epoch);
-            }
-            self.repl.become_follower(leader, member.peer_addr);
         }
     }
 

@@ -37,14 +37,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use tandem_core::failover::{
-    assess, choose_leader, majority, may_lead, Assessment, EpochHistory, FailoverRpc, FencedNode, LeaseConfig,
-    LeaseGrantor, LeaseKeeper, NodeReport,
+    assess, choose_leader, majority, Assessment, EpochHistory, FailoverRpc, FencedNode, LeaseConfig, LeaseGrantor,
+    LeaseKeeper, NodeReport,
 };
 use tandem_core::repl::msg::STREAM_FROM_SNAPSHOT;
 use tandem_core::repl::{
     AckLevel, AckPolicy, Durability, Follower, FollowerState, Leader, LeaderConfig, NodeId, Outcome, PeerMsg, Transmit,
     WireEntry,
 };
+use tandem_core::replica::single_leader::{decide_map, MapDecision, RoleKey};
+use tandem_core::replica::MapView;
 use tandem_core::{Epoch, Lsn};
 
 use crate::disk::Disk;
@@ -967,22 +969,25 @@ impl World {
                 self.step_down(id, &why);
             }
         }
+        // What the map means for this node's role: the decision the node
+        // takes too (`decide_map`). A follower of an older epoch counts as
+        // not following, so it re-subscribes at the map's epoch.
         let node = self.node(id);
-        if epoch < node.durable_epoch {
-            // Fenced past this map: wait for the control plane to promote.
-            return Ok(());
-        }
-        if leader == id {
-            let leading_now = matches!(&node.role, Role::Leading(l) if l.epoch == epoch);
-            if !leading_now && may_lead(epoch, node.durable_epoch, node.led_epoch) {
-                self.become_leader(id, epoch);
+        let key = match &node.role {
+            Role::Leading(l) => RoleKey::Leading(l.epoch),
+            Role::Following(f) if f.epoch == epoch => RoleKey::Following(f.leader),
+            Role::Following(_) | Role::Idle => RoleKey::Idle,
+        };
+        let view = MapView { leader: Some(leader), epoch, members: self.members.clone() };
+        match decide_map(id, key, &view, false, node.durable_epoch, node.led_epoch) {
+            MapDecision::Lead { epoch } => self.become_leader(id, epoch),
+            MapDecision::Follow { leader } => {
+                self.raise_epoch(id, epoch);
+                self.follow(id, leader, epoch);
             }
-            return Ok(());
-        }
-        let following_now = matches!(&node.role, Role::Following(f) if f.leader == leader && f.epoch == epoch);
-        if !following_now {
-            self.raise_epoch(id, epoch);
-            self.follow(id, leader, epoch);
+            MapDecision::Idle { reason } => self.step_down(id, &reason),
+            MapDecision::Stay | MapDecision::Restream => {}
+            MapDecision::Invalid(why) => fail!("map epoch {epoch}: {why}"),
         }
         Ok(())
     }

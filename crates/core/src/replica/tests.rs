@@ -396,3 +396,135 @@ fn the_same_inputs_give_the_same_outputs() {
     .expect("read");
     assert_eq!(run_transcript(&text), run_transcript(&text));
 }
+
+// ------------------------------------------------------------ a tiny shell
+
+/// Three replicas wired by an in-memory network and logs, executing
+/// outputs in drain order: the smallest shell that proves the object runs
+/// replication end to end on its own.
+struct Cluster {
+    replicas: BTreeMap<NodeId, SingleLeaderReplica>,
+    logs: BTreeMap<NodeId, Vec<WireEntry>>,
+    wire: std::collections::VecDeque<(NodeId, NodeId, PeerMsg)>,
+    inputs: std::collections::VecDeque<(NodeId, Input)>,
+    replies: Vec<(NodeId, u64, Reply)>,
+    now: u64,
+}
+
+impl Cluster {
+    fn new(members: &[NodeId], leader: NodeId, policy: &str) -> Cluster {
+        let mut c = Cluster {
+            replicas: BTreeMap::new(),
+            logs: BTreeMap::new(),
+            wire: Default::default(),
+            inputs: Default::default(),
+            replies: Vec::new(),
+            now: 1,
+        };
+        for &id in members {
+            let mut config = SingleLeaderConfig::new(id, members.to_vec());
+            config.durability =
+                Durability { policy: policy.parse().expect("policy"), level: AckLevel::Flush, timeout_ms: 0 };
+            let state = DurableState { epoch: 1, ..Default::default() };
+            let mut r = SingleLeaderReplica::new(config, state, Now::at(c.now));
+            r.start_static(Now::at(c.now), Some(leader));
+            c.replicas.insert(id, r);
+            c.logs.insert(id, Vec::new());
+            c.execute(id);
+        }
+        c
+    }
+
+    fn execute(&mut self, id: NodeId) {
+        while let Some(out) = self.replicas.get_mut(&id).expect("node").poll_output() {
+            match out {
+                Output::Append(entries) => {
+                    let last = entries.last().map_or(0, |e| e.lsn);
+                    self.logs.get_mut(&id).expect("log").extend(entries);
+                    self.inputs.push_back((id, Input::Applied { lsn: last, commit_ms: self.now }));
+                    self.inputs.push_back((id, Input::Durable { lsn: last }));
+                }
+                Output::Send { to, msg } => self.wire.push_back((id, to, msg)),
+                Output::Transmit(Transmit::Entries { to, from_lsn, .. }) => {
+                    let log = &self.logs[&id];
+                    let entries: Vec<WireEntry> = log.iter().filter(|e| e.lsn >= from_lsn).take(64).cloned().collect();
+                    let last_lsn = entries.last().map_or(from_lsn - 1, |e| e.lsn);
+                    let epoch = self.replicas[&id].epoch();
+                    let msg =
+                        PeerMsg::Entries { epoch, entries, leader_last_lsn: log.len() as Lsn, leader_now_ms: self.now };
+                    self.wire.push_back((id, to, msg));
+                    self.inputs.push_back((id, Input::Sent { to, last_lsn, bytes: 10 }));
+                }
+                Output::Transmit(Transmit::Heartbeat { to, msg }) => self.wire.push_back((id, to, msg)),
+                Output::Transmit(Transmit::Snapshot { .. }) | Output::Snapshot(_) => panic!("no snapshot expected"),
+                Output::Reply { token, reply } => self.replies.push((id, token, reply)),
+                Output::Persist(_)
+                | Output::Connect { .. }
+                | Output::Disconnect { .. }
+                | Output::Timer { .. }
+                | Output::Role(_) => {}
+            }
+        }
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            if let Some((id, input)) = self.inputs.pop_front() {
+                self.replicas.get_mut(&id).expect("node").handle(Now::at(self.now), input);
+                self.execute(id);
+            } else if let Some((from, to, msg)) = self.wire.pop_front() {
+                self.replicas.get_mut(&to).expect("node").handle(Now::at(self.now), Input::Peer { from, msg });
+                self.execute(to);
+            } else {
+                return;
+            }
+            self.now += 1;
+        }
+        panic!("the cluster never settled");
+    }
+
+    fn write(&mut self, leader: NodeId, token: u64, policy: &str) {
+        self.replicas.get_mut(&leader).expect("leader").handle(Now::at(self.now), Input::ClientWrite { token });
+        self.execute(leader);
+        assert_eq!(self.replies.pop(), Some((leader, token, Reply::Proceed)));
+        let lsn = self.logs[&leader].len() as Lsn + 1;
+        let epoch = self.replicas[&leader].epoch();
+        self.logs.get_mut(&leader).expect("log").push(WireEntry {
+            lsn,
+            epoch,
+            payload: Bytes::from(format!("w{token}")),
+        });
+        let durability = Durability { policy: policy.parse().expect("policy"), level: AckLevel::Flush, timeout_ms: 0 };
+        self.inputs.push_back((leader, Input::Appended { token, lsn, commit_ms: self.now, durability }));
+        self.inputs.push_back((leader, Input::Durable { lsn }));
+    }
+}
+
+#[test]
+fn replicas_alone_replicate_and_release_acks_only_when_the_policy_holds() {
+    let mut c = Cluster::new(&[1, 2, 3], 1, "all");
+    c.settle();
+    for token in 1..=20 {
+        c.write(1, token, "all");
+    }
+    c.settle();
+    let acked: Vec<u64> =
+        c.replies.iter().filter(|(_, _, r)| *r == Reply::Write(Outcome::Acked)).map(|(_, t, _)| *t).collect();
+    assert_eq!(acked, (1..=20).collect::<Vec<u64>>());
+    assert_eq!(c.logs[&2], c.logs[&1]);
+    assert_eq!(c.logs[&3], c.logs[&1]);
+    assert_eq!(c.logs[&1].len(), 20);
+}
+
+#[test]
+fn a_write_under_all_is_not_acked_while_a_follower_never_subscribed() {
+    let mut c = Cluster::new(&[1, 2, 3], 1, "all");
+    c.wire.retain(|(from, _, _)| *from != 3);
+    c.settle();
+    c.write(1, 1, "all");
+    c.settle();
+    assert!(!c.replies.iter().any(|(_, t, r)| *t == 1 && *r == Reply::Write(Outcome::Acked)), "{:?}", c.replies);
+    c.write(1, 2, "any 1");
+    c.settle();
+    assert!(c.replies.iter().any(|(_, t, r)| *t == 2 && *r == Reply::Write(Outcome::Acked)), "{:?}", c.replies);
+}

@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use tandem_core::failover::{EpochHistory, LeaseGrantor};
 use tandem_core::repl::msg::STREAM_FROM_SNAPSHOT;
 use tandem_core::repl::{Follower, FollowerStatus, PeerMsg, WireEntry};
+use tandem_core::replica::single_leader;
 use tandem_core::Lsn;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -31,12 +32,13 @@ use crate::faults::Faults;
 use crate::metrics::Metrics;
 use crate::rollback;
 
-/// First reconnect delay; doubles up to `RECONNECT_BACKOFF_MAX`.
-const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// First reconnect delay; doubles up to `RECONNECT_BACKOFF_MAX` (the
+/// replica's limits, `tandem_core::replica::single_leader`).
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(single_leader::RECONNECT_BACKOFF_MS_MIN);
 /// Longest reconnect delay.
-const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(single_leader::RECONNECT_BACKOFF_MS_MAX);
 /// A leader silent for this long is presumed gone; the follower reconnects.
-const LEADER_SILENCE_TIMEOUT: Duration = Duration::from_secs(5);
+const LEADER_SILENCE_TIMEOUT: Duration = Duration::from_millis(single_leader::LEADER_SILENCE_MS_DEFAULT);
 /// Messages read from the leader but not yet processed.
 const FOLLOWER_INBOX_MAX: usize = 4096;
 

@@ -17,6 +17,8 @@ use parking_lot::Mutex;
 use tandem_core::failover::{LeaseConfig, LeaseKeeper};
 use tandem_core::repl::leader::{LeaderConfig, Outcome, ReplicaStatus, Transmit};
 use tandem_core::repl::{Durability, Leader, PeerMsg};
+// Lease requests per lease period: the replica's constant.
+use tandem_core::replica::single_leader::LEASE_REQUESTS_PER_LEASE;
 use tandem_core::store::BUCKETS;
 use tandem_core::Lsn;
 use tokio::net::TcpStream;
@@ -32,9 +34,6 @@ const EVENTS_MAX: usize = 65_536;
 /// Instructions queued per follower session; the core's in-flight byte
 /// limit keeps entry batches far below it, heartbeats beyond it are dropped.
 const SESSION_QUEUE_MAX: usize = 1024;
-/// Lease requests sent per lease period: a lost or late one costs a quarter
-/// of the lease, not all of it.
-const LEASE_REQUESTS_PER_LEASE: u64 = 4;
 
 enum Event {
     Subscribe {

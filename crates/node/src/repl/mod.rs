@@ -71,17 +71,9 @@ pub enum RoleView {
     },
 }
 
-/// Which leadership a node's role belongs to, so that a map update that
-/// changes nothing does not restart streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoleKey {
-    /// Leading at this epoch.
-    Leading(Epoch),
-    /// Following this node.
-    Following(NodeId),
-    /// Idle.
-    Idle,
-}
+/// Which leadership a node's role belongs to (the same key the sans-IO
+/// replica decides on).
+pub use tandem_core::replica::single_leader::RoleKey;
 
 /// Replication state of a node.
 pub struct Replication {
