@@ -316,15 +316,7 @@ impl Failover {
     /// the log).
     fn policies(&self, map: &ClusterMap) -> Vec<AckPolicy> {
         let node = self.repl.default_durability();
-        let default = match map.ack_policy.as_deref().map(str::parse::<AckPolicy>) {
-            Some(Ok(p)) => p,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "the cluster map's ack policy does not parse; keeping the node's");
-                node.policy.clone()
-            }
-            None => node.policy.clone(),
-        };
-        let mut policies = vec![default];
+        let mut policies = vec![map.ack_policy.clone().unwrap_or_else(|| node.policy.clone())];
         for def in map.keyspaces.values() {
             let tandem_core::keyspace::Mode::SingleLeader(p) = &def.mode;
             let policy = p.durability(node).policy;

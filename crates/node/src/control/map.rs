@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 use tandem_core::keyspace::{KeyspaceDef, Keyspaces};
-use tandem_core::repl::NodeId;
+use tandem_core::repl::{AckPolicy, NodeId};
 use tandem_core::Epoch;
 
 /// Where a member of the cluster is reached.
@@ -36,9 +36,9 @@ pub struct ClusterMap {
     pub leader: Option<NodeId>,
     /// The single-leader epoch; 0 until a leader is chosen. Never decreases.
     pub epoch: Epoch,
-    /// The default keyspace's ack policy (`AckPolicy` text); `None` means
-    /// each node's own configuration.
-    pub ack_policy: Option<String>,
+    /// The default keyspace's ack policy; `None` means each node's own
+    /// configuration. (Stored as its text form, as it always was.)
+    pub ack_policy: Option<AckPolicy>,
     /// The keyspaces besides `default`, by name. (Missing in maps written
     /// before keyspaces existed: none.)
     #[serde(default)]
@@ -64,8 +64,8 @@ pub enum ControlCmd {
     },
     /// Sets the keyspace's default ack policy (`None`: node configuration).
     SetAckPolicy {
-        /// The policy text.
-        policy: Option<String>,
+        /// The policy.
+        policy: Option<AckPolicy>,
     },
     /// Defines a keyspace; refused if its name or prefix is taken or it is
     /// invalid (see `tandem_core::keyspace`).
@@ -107,7 +107,7 @@ impl ClusterMap {
                 self.epoch = *epoch;
             }
             ControlCmd::SetAckPolicy { policy } => {
-                tracing::info!(?policy, index, "cluster map: ack policy set");
+                tracing::info!(policy = ?policy.as_ref().map(|p| p.to_string()), index, "cluster map: ack policy set");
                 self.ack_policy = policy.clone();
             }
             ControlCmd::CreateKeyspace(def) => {
