@@ -229,6 +229,15 @@ async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]
     if !spec.arity_ok(args.len()) {
         return (spec.index(), reply(command::wrong_arity(spec.name)));
     }
+    if let Handler::Read(_) = spec.handler {
+        // A leader that lost its lease must not answer from its (possibly
+        // overwritten) state; `ECHO` and friends touch no key and pass.
+        if let Some(e) = shared.repl.read_refusal() {
+            if spec.flags.contains(&"readonly") {
+                return (spec.index(), reply(Frame::Error(e)));
+            }
+        }
+    }
     if spec.is_write() {
         if let Some(e) = shared.repl.write_refusal().await {
             return (spec.index(), reply(Frame::Error(e)));
