@@ -192,7 +192,7 @@ pub struct ChunkDecodeError {
 /// A key removed from the store with its value, kept for an undo.
 pub struct Taken {
     slot: Slot,
-    set: Option<SetValue>,
+    set: Option<Box<SetValue>>,
 }
 
 impl std::fmt::Debug for Taken {
@@ -472,7 +472,10 @@ impl Store {
                         // The set lost its last members and was removed.
                         let mut set = SetValue::with_hasher(Xxh3Builder::new().with_seed(self.hash_seed));
                         set.extend(removed);
-                        self.put_taken(Taken { slot: Slot::build(&key, expire_at_ms, &[], false), set: Some(set) });
+                        self.put_taken(Taken {
+                            slot: Slot::build(&key, expire_at_ms, &[], false),
+                            set: Some(Box::new(set)),
+                        });
                     }
                     None => {}
                 }
@@ -497,7 +500,7 @@ impl Store {
         let set = slot.set_index().map(|i| {
             let set = self.sets.sets[i].take().expect("a set slot points at a live set");
             self.sets.free.push(i as u32);
-            set
+            Box::new(set)
         });
         Some(Taken { slot, set })
     }
@@ -506,7 +509,7 @@ impl Store {
     fn put_taken(&mut self, taken: Taken) {
         let slot = match taken.set {
             Some(set) => {
-                let i = self.sets.insert(set);
+                let i = self.sets.insert(*set);
                 Slot::build(taken.slot.key(), taken.slot.expire_at_ms(), &i.to_le_bytes(), true)
             }
             None => taken.slot,

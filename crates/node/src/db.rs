@@ -50,7 +50,8 @@ pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// The encode buffer is dropped after an entry larger than this (a large
+/// An entry larger than this moves its encode buffer into the backlog
+/// instead of copying it, and the node starts a new small buffer (a large
 /// write must not pin its size in memory for the node's lifetime).
 const PAYLOAD_BUFFER_KEEP_BYTES: usize = 1 << 20;
 
@@ -384,10 +385,16 @@ impl Db {
         }
         state.batch.commit();
         self.log.append(lsn, state.epoch, &payload);
-        self.backlog.lock().push(lsn, state.epoch, now_ms, Bytes::copy_from_slice(&payload));
-        if payload.capacity() > PAYLOAD_BUFFER_KEEP_BYTES {
-            // Do not keep a huge value's buffer around after a large write.
+        if payload.len() > PAYLOAD_BUFFER_KEEP_BYTES {
+            // A large entry: hand the buffer itself to the backlog (no copy
+            // of the value under the lock) and start a small one.
+            self.backlog.lock().push(lsn, state.epoch, now_ms, Bytes::from(payload));
             payload = Vec::with_capacity(4096);
+        } else {
+            self.backlog.lock().push(lsn, state.epoch, now_ms, Bytes::copy_from_slice(&payload));
+            if payload.capacity() > PAYLOAD_BUFFER_KEEP_BYTES {
+                payload = Vec::with_capacity(4096);
+            }
         }
         state.payload = payload;
         state.last_lsn = lsn;

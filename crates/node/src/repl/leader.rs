@@ -324,22 +324,20 @@ pub fn start(
     client_addr: String,
     followers: Vec<u64>,
     default_durability: Durability,
-    lease: Option<LeaseConfig>,
-    read_gate: Arc<super::read_gate::ReadGate>,
+    lease: Option<(LeaseConfig, Arc<super::read_gate::ReadGate>)>,
 ) -> LeaderHandle {
+    let (lease, read_gate) = lease.unzip();
     let (events_tx, events) = mpsc::channel(EVENTS_MAX);
     let keeper = lease.map(|cfg| LeaseKeeper::new(cfg, &followers, followers.len() + 1));
     let lease_until = Arc::new(AtomicU64::new(match &keeper {
         None => u64::MAX,
         Some(k) => k.valid_until().unwrap_or(0),
     }));
-    // Reads follow the lease exactly like writes (see `read_gate`).
-    let read_gate = match &keeper {
-        None => {
-            read_gate.open();
-            None
-        }
-        Some(k) => Some((read_gate.lease_leader(k.valid_until().unwrap_or(0)), read_gate)),
+    // Reads follow the lease exactly like writes (see `read_gate`); without
+    // leases the caller opened the gate.
+    let read_gate = match (&keeper, read_gate) {
+        (Some(k), Some(gate)) => Some((gate.lease_leader(k.valid_until().unwrap_or(0)), gate)),
+        _ => None,
     };
     let view = Arc::new(Mutex::new(Vec::new()));
     let (stop, stop_rx) = watch::channel(false);

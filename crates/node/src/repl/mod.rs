@@ -208,8 +208,12 @@ impl Replication {
         self.db.start_epoch(epoch).map_err(|e| e.to_string())?;
         let followers = self.followers();
         self.default_durability.policy.validate(&followers).map_err(|e| format!("ack policy: {e}"))?;
-        // A new leadership has its own read gate (the lease), not a catch-up.
+        // A new leadership has its own read gate (the lease), not a catch-up;
+        // without leases reads are always served.
         *self.catching_up.lock() = None;
+        if self.lease.is_none() {
+            self.read_gate.open();
+        }
         let handle = leader::start(
             self.db.clone(),
             self.metrics.clone(),
@@ -217,8 +221,7 @@ impl Replication {
             self.config.client_addr.to_string(),
             followers,
             self.default_durability.clone(),
-            self.lease,
-            self.read_gate.clone(),
+            self.lease.map(|l| (l, self.read_gate.clone())),
         );
         let _ = self.paused.send(false);
         self.db.stop_writes(false);
