@@ -323,7 +323,7 @@ impl Replication {
     /// Why this node cannot serve a read now, as the error reply (`None`: it
     /// can). Only a leader that lost its lease refuses: another node may
     /// already lead and have acknowledged newer writes (see `read_gate` and
-    /// docs/decisions/0010-stale-leader-reads-refused.md). The check is one
+    /// docs/decisions/0011-stale-leader-reads-refused.md). The check is one
     /// atomic load; the error text is built only on refusal.
     #[inline]
     pub fn read_refusal(&self) -> Option<String> {
