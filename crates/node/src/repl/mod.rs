@@ -340,7 +340,10 @@ impl Replication {
             let caught_up = match &*self.role.read() {
                 Role::Follower(f) => {
                     let s = f.status();
+                    // `leader_last_lsn` is 0 from the welcome until the new
+                    // leader's first entries or heartbeat say how far it is.
                     s.state == tandem_core::repl::FollowerState::Streaming
+                        && (s.leader_last_lsn > 0 || s.applied_lsn == 0)
                         && s.applied_lsn >= s.leader_last_lsn
                         && s.applied_lsn >= s.consistent_lsn
                 }
