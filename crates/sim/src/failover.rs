@@ -910,7 +910,7 @@ impl World {
         self.schedule(next, Event::Tick { node: id, incarnation });
         let node = self.node_mut(id);
         node.ticks += 1;
-        let poll_map = node.ticks % (MAP_POLL_MS / TICK_MS) == 0;
+        let poll_map = node.ticks.is_multiple_of(MAP_POLL_MS / TICK_MS);
         if poll_map && self.reaches_control(id) {
             let (leader, epoch) = self.map;
             let delay = self.control_delay_us();
@@ -1086,7 +1086,7 @@ impl World {
         }
         let leader = f.leader;
         f.conn = Some(conn);
-        let msg = f.core.subscribe(format!("sim:{id}"), 0);
+        let msg = f.core.subscribe(format!("sim:{id}"));
         self.next_conn += 1;
         self.conns.insert(conn, Conn { follower: id, leader, broken: false });
         self.trace(|| format!("node {id}: subscribes to {leader} on connection {conn}: {msg:?}"));
