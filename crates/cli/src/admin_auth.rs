@@ -1,6 +1,6 @@
 //! The admin token the CLI sends to a node's admin port: one helper for
 //! every subcommand that makes an admin HTTP call (`status`, `switchover`,
-//! `cluster`, `backup`, `dr`), so they all read it from the same place as
+//! `cluster`, `keyspace`, `backup`, `dr`), so they all read it from the same place as
 //! `tandem server`: `TANDEM_ADMIN_TOKEN`, or the file named by
 //! `TANDEM_ADMIN_TOKEN_FILE`. Never prints the token.
 

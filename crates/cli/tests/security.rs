@@ -229,6 +229,7 @@ fn admin_routes_need_the_token_except_healthz() {
         ("GET", "/metrics"),
         ("GET", "/events"),
         ("GET", "/cluster"),
+        ("GET", "/keyspaces"),
         ("GET", "/backup/log?from=1"),
         ("GET", "/backup/file/x?offset=0&len=1"),
         ("POST", "/backup/base"),

@@ -93,7 +93,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/cluster", get(get_cluster))
         .route("/cluster/members", axum::routing::post(add_member))
         .route("/cluster/members/{id}", axum::routing::delete(remove_member))
-        .merge(crate::backup_http::routes());
+        .merge(crate::backup_http::routes())
+        .merge(crate::keyspaces::routes());
     if shared.config.fault_injection {
         guarded = guarded.route(
             "/faults",
