@@ -176,6 +176,10 @@ pub struct LimitsConfig {
     pub query_buffer_bytes_max: usize,
     /// Most reply bytes buffered per connection.
     pub reply_buffer_bytes_max: usize,
+    /// Most bytes one write's effects may take in the log (one entry); a
+    /// write over it is refused whole. At most
+    /// `tandem_core::write::ENTRY_PAYLOAD_BYTES_MAX` (the default).
+    pub entry_bytes_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -187,6 +191,7 @@ impl Default for LimitsConfig {
             inline_bytes_max: INLINE_BYTES_MAX,
             query_buffer_bytes_max: QUERY_BUFFER_BYTES_MAX,
             reply_buffer_bytes_max: REPLY_BUFFER_BYTES_MAX,
+            entry_bytes_max: tandem_core::write::ENTRY_PAYLOAD_BYTES_MAX,
         }
     }
 }
@@ -257,6 +262,14 @@ impl Config {
         }
         if self.admin_token.as_deref() == Some("") {
             return Err("the admin token is empty".into());
+        }
+        let entry_max = tandem_core::write::ENTRY_PAYLOAD_BYTES_MAX;
+        if self.limits.entry_bytes_max == 0 || self.limits.entry_bytes_max > entry_max {
+            return Err(format!(
+                "entry_bytes_max ({}) must be between 1 and {entry_max}, the most one log record, peer frame and \
+                 snapshot chunk carry",
+                self.limits.entry_bytes_max
+            ));
         }
         if self.probe_interval_ms == 0 {
             return Err("probe_interval_ms must be positive".into());

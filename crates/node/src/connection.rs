@@ -240,6 +240,15 @@ async fn dispatch(
     if !spec.arity_ok(args.len()) {
         return (spec.index(), reply(command::wrong_arity(spec.name)), None);
     }
+    if let Handler::Read(_) = spec.handler {
+        // A leader that lost its lease must not answer from its (possibly
+        // overwritten) state; `ECHO` and friends touch no key and pass.
+        if let Some(e) = shared.repl.read_refusal() {
+            if spec.flags.contains(&"readonly") {
+                return (spec.index(), reply(Frame::Error(e)), None);
+            }
+        }
+    }
     let route = match shared.keyspaces.route(spec, args) {
         Ok(r) => r,
         Err(cross) => return (spec.index(), reply(Frame::Error(cross.to_resp())), None),

@@ -24,9 +24,9 @@ impl Harness {
         match spec.handler {
             Handler::Read(f) => f(&ReadCtx { store: &self.store, now_ms }, &args),
             Handler::Write(f) => {
-                let mut effects = Vec::new();
-                let reply = f(&mut WriteCtx { store: &mut self.store, now_ms, effects: &mut effects }, &args);
-                self.log.extend(effects);
+                let mut batch = crate::write::Batch::new(crate::write::ENTRY_PAYLOAD_BYTES_MAX);
+                let reply = crate::write::execute(f, &mut self.store, now_ms, &args, &mut batch);
+                self.log.extend(batch.take_effects());
                 reply
             }
             Handler::Node => panic!("node command"),
