@@ -124,9 +124,10 @@ fn finish(result: Result<bool, String>) -> ExitCode {
 
 /// One HTTP/1.1 request to an admin endpoint; the body of a 200 answer.
 pub fn http(addr: &str, method: &str, path: &str) -> Result<Vec<u8>, String> {
+    let auth = crate::admin_auth::header()?;
     let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     stream.set_read_timeout(Some(HTTP_TIMEOUT)).ok();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
         .map_err(|e| format!("sending to {addr}: {e}"))?;
     let mut response = Vec::new();
     stream

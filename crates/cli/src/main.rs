@@ -16,6 +16,7 @@
 //! This crate only parses arguments, sets up logging and signals, and calls
 //! the library crates; it holds no database logic.
 
+mod admin_auth;
 mod backup_cmd;
 mod bench_cmd;
 mod bench_failover_cmd;
@@ -167,9 +168,10 @@ fn http_get(addr: &str, path: &str) -> Result<String, String> {
 /// the status line and body as the error.
 fn http_request(method: &str, addr: &str, path: &str, timeout_ms: u64) -> Result<String, String> {
     use std::io::{Read, Write};
+    let auth = admin_auth::header()?;
     let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     stream.set_read_timeout(Some(std::time::Duration::from_millis(timeout_ms))).ok();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(|e| format!("reading from {addr}: {e}"))?;

@@ -41,9 +41,26 @@ pub struct ServerArgs {
     /// about a second). never: written to the OS, fsync left to the OS.
     #[arg(long, env = "TANDEM_FSYNC")]
     fsync: Option<FsyncPolicy>,
-    /// Password clients must give with AUTH or HELLO .. AUTH.
-    #[arg(long, env = "TANDEM_REQUIREPASS", hide_env_values = true)]
+    /// Password clients must give with AUTH or HELLO .. AUTH (visible in
+    /// `ps`: prefer --requirepass-file).
+    #[arg(long, env = "TANDEM_REQUIREPASS", hide_env_values = true, conflicts_with = "requirepass_file")]
     requirepass: Option<String>,
+    /// File holding the client password (first line; trailing whitespace
+    /// ignored), so it never appears on a command line.
+    #[arg(long, env = "TANDEM_REQUIREPASS_FILE")]
+    requirepass_file: Option<PathBuf>,
+    /// Bearer token the admin port requires on every route but /healthz
+    /// (visible in `ps`: prefer --admin-token-file). Required when
+    /// --admin-addr is not a loopback address.
+    #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true, conflicts_with = "admin_token_file")]
+    admin_token: Option<String>,
+    /// File holding the admin token (first line).
+    #[arg(long, env = "TANDEM_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Serve POST /faults on the admin port (link-fault injection for tests
+    /// and drills). Without it the route does not exist.
+    #[arg(long, env = "TANDEM_FAULT_INJECTION")]
+    fault_injection: bool,
     /// Take a snapshot after this many log entries (0: only on SAVE/BGSAVE
     /// and shutdown) [default: 1000000].
     #[arg(long, env = "TANDEM_SNAPSHOT_ENTRIES")]
@@ -108,9 +125,16 @@ pub struct ServerArgs {
     /// How long a write waits for its ack policy before it fails, ms (0: forever) [default: 5000].
     #[arg(long, env = "TANDEM_ACK_TIMEOUT_MS")]
     ack_timeout_ms: Option<u64>,
-    /// Shared secret of the cluster; peers with another secret are refused.
-    #[arg(long, env = "TANDEM_CLUSTER_SECRET", hide_env_values = true)]
+    /// Shared secret of the cluster: peers prove they hold it in a
+    /// challenge-response handshake before anything else is read (visible
+    /// in `ps`: prefer --cluster-secret-file). Without one, a node with
+    /// --members warns: anyone who reaches the peer port can join.
+    #[arg(long, env = "TANDEM_CLUSTER_SECRET", hide_env_values = true, conflicts_with = "cluster_secret_file")]
     cluster_secret: Option<String>,
+    /// File holding the cluster secret (first line; trailing whitespace
+    /// ignored). `tandem up` writes one into its data directory.
+    #[arg(long, env = "TANDEM_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
     /// TEST KNOB: followers wait this long before applying each received
     /// batch, to make replication lag visible on purpose [default: 0].
     #[arg(long, env = "TANDEM_APPLY_DELAY_MS")]
@@ -209,6 +233,16 @@ impl ServerArgs {
         if self.cluster_secret.is_some() {
             c.cluster_secret = self.cluster_secret;
         }
+        if let Some(path) = &self.cluster_secret_file {
+            c.cluster_secret = Some(read_secret_file(path, "--cluster-secret-file")?);
+        }
+        if self.admin_token.is_some() {
+            c.admin_token = self.admin_token;
+        }
+        if let Some(path) = &self.admin_token_file {
+            c.admin_token = Some(read_secret_file(path, "--admin-token-file")?);
+        }
+        c.fault_injection |= self.fault_injection;
         set!(limits.clients_max <- self.clients_max);
         set!(limits.bulk_bytes_max <- self.bulk_bytes_max);
         set!(limits.array_len_max <- self.array_len_max);
@@ -219,9 +253,23 @@ impl ServerArgs {
         if self.requirepass.is_some() {
             c.requirepass = self.requirepass;
         }
+        if let Some(path) = &self.requirepass_file {
+            c.requirepass = Some(read_secret_file(path, "--requirepass-file")?);
+        }
         c.validate()?;
         Ok((c, self.print_ready))
     }
+}
+
+/// Reads a secret from a file: its first line, trailing whitespace removed
+/// (so `echo secret > file` works). An empty secret is an error.
+pub fn read_secret_file(path: &std::path::Path, flag: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{flag}: cannot read {}: {e}", path.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim_end().to_string();
+    if secret.is_empty() {
+        return Err(format!("{flag}: {} holds no secret (its first line is empty)", path.display()));
+    }
+    Ok(secret)
 }
 
 async fn shutdown_signal() {

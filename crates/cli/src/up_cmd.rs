@@ -5,6 +5,8 @@
 //! fixed). Every node's log lines are printed with a `[node i]` prefix; a
 //! node that dies is reported and the others keep running (kill the leader
 //! to watch a failover); Ctrl-C (or SIGTERM) stops them all gracefully.
+//! The nodes share a random cluster secret kept in DATA_DIR/cluster-secret
+//! (created on first use, owner-only), so nothing else can join them.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -54,6 +56,28 @@ fn terminate(children: &[Node]) {
     }
 }
 
+/// The cluster secret file in `data_dir`, written with a fresh random
+/// secret (readable by the owner only) if there is none yet.
+fn cluster_secret_file(data_dir: &std::path::Path) -> Result<PathBuf, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("cluster-secret");
+    if path.exists() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot create the cluster secret file {}: {e}", path.display()))?;
+    writeln!(file, "{}", tandem_node::peer_auth::random_secret())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write the cluster secret file {}: {e}", path.display()))?;
+    Ok(path)
+}
+
 /// Runs `tandem up`.
 pub fn run(a: UpArgs) -> ExitCode {
     if a.nodes == 0 || a.nodes > NODES_MAX {
@@ -74,6 +98,13 @@ pub fn run(a: UpArgs) -> ExitCode {
     let port = |i: u64, off: u16| a.base_port + 10 * (i as u16 - 1) + off;
     let members: Vec<String> = (1..=a.nodes).map(|i| format!("{i}=127.0.0.1:{}", port(i, 2))).collect();
     let members = members.join(",");
+    let secret_file = match cluster_secret_file(&a.data_dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut nodes: Vec<Node> = Vec::new();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<u64>();
     for i in 1..=a.nodes {
@@ -86,6 +117,8 @@ pub fn run(a: UpArgs) -> ExitCode {
             .args(["--admin-addr", &format!("127.0.0.1:{}", port(i, 1))])
             .args(["--peer-addr", &format!("127.0.0.1:{}", port(i, 2))])
             .args(["--members", &members, "--print-ready"])
+            .arg("--cluster-secret-file")
+            .arg(&secret_file)
             .args(if a.static_leader { vec!["--leader", "1"] } else { vec![] })
             .args(&a.server_args)
             .stdout(Stdio::piped())

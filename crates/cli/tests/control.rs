@@ -46,33 +46,18 @@ fn cli(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// Sends `hello` then one `ControlRequest` on node's peer port; returns the
-/// first frame the node answers (or None if it closed without one).
-fn control_hello_answer(peer_port: u16, secret: Option<&str>) -> Option<tandem_core::repl::PeerMsg> {
-    use std::io::{Read, Write};
+/// Authenticates as node 99 on node 1's peer port with `secret`, then
+/// sends `ControlHello` and one `ControlRequest`; returns the first frame
+/// the node answers, or the handshake's error.
+fn control_hello_answer(peer_port: u16, secret: Option<&str>) -> Result<Option<tandem_core::repl::PeerMsg>, String> {
     use tandem_core::repl::PeerMsg;
-    use tandem_node::repl::wire;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", peer_port)).expect("connect to the peer port");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut out = Vec::new();
-    wire::encode_frame(
-        &PeerMsg::ControlHello { node_id: 99, cluster_secret_hash: wire::secret_hash(secret) },
-        &mut out,
-    );
+    let mut s = common::peer_connect(peer_port, 99, 1, secret)?;
     // Not a valid RPC body: the node must answer with an error, not close.
-    wire::encode_frame(&PeerMsg::ControlRequest { id: 7, body: bytes::Bytes::from_static(b"\xff\xff") }, &mut out);
-    s.write_all(&out).unwrap();
-    let mut buf = bytes::BytesMut::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(msg) = wire::take_frame(&mut buf).expect("a well-formed frame") {
-            return Some(msg);
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+    let msgs = [
+        PeerMsg::ControlHello { node_id: 99 },
+        PeerMsg::ControlRequest { id: 7, body: bytes::Bytes::from_static(b"\xff\xff") },
+    ];
+    Ok(common::peer_exchange(&mut s, &msgs))
 }
 
 #[test]
@@ -108,11 +93,11 @@ fn control_three_servers_without_leader_elect_one_raft_leader_and_change_members
     // with the right cluster secret.
     use tandem_core::repl::PeerMsg;
     match control_hello_answer(ports[0], Some("wrong")) {
-        Some(PeerMsg::Refuse { reason }) => assert!(reason.contains("wrong cluster secret"), "{reason}"),
+        Err(e) => assert!(e.contains("did not prove it holds the cluster secret"), "{e}"),
         other => panic!("a wrong secret was not refused: {other:?}"),
     }
     match control_hello_answer(ports[0], Some("control-test")) {
-        Some(PeerMsg::ControlResponse { id: 7, body }) => assert!(!body.is_empty()),
+        Ok(Some(PeerMsg::ControlResponse { id: 7, body })) => assert!(!body.is_empty()),
         other => panic!("no control answer with the right secret: {other:?}"),
     }
 

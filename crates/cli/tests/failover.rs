@@ -25,7 +25,8 @@ const LEASE_MS: u64 = 400;
 const ELECT: Duration = Duration::from_secs(20);
 
 fn auto_cluster(extra: &[&str]) -> Cluster {
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    extra.push(common::FAULT_INJECTION.into());
     Cluster::start(3, None, |_| extra.clone())
 }
 

@@ -623,12 +623,12 @@ fn wrong_cluster_secret_is_refused() {
     });
     c.wait_streaming(&[3]);
     assert!(
-        c.leader().wait_for_stderr("wrong cluster secret", CONNECT),
+        c.leader().wait_for_stderr("refused a peer connection", CONNECT),
         "the leader did not log a refusal of the wrong secret\n{}",
         c.stderrs()
     );
     assert!(
-        c.node(2).wait_for_stderr("wrong cluster secret", CONNECT),
+        c.node(2).wait_for_stderr("did not prove it holds the cluster secret", CONNECT),
         "the refused follower does not log why it cannot replicate\n{}",
         c.stderrs()
     );

@@ -1,6 +1,11 @@
 //! The admin HTTP endpoint: `/healthz`, `/status` (JSON), `/metrics`
-//! (Prometheus text), `/faults` (link fault injection) and `/cluster` (the
-//! control plane's map and membership commands).
+//! (Prometheus text), `/faults` (link fault injection, only with
+//! `fault_injection`) and `/cluster` (the control plane's map and
+//! membership commands).
+//!
+//! With an admin token configured, every route but `/healthz` answers 401
+//! unless the request carries `Authorization: Bearer <token>` (compared in
+//! constant time); see docs/security.md.
 //!
 //! It reports, and it passes operator commands (faults, membership,
 //! switchover, base backups through [`crate::backup_http`]) to the module
@@ -62,25 +67,75 @@ pub struct Status {
 
 /// Serves the admin endpoint until shutdown.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/faults", get(get_faults).post(set_faults))
-        .route("/events", get(events))
-        .route("/switchover", axum::routing::post(switchover))
-        .route("/cluster", get(get_cluster))
-        .route("/cluster/members", axum::routing::post(add_member))
-        .route("/cluster/members/{id}", axum::routing::delete(remove_member))
-        .merge(crate::backup_http::routes())
-        .merge(crate::keyspaces::routes())
-        .with_state(shared);
+    let app = router(shared);
     let stop = async move {
         let _ = shutdown.changed().await;
     };
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
         tracing::error!(error = %e, "admin endpoint failed");
     }
+}
+
+/// Most peers one `POST /faults` may cut.
+pub const FAULT_CUT_PEERS_MAX: usize = 64;
+/// Largest delay `POST /faults` may inject, ms.
+pub const FAULT_DELAY_MS_MAX: u64 = 60_000;
+/// Largest `POST /faults` body, bytes.
+const FAULT_BODY_BYTES_MAX: usize = 4096;
+
+/// Every admin route, behind the token check (all but `/healthz`).
+fn router(shared: Arc<Shared>) -> Router {
+    let mut guarded = Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/events", get(events))
+        .route("/switchover", axum::routing::post(switchover))
+        .route("/cluster", get(get_cluster))
+        .route("/cluster/members", axum::routing::post(add_member))
+        .route("/cluster/members/{id}", axum::routing::delete(remove_member))
+        .merge(crate::backup_http::routes())
+        .merge(crate::keyspaces::routes());
+    if shared.config.fault_injection {
+        guarded = guarded.route(
+            "/faults",
+            get(get_faults).post(set_faults).layer(axum::extract::DefaultBodyLimit::max(FAULT_BODY_BYTES_MAX)),
+        );
+    }
+    let guarded = guarded.layer(axum::middleware::from_fn_with_state(shared.clone(), require_token));
+    Router::new().route("/healthz", get(|| async { "ok\n" })).merge(guarded).with_state(shared)
+}
+
+/// Refuses a request without the admin token (when one is configured).
+async fn require_token(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(token) = &shared.config.admin_token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !token_matches(token, given) {
+            shared.metrics.error("admin_unauthorized");
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "this admin port needs the admin token: send Authorization: Bearer <token> (the tandem CLI sends \
+                 --admin-token-file / TANDEM_ADMIN_TOKEN)\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Constant-time comparison (the length is not secret).
+fn token_matches(token: &str, given: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    token.len() == given.len() && bool::from(token.as_bytes().ct_eq(given.as_bytes()))
 }
 
 fn dir_bytes(path: &std::path::Path) -> u64 {
@@ -215,9 +270,18 @@ async fn get_faults(State(shared): State<Arc<Shared>>) -> Json<FaultSpec> {
 
 /// `POST /faults` with a JSON `FaultSpec` (`{"cut":[2,3],"delay_ms":0}`):
 /// replaces the injected link faults; `{}` clears them.
-async fn set_faults(State(shared): State<Arc<Shared>>, Json(spec): Json<FaultSpec>) -> Json<FaultSpec> {
+async fn set_faults(State(shared): State<Arc<Shared>>, Json(spec): Json<FaultSpec>) -> axum::response::Response {
+    if spec.cut.len() > FAULT_CUT_PEERS_MAX || spec.delay_ms > FAULT_DELAY_MS_MAX {
+        let msg = format!(
+            "a fault spec cuts at most {FAULT_CUT_PEERS_MAX} peers (FAULT_CUT_PEERS_MAX) and delays at most \
+             {FAULT_DELAY_MS_MAX} ms (FAULT_DELAY_MS_MAX); got {} peers and {} ms",
+            spec.cut.len(),
+            spec.delay_ms
+        );
+        return (axum::http::StatusCode::BAD_REQUEST, msg).into_response();
+    }
     shared.repl.faults.set(&spec);
-    Json(shared.repl.faults.spec())
+    Json(shared.repl.faults.spec()).into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

@@ -100,8 +100,18 @@ pub struct Config {
     pub ack_level: String,
     /// How long a write waits for its policy before it fails (0: forever).
     pub ack_timeout_ms: u64,
-    /// Shared secret of the cluster; a peer with another secret is refused.
+    /// Shared secret of the cluster: every peer connection opens with a
+    /// mutual challenge-response under it (`peer_auth`); a peer that does
+    /// not prove it is refused before any message is read. `None`: the
+    /// empty secret, which anyone can use (the node warns at start).
     pub cluster_secret: Option<String>,
+    /// Bearer token for the admin port: when set, every route but
+    /// `/healthz` needs `Authorization: Bearer <token>`. Required when the
+    /// admin port listens on a non-loopback address.
+    pub admin_token: Option<String>,
+    /// Serve `POST /faults` (link-fault injection, for tests and drills).
+    /// Off by default: the route does not exist.
+    pub fault_injection: bool,
     /// Test knob: a follower waits this long before applying each batch it
     /// receives (to make replication lag visible on purpose). Never set it
     /// in production.
@@ -210,6 +220,8 @@ impl Default for Config {
             ack_level: "flush".into(),
             ack_timeout_ms: 5_000,
             cluster_secret: None,
+            admin_token: None,
+            fault_injection: false,
             apply_delay_ms: 0,
             lease_ms: 400,
             clock_drift_percent: 10,
@@ -239,6 +251,17 @@ impl Config {
                  while its lease grant still binds it",
                 self.failover_timeout_ms, self.lease_ms
             ));
+        }
+        if !self.admin_addr.ip().is_loopback() && self.admin_token.is_none() {
+            return Err(format!(
+                "the admin port listens on {}, which is not a loopback address, and no admin token is set: anyone \
+                 who reaches it could read every value (/backup) and change the cluster; set --admin-token-file \
+                 (or --admin-token / TANDEM_ADMIN_TOKEN), or listen on 127.0.0.1",
+                self.admin_addr
+            ));
+        }
+        if self.admin_token.as_deref() == Some("") {
+            return Err("the admin token is empty".into());
         }
         let entry_max = tandem_core::write::ENTRY_PAYLOAD_BYTES_MAX;
         if self.limits.entry_bytes_max == 0 || self.limits.entry_bytes_max > entry_max {

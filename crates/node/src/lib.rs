@@ -28,6 +28,8 @@
 //! - [`control`]: the control plane, a Raft group (openraft) over the
 //!   cluster map, on the peer port.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`peer_auth`]: the mutual challenge-response handshake that opens
+//!   every peer connection (cluster secret, HMAC-SHA256, fresh nonces).
 
 pub mod admin;
 pub mod archive;
@@ -43,6 +45,7 @@ pub mod faults;
 pub mod keyspaces;
 pub mod metrics;
 pub mod node_commands;
+pub mod peer_auth;
 pub mod repl;
 pub mod rollback;
 pub mod server;

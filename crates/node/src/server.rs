@@ -124,6 +124,14 @@ pub async fn run(
     on_ready: impl FnOnce(&Config),
 ) -> Result<(), NodeError> {
     let metrics = Arc::new(Metrics::new());
+    if !config.members.is_empty() && config.cluster_secret.is_none() {
+        tracing::warn!(
+            "NO CLUSTER SECRET: this node has --members but no --cluster-secret-file, so any process that reaches \
+             its peer port ({}) can pose as a member, receive every value and grant leases; set the same \
+             --cluster-secret-file on every node (tandem up does this for you)",
+            config.peer_addr
+        );
+    }
     tracing::info!(data_dir = %config.data_dir.display(), fsync = %config.fsync, "recovering");
     let (db, report) = Db::open(&config, random_seed(), metrics.clone())?;
     tracing::info!(
@@ -286,7 +294,7 @@ fn control_config(config: &Config, faults: Arc<Faults>) -> crate::control::Contr
         node_id: config.node_id,
         members: config.members.clone(),
         dir: config.data_dir.join("control"),
-        cluster_secret_hash: crate::repl::wire::secret_hash(config.cluster_secret.as_deref()),
+        cluster_secret: config.cluster_secret.clone(),
         faults,
         heartbeat_ms: config.control_heartbeat_ms,
         election_timeout_min_ms: config.control_election_timeout_min_ms,

@@ -1139,7 +1139,7 @@ impl World {
         }
         let leader = f.leader;
         f.conn = Some(conn);
-        let msg = f.core.subscribe(format!("sim:{id}"), 0);
+        let msg = f.core.subscribe(format!("sim:{id}"));
         self.next_conn += 1;
         self.conns.insert(conn, Conn { follower: id, leader, broken: false });
         self.trace(|| format!("node {id}: subscribes to {leader} on connection {conn}: {msg:?}"));

@@ -479,7 +479,7 @@ impl Sim {
         self.next_conn += 1;
         self.links[f].conn = Some((conn, false));
         self.followers[f].conn = Some(conn);
-        let msg = self.followers[f].core.as_ref().expect("up").subscribe(format!("sim:{}", f + 2), 0);
+        let msg = self.followers[f].core.as_ref().expect("up").subscribe(format!("sim:{}", f + 2));
         self.trace(|| format!("node {}: connection {conn}: {msg:?}", f + 2));
         self.send(f, true, conn, &msg);
         Ok(())

@@ -6,6 +6,12 @@
 //! - [`Raw`]: a raw RESP connection that returns exact reply frames
 //!   (error texts, RESP3 types) where a client library would reinterpret them.
 //! - [`redis_cli`]: runs the real `redis-cli` (fails loudly if absent).
+//! - [`peer_connect`] / [`peer_exchange`]: the peer handshake and raw peer
+//!   frames, for tests that pose as (or forge) a cluster member.
+//! - [`admin_request`]: any admin call, with or without the admin token.
+//!
+//! `POST /faults` exists only on nodes started with `--fault-injection`
+//! ([`FAULT_INJECTION`]); tests that inject link faults pass it.
 //!
 //! Every helper has a timeout: a hung server fails the test, never hangs it.
 
@@ -27,6 +33,8 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Read timeout of raw and HTTP connections.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The flag that makes a node serve `POST /faults`.
+pub const FAULT_INJECTION: &str = "--fault-injection";
 
 /// Why a server did not become ready.
 #[derive(Debug)]
@@ -686,4 +694,67 @@ pub fn segments(data_dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     segs.sort();
     segs
+}
+
+// ------------------------------------------------------------------ peers
+
+/// Opens a connection to a node's peer port and runs the peer handshake as
+/// node `me` with `secret`, expecting to reach node `expected`. Returns the
+/// authenticated (blocking) stream, or the handshake's error.
+pub fn peer_connect(peer_port: u16, me: u64, expected: u64, secret: Option<&str>) -> Result<TcpStream, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", peer_port)).await.map_err(|e| e.to_string())?;
+        let key = tandem_node::peer_auth::PeerKey::new(me, secret);
+        tokio::time::timeout(IO_TIMEOUT, key.dial(&mut s, expected))
+            .await
+            .map_err(|_| "peer handshake timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let s = s.into_std().map_err(|e| e.to_string())?;
+        s.set_nonblocking(false).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
+        Ok(s)
+    })
+}
+
+/// Writes `msgs` as peer frames and returns the first frame the node
+/// answers (`None`: it closed the connection without one).
+pub fn peer_exchange(s: &mut TcpStream, msgs: &[tandem_core::repl::PeerMsg]) -> Option<tandem_core::repl::PeerMsg> {
+    use tandem_node::repl::wire;
+    let mut out = Vec::new();
+    for m in msgs {
+        wire::encode_frame(m, &mut out);
+    }
+    s.write_all(&out).ok()?;
+    let mut buf = bytes::BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(msg) = wire::take_frame(&mut buf).expect("a well-formed frame") {
+            return Some(msg);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// An HTTP/1.1 request to an admin port with an optional bearer token;
+/// returns the status code and the body.
+pub fn admin_request(addr: SocketAddr, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to the admin port");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).ok();
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send to the admin port");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, body.to_string())
 }

@@ -170,13 +170,12 @@ impl Follower {
     }
 
     /// The first message of a connection to the leader.
-    pub fn subscribe(&self, client_addr: String, cluster_secret_hash: u64) -> PeerMsg {
+    pub fn subscribe(&self, client_addr: String) -> PeerMsg {
         PeerMsg::Subscribe {
             node_id: self.node_id,
             epoch: self.epoch,
             last_lsn: self.last_lsn,
             client_addr,
-            cluster_secret_hash,
             history: self.history.pairs().to_vec(),
         }
     }
@@ -645,7 +644,7 @@ mod tests {
         f.handle_welcome(T0, 1, 1, "leader:1".into(), STREAM_FROM_SNAPSHOT).unwrap();
         f.handle_snapshot_begin(T0, 1, 10).unwrap();
         f.handle_disconnect(T0);
-        assert!(matches!(f.subscribe("me".into(), 0), PeerMsg::Subscribe { last_lsn: 0, .. }));
+        assert!(matches!(f.subscribe("me".into()), PeerMsg::Subscribe { last_lsn: 0, .. }));
         f.handle_welcome(T0, 1, 1, "leader:1".into(), 1).unwrap();
     }
 

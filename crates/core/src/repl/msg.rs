@@ -5,7 +5,10 @@
 //! [`PEER_FRAME_BYTES_MAX`] before reading the body) is the node's job; this
 //! file must never touch a socket or decide what to send.
 //!
-//! A connection goes: follower sends `Subscribe`; leader answers `Welcome`
+//! Every connection first passes the node's peer handshake (mutual
+//! challenge-response under the cluster secret, outside this message set),
+//! which says which node is on the other end. Then a data connection goes:
+//! follower sends `Subscribe`; leader answers `Welcome`
 //! (or `Refuse` and closes); if `Welcome.stream_from` is
 //! [`STREAM_FROM_SNAPSHOT`] a snapshot follows (`SnapshotBegin`,
 //! `SnapshotChunk`*, `SnapshotEnd`); then `Entries` and `Heartbeat`s flow
@@ -61,8 +64,6 @@ pub enum PeerMsg {
         last_lsn: Lsn,
         /// Where clients reach the follower (for `INFO replication`).
         client_addr: String,
-        /// Hash of the cluster secret; the node refuses a mismatch.
-        cluster_secret_hash: u64,
         /// Where each epoch starts in the follower's log
         /// ([`crate::failover::EpochHistory`] pairs), so the leader can find
         /// where the two logs part.
@@ -162,10 +163,9 @@ pub enum PeerMsg {
     /// The connection then carries `ControlRequest`s from the caller and
     /// `ControlResponse`s back, multiplexed by `id`.
     ControlHello {
-        /// The caller's node id.
+        /// The caller's node id (it must be the id the peer authenticated
+        /// as in the node's peer handshake).
         node_id: NodeId,
-        /// Hash of the cluster secret; the node refuses a mismatch.
-        cluster_secret_hash: u64,
     },
     /// Control plane: one RPC (the body is the control plane's own encoding).
     ControlRequest {
@@ -248,7 +248,6 @@ mod tests {
                 epoch: 3,
                 last_lsn: 40,
                 client_addr: "127.0.0.1:7392".into(),
-                cluster_secret_hash: 0xdead_beef,
                 history: vec![(1, 1), (3, 30)],
             },
             PeerMsg::Ack { flushed_lsn: 9, applied_lsn: 8 },
@@ -276,7 +275,7 @@ mod tests {
             PeerMsg::SnapshotChunk { bytes: Bytes::from(vec![7u8; 300]) },
             PeerMsg::SnapshotEnd { end_lsn: 52 },
             PeerMsg::Refuse { reason: "stale epoch".into() },
-            PeerMsg::ControlHello { node_id: 3, cluster_secret_hash: 7 },
+            PeerMsg::ControlHello { node_id: 3 },
             PeerMsg::ControlRequest { id: 9, body: Bytes::from_static(b"vote") },
             PeerMsg::ControlResponse { id: 9, body: Bytes::new() },
         ]

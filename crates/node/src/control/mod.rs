@@ -165,8 +165,8 @@ pub struct ControlConfig {
     pub members: Vec<(NodeId, SocketAddr)>,
     /// Where the Raft state lives (`<data_dir>/control`).
     pub dir: PathBuf,
-    /// Hash of the cluster secret (`wire::secret_hash`).
-    pub cluster_secret_hash: u64,
+    /// The cluster secret (`None`: the empty secret).
+    pub cluster_secret: Option<String>,
     /// The node's injected link faults.
     pub faults: Arc<Faults>,
     /// Raft heartbeat interval.
@@ -186,7 +186,7 @@ impl ControlConfig {
             node_id,
             members,
             dir,
-            cluster_secret_hash: 0,
+            cluster_secret: None,
             faults,
             heartbeat_ms: HEARTBEAT_MS_DEFAULT,
             election_timeout_min_ms: ELECTION_TIMEOUT_MIN_MS_DEFAULT,
@@ -225,7 +225,7 @@ pub struct ControlPlane {
     raft: Raft<TypeConfig>,
     pool: Arc<PeerPool>,
     faults: Arc<Faults>,
-    secret_hash: u64,
+    key: crate::peer_auth::PeerKey,
     map_rx: watch::Receiver<ClusterMap>,
     committed: Arc<AtomicU64>,
     app: RwLock<Option<AppHandler>>,
@@ -255,7 +255,8 @@ impl ControlPlane {
         }
         .validate()
         .map_err(|e| ControlError::Raft(format!("invalid control-plane timing: {e}")))?;
-        let pool = Arc::new(PeerPool::new(cfg.node_id, cfg.cluster_secret_hash, cfg.faults.clone()));
+        let key = crate::peer_auth::PeerKey::new(cfg.node_id, cfg.cluster_secret.as_deref());
+        let pool = Arc::new(PeerPool::new(key.clone(), cfg.faults.clone()));
         let raft = Raft::new(cfg.node_id, Arc::new(raft_config), NetworkFactory { pool: pool.clone() }, log, sm)
             .await
             .map_err(raft_err)?;
@@ -265,7 +266,7 @@ impl ControlPlane {
             raft,
             pool,
             faults: cfg.faults.clone(),
-            secret_hash: cfg.cluster_secret_hash,
+            key,
             map_rx,
             committed,
             app: RwLock::new(None),
@@ -533,6 +534,20 @@ impl ControlPlane {
             Ok(r) => r,
             Err(e) => return RpcResp::Error(e),
         };
+        // A Raft message speaks for the node in its vote; it must be the
+        // node this connection authenticated as.
+        let voter = match &req {
+            RpcReq::AppendEntries(r) => Some(r.vote.leader_id().voted_for()),
+            RpcReq::Vote(r) => Some(r.vote.leader_id().voted_for()),
+            RpcReq::InstallSnapshot(r) => Some(r.vote.leader_id().voted_for()),
+            _ => None,
+        };
+        if let Some(claimed) = voter.filter(|v| *v != Some(peer)) {
+            tracing::warn!(peer, ?claimed, "refused a Raft message sent on behalf of another node");
+            return RpcResp::Error(ControlError::Protocol(format!(
+                "authenticated as node {peer}, cannot send Raft messages for node {claimed:?}"
+            )));
+        }
         match req {
             RpcReq::AppendEntries(r) => RpcResp::AppendEntries(self.raft.append_entries(r).await),
             RpcReq::Vote(r) => RpcResp::Vote(self.raft.vote(r).await),
@@ -556,9 +571,9 @@ impl ControlPlane {
         }
     }
 
-    /// The secret hash a `ControlHello` must carry.
-    pub fn secret_hash(&self) -> u64 {
-        self.secret_hash
+    /// This node's peer identity (tests answer the handshake with it).
+    pub fn peer_key(&self) -> &crate::peer_auth::PeerKey {
+        &self.key
     }
 
     /// Stops Raft and closes every control connection.

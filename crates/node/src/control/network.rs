@@ -3,7 +3,8 @@
 //! Owns the RPC message set ([`RpcReq`] / [`RpcResp`], postcard-encoded into
 //! `PeerMsg::ControlRequest` / `ControlResponse` bodies), the outgoing side
 //! ([`PeerPool`]: one persistent, multiplexed connection per peer, opened
-//! with `ControlHello`, reopened with backoff, a timeout per call), and
+//! with the peer handshake (`crate::peer_auth`) and `ControlHello`, reopened
+//! with backoff, a timeout per call), and
 //! openraft's `RaftNetwork` on top of it. Every call honours the node's
 //! injected link faults: nothing is sent to a cut peer, nothing is accepted
 //! from one, and the injected delay is added before each send.
@@ -35,6 +36,7 @@ use tokio::time::Instant;
 use super::map::{ClusterMap, ControlCmd, ControlResp};
 use super::{ControlError, TypeConfig};
 use crate::faults::Faults;
+use crate::peer_auth::PeerKey;
 use crate::repl::wire;
 
 /// Largest RPC body accepted or sent (the map and its log are small; a
@@ -135,7 +137,7 @@ struct Link {
 /// Outgoing control connections, one per peer, shared by every caller.
 pub struct PeerPool {
     me: NodeId,
-    secret_hash: u64,
+    key: PeerKey,
     faults: Arc<Faults>,
     links: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Link>>>>,
     pending: Mutex<HashMap<NodeId, Pending>>,
@@ -144,10 +146,10 @@ pub struct PeerPool {
 
 impl PeerPool {
     /// A pool for node `me`.
-    pub fn new(me: NodeId, secret_hash: u64, faults: Arc<Faults>) -> PeerPool {
+    pub fn new(key: PeerKey, faults: Arc<Faults>) -> PeerPool {
         PeerPool {
-            me,
-            secret_hash,
+            me: key.me(),
+            key,
             faults,
             links: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -240,7 +242,12 @@ impl PeerPool {
             Err(_) => return Err(format!("connect to {addr} timed out after {CONNECT_TIMEOUT:?}")),
         };
         let _ = stream.set_nodelay(true);
-        let hello = PeerMsg::ControlHello { node_id: self.me, cluster_secret_hash: self.secret_hash };
+        match tokio::time::timeout(CONNECT_TIMEOUT, self.key.dial(&mut stream, peer)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("{addr}: {e}")),
+            Err(_) => return Err(format!("peer handshake with {addr} timed out after {CONNECT_TIMEOUT:?}")),
+        }
+        let hello = PeerMsg::ControlHello { node_id: self.me };
         wire::write_frame(&mut stream, &hello).await.map_err(|e| format!("hello to {addr}: {e}"))?;
         let (tx, rx) = mpsc::channel(OUTGOING_QUEUE_FRAMES_MAX);
         let task = tokio::spawn(run_link(stream, rx, self.pending_of(peer), self.faults.clone(), peer));

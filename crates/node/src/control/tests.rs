@@ -1,6 +1,7 @@
 //! In-process control-plane tests: several `ControlPlane`s in one test
 //! process, each with its own temp dir, `Faults` and real TCP listener on
 //! 127.0.0.1 port 0. The listener here plays `handle_peer`'s part (accept,
+//! answer the peer handshake,
 //! read `ControlHello`, hand over); the process test covers the real one.
 
 use std::net::SocketAddr;
@@ -15,12 +16,13 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::faults::{FaultSpec, Faults};
+use crate::peer_auth::PeerKey;
 use crate::repl::wire;
 
 /// Longest wait for the group to reach a state in these tests (2 shared
 /// cores: elections can be slow).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
-const SECRET_HASH: u64 = 0x5ec2e7;
+const SECRET: &str = "control-tests";
 
 type Slot = Arc<RwLock<Option<Arc<ControlPlane>>>>;
 
@@ -33,20 +35,19 @@ struct TestNode {
     accept: tokio::task::JoinHandle<()>,
 }
 
-async fn accept_loop(listener: TcpListener, slot: Slot) {
+async fn accept_loop(listener: TcpListener, slot: Slot, key: PeerKey) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { return };
-        let slot = slot.clone();
+        let (slot, key) = (slot.clone(), key.clone());
         tokio::spawn(async move {
+            let Ok(peer) = key.accept(&mut stream).await else { return };
             let mut buf = BytesMut::new();
-            let Ok(PeerMsg::ControlHello { node_id, cluster_secret_hash }) =
-                wire::read_frame(&mut stream, &mut buf).await
-            else {
+            let Ok(PeerMsg::ControlHello { node_id }) = wire::read_frame(&mut stream, &mut buf).await else {
                 return;
             };
             let cp = slot.read().clone();
             match cp {
-                Some(cp) if cluster_secret_hash == cp.secret_hash() => cp.serve_connection(stream, buf, node_id).await,
+                Some(cp) if node_id == peer => cp.serve_connection(stream, buf, peer).await,
                 _ => {
                     let _ = wire::write_frame(&mut stream, &PeerMsg::Refuse { reason: "refused".into() }).await;
                 }
@@ -77,7 +78,7 @@ impl Cluster {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let slot: Slot = Arc::default();
-        let accept = tokio::spawn(accept_loop(listener, slot.clone()));
+        let accept = tokio::spawn(accept_loop(listener, slot.clone(), PeerKey::new(id, Some(SECRET))));
         let node = TestNode { id, addr, dir: TempDir::new().unwrap(), faults: Arc::default(), slot, accept };
         self.nodes.push(node);
         self.nodes.last().unwrap()
@@ -89,7 +90,7 @@ impl Cluster {
 
     fn config(&self, node: &TestNode, members: Vec<(NodeId, SocketAddr)>, join: bool) -> ControlConfig {
         let mut cfg = ControlConfig::new(node.id, members, node.dir.path().join("control"), node.faults.clone());
-        cfg.cluster_secret_hash = SECRET_HASH;
+        cfg.cluster_secret = Some(SECRET.into());
         cfg.join = join;
         cfg
     }

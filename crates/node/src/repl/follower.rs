@@ -50,8 +50,8 @@ pub struct FollowerParams {
     pub leader_peer_addr: SocketAddr,
     /// This node's client address (told to the leader).
     pub client_addr: String,
-    /// Hash of the cluster secret.
-    pub secret_hash: u64,
+    /// This node's peer identity (the handshake with the leader).
+    pub peer_key: crate::peer_auth::PeerKey,
     /// Test knob: delay before applying each received batch.
     pub apply_delay: Duration,
     /// The fsync policy is everysec or never: write applied entries to the
@@ -162,15 +162,19 @@ async fn session(
     if params.faults.is_cut(params.leader_id) {
         return Err(no_stream(format!("the link to node {} is cut (fault injection)", params.leader_id)));
     }
-    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(params.leader_peer_addr))
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(params.leader_peer_addr))
         .await
         .map_err(|_| no_stream("connect timed out".into()))?
         .map_err(|e| no_stream(format!("connect: {e}")))?;
     let _ = stream.set_nodelay(true);
+    tokio::time::timeout(Duration::from_secs(5), params.peer_key.dial(&mut stream, params.leader_id))
+        .await
+        .map_err(|_| no_stream("peer handshake timed out".into()))?
+        .map_err(|e| no_stream(e.to_string()))?;
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     core.set_history(db.history());
-    write_frame(&mut writer, &core.subscribe(params.client_addr.clone(), params.secret_hash))
+    write_frame(&mut writer, &core.subscribe(params.client_addr.clone()))
         .await
         .map_err(|e| no_stream(e.to_string()))?;
     let welcome = read_frame(&mut reader, &mut buf).await.map_err(|e| no_stream(e.to_string()))?;

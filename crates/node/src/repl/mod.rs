@@ -28,11 +28,16 @@ use crate::db::{mono_ms, Db};
 use crate::events::Events;
 use crate::faults::Faults;
 use crate::metrics::Metrics;
+use crate::peer_auth::PeerKey;
 use follower::{FollowerHandle, FollowerParams};
 use leader::{LeaderHandle, ReplicaView};
 
-/// The first message on a peer connection must arrive within this.
+/// The peer handshake and the first message on a peer connection must
+/// arrive within this.
 const PEER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Peer connections that may be in the handshake at once; more wait to be
+/// accepted (junk connections cannot pile up tasks).
+pub const PEER_PREAUTH_CONNECTIONS_MAX: usize = 64;
 /// Longest a write waits for a switchover pause to end before it is told to
 /// retry.
 pub const SWITCHOVER_PAUSE_MAX: Duration = Duration::from_secs(5);
@@ -84,7 +89,7 @@ pub struct Replication {
     role: RwLock<Role>,
     role_key: parking_lot::Mutex<RoleKey>,
     default_durability: Durability,
-    secret_hash: u64,
+    peer_key: PeerKey,
     /// Injected link faults, consulted by every peer stream.
     pub faults: Arc<Faults>,
     /// The control plane, which answers `ControlHello` connections.
@@ -124,7 +129,7 @@ impl Replication {
         events: Arc<Events>,
     ) -> Result<Replication, String> {
         let default_durability = config.durability()?;
-        let secret_hash = wire::secret_hash(config.cluster_secret.as_deref());
+        let peer_key = PeerKey::new(config.node_id, config.cluster_secret.as_deref());
         let automatic = config.automatic_failover();
         let lease = automatic.then(|| config.lease_config());
         if let Some(l) = &lease {
@@ -138,7 +143,7 @@ impl Replication {
             role: RwLock::new(Role::Idle { reason: "starting".into() }),
             role_key: parking_lot::Mutex::new(RoleKey::Idle),
             default_durability,
-            secret_hash,
+            peer_key,
             faults,
             control: RwLock::new(None),
             lease,
@@ -235,7 +240,7 @@ impl Replication {
                 node_id: self.config.node_id,
                 leader_peer_addr,
                 client_addr: self.config.client_addr.to_string(),
-                secret_hash: self.secret_hash,
+                peer_key: self.peer_key.clone(),
                 apply_delay: Duration::from_millis(self.config.apply_delay_ms),
                 write_inline: matches!(
                     self.config.fsync,
@@ -494,7 +499,12 @@ impl Replication {
 
     /// Accepts peer connections until shutdown.
     pub async fn serve_peers(self: Arc<Self>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+        let preauth = Arc::new(tokio::sync::Semaphore::new(PEER_PREAUTH_CONNECTIONS_MAX));
         loop {
+            let permit = tokio::select! {
+                _ = shutdown.changed() => break,
+                p = preauth.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            };
             let (stream, addr) = tokio::select! {
                 _ = shutdown.changed() => break,
                 r = listener.accept() => match r {
@@ -510,42 +520,64 @@ impl Replication {
             let repl = self.clone();
             tokio::spawn(async move {
                 let mut stream = stream;
+                // Nothing but the fixed-size handshake is read before the
+                // peer proves it holds the cluster secret.
+                let peer = match tokio::time::timeout(PEER_HANDSHAKE_TIMEOUT, repl.peer_key.accept(&mut stream)).await {
+                    Ok(Ok(peer)) => peer,
+                    Ok(Err(e)) => {
+                        repl.metrics.error("peer_auth");
+                        return tracing::warn!(%addr, error = %e, "refused a peer connection");
+                    }
+                    Err(_) => return tracing::debug!(%addr, "peer handshake timed out"),
+                };
                 let mut buf = BytesMut::with_capacity(4096);
                 let first =
                     match tokio::time::timeout(PEER_HANDSHAKE_TIMEOUT, wire::read_frame(&mut stream, &mut buf)).await {
                         Ok(Ok(msg)) => msg,
-                        Ok(Err(e)) => return tracing::debug!(%addr, error = %e, "peer handshake failed"),
-                        Err(_) => return tracing::debug!(%addr, "peer handshake timed out"),
+                        Ok(Err(e)) => return tracing::debug!(%addr, peer, error = %e, "peer's first message failed"),
+                        Err(_) => return tracing::debug!(%addr, peer, "peer's first message timed out"),
                     };
-                repl.handle_peer(stream, buf, first, addr).await;
+                drop(permit);
+                repl.handle_peer(stream, buf, first, addr, peer).await;
             });
         }
     }
 
-    async fn handle_peer(&self, mut stream: tokio::net::TcpStream, buf: BytesMut, first: PeerMsg, addr: SocketAddr) {
+    /// Serves a connection whose peer authenticated as node `peer`: its
+    /// first message must speak for `peer` and no other node.
+    async fn handle_peer(
+        &self,
+        mut stream: tokio::net::TcpStream,
+        buf: BytesMut,
+        first: PeerMsg,
+        addr: SocketAddr,
+        peer: NodeId,
+    ) {
         let refuse = |reason: String| PeerMsg::Refuse { reason };
-        if let PeerMsg::ControlHello { node_id, cluster_secret_hash } = first {
+        let claimed = match &first {
+            PeerMsg::ControlHello { node_id } | PeerMsg::Subscribe { node_id, .. } => Some(*node_id),
+            _ => None,
+        };
+        if let Some(claimed) = claimed.filter(|c| *c != peer) {
+            tracing::warn!(%addr, peer, claimed, "refused a peer speaking for another node");
+            self.metrics.error("peer_impersonation");
+            let reason = format!("authenticated as node {peer}, cannot speak for node {claimed}");
+            let _ = wire::write_frame(&mut stream, &refuse(reason)).await;
+            return;
+        }
+        if let PeerMsg::ControlHello { .. } = first {
             let control = self.control.read().clone();
             let reason = match control {
-                _ if cluster_secret_hash != self.secret_hash => {
-                    tracing::warn!(%addr, node = node_id, "refused a control peer with the wrong cluster secret");
-                    "wrong cluster secret".to_string()
-                }
-                Some(cp) => return cp.serve_connection(stream, buf, node_id).await,
+                Some(cp) => return cp.serve_connection(stream, buf, peer).await,
                 None => format!("node {} runs no control plane", self.config.node_id),
             };
             let _ = wire::write_frame(&mut stream, &refuse(reason)).await;
             return;
         }
-        let PeerMsg::Subscribe { cluster_secret_hash, node_id, .. } = &first else {
+        let PeerMsg::Subscribe { .. } = &first else {
             let _ = wire::write_frame(&mut stream, &refuse(format!("expected Subscribe, got {}", first.kind()))).await;
             return;
         };
-        if *cluster_secret_hash != self.secret_hash {
-            tracing::warn!(%addr, node = node_id, "refused a peer with the wrong cluster secret");
-            let _ = wire::write_frame(&mut stream, &refuse("wrong cluster secret".into())).await;
-            return;
-        }
         let leader = match &*self.role.read() {
             Role::Leader(l) => Some(l.clone()),
             Role::Follower(_) | Role::Idle { .. } => None,

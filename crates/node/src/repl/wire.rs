@@ -1,7 +1,10 @@
 //! Peer protocol framing: `u32 length (LE) | PeerMsg::encode bytes`, with
 //! the length checked against `PEER_FRAME_BYTES_MAX` before any buffer
-//! grows. Reading is cancel-safe (bytes accumulate in the caller's buffer),
-//! so it can sit in a `select!`.
+//! grows, and the buffer grown only as bytes arrive (at most
+//! [`READ_CHUNK_BYTES`] ahead), so a length header alone reserves nothing.
+//! Frames are read only after the peer handshake (`crate::peer_auth`).
+//! Reading is cancel-safe (bytes accumulate in the caller's buffer), so it
+//! can sit in a `select!`.
 
 use bytes::{Buf, BytesMut};
 use tandem_core::repl::msg::PEER_FRAME_BYTES_MAX;
@@ -10,6 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Frame header bytes.
 const LEN_BYTES: usize = 4;
+/// How far ahead of the bytes received the read buffer may grow: a
+/// length header never reserves the frame's whole size up front.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Why a peer connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +44,6 @@ pub fn take_frame(buf: &mut BytesMut) -> Result<Option<PeerMsg>, WireError> {
         return Err(WireError::TooLarge(len));
     }
     if buf.len() < LEN_BYTES + len {
-        buf.reserve(LEN_BYTES + len - buf.len());
         return Ok(None);
     }
     buf.advance(LEN_BYTES);
@@ -53,8 +58,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut
         if let Some(msg) = take_frame(buf)? {
             return Ok(msg);
         }
-        if buf.capacity() - buf.len() < 64 * 1024 {
-            buf.reserve(64 * 1024);
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES {
+            buf.reserve(READ_CHUNK_BYTES);
         }
         if reader.read_buf(buf).await? == 0 {
             return Err(WireError::Closed);
@@ -79,11 +84,6 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, msg: &PeerMsg) -
     encode_frame(msg, &mut out);
     writer.write_all(&out).await?;
     Ok(())
-}
-
-/// Hash of the cluster secret sent in `Subscribe` (xxh3; 0 without one).
-pub fn secret_hash(secret: Option<&str>) -> u64 {
-    secret.map_or(0, |s| xxhash_rust::xxh3::xxh3_64_with_seed(s.as_bytes(), 0x7a4d_656d))
 }
 
 #[cfg(test)]
@@ -119,5 +119,13 @@ mod tests {
     fn oversized_frame_is_refused_before_allocation() {
         let mut buf = BytesMut::from(&u32::MAX.to_le_bytes()[..]);
         assert!(matches!(take_frame(&mut buf), Err(WireError::TooLarge(_))));
+    }
+
+    #[test]
+    fn a_length_header_alone_reserves_nothing() {
+        let mut buf = BytesMut::from(&((PEER_FRAME_BYTES_MAX as u32).to_le_bytes())[..]);
+        let before = buf.capacity();
+        assert!(take_frame(&mut buf).unwrap().is_none());
+        assert_eq!(buf.capacity(), before);
     }
 }
