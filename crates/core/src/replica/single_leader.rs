@@ -44,8 +44,6 @@ pub struct SingleLeaderConfig {
     /// Where clients reach this node (sent to followers, named in
     /// `READONLY` errors elsewhere).
     pub client_addr: String,
-    /// Hash of the cluster secret, sent in `Subscribe`.
-    pub cluster_secret_hash: u64,
     /// Members, ascending (this node included); empty: standalone.
     pub members: Vec<NodeId>,
     /// The keyspace's default durability (ack policy, level, timeout).
@@ -65,7 +63,6 @@ impl SingleLeaderConfig {
         SingleLeaderConfig {
             node_id,
             client_addr: format!("node-{node_id}"),
-            cluster_secret_hash: 0,
             members,
             durability: Durability::local(),
             lease: None,
@@ -484,7 +481,7 @@ impl SingleLeaderReplica {
         f.streamed = false;
         f.heard_ms = now.mono_ms;
         f.core.set_history(self.history.clone());
-        let msg = f.core.subscribe(self.config.client_addr.clone(), self.config.cluster_secret_hash);
+        let msg = f.core.subscribe(self.config.client_addr.clone());
         let to = f.leader;
         self.out.push(Output::Connect { to });
         self.out.push(Output::Send { to, msg });

@@ -162,7 +162,6 @@ impl Script {
                     epoch: num(&a, "epoch"),
                     last_lsn: num(&a, "last"),
                     client_addr: String::new(),
-                    cluster_secret_hash: 0,
                     history: a.get("history").map_or(Vec::new(), |h| history(h)),
                 },
             },
