@@ -111,7 +111,7 @@ pub fn run(a: UpArgs) -> ExitCode {
                 if line.starts_with('{') {
                     let _ = tx.send(i);
                 } else {
-                    println!("[node {i}] {line}");
+                    outln!("[node {i}] {line}");
                 }
             }
         });
@@ -125,22 +125,22 @@ pub fn run(a: UpArgs) -> ExitCode {
         }
     }
     if a.static_leader {
-        println!("tandem up: {} nodes, node 1 leads (static; data in {})", a.nodes, a.data_dir.display());
+        outln!("tandem up: {} nodes, node 1 leads (static; data in {})", a.nodes, a.data_dir.display());
     } else {
-        println!(
+        outln!(
             "tandem up: {} nodes; they elect a leader and fail over automatically (data in {})",
             a.nodes,
             a.data_dir.display()
         );
     }
-    println!("{:<6} {:<18} {:<18}", "node", "client (RESP)", "admin (HTTP)");
+    outln!("{:<6} {:<18} {:<18}", "node", "client (RESP)", "admin (HTTP)");
     for n in &nodes {
-        println!("{:<6} 127.0.0.1:{:<8} 127.0.0.1:{:<8}", n.id, n.client, n.admin);
+        outln!("{:<6} 127.0.0.1:{:<8} 127.0.0.1:{:<8}", n.id, n.client, n.admin);
     }
     let admins: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.admin)).collect();
-    println!("who leads: redis-cli -p {} ROLE (or INFO replication)", nodes[0].client);
-    println!("events:    tandem status --admin-addr {}", admins.join(","));
-    println!("Ctrl-C stops the cluster.");
+    outln!("who leads: redis-cli -p {} ROLE (or INFO replication)", nodes[0].client);
+    outln!("events:    tandem status --admin-addr {}", admins.join(","));
+    outln!("Ctrl-C stops the cluster.");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let exited = runtime.block_on(async {

@@ -170,10 +170,20 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<Status> {
     Json(status_of(&shared))
 }
 
-/// `GET /events`: the node's event log (failovers, RTO, rollbacks,
-/// switchovers), oldest first.
+/// `GET /events`: the cluster's event log (failovers, RTO, rollbacks,
+/// switchovers, the bootstrap election) from the replicated cluster map,
+/// merged with this node's own events not yet committed there; oldest first.
 async fn events(State(shared): State<Arc<Shared>>) -> Json<Vec<crate::events::Event>> {
-    Json(shared.repl.events.list())
+    Json(events_of(&shared))
+}
+
+/// The events `/events` serves.
+pub fn events_of(shared: &Shared) -> Vec<crate::events::Event> {
+    let replicated: Vec<crate::events::Event> = shared
+        .control
+        .as_ref()
+        .map_or_else(Vec::new, |cp| cp.map().borrow().events.iter().map(crate::events::Event::from_cluster).collect());
+    crate::events::merge([replicated, shared.repl.events.list()])
 }
 
 /// Query of `POST /switchover`.

@@ -169,6 +169,7 @@ pub async fn run(
     let (control, failover) = if config.automatic_failover() {
         let control = ControlPlane::start(control_config(&config, repl.faults.clone())).await?;
         repl.set_control(control.clone());
+        repl.events.forward_to(control.clone());
         let failover =
             Failover::start(&config, db.clone(), repl.clone(), control.clone(), metrics.clone(), shutdown_rx.clone());
         (Some(control), Some(failover))
