@@ -121,6 +121,10 @@ pub struct Config {
     /// Declared loss budget: while the archive lag exceeds it, writes are
     /// refused (`-RPOBUDGET`). 0: off.
     pub rpo_max_ms: u64,
+    /// The service name this node answers Sentinel commands for
+    /// (`SENTINEL get-master-addr-by-name NAME`) and puts in
+    /// `+switch-master` messages.
+    pub sentinel_name: String,
 }
 
 /// Size and count limits; past one, the client gets an error (or, where the
@@ -189,6 +193,7 @@ impl Default for Config {
             archive_interval_ms: ARCHIVE_INTERVAL_MS,
             archive_file_bytes_max: tandem_backup::archive::ARCHIVE_FILE_BYTES_MAX,
             rpo_max_ms: 0,
+            sentinel_name: "tandem".into(),
         }
     }
 }

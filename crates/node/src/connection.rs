@@ -52,6 +52,9 @@ pub struct ClientState {
     pub last_write_lsn: Lsn,
     /// Ack policy set by `ACKPOLICY SET` (None: the keyspace default).
     pub durability: Option<Durability>,
+    /// Set by `SUBSCRIBE`: the connection enters subscribe mode with these
+    /// channels (`crate::sentinel`).
+    pub subscribe: Option<Vec<Bytes>>,
 }
 
 /// What a dispatched request produced.
@@ -82,6 +85,7 @@ pub async fn serve(
         closing: false,
         last_write_lsn: 0,
         durability: None,
+        subscribe: None,
     };
     let limits = shared.config.resp_limits();
     let query_max = shared.config.limits.query_buffer_bytes_max;
@@ -123,6 +127,28 @@ pub async fn serve(
             let (index, outcome) = dispatch(&shared, &mut client, &args).await;
             if let Frame::Error(e) = &outcome.reply {
                 shared.metrics.error(e.split(' ').next().unwrap_or("ERR"));
+            }
+            if let Some(channels) = client.subscribe.take() {
+                // Subscribe mode: answer what came before, then hand the
+                // connection over until it unsubscribes from everything.
+                pending.push((index, started));
+                if flush(&shared, &mut stream, &mut output, wait_lsn, &mut pending).await.is_err() {
+                    break 'conn;
+                }
+                wait_lsn = 0;
+                if !crate::sentinel::serve_subscribed(
+                    &shared,
+                    &mut stream,
+                    &mut input,
+                    &mut client,
+                    channels,
+                    &mut shutdown,
+                )
+                .await
+                {
+                    break 'conn;
+                }
+                continue;
             }
             let mut reply = outcome.reply;
             if let Some(lsn) = outcome.wait_lsn {

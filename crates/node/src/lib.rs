@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod node_commands;
 pub mod repl;
 pub mod rollback;
+pub mod sentinel;
 pub mod server;
 
 pub use config::Config;

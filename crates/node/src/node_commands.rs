@@ -71,6 +71,15 @@ pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &Comm
         "replicaof" | "slaveof" => replicaof(shared, args),
         "ackpolicy" => ackpolicy(shared, client, args),
         "switchover" => switchover(shared, args).await,
+        "sentinel" => crate::sentinel::command(shared, args),
+        "subscribe" => match crate::sentinel::subscribe_channels(args) {
+            Ok(channels) => {
+                // The connection enters subscribe mode and confirms them.
+                client.subscribe = Some(channels);
+                return crate::connection::reply(Frame::Null);
+            }
+            Err(e) => e,
+        },
         other => err(format!("ERR command '{other}' is not available on this node")),
     };
     reply(frame)
@@ -490,6 +499,17 @@ fn replicaof(shared: &Shared, args: &[Bytes]) -> Frame {
         None => return err(format!("ERR cannot resolve {host}:{port}")),
     };
     let leader_id = shared.config.members.iter().find(|(_, a)| *a == addr).map_or(0, |(id, _)| *id);
+    if leader_id == 0 && !shared.config.members.is_empty() {
+        // A Redis user types the leader's client port; replication runs on
+        // peer ports. Following an address that is no member's peer port
+        // would answer OK and silently never replicate.
+        let peers: Vec<String> = shared.config.members.iter().map(|(id, a)| format!("node {id}: {a}")).collect();
+        return err(format!(
+            "ERR {host}:{port} is not the peer address of a cluster member (REPLICAOF takes the leader's peer \
+             port, not its client port; members: {})",
+            peers.join(", ")
+        ));
+    }
     shared.repl.become_follower(leader_id, addr);
     simple("OK")
 }
