@@ -466,3 +466,50 @@ fn the_event_log_is_cluster_wide_and_survives_the_loss_of_the_node_that_recorded
     let err = String::from_utf8_lossy(&piped.stderr);
     assert!(!err.contains("panicked"), "tandem status | head panicked: {err}");
 }
+
+#[test]
+fn healthz_fails_for_a_leader_without_its_lease_and_readyz_is_true_only_where_writes_go() {
+    let c = auto_cluster(&["--ack", "any 1"]);
+    let old = wait_leader(&c, None);
+    let follower = (1..=3u64).find(|&id| id != old).unwrap();
+    assert_eq!(http_get(c.node(old).admin_addr(), "/healthz").as_deref(), Ok("ok\n"));
+    assert!(http_get(c.node(old).admin_addr(), "/readyz").is_ok(), "the leader takes writes");
+    assert_eq!(http_get(c.node(follower).admin_addr(), "/healthz").as_deref(), Ok("ok\n"));
+    let not_ready = http_get(c.node(follower).admin_addr(), "/readyz").unwrap_err();
+    assert!(not_ready.contains("503"), "a follower is not ready for writes: {not_ready}");
+    // Metrics: build info, role, epoch, the ack wait by policy, memory.
+    assert_eq!(c.node(old).raw().cmd(&["SET", "k", "v"]), Resp::Simple("OK".into()));
+    let metrics = http_get(c.node(old).admin_addr(), "/metrics").unwrap();
+    for series in [
+        "tandem_build_info{version=",
+        "tandem_role{role=\"leader\"} 1",
+        "tandem_epoch ",
+        "tandem_ack_wait_seconds_count{policy=\"any 1\"} 1",
+        "tandem_memory_rss_bytes ",
+    ] {
+        assert!(metrics.contains(series), "/metrics lacks {series}:\n{metrics}");
+    }
+    let memory = match c.node(old).raw().cmd(&["INFO", "memory"]) {
+        Resp::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("INFO memory answered {other:?}"),
+    };
+    let used: u64 =
+        memory.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    assert!(used > 1 << 20, "used_memory is a real number: {memory}");
+    assert!(memory.contains("used_memory_human:"), "{memory}");
+    // Cut off, the leader loses its lease: unhealthy, with the reason.
+    isolate(&c, old);
+    let mut last = String::new();
+    let failed = eventually(ELECT, || match http_get(c.node(old).admin_addr(), "/healthz") {
+        Ok(body) => {
+            last = body;
+            false
+        }
+        Err(e) => {
+            last = e;
+            true
+        }
+    });
+    assert!(failed && last.contains("503"), "an isolated leader stays healthy: {last}");
+    heal(&c);
+}

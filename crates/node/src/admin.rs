@@ -63,7 +63,8 @@ pub struct Status {
 /// Serves the admin endpoint until shutdown.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/faults", get(get_faults).post(set_faults))
@@ -163,6 +164,44 @@ fn replication_json(shared: &Shared) -> (&'static str, serde_json::Value) {
             }),
         ),
         RoleView::Idle { reason } => ("idle", serde_json::json!({ "reason": reason })),
+    }
+}
+
+/// Why this node cannot serve, if it cannot: its log failed, or it leads
+/// without holding its lease (a partitioned leader). A node that is still
+/// loading has no admin endpoint yet (it binds after recovery), which a
+/// load balancer sees as down too.
+pub fn unhealthy_reason(shared: &Shared) -> Option<String> {
+    if let Some(e) = shared.db.log().failed() {
+        return Some(format!("the log failed: {e}"));
+    }
+    if matches!(shared.repl.view(), crate::repl::RoleView::Leader { .. })
+        && shared.control.is_some()
+        && !shared.repl.holds_lease()
+    {
+        return Some("this leader does not hold its lease (it cannot reach a majority)".into());
+    }
+    None
+}
+
+/// `GET /healthz`: 200 `ok` while the node serves; 503 with the reason when
+/// its log failed or it leads without its lease.
+async fn healthz(State(shared): State<Arc<Shared>>) -> (axum::http::StatusCode, String) {
+    match unhealthy_reason(&shared) {
+        None => (axum::http::StatusCode::OK, "ok\n".into()),
+        Some(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}\n")),
+    }
+}
+
+/// `GET /readyz`: 200 when this node takes writes now (the leader, holding
+/// its lease, log healthy, not paused); 503 with the reason otherwise.
+async fn readyz(State(shared): State<Arc<Shared>>) -> (axum::http::StatusCode, String) {
+    if let Some(why) = unhealthy_reason(&shared) {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"));
+    }
+    match shared.repl.write_refusal().await {
+        None => (axum::http::StatusCode::OK, "ready: takes writes\n".into()),
+        Some(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }
 }
 

@@ -165,7 +165,14 @@ pub async fn serve(
                     }
                     wait_lsn = 0;
                     let durability = durability.clone();
-                    if let Err(e) = shared.repl.wait_write(lsn, &durability).await {
+                    let waited = Instant::now();
+                    let outcome = shared.repl.wait_write(lsn, &durability).await;
+                    shared
+                        .metrics
+                        .ack_wait_seconds
+                        .get_or_create(&crate::metrics::PolicyLabel { policy: durability.policy.to_string() })
+                        .observe(waited.elapsed().as_secs_f64());
+                    if let Err(e) = outcome {
                         shared.metrics.error(e.split(' ').next().unwrap_or("ERR"));
                         reply = Frame::Error(e);
                     }

@@ -296,6 +296,17 @@ async fn save(shared: &Arc<Shared>) -> Frame {
     }
 }
 
+/// Bytes the way Redis prints them (`1.50M`).
+fn human_bytes(b: u64) -> String {
+    let units = [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+    for (u, size) in units {
+        if b >= size {
+            return format!("{:.2}{u}", b as f64 / size as f64);
+        }
+    }
+    format!("{b}B")
+}
+
 /// Renders `INFO [section ...]` with Redis's field names where Redis has
 /// them, plus Tandem's own fields.
 pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
@@ -326,6 +337,17 @@ pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
             "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
             m.connections.get(),
             shared.config.limits.clients_max
+        );
+    }
+    if want("memory") {
+        // Redis's used_memory counts allocator bytes; Tandem reports the
+        // process's resident set (RSS), an honest upper bound.
+        let rss = crate::metrics::rss_bytes();
+        let _ = write!(
+            out,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\ntandem_memory_source:rss\r\n\r\n",
+            human_bytes(rss),
+            human_bytes(rss)
         );
     }
     if want("persistence") {
