@@ -333,7 +333,7 @@ pub fn replay(plan: &Plan, progress: &mut dyn FnMut(&Progress)) -> Result<Restor
             next += 1;
             p.replayed += 1;
             p.last_lsn = rec.lsn;
-            if p.replayed % PROGRESS_EVERY_RECORDS == 0 {
+            if p.replayed.is_multiple_of(PROGRESS_EVERY_RECORDS) {
                 progress(&p);
             }
         }
@@ -396,11 +396,8 @@ pub fn write_data_dir(restored: &Restored, data_dir: &Path) -> Result<(), Backup
         fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     }
     let mut writer = SnapshotWriter::create(&snapshots, restored.last_lsn)?;
-    let mut chunk = Vec::with_capacity(1 << 20);
     for bucket in 0..BUCKETS {
-        chunk.clear();
-        restored.store.encode_bucket(bucket, &mut chunk);
-        if !chunk.is_empty() {
+        for chunk in restored.store.encode_bucket_chunks(bucket, tandem_core::store::CHUNK_BYTES_MAX) {
             writer.write_chunk(&chunk)?;
         }
     }

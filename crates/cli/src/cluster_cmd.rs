@@ -47,7 +47,7 @@ enum ClusterCommand {
 }
 
 /// One HTTP/1.1 request; returns the status code and body.
-fn http(addrs: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+pub(crate) fn http(addrs: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
     let mut result = Err(format!("no admin address in {addrs:?}"));
     for addr in crate::http::split_addrs(addrs) {
         result = crate::http::request(&addr, method, path, body, HTTP_TIMEOUT);

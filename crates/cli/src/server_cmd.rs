@@ -55,7 +55,9 @@ pub struct ServerArgs {
     /// Maximum client connections [default: 10000].
     #[arg(long, env = "TANDEM_CLIENTS_MAX")]
     clients_max: Option<usize>,
-    /// Largest bulk string a client may send, bytes [default: 536870912].
+    /// Largest bulk string a client may send, bytes [default: 536805376,
+    /// 64 KiB under 512 MiB so the largest value and its key fit one log
+    /// entry].
     #[arg(long, env = "TANDEM_BULK_BYTES_MAX")]
     bulk_bytes_max: Option<usize>,
     /// Most elements in one request [default: 1048576].
@@ -70,6 +72,11 @@ pub struct ServerArgs {
     /// Most reply bytes buffered per connection before it is closed [default: 536870912].
     #[arg(long, env = "TANDEM_REPLY_BUFFER_BYTES_MAX")]
     reply_buffer_bytes_max: Option<usize>,
+    /// Most bytes one write's effects may take in the log; a larger write
+    /// (e.g. an MSET of several big values) is refused whole, nothing
+    /// applied [default and maximum: 536870912].
+    #[arg(long, env = "TANDEM_ENTRY_BYTES_MAX")]
+    entry_bytes_max: Option<usize>,
     /// Cluster members and their peer addresses: "1=127.0.0.1:7381,2=127.0.0.1:7391,3=...".
     /// Without it the node is standalone and leads itself.
     #[arg(long, env = "TANDEM_MEMBERS")]
@@ -215,6 +222,7 @@ impl ServerArgs {
         set!(limits.inline_bytes_max <- self.inline_bytes_max);
         set!(limits.query_buffer_bytes_max <- self.query_buffer_bytes_max);
         set!(limits.reply_buffer_bytes_max <- self.reply_buffer_bytes_max);
+        set!(limits.entry_bytes_max <- self.entry_bytes_max);
         if self.requirepass.is_some() {
             c.requirepass = self.requirepass;
         }

@@ -118,10 +118,7 @@ pub fn run(a: UpArgs) -> ExitCode {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<u64>();
     for i in 1..=a.nodes {
         let mut cmd = Command::new(&exe);
-        cmd.args(server_args(i))
-            .arg("--print-ready")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(server_args(i)).arg("--print-ready").stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {

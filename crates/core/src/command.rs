@@ -4,8 +4,9 @@
 //! `COMMAND`), and, for commands that touch the keyspace, the logic that
 //! turns a request into a reply plus the row effects to log. A write emits
 //! effects through [`WriteCtx::emit`], which applies them to the store at
-//! once, so the leader's state is produced by exactly the code that replays
-//! the log.
+//! once (after charging them to the write's size budget, with an undo record:
+//! see [`crate::write`]), so the leader's state is produced by exactly the
+//! code that replays the log.
 //!
 //! Must never: read a clock (callers pass `now_ms`), touch a socket, or know
 //! about connections. Commands that need a connection or node context
@@ -83,6 +84,22 @@ impl CommandSpec {
             argc >= (-self.arity) as usize
         }
     }
+
+    /// The key arguments of `args` (a request of this command, name
+    /// included), from `first_key`, `last_key` and `key_step`; used to route
+    /// a request to its keyspace. Commands whose key positions depend on
+    /// their arguments (a `numkeys` count) must describe them here too.
+    pub fn keys<'a>(&self, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + 'a {
+        let first = self.first_key.max(0) as usize;
+        let last = if self.last_key < 0 {
+            (args.len() as i64 + self.last_key as i64).max(0) as usize
+        } else {
+            (self.last_key as usize).min(args.len().saturating_sub(1))
+        };
+        let step = self.key_step.max(1) as usize;
+        let range = if first == 0 || first > last { 0..0 } else { first..last + 1 };
+        args[range].iter().step_by(step)
+    }
 }
 
 /// Context of a read command.
@@ -93,21 +110,25 @@ pub struct ReadCtx<'a> {
     pub now_ms: u64,
 }
 
-/// Context of a write command.
+/// Context of a write command. Its contract (size budget, undo, all or
+/// nothing) is in [`crate::write`]; run commands through
+/// [`crate::write::execute`].
 pub struct WriteCtx<'a> {
     /// The keyspace.
     pub store: &'a mut Store,
     /// Current time, unix ms, from the caller.
     pub now_ms: u64,
-    /// Effects emitted so far by this command, in order.
-    pub effects: &'a mut Vec<Effect>,
+    /// Effects emitted so far, their undo records and the size budget.
+    pub batch: &'a mut crate::write::Batch,
 }
 
 impl WriteCtx<'_> {
-    /// Applies `effect` to the store and records it for the log.
+    /// Charges `effect` to the write's size budget, then applies it to the
+    /// store and records it for the log; an effect over the budget is not
+    /// applied and the whole write is refused and undone (see
+    /// [`crate::write`]).
     pub fn emit(&mut self, effect: Effect) {
-        self.store.apply(&effect);
-        self.effects.push(effect);
+        self.batch.emit(self.store, effect);
     }
 
     /// If `key` is present but expired, deletes it through the log first, so

@@ -12,8 +12,12 @@
 //!   encodes/decodes snapshot chunks.
 //! - [`command`]: the command table (names, arity, flags) and the data
 //!   commands' execution: turns a request into a reply plus row effects.
+//! - [`write`]: one write all or nothing: the size budget and undo behind
+//!   `WriteCtx::emit`, and the entry point that runs a write command.
 //! - [`resp`]: the RESP2/RESP3 wire codec.
 //! - [`glob`]: Redis-style glob matching for `KEYS` and `SCAN MATCH`.
+//! - [`keyspace`]: keyspaces (name, key prefix, replication mode and
+//!   policy) and routing a key or a command to its keyspace.
 //! - [`failover`]: leader leases, fencing, promotion rules and the
 //!   divergence point of a returning old leader.
 //! - [`session`]: session guarantees (read-your-writes, monotonic reads,
@@ -23,10 +27,12 @@ pub mod command;
 pub mod effect;
 pub mod failover;
 pub mod glob;
+pub mod keyspace;
 pub mod repl;
 pub mod resp;
 pub mod session;
 pub mod store;
+pub mod write;
 
 /// Log sequence number: position of an entry in the replication log. The
 /// first entry has LSN 1; LSN 0 means "nothing".

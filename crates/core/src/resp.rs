@@ -22,8 +22,11 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Largest bulk string accepted: 512 MiB, Redis's `proto-max-bulk-len`.
-pub const BULK_BYTES_MAX: usize = 512 * 1024 * 1024;
+/// Largest bulk string accepted by default (`proto-max-bulk-len`): 64 KiB
+/// under Redis's 512 MiB, so that the largest value with its key always fits
+/// one log entry, one peer frame and one snapshot chunk
+/// ([`crate::write::ENTRY_PAYLOAD_BYTES_MAX`]; decision 0012).
+pub const BULK_BYTES_MAX: usize = crate::write::ENTRY_PAYLOAD_BYTES_MAX - crate::write::ENTRY_OVERHEAD_RESERVE_BYTES;
 /// Largest element count of an array (or map pairs, set, push) accepted.
 pub const ARRAY_LEN_MAX: usize = 1024 * 1024;
 /// Longest inline command line (and simple-string reply line) accepted:

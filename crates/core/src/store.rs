@@ -37,6 +37,10 @@ const EXPIRY_FLAG: u32 = 1 << 30;
 const KEY_LEN_MASK: u32 = EXPIRY_FLAG - 1;
 /// Longest key the store can hold (far above the protocol's bulk limit).
 pub const KEY_BYTES_MAX: usize = KEY_LEN_MASK as usize;
+/// Largest snapshot chunk the node writes or sends
+/// ([`Store::encode_bucket_chunks`]): one log entry's worth, which every
+/// value admitted by the write budget fits with its key.
+pub const CHUNK_BYTES_MAX: usize = crate::write::ENTRY_PAYLOAD_BYTES_MAX;
 
 /// One key and its value, in one heap block.
 struct Slot {
@@ -185,6 +189,67 @@ pub struct ChunkDecodeError {
     pub reason: &'static str,
 }
 
+/// A key removed from the store with its value, kept for an undo.
+pub struct Taken {
+    slot: Slot,
+    set: Option<Box<SetValue>>,
+}
+
+impl std::fmt::Debug for Taken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Taken {{ key_bytes: {}, set: {} }}", self.slot.key().len(), self.set.is_some())
+    }
+}
+
+/// A whole keyspace moved out by a `FlushAll`, kept for an undo.
+pub struct Flushed {
+    buckets: Vec<HashTable<Slot>>,
+    sets: SetSlab,
+    keys: usize,
+    keys_with_expiry: usize,
+}
+
+impl std::fmt::Debug for Flushed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Flushed {{ keys: {} }}", self.keys)
+    }
+}
+
+/// What undoes one applied effect (see [`Store::apply_undoable`]).
+#[derive(Debug)]
+pub enum Undo {
+    /// The effect changed nothing.
+    Nothing,
+    /// Put the key back as it was (absent if `before` is `None`).
+    Restore {
+        /// The key.
+        key: Bytes,
+        /// Its state before, moved out.
+        before: Option<Taken>,
+    },
+    /// Give the key its earlier expiry (`Some(0)`: none; `None`: the key
+    /// was absent, nothing to undo).
+    Expiry {
+        /// The key.
+        key: Bytes,
+        /// Its expiry before.
+        before: Option<u64>,
+    },
+    /// Take members out of / back into the set at `key`.
+    SetMembers {
+        /// The key.
+        key: Bytes,
+        /// Members the effect added.
+        added: Vec<Box<[u8]>>,
+        /// Members the effect removed.
+        removed: Vec<Box<[u8]>>,
+        /// The set's expiry, in case the effect removed the whole set.
+        expire_at_ms: u64,
+    },
+    /// Put the whole keyspace back.
+    Flush(Box<Flushed>),
+}
+
 /// The keyspace state.
 pub struct Store {
     buckets: Vec<HashTable<Slot>>,
@@ -331,6 +396,127 @@ impl Store {
         }
     }
 
+    /// Applies one effect like [`Store::apply`] and returns what undoes it
+    /// ([`Store::undo`]). The undo record holds what the effect displaced,
+    /// moved out of the store (never copied): a replaced or deleted value,
+    /// the members a set gained or lost, a flushed keyspace.
+    pub fn apply_undoable(&mut self, effect: &Effect) -> Undo {
+        let undo = match effect {
+            Effect::Set { key, .. } | Effect::Del { key } => Undo::Restore { key: key.clone(), before: self.take(key) },
+            Effect::Expire { key, .. } => {
+                Undo::Expiry { key: key.clone(), before: self.slot(key).map(Slot::expire_at_ms) }
+            }
+            Effect::SAdd { key, members } => match self.slot(key).and_then(Slot::set_index) {
+                Some(i) => {
+                    let set = self.sets.get(i);
+                    let mut added: Vec<Box<[u8]>> = members
+                        .iter()
+                        .filter(|m| !set.contains(&m[..]))
+                        .map(|m| m.to_vec().into_boxed_slice())
+                        .collect();
+                    added.sort_unstable();
+                    added.dedup();
+                    Undo::SetMembers { key: key.clone(), added, removed: Vec::new(), expire_at_ms: 0 }
+                }
+                None => Undo::Restore { key: key.clone(), before: self.take(key) },
+            },
+            Effect::SRem { key, members } => {
+                match self.slot(key).and_then(|s| Some((s.set_index()?, s.expire_at_ms()))) {
+                    Some((i, expire_at_ms)) => {
+                        let set = self.sets.get_mut(i);
+                        let removed = members.iter().filter_map(|m| set.take(&m[..])).collect();
+                        // The members are out already; the effect below removes
+                        // the key if the set is now empty.
+                        Undo::SetMembers { key: key.clone(), added: Vec::new(), removed, expire_at_ms }
+                    }
+                    None => Undo::Nothing,
+                }
+            }
+            Effect::FlushAll => Undo::Flush(Box::new(Flushed {
+                buckets: std::mem::replace(&mut self.buckets, (0..BUCKETS).map(|_| HashTable::new()).collect()),
+                sets: std::mem::take(&mut self.sets),
+                keys: std::mem::take(&mut self.keys),
+                keys_with_expiry: std::mem::take(&mut self.keys_with_expiry),
+            })),
+        };
+        self.apply(effect);
+        undo
+    }
+
+    /// Undoes one effect applied by [`Store::apply_undoable`]. Records must
+    /// be undone newest first.
+    pub fn undo(&mut self, undo: Undo) {
+        match undo {
+            Undo::Nothing => {}
+            Undo::Restore { key, before } => {
+                self.remove(&key);
+                if let Some(before) = before {
+                    self.put_taken(before);
+                }
+            }
+            Undo::Expiry { key, before } => {
+                if let Some(at) = before {
+                    self.apply(&Effect::Expire { key, expire_at_ms: (at != 0).then_some(at) });
+                }
+            }
+            Undo::SetMembers { key, added, removed, expire_at_ms } => {
+                match self.slot(&key).and_then(Slot::set_index) {
+                    Some(i) => {
+                        let set = self.sets.get_mut(i);
+                        for m in &added {
+                            set.remove(m);
+                        }
+                        set.extend(removed);
+                    }
+                    None if !removed.is_empty() => {
+                        // The set lost its last members and was removed.
+                        let mut set = SetValue::with_hasher(Xxh3Builder::new().with_seed(self.hash_seed));
+                        set.extend(removed);
+                        self.put_taken(Taken {
+                            slot: Slot::build(&key, expire_at_ms, &[], false),
+                            set: Some(Box::new(set)),
+                        });
+                    }
+                    None => {}
+                }
+            }
+            Undo::Flush(flushed) => {
+                let Flushed { buckets, sets, keys, keys_with_expiry } = *flushed;
+                self.buckets = buckets;
+                self.sets = sets;
+                self.keys = keys;
+                self.keys_with_expiry = keys_with_expiry;
+            }
+        }
+    }
+
+    /// Removes `key` and returns its slot and set, moved out.
+    fn take(&mut self, key: &[u8]) -> Option<Taken> {
+        let h = self.hash(key);
+        let o = self.buckets[Self::bucket_of(h)].find_entry(h, |s| s.key() == key).ok()?;
+        let (slot, _) = o.remove();
+        self.keys -= 1;
+        self.keys_with_expiry -= (slot.expire_at_ms() != 0) as usize;
+        let set = slot.set_index().map(|i| {
+            let set = self.sets.sets[i].take().expect("a set slot points at a live set");
+            self.sets.free.push(i as u32);
+            Box::new(set)
+        });
+        Some(Taken { slot, set })
+    }
+
+    /// Puts back what [`Store::take`] removed (the set gets a new index).
+    fn put_taken(&mut self, taken: Taken) {
+        let slot = match taken.set {
+            Some(set) => {
+                let i = self.sets.insert(*set);
+                Slot::build(taken.slot.key(), taken.slot.expire_at_ms(), &i.to_le_bytes(), true)
+            }
+            None => taken.slot,
+        };
+        self.put(slot);
+    }
+
     /// Inserts or replaces a key (freeing the set a replaced slot held).
     fn put(&mut self, slot: Slot) {
         let h = self.hash(slot.key());
@@ -423,24 +609,78 @@ impl Store {
     }
 
     /// Encodes bucket `index` as a snapshot chunk into `out` (appending).
-    /// Format per key: `u8 type (0 string, 1 set) | u64 expire_at_ms (0 =
-    /// none) | u32 key_len | key | string: u32 len | bytes ; set: u32 count |
-    /// (u32 len | member)*`, little-endian.
+    /// Format per key: `u8 type (0 string, 1 set, 2 more members of the set
+    /// at key) | u64 expire_at_ms (0 = none) | u32 key_len | key | string:
+    /// u32 len | bytes ; set: u32 count | (u32 len | member)*`,
+    /// little-endian. Unbounded: use [`Store::encode_bucket_chunks`] where
+    /// a chunk has a size limit.
     pub fn encode_bucket(&self, index: usize, out: &mut Vec<u8>) {
+        for chunk in self.encode_bucket_chunks(index, usize::MAX) {
+            out.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Encodes bucket `index` as chunks of at most `chunk_bytes_max` bytes
+    /// each (the format of [`Store::encode_bucket`]): a bucket of several
+    /// large values spans chunks, and a set too large for one chunk is
+    /// split into a type-1 record and type-2 continuations. Only a single
+    /// string (or set member) with its key larger than the limit makes a
+    /// longer chunk; the write budget ([`crate::write`]) keeps those within
+    /// [`CHUNK_BYTES_MAX`]. No chunk is empty.
+    pub fn encode_bucket_chunks(&self, index: usize, chunk_bytes_max: usize) -> Vec<Vec<u8>> {
+        let mut chunks = Vec::new();
+        let mut out = Vec::new();
+        let head = |key: &[u8]| 1 + 8 + 4 + key.len() + 4;
         for slot in self.buckets[index].iter() {
-            out.push(slot.is_set() as u8);
-            out.extend_from_slice(&slot.expire_at_ms().to_le_bytes());
-            put_bytes(out, slot.key());
+            let key = slot.key();
             match slot.value(&self.sets) {
+                ValueRef::Str(v) => {
+                    if !out.is_empty() && out.len() + head(key) + v.len() > chunk_bytes_max {
+                        chunks.push(std::mem::take(&mut out));
+                    }
+                    out.push(0);
+                    out.extend_from_slice(&slot.expire_at_ms().to_le_bytes());
+                    put_bytes(&mut out, key);
+                    put_bytes(&mut out, v);
+                }
                 ValueRef::Set(set) => {
-                    out.extend_from_slice(&(set.len() as u32).to_le_bytes());
-                    for m in set.iter() {
-                        put_bytes(out, m);
+                    let mut members = set.iter().peekable();
+                    let mut kind = 1u8;
+                    loop {
+                        // One record: as many members as fit this chunk (at
+                        // least one, so a record always progresses).
+                        let first_len = members.peek().map_or(0, |m| 4 + m.len());
+                        if !out.is_empty() && out.len() + head(key) + first_len > chunk_bytes_max {
+                            chunks.push(std::mem::take(&mut out));
+                        }
+                        out.push(kind);
+                        out.extend_from_slice(&slot.expire_at_ms().to_le_bytes());
+                        put_bytes(&mut out, key);
+                        let count_at = out.len();
+                        out.extend_from_slice(&0u32.to_le_bytes());
+                        let mut count = 0u32;
+                        while let Some(m) = members.peek() {
+                            if count > 0 && out.len() + 4 + m.len() > chunk_bytes_max {
+                                break;
+                            }
+                            put_bytes(&mut out, m);
+                            count += 1;
+                            members.next();
+                        }
+                        out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+                        if members.peek().is_none() {
+                            break;
+                        }
+                        chunks.push(std::mem::take(&mut out));
+                        kind = 2;
                     }
                 }
-                ValueRef::Str(v) => put_bytes(out, v),
             }
         }
+        if !out.is_empty() {
+            chunks.push(out);
+        }
+        chunks
     }
 
     /// Loads a chunk written by [`Store::encode_bucket`], replacing any key
@@ -468,6 +708,19 @@ impl Store {
                     }
                     let i = self.sets.insert(set);
                     self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
+                }
+                2 => {
+                    // More members of a set split across chunks.
+                    let count = r.u32()? as usize;
+                    let mut members = Vec::with_capacity(count.min(chunk.len()));
+                    for _ in 0..count {
+                        members.push(Bytes::copy_from_slice(r.bytes()?));
+                    }
+                    if self.slot(key).and_then(Slot::set_index).is_none() {
+                        return Err(ChunkDecodeError { offset: r.pos, reason: "set continuation without its set" });
+                    }
+                    self.apply(&Effect::SAdd { key: Bytes::copy_from_slice(key), members });
+                    continue;
                 }
                 _ => return Err(ChunkDecodeError { offset: r.pos - 1, reason: "unknown value type" }),
             }
@@ -619,6 +872,34 @@ mod tests {
         s.apply(&Effect::Expire { key: "k".into(), expire_at_ms: None });
         assert_eq!(s.get(b"k", 10_000).unwrap().1, None);
         assert_eq!(s.keys_with_expiry(), 0);
+    }
+
+    #[test]
+    fn chunks_under_a_size_limit_split_buckets_and_large_sets_and_roundtrip() {
+        let mut s = Store::new(3);
+        for i in 0..40 {
+            s.apply(&set(&format!("k{i}"), &"v".repeat(50 + i), if i % 3 == 0 { Some(9_000_000) } else { None }));
+        }
+        let members: Vec<Bytes> = (0..300).map(|i| Bytes::from(format!("member-{i}"))).collect();
+        s.apply(&Effect::SAdd { key: Bytes::from_static(b"big-set"), members });
+        s.apply(&Effect::Expire { key: Bytes::from_static(b"big-set"), expire_at_ms: Some(8_000_000) });
+        let limit = 256;
+        let mut loaded = Store::new(99);
+        let mut continuations = 0;
+        for b in 0..BUCKETS {
+            for chunk in s.encode_bucket_chunks(b, limit) {
+                assert!(!chunk.is_empty());
+                // A single string record may exceed the limit; everything
+                // else respects it.
+                assert!(chunk.len() <= limit || chunk.len() < 200, "chunk of {} bytes", chunk.len());
+                continuations += chunk.windows(1).take(1).filter(|w| w[0] == 2).count();
+                loaded.load_chunk(&chunk).expect("loads");
+            }
+        }
+        assert!(continuations > 0, "the big set was split");
+        assert_eq!(loaded.digest(), s.digest());
+        assert_eq!(loaded.len(), s.len());
+        assert_eq!(loaded.keys_with_expiry(), s.keys_with_expiry());
     }
 
     #[test]

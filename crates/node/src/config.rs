@@ -121,10 +121,35 @@ pub struct Config {
     /// Declared loss budget: while the archive lag exceeds it, writes are
     /// refused (`-RPOBUDGET`). 0: off.
     pub rpo_max_ms: u64,
+    /// Keyspaces (`[[keyspace]]` tables). Without a control plane these are
+    /// the node's keyspaces; with one, they are added to the cluster map if
+    /// it lacks them (the map then rules, and changes at run time).
+    pub keyspace: Vec<KeyspaceConfig>,
     /// The service name this node answers Sentinel commands for
     /// (`SENTINEL get-master-addr-by-name NAME`) and puts in
     /// `+switch-master` messages.
     pub sentinel_name: String,
+}
+
+/// One `[[keyspace]]` table of the config file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyspaceConfig {
+    /// The keyspace's name.
+    pub name: String,
+    /// Keys with this prefix belong to it (the longest matching prefix wins).
+    pub prefix: String,
+    /// Replication mode: `single-leader`.
+    #[serde(default = "default_keyspace_mode")]
+    pub mode: String,
+    /// Ack policy (`async`, `any k`, `first k (a,b)`, `all`); none: `ack`.
+    pub ack: Option<String>,
+    /// `flush` or `apply`; none: `ack_level`.
+    pub ack_level: Option<String>,
+}
+
+fn default_keyspace_mode() -> String {
+    "single-leader".into()
 }
 
 /// Size and count limits; past one, the client gets an error (or, where the
@@ -145,6 +170,10 @@ pub struct LimitsConfig {
     pub query_buffer_bytes_max: usize,
     /// Most reply bytes buffered per connection.
     pub reply_buffer_bytes_max: usize,
+    /// Most bytes one write's effects may take in the log (one entry); a
+    /// write over it is refused whole. At most
+    /// `tandem_core::write::ENTRY_PAYLOAD_BYTES_MAX` (the default).
+    pub entry_bytes_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -156,6 +185,7 @@ impl Default for LimitsConfig {
             inline_bytes_max: INLINE_BYTES_MAX,
             query_buffer_bytes_max: QUERY_BUFFER_BYTES_MAX,
             reply_buffer_bytes_max: REPLY_BUFFER_BYTES_MAX,
+            entry_bytes_max: tandem_core::write::ENTRY_PAYLOAD_BYTES_MAX,
         }
     }
 }
@@ -194,6 +224,7 @@ impl Default for Config {
             archive_file_bytes_max: tandem_backup::archive::ARCHIVE_FILE_BYTES_MAX,
             rpo_max_ms: 0,
             sentinel_name: "tandem".into(),
+            keyspace: Vec::new(),
         }
     }
 }
@@ -212,6 +243,14 @@ impl Config {
                 "failover_timeout_ms ({}) must be at least lease_ms ({}): a follower cannot help replace a leader \
                  while its lease grant still binds it",
                 self.failover_timeout_ms, self.lease_ms
+            ));
+        }
+        let entry_max = tandem_core::write::ENTRY_PAYLOAD_BYTES_MAX;
+        if self.limits.entry_bytes_max == 0 || self.limits.entry_bytes_max > entry_max {
+            return Err(format!(
+                "entry_bytes_max ({}) must be between 1 and {entry_max}, the most one log record, peer frame and \
+                 snapshot chunk carry",
+                self.limits.entry_bytes_max
             ));
         }
         if self.probe_interval_ms == 0 {
@@ -238,6 +277,7 @@ impl Config {
             return Err("--join needs --members and no --leader (it joins a control-plane cluster)".into());
         }
         self.durability()?;
+        self.keyspace_defs()?;
         if self.backup_repo.is_some() && self.archive_interval_ms == 0 {
             return Err("archive_interval_ms must be at least 1".into());
         }
@@ -264,7 +304,26 @@ impl Config {
         })
     }
 
-    /// The peer address of member `id`.
+    /// The `[[keyspace]]` tables as validated definitions.
+    pub fn keyspace_defs(&self) -> Result<Vec<tandem_core::keyspace::KeyspaceDef>, String> {
+        let defs = self
+            .keyspace
+            .iter()
+            .map(|k| {
+                crate::keyspaces::definition(&crate::keyspaces::CreateRequest {
+                    name: k.name.clone(),
+                    prefix: k.prefix.clone(),
+                    mode: k.mode.clone(),
+                    ack: k.ack.clone(),
+                    ack_level: k.ack_level.clone(),
+                })
+                .map_err(|e| format!("[[keyspace]] {:?}: {e}", k.name))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        tandem_core::keyspace::Keyspaces::new(defs.clone()).map_err(|e| format!("[[keyspace]]: {e}"))?;
+        Ok(defs)
+    }
+
     /// Members configured and no fixed leader: the control plane elects and
     /// replaces the leader.
     pub fn automatic_failover(&self) -> bool {
@@ -376,5 +435,24 @@ mod tests {
         assert!(bad.validate().is_err());
         assert!(parse_members("1=a:b").is_err());
         assert!(parse_members("1=127.0.0.1:1,1=127.0.0.1:2").unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn keyspace_tables_parse_and_validate() {
+        let text = "[[keyspace]]\nname = \"carts\"\nprefix = \"cart:\"\nack = \"any 1\"\nack_level = \"apply\"\n\n\
+                    [[keyspace]]\nname = \"users\"\nprefix = \"u:\"\nmode = \"single-leader\"\n";
+        let c = Config::from_toml(text).unwrap();
+        let defs = c.keyspace_defs().unwrap();
+        assert_eq!(defs.len(), 2);
+        assert_eq!(defs[0].name, "carts");
+        c.validate().unwrap();
+        let dup = Config::from_toml(
+            "[[keyspace]]\nname = \"a\"\nprefix = \"p\"\n[[keyspace]]\nname = \"b\"\nprefix = \"p\"\n",
+        )
+        .unwrap();
+        assert!(dup.validate().unwrap_err().contains("prefix"));
+        assert!(Config::from_toml("[[keyspace]]\nname = \"a\"\nprefix = \"p\"\ncolour = \"red\"\n").is_err());
+        let bad = Config::from_toml("[[keyspace]]\nname = \"a\"\nprefix = \"p\"\nack = \"most\"\n").unwrap();
+        assert!(bad.validate().unwrap_err().contains("[[keyspace]] \"a\""));
     }
 }

@@ -124,7 +124,7 @@ pub async fn serve(
                 continue;
             }
             let started = Instant::now();
-            let (index, outcome) = dispatch(&shared, &mut client, &args).await;
+            let (index, outcome, keyspace_durability) = dispatch(&shared, &mut client, &args).await;
             if let Frame::Error(e) = &outcome.reply {
                 shared.metrics.error(e.split(' ').next().unwrap_or("ERR"));
             }
@@ -153,7 +153,13 @@ pub async fn serve(
             let mut reply = outcome.reply;
             if let Some(lsn) = outcome.wait_lsn {
                 client.last_write_lsn = lsn;
-                let durability = client.durability.as_ref().unwrap_or(shared.repl.default_durability());
+                // The connection's own policy, else its keyspace's, else the
+                // node's (the default keyspace).
+                let durability = client
+                    .durability
+                    .as_ref()
+                    .or(keyspace_durability.as_ref())
+                    .unwrap_or(shared.repl.default_durability());
                 if durability.policy == AckPolicy::Async {
                     // Only local durability: the batch waits once, at flush.
                     wait_lsn = wait_lsn.max(lsn);
@@ -251,23 +257,41 @@ fn protocol_error_text(e: &ProtocolError) -> String {
 }
 
 /// Executes one request. Returns the command's index in `COMMANDS` (or
-/// `COMMANDS.len()` if unknown) for metrics.
-async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]) -> (usize, Outcome) {
+/// `COMMANDS.len()` if unknown) for metrics, the outcome, and the
+/// durability of the keyspace it touched (`None`: the default keyspace).
+async fn dispatch(
+    shared: &Arc<Shared>,
+    client: &mut ClientState,
+    args: &[Bytes],
+) -> (usize, Outcome, Option<Durability>) {
     let Some(spec) = command::lookup(&args[0]) else {
-        return (command::COMMANDS.len(), reply(command::unknown_command(args)));
+        return (command::COMMANDS.len(), reply(command::unknown_command(args)), None);
     };
     if !client.authenticated && !spec.flags.contains(&"no_auth") {
-        return (spec.index(), reply(Frame::Error("NOAUTH Authentication required.".into())));
+        return (spec.index(), reply(Frame::Error("NOAUTH Authentication required.".into())), None);
     }
     if !spec.arity_ok(args.len()) {
-        return (spec.index(), reply(command::wrong_arity(spec.name)));
+        return (spec.index(), reply(command::wrong_arity(spec.name)), None);
     }
+    if let Handler::Read(_) = spec.handler {
+        // A leader that lost its lease must not answer from its (possibly
+        // overwritten) state; `ECHO` and friends touch no key and pass.
+        if let Some(e) = shared.repl.read_refusal() {
+            if spec.flags.contains(&"readonly") {
+                return (spec.index(), reply(Frame::Error(e)), None);
+            }
+        }
+    }
+    let route = match shared.keyspaces.route(spec, args) {
+        Ok(r) => r,
+        Err(cross) => return (spec.index(), reply(Frame::Error(cross.to_resp())), None),
+    };
     if spec.is_write() {
         if let Some(e) = shared.repl.write_refusal().await {
-            return (spec.index(), reply(Frame::Error(e)));
+            return (spec.index(), reply(Frame::Error(e)), None);
         }
         if let Some(e) = crate::archive::rpo_budget_error(shared) {
-            return (spec.index(), reply(Frame::Error(e)));
+            return (spec.index(), reply(Frame::Error(e)), None);
         }
     }
     let outcome = match spec.handler {
@@ -277,7 +301,7 @@ async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]
             Outcome { reply: frame, wait_lsn }
         }
     };
-    (spec.index(), outcome)
+    (spec.index(), outcome, route.durability)
 }
 
 /// An outcome that needs no durability wait.

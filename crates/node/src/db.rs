@@ -17,13 +17,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use tandem_core::command::{Handler, ReadCtx, WriteCtx};
+use tandem_core::command::{Handler, ReadCtx};
 use tandem_core::effect::{Effect, LogEntry};
 use tandem_core::failover::EpochHistory;
 use tandem_core::resp::Frame;
-use tandem_core::store::{Store, BUCKETS};
+use tandem_core::store::{Store, BUCKETS, CHUNK_BYTES_MAX};
+use tandem_core::write::{Batch, ENTRY_PAYLOAD_BYTES_MAX};
 use tandem_core::{Epoch, Lsn};
-use tandem_storage::log::{FsyncPolicy, Log, LogConfig};
+use tandem_storage::log::{FsyncPolicy, Log, LogConfig, RECORD_PAYLOAD_BYTES_MAX};
 use tandem_storage::snapshot;
 use tokio::sync::watch;
 
@@ -48,6 +49,17 @@ pub enum DbError {
 pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
+
+/// An entry larger than this moves its encode buffer into the backlog
+/// instead of copying it, and the node starts a new small buffer (a large
+/// write must not pin its size in memory for the node's lifetime).
+const PAYLOAD_BUFFER_KEEP_BYTES: usize = 1 << 20;
+
+// One write's budget must fit one log record, and every snapshot chunk one
+// snapshot file chunk and one peer frame (with the message's framing).
+const _: () = assert!(ENTRY_PAYLOAD_BYTES_MAX <= RECORD_PAYLOAD_BYTES_MAX);
+const _: () = assert!(CHUNK_BYTES_MAX <= snapshot::SNAPSHOT_CHUNK_BYTES_MAX);
+const _: () = assert!(CHUNK_BYTES_MAX + 1024 <= tandem_core::repl::msg::PEER_FRAME_BYTES_MAX);
 
 /// Monotonic milliseconds since the process started (never 0). Leases are
 /// measured with this clock only: a wall clock can jump.
@@ -109,8 +121,8 @@ pub struct State {
     pub history: EpochHistory,
     /// Reused encode buffer.
     payload: Vec<u8>,
-    /// Reused effects buffer.
-    effects: Vec<Effect>,
+    /// The write in progress: effects, undo records, size budget (reused).
+    batch: Batch,
 }
 
 /// What a snapshot did.
@@ -289,7 +301,7 @@ impl Db {
                 last_commit_ms,
                 history,
                 payload: Vec::with_capacity(4096),
-                effects: Vec::with_capacity(16),
+                batch: Batch::new(config.limits.entry_bytes_max),
             }),
             log,
             durable: durable_rx,
@@ -333,32 +345,62 @@ impl Db {
                     return (Frame::Error("TRYAGAIN writes are paused for a switchover; retry".into()), None);
                 }
                 let now_ms = unix_ms().max(state.last_commit_ms);
-                let mut effects = std::mem::take(&mut state.effects);
-                effects.clear();
-                let reply = f(&mut WriteCtx { store: &mut state.store, now_ms, effects: &mut effects }, args);
-                let lsn = if effects.is_empty() { None } else { Some(self.commit(&mut state, now_ms, &mut effects)) };
-                state.effects = effects;
-                (reply, lsn)
+                let state = &mut *state;
+                // All or nothing: a write over a limit is refused and undone
+                // inside `execute`, before anything is logged.
+                let reply = tandem_core::write::execute(f, &mut state.store, now_ms, args, &mut state.batch);
+                if state.batch.is_empty() {
+                    return (reply, None);
+                }
+                match self.commit(state, now_ms) {
+                    Ok(lsn) => (reply, Some(lsn)),
+                    Err(e) => (Frame::Error(e), None),
+                }
             }
             Handler::Node => unreachable!("node commands are executed by the connection"),
         }
     }
 
-    /// Assigns the next LSN to `effects` (already applied to the store) and
-    /// appends them to the log. Called with the state lock held.
-    fn commit(&self, state: &mut State, now_ms: u64, effects: &mut Vec<Effect>) -> Lsn {
+    /// Assigns the next LSN to the batch's effects (already applied to the
+    /// store) and appends them to the log, or, if the encoded entry does not
+    /// fit one log record, undoes them and returns the error for the client
+    /// (the budget in `tandem_core::write` makes that unreachable; this is
+    /// the backstop that keeps applying and logging together). Called with
+    /// the state lock held.
+    fn commit(&self, state: &mut State, now_ms: u64) -> Result<Lsn, String> {
         let lsn = state.last_lsn + 1;
-        let entry = LogEntry { lsn, epoch: state.epoch, commit_ms: now_ms, effects: std::mem::take(effects) };
+        let entry = LogEntry { lsn, epoch: state.epoch, commit_ms: now_ms, effects: state.batch.take_effects() };
         let mut payload = std::mem::take(&mut state.payload);
         entry.encode_payload(&mut payload);
+        state.batch.restore_effects(entry.effects);
+        if payload.len() > RECORD_PAYLOAD_BYTES_MAX {
+            let len = payload.len();
+            payload.clear();
+            state.payload = payload;
+            state.batch.rollback(&mut state.store);
+            return Err(format!(
+                "ERR this write's log entry is {len} bytes, more than one log record carries \
+                 ({RECORD_PAYLOAD_BYTES_MAX} bytes); nothing was changed"
+            ));
+        }
+        state.batch.commit();
         self.log.append(lsn, state.epoch, &payload);
-        self.backlog.lock().push(lsn, state.epoch, now_ms, Bytes::copy_from_slice(&payload));
+        if payload.len() > PAYLOAD_BUFFER_KEEP_BYTES {
+            // A large entry: hand the buffer itself to the backlog (no copy
+            // of the value under the lock) and start a small one.
+            self.backlog.lock().push(lsn, state.epoch, now_ms, Bytes::from(payload));
+            payload = Vec::with_capacity(4096);
+        } else {
+            self.backlog.lock().push(lsn, state.epoch, now_ms, Bytes::copy_from_slice(&payload));
+            if payload.capacity() > PAYLOAD_BUFFER_KEEP_BYTES {
+                payload = Vec::with_capacity(4096);
+            }
+        }
         state.payload = payload;
-        *effects = entry.effects;
         state.last_lsn = lsn;
         state.last_commit_ms = now_ms;
         self.applied_tx.send_replace(lsn);
-        lsn
+        Ok(lsn)
     }
 
     /// Applies entries received from the leader: appends each to the local
@@ -377,6 +419,15 @@ impl Db {
             }
             if wire.lsn != state.last_lsn + 1 {
                 return Err(format!("entry {} does not follow local LSN {}", wire.lsn, state.last_lsn));
+            }
+            if wire.payload.len() > RECORD_PAYLOAD_BYTES_MAX {
+                // Checked before anything is applied: the local log could not
+                // hold it, so the entry must not reach the store either.
+                return Err(format!(
+                    "entry {} is {} bytes, more than one log record carries ({RECORD_PAYLOAD_BYTES_MAX})",
+                    wire.lsn,
+                    wire.payload.len()
+                ));
             }
             let entry = LogEntry::decode_payload(wire.lsn, wire.epoch, &wire.payload)
                 .map_err(|e| format!("entry {}: {e}", wire.lsn))?;
@@ -411,11 +462,8 @@ impl Db {
     ) -> Result<(), DbError> {
         let _guard = self.snapshot_lock.lock();
         let mut writer = snapshot::SnapshotWriter::create(&self.snapshot_dir, start_lsn)?;
-        let mut chunk = Vec::with_capacity(1 << 20);
         for bucket in 0..BUCKETS {
-            chunk.clear();
-            store.encode_bucket(bucket, &mut chunk);
-            if !chunk.is_empty() {
+            for chunk in store.encode_bucket_chunks(bucket, CHUNK_BYTES_MAX) {
                 writer.write_chunk(&chunk)?;
             }
         }
@@ -580,12 +628,18 @@ impl Db {
         if keys.is_empty() {
             return 0;
         }
-        let n = keys.len();
-        let mut effects: Vec<Effect> = keys.into_iter().map(|key| Effect::Del { key }).collect();
-        for e in &effects {
-            state.store.apply(e);
+        let state = &mut *state;
+        let mut n = 0;
+        for key in keys {
+            // Keys past one entry's budget wait for the next sweep.
+            if !state.batch.try_emit(&mut state.store, Effect::Del { key }) {
+                break;
+            }
+            n += 1;
         }
-        self.commit(&mut state, now_ms, &mut effects);
+        if n > 0 && self.commit(state, now_ms).is_err() {
+            return 0;
+        }
         n
     }
 
@@ -658,10 +712,8 @@ impl Db {
     /// Bucket `bucket` of the live store encoded as a snapshot chunk (read
     /// lock held only for this bucket): the unit of a fuzzy snapshot sent to
     /// a follower.
-    pub fn bucket_chunk(&self, bucket: usize) -> Vec<u8> {
-        let mut chunk = Vec::new();
-        self.with_state(|s| s.store.encode_bucket(bucket, &mut chunk));
-        chunk
+    pub fn bucket_chunks(&self, bucket: usize) -> Vec<Vec<u8>> {
+        self.with_state(|s| s.store.encode_bucket_chunks(bucket, CHUNK_BYTES_MAX))
     }
 
     /// Last applied (on a leader: appended) LSN.
@@ -685,12 +737,9 @@ impl Db {
         let started = Instant::now();
         let start_lsn = self.with_state(|s| s.last_lsn);
         let mut writer = snapshot::SnapshotWriter::create(&self.snapshot_dir, start_lsn)?;
-        let mut chunk = Vec::with_capacity(1 << 20);
         let mut keys = 0;
         for bucket in 0..BUCKETS {
-            chunk.clear();
-            self.with_state(|s| s.store.encode_bucket(bucket, &mut chunk));
-            if !chunk.is_empty() {
+            for chunk in self.bucket_chunks(bucket) {
                 writer.write_chunk(&chunk)?;
             }
         }

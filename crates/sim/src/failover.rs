@@ -48,6 +48,7 @@ use tandem_core::repl::{
 use tandem_core::{Epoch, Lsn};
 
 use crate::disk::Disk;
+use crate::leader_reads::LeaderReadChecker;
 use crate::rng::{Latency, SimRng};
 use crate::schedule::{Coded, Timeline};
 use crate::SimFailure;
@@ -126,6 +127,12 @@ pub struct FailoverConfig {
     pub verbose: bool,
     /// Keep the last trace lines for the failure report.
     pub keep_trace_tail: bool,
+    /// Also pause nodes (like SIGSTOP) for longer than the failover timeout:
+    /// a paused node handles nothing until it resumes (its clock runs on).
+    pub pauses: bool,
+    /// Let leaders serve reads without a valid lease (the defect of issue
+    /// 10 item 4): only to show that the leader-reads checker catches it.
+    pub reads_ignore_lease: bool,
 }
 
 impl Default for FailoverConfig {
@@ -136,6 +143,8 @@ impl Default for FailoverConfig {
             active_ms: ACTIVE_MS_DEFAULT,
             verbose: false,
             keep_trace_tail: false,
+            pauses: false,
+            reads_ignore_lease: false,
         }
     }
 }
@@ -186,12 +195,21 @@ pub struct FailoverReport {
     pub virtual_ms: u64,
     /// Hash of every event: equal seeds give equal hashes.
     pub trace_hash: u64,
+    /// Node pauses (with `pauses`).
+    pub pauses: u64,
+    /// Reads served by leaders and judged by the leader-reads checker.
+    pub leader_reads: u64,
 }
 
 /// Runs one seeded failover history and judges it.
 pub fn run_failover_seed(seed: u64, config: &FailoverConfig) -> Result<FailoverReport, SimFailure> {
-    crate::run_caught(seed, REPRO_FAILOVER, || World::new(seed, config).run())
+    let repro = if config.pauses { REPRO_LEADER_READS } else { REPRO_FAILOVER };
+    crate::run_caught(seed, repro, || World::new(seed, config).run())
 }
+
+/// How to replay one seed of the failover world with pauses (the
+/// leader-reads run).
+pub const REPRO_LEADER_READS: &str = "--test failover -- --exact leader_reads_seeds --nocapture";
 
 // ------------------------------------------------------------------ model
 
@@ -395,6 +413,12 @@ struct World {
     /// Accepted, not yet answered: write id → (node, epoch, lsn).
     accepted: BTreeMap<u64, (NodeId, Epoch, Lsn)>,
     acked: BTreeMap<u64, Acked>,
+    /// Linearizable reads from the leader.
+    leader_reads: LeaderReadChecker,
+    pauses: bool,
+    reads_ignore_lease: bool,
+    /// Paused nodes: real time (µs) they resume at.
+    paused_until_us: BTreeMap<NodeId, u64>,
     report: FailoverReport,
 }
 
@@ -547,6 +571,10 @@ impl World {
             newest_accepted: None,
             accepted: BTreeMap::new(),
             acked: BTreeMap::new(),
+            leader_reads: LeaderReadChecker::default(),
+            pauses: config.pauses,
+            reads_ignore_lease: config.reads_ignore_lease,
+            paused_until_us: BTreeMap::new(),
             report,
         };
         for &id in &members {
@@ -619,6 +647,7 @@ impl World {
             fail!("the event queue ran dry")
         })();
         self.report.virtual_ms = self.time.now_us() / 1000;
+        self.report.leader_reads = self.leader_reads.reads;
         self.report.events = self.time.events();
         self.report.trace_hash = self.time.hash();
         match result {
@@ -664,6 +693,24 @@ impl World {
     }
 
     fn handle(&mut self, event: Event) -> Check {
+        // A paused node handles nothing until it resumes: its events wait
+        // (in order), while its clock runs on.
+        let target = match &event {
+            Event::Deliver { to, .. } => Some(*to),
+            Event::CloseSide { node, .. }
+            | Event::Tick { node, .. }
+            | Event::Fsync { node, .. }
+            | Event::MapLearn { node, .. }
+            | Event::ClientArrive { node, .. } => Some(*node),
+            _ => None,
+        };
+        if let Some(until) = target.and_then(|id| self.paused_until_us.get(&id).copied()) {
+            let now = self.time.now_us();
+            if until > now {
+                self.schedule(until - now, event);
+                return Ok(());
+            }
+        }
         match event {
             Event::Deliver { from, to, wire } => self.deliver(from, to, wire),
             Event::CloseSide { conn, node } => self.close_side(conn, node),
@@ -910,7 +957,7 @@ impl World {
         self.schedule(next, Event::Tick { node: id, incarnation });
         let node = self.node_mut(id);
         node.ticks += 1;
-        let poll_map = node.ticks % (MAP_POLL_MS / TICK_MS) == 0;
+        let poll_map = node.ticks.is_multiple_of(MAP_POLL_MS / TICK_MS);
         if poll_map && self.reaches_control(id) {
             let (leader, epoch) = self.map;
             let delay = self.control_delay_us();
@@ -944,6 +991,7 @@ impl World {
             }
         }
         if leading {
+            self.serve_leader_read(id, now)?;
             self.pump_leader(id)?;
         }
         if resubscribe {
@@ -1784,6 +1832,26 @@ impl World {
         self.pump_leader(id)
     }
 
+    /// A client read at the leader `id` (node clock `now`): served only
+    /// while the lease is valid, exactly like a write (the node's read
+    /// gate), and then judged by the leader-reads checker.
+    fn serve_leader_read(&mut self, id: NodeId, now: u64) -> Check {
+        let Some(l) = self.node(id).leading() else { return Ok(()) };
+        if !l.keeper.is_valid(now) && !self.reads_ignore_lease {
+            return Ok(());
+        }
+        let epoch = l.epoch;
+        self.leader_reads.on_leader_read(id, epoch, self.time.now_us())
+    }
+
+    /// Pauses node `id` (SIGSTOP) for longer than the failover timeout.
+    fn pause(&mut self, id: NodeId) {
+        let ms = self.rng.range(self.failover_timeout_ms, 2 * self.failover_timeout_ms);
+        self.paused_until_us.insert(id, self.time.now_us() + ms * 1000);
+        self.report.pauses += 1;
+        self.trace(|| format!("node {id}: paused for {ms} ms"));
+    }
+
     /// Checker 1 (one writer per epoch, lease safety in real time).
     fn check_lease_safety(&mut self, id: NodeId, epoch: Epoch, write_id: u64) -> Check {
         if let Some(&other) = self.writer_of_epoch.get(&epoch) {
@@ -1823,6 +1891,7 @@ impl World {
         if ok {
             let (node, epoch, lsn) = self.accepted.remove(&write_id).expect("an acked write was accepted");
             self.acked.insert(write_id, Acked { node, epoch, lsn, at_us: self.time.now_us() });
+            self.leader_reads.on_ack(epoch, write_id, self.time.now_us());
             self.report.acked += 1;
             if self.phase == Phase::Recover {
                 self.report.recovery_ms = (self.time.now_us() - self.phase_since_us) / 1000;
@@ -1843,6 +1912,11 @@ impl World {
     // ------------------------------------------------------------ faults
 
     fn fault(&mut self) {
+        if self.pauses && self.rng.chance(0.35) {
+            let id = self.map.0.unwrap_or_else(|| *self.rng.pick(&self.members));
+            self.pause(id);
+            return;
+        }
         let leader = self.map.0;
         let pick = self.rng.below(100);
         let random_node = *self.rng.pick(&self.members);

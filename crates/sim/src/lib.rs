@@ -36,6 +36,7 @@
 
 pub mod disk;
 pub mod failover;
+pub mod leader_reads;
 pub mod rng;
 pub mod schedule;
 pub mod sessions;

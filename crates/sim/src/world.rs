@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use tandem_core::command::{self, Handler, WriteCtx};
+use tandem_core::command::{self, Handler};
 use tandem_core::effect::LogEntry;
 use tandem_core::repl::leader::ReplicaState;
 use tandem_core::repl::msg::STREAM_FROM_SNAPSHOT;
@@ -697,8 +697,9 @@ impl Sim {
             fail!("bad arity for {}", spec.name);
         }
         let now = self.now_ms();
-        let mut effects = Vec::new();
-        let reply = run(&mut WriteCtx { store: &mut self.leader.store, now_ms: now, effects: &mut effects }, args);
+        let mut batch = tandem_core::write::Batch::new(tandem_core::write::ENTRY_PAYLOAD_BYTES_MAX);
+        let reply = tandem_core::write::execute(run, &mut self.leader.store, now, args, &mut batch);
+        let effects = batch.take_effects();
         self.trace(|| {
             format!("client: {:?} -> {reply:?}", args.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>())
         });

@@ -139,13 +139,22 @@ impl SnapshotWriter {
         out.write_all(bytes).map_err(io_err("write snapshot", &self.temp_path))
     }
 
-    /// Appends one opaque chunk (at most [`SNAPSHOT_CHUNK_BYTES_MAX`], asserted).
+    /// Appends one opaque chunk of at most [`SNAPSHOT_CHUNK_BYTES_MAX`]; a
+    /// longer one is an error (nothing is written), never a panic.
     pub fn write_chunk(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
-        assert!(
-            bytes.len() <= SNAPSHOT_CHUNK_BYTES_MAX,
-            "snapshot chunk of {} bytes exceeds SNAPSHOT_CHUNK_BYTES_MAX",
-            bytes.len()
-        );
+        if bytes.len() > SNAPSHOT_CHUNK_BYTES_MAX {
+            return Err(StorageError::Io {
+                op: "write snapshot chunk",
+                path: self.temp_path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "chunk of {} bytes exceeds SNAPSHOT_CHUNK_BYTES_MAX ({SNAPSHOT_CHUNK_BYTES_MAX})",
+                        bytes.len()
+                    ),
+                ),
+            });
+        }
         let mut head = [0u8; CHUNK_HEADER_BYTES as usize];
         head[..4].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
         head[4..].copy_from_slice(&crc32c::crc32c(bytes).to_le_bytes());

@@ -24,9 +24,9 @@ impl Harness {
         match spec.handler {
             Handler::Read(f) => f(&ReadCtx { store: &self.store, now_ms }, &args),
             Handler::Write(f) => {
-                let mut effects = Vec::new();
-                let reply = f(&mut WriteCtx { store: &mut self.store, now_ms, effects: &mut effects }, &args);
-                self.log.extend(effects);
+                let mut batch = crate::write::Batch::new(crate::write::ENTRY_PAYLOAD_BYTES_MAX);
+                let reply = crate::write::execute(f, &mut self.store, now_ms, &args, &mut batch);
+                self.log.extend(batch.take_effects());
                 reply
             }
             Handler::Node => panic!("node command"),
@@ -283,4 +283,19 @@ fn parse_i64_is_strict_like_redis() {
 fn unknown_command_error_names_the_command_and_args() {
     let args: Vec<Bytes> = vec!["FOO".into(), "a".into(), "b".into()];
     assert_eq!(err_text(unknown_command(&args)), "ERR unknown command 'FOO', with args beginning with: 'a' 'b' ");
+}
+
+#[test]
+fn command_key_positions_come_from_the_command_table() {
+    let keys = |line: &str| -> Vec<String> {
+        let args: Vec<Bytes> = line.split(' ').map(|s| Bytes::copy_from_slice(s.as_bytes())).collect();
+        let spec = lookup(&args[0]).unwrap();
+        spec.keys(&args).map(|k| String::from_utf8_lossy(k).into_owned()).collect()
+    };
+    assert_eq!(keys("get a"), ["a"]);
+    assert_eq!(keys("set a 1 EX 5"), ["a"]);
+    assert_eq!(keys("mset a 1 b 2"), ["a", "b"]);
+    assert_eq!(keys("del a b c"), ["a", "b", "c"]);
+    assert_eq!(keys("ping"), Vec::<String>::new());
+    assert_eq!(keys("keys *"), Vec::<String>::new());
 }

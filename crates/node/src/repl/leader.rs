@@ -295,12 +295,10 @@ async fn send_snapshot(
     write_frame(writer, &PeerMsg::SnapshotBegin { epoch: db.epoch(), start_lsn }).await?;
     let mut sent_bytes = 0usize;
     for bucket in 0..BUCKETS {
-        let chunk = db.bucket_chunk(bucket);
-        if chunk.is_empty() {
-            continue;
+        for chunk in db.bucket_chunks(bucket) {
+            sent_bytes += chunk.len();
+            write_frame(writer, &PeerMsg::SnapshotChunk { bytes: Bytes::from(chunk) }).await?;
         }
-        sent_bytes += chunk.len();
-        write_frame(writer, &PeerMsg::SnapshotChunk { bytes: Bytes::from(chunk) }).await?;
         if bucket % 128 == 127 {
             tracing::info!(
                 follower,
@@ -326,14 +324,21 @@ pub fn start(
     client_addr: String,
     followers: Vec<u64>,
     default_durability: Durability,
-    lease: Option<LeaseConfig>,
+    lease: Option<(LeaseConfig, Arc<super::read_gate::ReadGate>)>,
 ) -> LeaderHandle {
+    let (lease, read_gate) = lease.unzip();
     let (events_tx, events) = mpsc::channel(EVENTS_MAX);
     let keeper = lease.map(|cfg| LeaseKeeper::new(cfg, &followers, followers.len() + 1));
     let lease_until = Arc::new(AtomicU64::new(match &keeper {
         None => u64::MAX,
         Some(k) => k.valid_until().unwrap_or(0),
     }));
+    // Reads follow the lease exactly like writes (see `read_gate`); without
+    // leases the caller opened the gate.
+    let read_gate = match (&keeper, read_gate) {
+        (Some(k), Some(gate)) => Some((gate.lease_leader(k.valid_until().unwrap_or(0)), gate)),
+        _ => None,
+    };
     let view = Arc::new(Mutex::new(Vec::new()));
     let (stop, stop_rx) = watch::channel(false);
     let mut config = LeaderConfig::new(node_id, client_addr, followers);
@@ -353,6 +358,7 @@ pub fn start(
         lease: keeper.map(|k| (k, lease.expect("keeper implies config"))),
         lease_until: lease_until.clone(),
         lease_was_valid: false,
+        read_gate,
     };
     tokio::spawn(actor.run(events, stop_rx));
     LeaderHandle { events: events_tx, view, stop: Arc::new(stop), lease_until }
@@ -373,6 +379,9 @@ struct Actor {
     lease: Option<(LeaseKeeper, LeaseConfig)>,
     lease_until: Arc<AtomicU64>,
     lease_was_valid: bool,
+    /// The node's read gate and this leadership's generation in it (`None`
+    /// without leases: the gate stays open).
+    read_gate: Option<(u64, Arc<super::read_gate::ReadGate>)>,
 }
 
 impl Actor {
@@ -486,6 +495,9 @@ impl Actor {
                     keeper.handle_grant(from, stamp_ms);
                     let until = keeper.valid_until().unwrap_or(0);
                     self.lease_until.store(until, Ordering::Release);
+                    if let Some((generation, gate)) = &self.read_gate {
+                        gate.extend(*generation, until);
+                    }
                     if !was_valid && keeper.is_valid(mono_ms()) {
                         tracing::info!(epoch = self.core.epoch(), "leader lease acquired; accepting writes");
                         self.lease_was_valid = true;

@@ -7,6 +7,7 @@
 
 pub mod follower;
 pub mod leader;
+pub mod read_gate;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -109,6 +110,13 @@ pub struct Replication {
     paused: watch::Sender<bool>,
     /// Member ids, sorted (followers are the others).
     members: RwLock<Vec<NodeId>>,
+    /// Whether reads may be served now (a leader only while it holds its
+    /// lease); one atomic load per read.
+    read_gate: Arc<read_gate::ReadGate>,
+    /// Set while this node stepped down from leading under leases and has
+    /// not yet caught up with the new leader: the read gate's generation to
+    /// reopen once it has.
+    catching_up: parking_lot::Mutex<Option<u64>>,
 }
 
 impl Replication {
@@ -151,6 +159,8 @@ impl Replication {
                 ids.sort_unstable();
                 ids
             }),
+            read_gate: Arc::default(),
+            catching_up: parking_lot::Mutex::new(None),
         };
         let leader_id = if config.members.is_empty() { Some(config.node_id) } else { config.leader };
         match leader_id {
@@ -198,6 +208,12 @@ impl Replication {
         self.db.start_epoch(epoch).map_err(|e| e.to_string())?;
         let followers = self.followers();
         self.default_durability.policy.validate(&followers).map_err(|e| format!("ack policy: {e}"))?;
+        // A new leadership has its own read gate (the lease), not a catch-up;
+        // without leases reads are always served.
+        *self.catching_up.lock() = None;
+        if self.lease.is_none() {
+            self.read_gate.open();
+        }
         let handle = leader::start(
             self.db.clone(),
             self.metrics.clone(),
@@ -205,7 +221,7 @@ impl Replication {
             self.config.client_addr.to_string(),
             followers,
             self.default_durability.clone(),
-            self.lease,
+            self.lease.map(|l| (l, self.read_gate.clone())),
         );
         let _ = self.paused.send(false);
         self.db.stop_writes(false);
@@ -240,6 +256,7 @@ impl Replication {
                 leader_id,
             },
         );
+        self.open_reads_unless_stepping_down();
         let old = std::mem::replace(&mut *self.role.write(), Role::Follower(handle));
         *self.role_key.lock() = RoleKey::Following(leader_id);
         *self.role_since.lock() = Instant::now();
@@ -250,6 +267,7 @@ impl Replication {
     /// Stops leading or following; serves reads only.
     pub fn become_idle(&self, reason: String) {
         self.metrics.lease_held.set(0);
+        self.open_reads_unless_stepping_down();
         let old = std::mem::replace(&mut *self.role.write(), Role::Idle { reason: reason.clone() });
         *self.role_key.lock() = RoleKey::Idle;
         *self.role_since.lock() = Instant::now();
@@ -261,12 +279,28 @@ impl Replication {
     /// leaving the node idle (used by a fence before it reports its log end).
     pub async fn become_idle_and_wait(&self, reason: String) {
         self.metrics.lease_held.set(0);
+        self.open_reads_unless_stepping_down();
         let old = std::mem::replace(&mut *self.role.write(), Role::Idle { reason });
         *self.role_key.lock() = RoleKey::Idle;
         *self.role_since.lock() = Instant::now();
         match old {
             Role::Follower(f) => f.stop_and_wait().await,
             other => stop(other),
+        }
+    }
+
+    /// Opens the read gate for a replica role, except when this node leaves
+    /// (or already left) a leadership under leases: then reads stay refused
+    /// until it has caught up with the new leader, because until then its
+    /// state may hold values the new leader already overwrote and its
+    /// clients, who read from a leader, expect the newest.
+    fn open_reads_unless_stepping_down(&self) {
+        let was_leading = matches!(*self.role.read(), Role::Leader(_)) && self.lease.is_some();
+        let mut catching_up = self.catching_up.lock();
+        if was_leading || catching_up.is_some() {
+            *catching_up = Some(self.read_gate.close());
+        } else {
+            self.read_gate.open();
         }
     }
 
@@ -284,6 +318,79 @@ impl Replication {
     /// True if this node leads and holds its lease.
     pub fn holds_lease(&self) -> bool {
         matches!(&*self.role.read(), Role::Leader(l) if l.lease_valid())
+    }
+
+    /// Why this node cannot serve a read now, as the error reply (`None`: it
+    /// can). Only a leader that lost its lease refuses: another node may
+    /// already lead and have acknowledged newer writes (see `read_gate` and
+    /// docs/decisions/0011-stale-leader-reads-refused.md). The check is one
+    /// atomic load; the error text is built only on refusal.
+    #[inline]
+    pub fn read_refusal(&self) -> Option<String> {
+        if self.read_gate.is_open(mono_ms) {
+            return None;
+        }
+        self.read_refusal_slow()
+    }
+
+    #[cold]
+    fn read_refusal_slow(&self) -> Option<String> {
+        let catching_up = *self.catching_up.lock();
+        if let Some(generation) = catching_up {
+            let caught_up = match &*self.role.read() {
+                Role::Follower(f) => {
+                    let s = f.status();
+                    s.state == tandem_core::repl::FollowerState::Streaming
+                        && s.applied_lsn >= s.leader_last_lsn
+                        && s.applied_lsn >= s.consistent_lsn
+                }
+                Role::Leader(_) | Role::Idle { .. } => false,
+            };
+            if caught_up {
+                self.read_gate.reopen(generation);
+                let mut catching_up = self.catching_up.lock();
+                if *catching_up == Some(generation) {
+                    *catching_up = None;
+                }
+                return None;
+            }
+            return Some(format!(
+                "TRYAGAIN this node stopped leading (it lost its lease) and has not yet caught up with the new \
+                 leader, so it serves no reads until it has: its values may be overwritten already; {}",
+                self.newer_leader_hint()
+            ));
+        }
+        Some(format!(
+            "TRYAGAIN this node led epoch {} but does not hold its lease (it cannot reach a majority of the \
+             cluster), so it serves no reads or writes: another node may lead now and hold newer values; {}",
+            self.db.epoch(),
+            self.newer_leader_hint()
+        ))
+    }
+
+    /// What the cluster map says about a newer leader, for refusals.
+    fn newer_leader_hint(&self) -> String {
+        let Some(cp) = self.control.read().clone() else {
+            return "leader: unknown; retry".into();
+        };
+        let map = cp.map().borrow().clone();
+        match map.leader {
+            Some(id) if id != self.config.node_id => {
+                let peer = map.members.get(&id).map(|m| m.peer_addr.to_string()).unwrap_or_default();
+                format!("leader: node {id} (epoch {}, peer address {peer}); retry there", map.epoch)
+            }
+            _ => "leader: unknown (a failover may be under way); retry".into(),
+        }
+    }
+
+    /// The reason `ROLE`, `INFO` and `/status` give for a leader that lost
+    /// its lease (it is shown as idle, not as master).
+    fn leaseless_reason(&self) -> String {
+        format!(
+            "led epoch {} but lost its lease (cannot reach a majority); refusing reads and writes; {}",
+            self.db.epoch(),
+            self.newer_leader_hint()
+        )
     }
 
     /// Switchover: holds new writes (they wait, see [`Self::write_refusal`])
@@ -370,6 +477,11 @@ impl Replication {
     /// What this node's replication looks like now.
     pub fn view(&self) -> RoleView {
         match &*self.role.read() {
+            // A leader without its lease is no master: another node may
+            // lead (and it refuses reads and writes until a majority renews).
+            Role::Leader(l) if self.lease.is_some() && !l.lease_valid() => {
+                RoleView::Idle { reason: self.leaseless_reason() }
+            }
             Role::Leader(l) => RoleView::Leader { replicas: l.replicas() },
             Role::Follower(f) => RoleView::Follower { status: f.status(), leader_peer_addr: f.leader_peer_addr },
             Role::Idle { reason } => RoleView::Idle { reason: reason.clone() },

@@ -1,0 +1,203 @@
+//! Large writes never break durability (issue 10 item 5, issue 15 item 5):
+//! every size limit is checked before any effect is applied, so a write over
+//! a limit gets a clear error and changes nothing; a large valid write is
+//! applied and logged together, snapshots carry it, and after a restart the
+//! snapshot and the log agree. The node never panics on this path.
+//!
+//! Most tests use a small `--entry-bytes-max` so they stay fast and small;
+//! one runs at the real default sizes (an `MSET` of two 300 MiB values).
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::Cluster;
+use common::{eventually, tempdir, Resp, TestServer};
+
+/// The per-write log budget the small tests run with.
+const ENTRY_BYTES_MAX: usize = 1 << 20;
+
+fn value(len: usize, fill: u8) -> Vec<u8> {
+    vec![fill; len]
+}
+
+fn get_len(con: &mut redis::Connection, key: &str) -> Option<usize> {
+    let v: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(con).expect("GET");
+    v.map(|v| v.len())
+}
+
+fn assert_no_panic(server: &TestServer) {
+    assert!(!server.stderr().contains("panicked"), "the server panicked:\n{}", server.stderr());
+}
+
+/// `MSET a <600 KiB> b <600 KiB> c small` under a 1 MiB budget: refused
+/// whole, `a` keeps its old value, nothing reaches the log.
+fn refused_mset(con: &mut redis::Connection) {
+    let () = redis::cmd("SET").arg("a").arg("old").query(con).unwrap();
+    let big = value(600 << 10, b'x');
+    let err = redis::cmd("MSET")
+        .arg("a")
+        .arg(&big)
+        .arg("b")
+        .arg(&big)
+        .arg("c")
+        .arg("small")
+        .query::<()>(con)
+        .expect_err("an MSET over the entry budget is refused");
+    let text = err.to_string();
+    assert!(text.contains("nothing was changed") && text.contains(&ENTRY_BYTES_MAX.to_string()), "{text}");
+    let a: Option<String> = redis::cmd("GET").arg("a").query(con).unwrap();
+    assert_eq!(a.as_deref(), Some("old"), "the refused MSET changed a");
+    assert_eq!(get_len(con, "b"), None);
+    assert_eq!(get_len(con, "c"), None);
+}
+
+#[test]
+fn an_oversized_mset_is_refused_whole_and_a_restart_agrees() {
+    let dir = tempdir();
+    let limit = ENTRY_BYTES_MAX.to_string();
+    let mut server = TestServer::start(dir.path(), &["--entry-bytes-max", &limit]);
+    let mut con = server.conn();
+    refused_mset(&mut con);
+    // A large write within the budget is applied and logged together.
+    let () = redis::cmd("SET").arg("big").arg(value(900 << 10, b'y')).query(&mut con).unwrap();
+    let keys: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert_eq!(keys, 2, "a and big");
+    // Replay from the log alone (crash) agrees.
+    server.kill9();
+    server.restart();
+    let mut con = server.conn();
+    assert_eq!(get_len(&mut con, "big"), Some(900 << 10));
+    assert_eq!(redis::cmd("GET").arg("a").query::<Option<String>>(&mut con).unwrap().as_deref(), Some("old"));
+    assert_eq!(get_len(&mut con, "b"), None);
+    // A snapshot (SAVE, then shutdown's snapshot) carries it; restart agrees.
+    let () = redis::cmd("SAVE").query(&mut con).expect("SAVE with a large value");
+    refused_mset(&mut con);
+    assert!(server.sigterm_and_wait().success(), "clean shutdown:\n{}", server.stderr());
+    server.restart();
+    let mut con = server.conn();
+    assert_eq!(get_len(&mut con, "big"), Some(900 << 10));
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut con).unwrap(), 2);
+    assert_no_panic(&server);
+}
+
+#[test]
+fn an_oversized_mset_on_a_leader_reaches_no_follower() {
+    let limit = ENTRY_BYTES_MAX.to_string();
+    let c = Cluster::three(&["--entry-bytes-max", &limit]);
+    c.wait_streaming(&[2, 3]);
+    let mut con = c.leader().conn();
+    refused_mset(&mut con);
+    let () = redis::cmd("SET").arg("big").arg(value(900 << 10, b'z')).query(&mut con).unwrap();
+    let () = redis::cmd("SET").arg("after").arg("1").query(&mut con).unwrap();
+    for id in [2, 3] {
+        let mut f = c.node(id).conn();
+        let ok = eventually(Duration::from_secs(10), || {
+            redis::cmd("GET").arg("after").query::<Option<String>>(&mut f).unwrap().is_some()
+        });
+        assert!(ok, "follower {id} did not catch up\n{}", c.stderrs());
+        assert_eq!(get_len(&mut f, "big"), Some(900 << 10), "follower {id}");
+        assert_eq!(redis::cmd("GET").arg("a").query::<Option<String>>(&mut f).unwrap().as_deref(), Some("old"));
+        assert_eq!(get_len(&mut f, "b"), None, "follower {id} got part of the refused MSET");
+        assert_no_panic(c.node(id));
+    }
+    assert_no_panic(c.leader());
+}
+
+/// The issue's cases at the real default limits: two 300 MiB values in one
+/// `MSET` (600 MiB of effects, over the 512 MiB log entry), and a bulk of
+/// 536 870 880 bytes (over the default bulk limit, which leaves room for the
+/// key in one entry).
+#[test]
+fn default_limits_refuse_a_600_mib_mset_whole_and_keep_serving() {
+    let dir = tempdir();
+    let mut server = TestServer::start(dir.path(), &[]);
+    let mut con = server.conn();
+    let () = redis::cmd("SET").arg("a").arg("old").query(&mut con).unwrap();
+    let big = value(300 << 20, b'v');
+    let err = redis::cmd("MSET").arg("a").arg(&big).arg("b").arg(&big).query::<()>(&mut con).unwrap_err();
+    assert!(err.to_string().contains("nothing was changed"), "{err}");
+    drop(big);
+    let mut other = server.conn();
+    let a: Option<String> = redis::cmd("GET").arg("a").query(&mut other).unwrap();
+    assert_eq!(a.as_deref(), Some("old"), "another connection must not see the refused MSET");
+    // The old 512 MiB - 32 bytes SET: refused at the protocol level now.
+    let mut raw = server.raw();
+    let _ = raw.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$536870880\r\n");
+    assert_eq!(raw.read().ok(), Some(Resp::Error("ERR Protocol error: invalid bulk length".into())));
+    server.assert_alive();
+    // A SAVE and a restart agree with what was acknowledged.
+    let () = redis::cmd("SAVE").query(&mut other).expect("SAVE");
+    server.kill9();
+    server.restart();
+    let mut con = server.conn();
+    assert_eq!(redis::cmd("GET").arg("a").query::<Option<String>>(&mut con).unwrap().as_deref(), Some("old"));
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut con).unwrap(), 1);
+    assert_no_panic(&server);
+}
+
+/// Measurement, not a pass/fail guarantee (the machine is shared): a valid
+/// 300 MB `SET` on the leader of a 3-node cluster under the default 400 ms
+/// lease; prints the longest `PING` stall on the leader, how long the lease
+/// was not held, and whether leadership moved.
+/// `cargo test --release -p tandem --test large_writes -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_a_300_mb_set_against_the_lease() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let c = Cluster::start(3, None, |_| Vec::new());
+    let leader = (|| {
+        for _ in 0..2000 {
+            for id in 1..=3u64 {
+                let i = common::cluster::info(c.node(id));
+                if i.get("role").map(String::as_str) == Some("master")
+                    && i.get("tandem_lease").map(String::as_str) == Some("held")
+                {
+                    return id;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no leader\n{}", c.stderrs());
+    })();
+    let addr = c.node(leader).client_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let pinger = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut r = common::Raw::connect(addr);
+            let (mut worst, mut not_held_ms, mut last) = (Duration::ZERO, 0u128, Instant::now());
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let _ = r.try_cmd(&["PING"]);
+                worst = worst.max(t.elapsed());
+                let lease = match r.try_cmd(&["INFO", "replication"]) {
+                    Ok(Resp::Bulk(b)) => String::from_utf8_lossy(&b).contains("tandem_lease:held"),
+                    _ => false,
+                };
+                if !lease {
+                    not_held_ms += last.elapsed().as_millis();
+                }
+                last = Instant::now();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (worst, not_held_ms)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut con = c.node(leader).conn();
+    let started = Instant::now();
+    let reply: redis::RedisResult<()> = redis::cmd("SET").arg("big").arg(vec![b'b'; 300_000_000]).query(&mut con);
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (worst_ping, lease_not_held_ms) = pinger.join().unwrap();
+    let still = common::cluster::info(c.node(leader)).get("role").cloned();
+    eprintln!(
+        "300 MB SET on leader {leader}: reply {reply:?} after {took:?}; longest PING stall {worst_ping:?}; lease not \
+         held for ~{lease_not_held_ms} ms; leader afterwards role={still:?}"
+    );
+}
