@@ -5,7 +5,6 @@
 //! about the repository is `tandem-backup`'s. Never writes into the
 //! repository except through that crate.
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -21,8 +20,6 @@ use tandem_backup::Repository;
 const PIECE_BYTES: u64 = 8 << 20;
 /// Read timeout of admin HTTP requests (a base snapshot of a big store takes a while).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(600);
-/// Largest HTTP response accepted.
-const HTTP_RESPONSE_BYTES_MAX: u64 = 64 << 20;
 /// Progress lines are printed at most this often.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -35,8 +32,8 @@ pub enum BackupCommand {
         /// Backup repository directory (created if missing or empty).
         #[arg(long, env = "TANDEM_BACKUP_REPO")]
         repo: PathBuf,
-        /// The node's admin (HTTP) address.
-        #[arg(long, default_value = "127.0.0.1:7380")]
+        /// The node's admin (HTTP) address (`--from` is an old name).
+        #[arg(long = "admin", alias = "from", default_value = "127.0.0.1:7380", env = "TANDEM_ADMIN_ADDR")]
         from: String,
     },
     /// List base backups, archive streams, and what is restorable to which
@@ -122,32 +119,9 @@ fn finish(result: Result<bool, String>) -> ExitCode {
     }
 }
 
-/// One HTTP/1.1 request to an admin endpoint; the body of a 200 answer.
+/// One request to an admin endpoint whose answer must be 200; its body.
 pub fn http(addr: &str, method: &str, path: &str) -> Result<Vec<u8>, String> {
-    let auth = crate::admin_auth::header()?;
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    stream.set_read_timeout(Some(HTTP_TIMEOUT)).ok();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("sending to {addr}: {e}"))?;
-    let mut response = Vec::new();
-    stream
-        .take(HTTP_RESPONSE_BYTES_MAX)
-        .read_to_end(&mut response)
-        .map_err(|e| format!("reading from {addr}{path}: {e}"))?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{addr}{path}: malformed HTTP response"))?;
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let body = response[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return Err(format!("{addr}{path}: chunked responses are not supported"));
-    }
-    if !head.starts_with("HTTP/1.1 200") {
-        let status = head.lines().next().unwrap_or("");
-        return Err(format!("{addr}{path}: {status}: {}", String::from_utf8_lossy(&body).trim()));
-    }
-    Ok(body)
+    crate::http::ok_bytes(addr, method, path, HTTP_TIMEOUT)
 }
 
 struct Meter {

@@ -6,7 +6,6 @@
 //! (it forwards membership changes to the Raft leader). It never touches a
 //! data directory.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,8 +19,9 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Arguments of `tandem cluster`.
 #[derive(Args, Debug)]
 pub struct ClusterArgs {
-    /// Admin address of any node of the cluster.
-    #[arg(long, global = true, default_value = "127.0.0.1:7380", env = "TANDEM_ADMIN_ADDR")]
+    /// Admin address of any node of the cluster (the first that answers of
+    /// a comma-separated list).
+    #[arg(long, alias = "admin-addr", global = true, default_value = crate::status_cmd::UP_ADMINS_DEFAULT, env = "TANDEM_ADMIN_ADDR")]
     admin: String,
     #[command(subcommand)]
     command: ClusterCommand,
@@ -47,22 +47,16 @@ enum ClusterCommand {
 }
 
 /// One HTTP/1.1 request; returns the status code and body.
-pub(crate) fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
-    let auth = crate::admin_auth::header()?;
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    stream.set_read_timeout(Some(HTTP_TIMEOUT)).ok();
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|e| format!("sending to {addr}: {e}"))?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(|e| format!("reading from {addr}: {e}"))?;
-    let (head, body) = response.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("malformed HTTP status line")?;
-    Ok((code, body.to_string()))
+pub(crate) fn http(addrs: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+    let mut result = Err(format!("no admin address in {addrs:?}"));
+    for addr in crate::http::split_addrs(addrs) {
+        result = crate::http::request(&addr, method, path, body, HTTP_TIMEOUT);
+        if !matches!(&result, Err(e) if e.starts_with("cannot connect")) {
+            break;
+        }
+    }
+    let (code, body) = result?;
+    Ok((code, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Runs `tandem cluster`.

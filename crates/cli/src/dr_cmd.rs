@@ -11,7 +11,10 @@
 //! Exit 0: both met; 1: a target missed; 2: the drill itself failed.
 //!
 //! Never touches a process or directory it was not named; the restored node
-//! is stopped at the end unless `--keep-running`.
+//! is stopped at the end unless `--keep-running`, on every exit path: an
+//! error (a guard kills it on drop), SIGINT/SIGTERM/SIGHUP (a signal thread
+//! kills it, then exits 130), and a closed stdout (`| head`: output lines
+//! are dropped, the drill runs to its end and stops the node).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -45,9 +48,10 @@ pub struct DrillArgs {
     /// Backup repository directory.
     #[arg(long, env = "TANDEM_BACKUP_REPO")]
     repo: PathBuf,
-    /// Admin address of a node of the primary site (repeat for each); their
-    /// newest LSN is the last acknowledged write RPO is measured against.
-    #[arg(long = "admin")]
+    /// Admin addresses of the primary site's nodes (comma-separated or
+    /// repeated); their newest LSN is the last acknowledged write RPO is
+    /// measured against.
+    #[arg(long = "admin", value_delimiter = ',')]
     admins: Vec<String>,
     /// Process id of a node of the primary site to SIGKILL (repeat for each).
     #[arg(long = "pid")]
@@ -109,7 +113,61 @@ fn ping(addr: &str) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
+/// Pid of the restored node while the drill owns it (0: none).
+static RESTORED_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Kills the restored node when dropped, unless disarmed (`--keep-running`).
+struct StopOnDrop(Option<std::process::Child>);
+
+impl StopOnDrop {
+    fn disarm(&mut self) -> Option<std::process::Child> {
+        RESTORED_PID.store(0, std::sync::atomic::Ordering::SeqCst);
+        self.0.take()
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.disarm() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: SIGKILL the restored node (if any), exit 130.
+fn stop_on_signals() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
+                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+            }
+            let pid = RESTORED_PID.swap(0, std::sync::atomic::Ordering::SeqCst);
+            if pid > 0 {
+                // SAFETY: kill(2) on the pid of the child this drill started.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+                eprintln!("drill interrupted: stopped the restored node (pid {pid})");
+            } else {
+                eprintln!("drill interrupted");
+            }
+            std::process::exit(130);
+        });
+    });
+}
+
 fn drill(args: DrillArgs) -> Result<bool, String> {
+    stop_on_signals();
     let repo = Repository::open(&args.repo).map_err(|e| e.to_string())?;
     let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from(format!("tandem-drill-{}", unix_ms())));
     let (acked_lsn, acked_ms) = last_acknowledged(&args.admins)?;
@@ -127,7 +185,7 @@ fn drill(args: DrillArgs) -> Result<bool, String> {
     );
     let (report, _) = restore_with_progress(&repo, &data_dir, Target::Latest)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the tandem binary: {e}"))?;
-    let mut child = Command::new(exe)
+    let child = Command::new(exe)
         .args(["server", "--client-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(&data_dir)
@@ -136,7 +194,9 @@ fn drill(args: DrillArgs) -> Result<bool, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start the restored node: {e}"))?;
-    let stdout = child.stdout.take().expect("piped");
+    RESTORED_PID.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
+    let mut guard = StopOnDrop(Some(child));
+    let stdout = guard.0.as_mut().and_then(|c| c.stdout.take()).expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -149,7 +209,6 @@ fn drill(args: DrillArgs) -> Result<bool, String> {
     let client = ready["client_addr"].as_str().unwrap_or_default().to_string();
     while !ping(&client) {
         if killed_at.elapsed() > READY_TIMEOUT {
-            let _ = child.kill();
             return Err("the restored node never answered PING".into());
         }
         std::thread::sleep(PING_POLL);
@@ -159,26 +218,26 @@ fn drill(args: DrillArgs) -> Result<bool, String> {
     let rpo_ms = if lost_entries == 0 { 0 } else { acked_ms.saturating_sub(report.last_commit_ms) };
     let rpo_ok = rpo_ms <= args.rpo_target_ms;
     let rto_ok = rto_ms <= args.rto_target_ms;
-    println!("drill report");
-    println!(
+    outln!("drill report");
+    outln!(
         "  restored:  lsn {} (committed {}) from base {}",
         report.last_lsn,
         format_rfc3339(report.last_commit_ms),
         report.base_id
     );
-    println!(
+    outln!(
         "  RPO:       {lost_entries} entries and {:.3} s lost (target {:.3} s): {}",
         rpo_ms as f64 / 1000.0,
         args.rpo_target_ms as f64 / 1000.0,
         if rpo_ok { "met" } else { "MISSED" }
     );
-    println!(
+    outln!(
         "  RTO:       {:.3} s until the restored node answered PING (target {:.3} s): {}",
         rto_ms as f64 / 1000.0,
         args.rto_target_ms as f64 / 1000.0,
         if rto_ok { "met" } else { "MISSED" }
     );
-    println!(
+    outln!(
         "{}",
         serde_json::json!({
             "rpo_entries": lost_entries, "rpo_ms": rpo_ms, "rto_ms": rto_ms,
@@ -188,11 +247,11 @@ fn drill(args: DrillArgs) -> Result<bool, String> {
         })
     );
     if args.keep_running {
-        println!("  restored node running: pid {} client {client}", child.id());
-        std::mem::forget(child);
-    } else {
-        let _ = child.kill();
-        let _ = child.wait();
+        if let Some(child) = guard.disarm() {
+            outln!("  restored node running: pid {} client {client}", child.id());
+            std::mem::forget(child);
+        }
     }
+    drop(guard);
     Ok(rpo_ok && rto_ok)
 }

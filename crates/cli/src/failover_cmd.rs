@@ -1,5 +1,4 @@
-//! `tandem switchover`, `tandem rollback list|show` and the event part of
-//! `tandem status`: thin clients of a node's admin endpoint and of the
+//! `tandem switchover` and `tandem rollback list|show`: thin clients of a node's admin endpoint and of the
 //! rollback files in a data directory.
 
 use std::path::PathBuf;
@@ -7,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::{http_get, http_request};
+use crate::http_request;
 
 /// `tandem switchover`.
 #[derive(Args)]
@@ -15,9 +14,10 @@ pub struct SwitchoverArgs {
     /// The node that should lead.
     #[arg(long)]
     to: u64,
-    /// Admin address of any node of the cluster.
-    #[arg(long, default_value = "127.0.0.1:7380", env = "TANDEM_ADMIN_ADDR")]
-    admin_addr: String,
+    /// Admin address of any node of the cluster (the first that answers of
+    /// a comma-separated list).
+    #[arg(long = "admin", alias = "admin-addr", default_value = crate::status_cmd::UP_ADMINS_DEFAULT, env = "TANDEM_ADMIN_ADDR")]
+    admin: String,
     /// How long the target may take to catch up before the switchover is
     /// abandoned (the old leader then leads on), ms.
     #[arg(long, default_value_t = 5000)]
@@ -47,7 +47,14 @@ pub enum RollbackCommand {
 /// Runs `tandem switchover`.
 pub fn switchover(args: SwitchoverArgs) -> ExitCode {
     let path = format!("/switchover?to={}&timeout_ms={}", args.to, args.timeout_ms);
-    match http_request("POST", &args.admin_addr, &path, args.timeout_ms + 10_000) {
+    let mut result = Err(format!("no admin address in {:?}", args.admin));
+    for addr in crate::http::split_addrs(&args.admin) {
+        result = http_request("POST", &addr, &path, args.timeout_ms + 10_000);
+        if !matches!(&result, Err(e) if e.starts_with("cannot connect")) {
+            break;
+        }
+    }
+    match result {
         Ok(body) => {
             println!("{}", body.trim_end());
             ExitCode::SUCCESS
@@ -137,33 +144,5 @@ pub fn rollback(command: RollbackCommand) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-    }
-}
-
-/// Prints the events of every node in `admin_addrs`, merged by time.
-pub fn print_events(admin_addrs: &[&str]) {
-    let mut events: Vec<serde_json::Value> = Vec::new();
-    for addr in admin_addrs {
-        match http_get(addr, "/events").map(|b| serde_json::from_str::<Vec<serde_json::Value>>(&b)) {
-            Ok(Ok(list)) => events.extend(list),
-            Ok(Err(e)) => eprintln!("warning: {addr}/events: {e}"),
-            Err(e) => eprintln!("warning: {e}"),
-        }
-    }
-    events.sort_by_key(|e| e["at_ms"].as_u64().unwrap_or(0));
-    events.dedup_by(|a, b| a["at_ms"] == b["at_ms"] && a["message"] == b["message"]);
-    if events.is_empty() {
-        println!("events: none");
-        return;
-    }
-    println!("events:");
-    for e in events {
-        println!(
-            "  {} [node {}] {}: {}",
-            e["at"].as_str().unwrap_or(""),
-            e["node"],
-            e["kind"].as_str().unwrap_or(""),
-            e["message"].as_str().unwrap_or("")
-        );
     }
 }

@@ -17,15 +17,27 @@
 //! the library crates; it holds no database logic.
 
 mod admin_auth;
+/// `println!` that never panics when stdout is closed (`tandem up | head`):
+/// the line is dropped. For commands that must clean up before exiting;
+/// the others die quietly of SIGPIPE like any Unix tool (see `main`).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod backup_cmd;
 mod bench_cmd;
 mod bench_failover_cmd;
 mod cluster_cmd;
 mod dr_cmd;
 mod failover_cmd;
+mod http;
 mod keyspace_cmd;
 mod proxy_cmd;
 mod server_cmd;
+mod status_cmd;
 mod up_cmd;
 
 use std::path::PathBuf;
@@ -62,11 +74,7 @@ enum Command {
     /// Print nodes' status (their `/status` documents) and the cluster's
     /// event log (failovers with their RTO, rollbacks, switchovers), merged
     /// by time.
-    Status {
-        /// Admin addresses, comma-separated (one node or all of them).
-        #[arg(long, default_value = "127.0.0.1:7380", env = "TANDEM_ADMIN_ADDR")]
-        admin_addr: String,
-    },
+    Status(status_cmd::StatusArgs),
     /// Move leadership to another node with zero writes lost: the leader
     /// pauses writes, the target catches up, the control plane switches.
     Switchover(failover_cmd::SwitchoverArgs),
@@ -104,22 +112,31 @@ enum Command {
 #[derive(Subcommand)]
 enum LogCommand {
     /// Find the first corrupt record in the log and truncate the log there,
-    /// deleting every later entry. Prints what would be dropped; pass --yes
-    /// to do it. Use only after a node refused to start with "corrupt log
+    /// deleting every later entry. Without --yes (or with --dry-run) it only
+    /// says what it would drop; --yes does it. Use only after a node refused to start with "corrupt log
     /// record", and only if no other copy (replica, backup) has the data.
     Repair {
         /// The node's data directory.
         #[arg(long, default_value = "tandem-data", env = "TANDEM_DATA_DIR")]
         data_dir: PathBuf,
         /// Really truncate.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "dry_run")]
         yes: bool,
+        /// Only say what would be dropped (the default without --yes).
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
+/// The log filter without `TANDEM_LOG`.
+const LOG_FILTER_DEFAULT: &str = "info,openraft=off";
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // openraft reports every vote and every failed heartbeat to a dead peer;
+    // that is debugging detail, not an operator's news (TANDEM_LOG=debug
+    // shows it). Tandem's own failover events say what happened.
+    let filter = EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new(LOG_FILTER_DEFAULT));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -131,6 +148,16 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Rust ignores SIGPIPE, so `println!` panics on a closed pipe
+    // (`tandem status | head`). Commands that only print get the Unix
+    // default (exit quietly); the ones that own processes (`up`, `dr`,
+    // `server`, `proxy`) keep it ignored and never panic on a write.
+    if !matches!(cli.command, Command::Up(_) | Command::Dr { .. } | Command::Server(_) | Command::Proxy(_)) {
+        // SAFETY: setting a signal disposition before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Command::Server(args) => {
             init_logging();
@@ -144,7 +171,7 @@ fn main() -> ExitCode {
             init_logging();
             proxy_cmd::run(args)
         }
-        Command::Status { admin_addr } => status(&admin_addr),
+        Command::Status(args) => status_cmd::run(args),
         Command::Switchover(args) => failover_cmd::switchover(args),
         Command::Rollback { command } => failover_cmd::rollback(command),
         Command::Cluster(args) => cluster_cmd::run(args),
@@ -152,57 +179,29 @@ fn main() -> ExitCode {
         Command::Backup { command } => backup_cmd::run(command),
         Command::Restore(args) => backup_cmd::run_restore(args),
         Command::Dr { command } => dr_cmd::run(command),
-        Command::Log { command: LogCommand::Repair { data_dir, yes } } => {
+        Command::Log { command: LogCommand::Repair { data_dir, yes, dry_run: _ } } => {
             init_logging();
             repair(&data_dir, yes)
         }
     }
 }
 
-/// A minimal HTTP GET (the admin endpoint is local and plain HTTP/1.1).
-fn http_get(addr: &str, path: &str) -> Result<String, String> {
-    http_request("GET", addr, path, 10_000)
-}
-
-/// A minimal HTTP request without a body; the response body on 200, else
-/// the status line and body as the error.
+/// A request without a body whose answer must be 200 (see [`http`]).
 fn http_request(method: &str, addr: &str, path: &str, timeout_ms: u64) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let auth = admin_auth::header()?;
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_millis(timeout_ms))).ok();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(|e| format!("reading from {addr}: {e}"))?;
-    let (head, body) = response.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("{addr}{path}: {}: {}", head.lines().next().unwrap_or(""), body.trim()));
-    }
-    Ok(body.to_string())
+    http::ok_bytes(addr, method, path, std::time::Duration::from_millis(timeout_ms))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
-fn status(admin_addrs: &str) -> ExitCode {
-    let addrs: Vec<&str> = admin_addrs.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
-    let mut failed = false;
-    for addr in &addrs {
-        match http_get(addr, "/status") {
-            Ok(body) => match serde_json::from_str::<serde_json::Value>(&body) {
-                Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or(body)),
-                Err(_) => println!("{body}"),
-            },
-            Err(e) => {
-                eprintln!("error: {e}");
-                failed = true;
-            }
-        }
-    }
-    failover_cmd::print_events(&addrs);
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+fn describe_repair(r: &tandem_storage::log::RepairReport) -> String {
+    format!(
+        "  cut {} at byte {}\n  drop {} bytes: {} intact record(s) after the damage (damaged records cannot be \
+         counted) and {} later segment file(s)",
+        r.path.display(),
+        r.offset,
+        r.bytes_dropped,
+        r.records_dropped,
+        r.segments_removed
+    )
 }
 
 fn repair(data_dir: &std::path::Path, yes: bool) -> ExitCode {
@@ -215,12 +214,16 @@ fn repair(data_dir: &std::path::Path, yes: bool) -> ExitCode {
         Err(tandem_storage::StorageError::Corrupt { path, offset, reason }) => {
             println!("corrupt record in {} at byte offset {offset}: {reason}", path.display());
             if !yes {
-                println!("re-run with --yes to truncate the log there (every later entry is dropped)");
+                match tandem_storage::log::repair_plan(&log_dir, &path, offset) {
+                    Ok(plan) => println!("dry run: a repair would\n{}", describe_repair(&plan)),
+                    Err(e) => eprintln!("error: {e}"),
+                }
+                println!("nothing changed; re-run with --yes to truncate the log there");
                 return ExitCode::FAILURE;
             }
             match tandem_storage::log::repair_truncate(&log_dir, &path, offset) {
                 Ok(report) => {
-                    println!("truncated: {report:?}");
+                    println!("repaired: the log now ends before the damage\n{}", describe_repair(&report));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

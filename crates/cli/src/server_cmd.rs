@@ -174,6 +174,10 @@ pub struct ServerArgs {
     /// --archive-interval-ms) [default: 0].
     #[arg(long, env = "TANDEM_RPO_MAX_MS")]
     rpo_max_ms: Option<u64>,
+    /// Service name for Sentinel-aware clients (`SENTINEL
+    /// get-master-addr-by-name NAME`, `+switch-master`) [default: tandem].
+    #[arg(long, env = "TANDEM_SENTINEL_NAME")]
+    sentinel_name: Option<String>,
     /// Print one JSON line {"client_addr":..,"admin_addr":..} on stdout when
     /// ready (for scripts and tests that use port 0).
     #[arg(long)]
@@ -229,6 +233,9 @@ impl ServerArgs {
         }
         set!(archive_interval_ms <- self.archive_interval_ms);
         set!(rpo_max_ms <- self.rpo_max_ms);
+        if let Some(name) = self.sentinel_name {
+            c.sentinel_name = name;
+        }
         set!(archive_file_bytes_max <- self.archive_file_bytes_max);
         if self.cluster_secret.is_some() {
             c.cluster_secret = self.cluster_secret;

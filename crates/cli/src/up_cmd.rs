@@ -30,6 +30,11 @@ pub struct UpArgs {
     /// Node 1 leads, fixed (static roles, no leases, no automatic failover).
     #[arg(long)]
     static_leader: bool,
+    /// Start only node N again (after it was killed) with exactly the flags
+    /// `tandem up` gave it, in the foreground, while the others run; pass
+    /// the same --nodes/--base-port/--data-dir/--static-leader as `up`.
+    #[arg(long, value_name = "N")]
+    restart: Option<u64>,
     /// Extra flags for every `tandem server`, e.g. `-- --ack "any 1" --fsync always`.
     #[arg(last = true)]
     server_args: Vec<String>,
@@ -105,24 +110,48 @@ pub fn run(a: UpArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The `tandem server` flags of node i (also printed as its restart command).
+    let server_args = |i: u64| -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "server".into(),
+            "--node-id".into(),
+            i.to_string(),
+            "--data-dir".into(),
+            a.data_dir.join(format!("node-{i}")).display().to_string(),
+            "--client-addr".into(),
+            format!("127.0.0.1:{}", port(i, 0)),
+            "--admin-addr".into(),
+            format!("127.0.0.1:{}", port(i, 1)),
+            "--peer-addr".into(),
+            format!("127.0.0.1:{}", port(i, 2)),
+            "--members".into(),
+            members.clone(),
+            "--cluster-secret-file".into(),
+            secret_file.display().to_string(),
+        ];
+        if a.static_leader {
+            v.extend(["--leader".into(), "1".into()]);
+        }
+        v.extend(a.server_args.iter().cloned());
+        v
+    };
+    if let Some(n) = a.restart {
+        if n == 0 || n > a.nodes {
+            eprintln!("error: --restart {n}: there are nodes 1..={} (pass the same --nodes as `tandem up`)", a.nodes);
+            return ExitCode::from(2);
+        }
+        eprintln!("restarting node {n}: tandem {}", server_args(n).join(" "));
+        // exec: this process becomes the node, so signals reach it directly.
+        use std::os::unix::process::CommandExt;
+        let e = Command::new(&exe).args(server_args(n)).exec();
+        eprintln!("error: cannot start node {n}: {e}");
+        return ExitCode::FAILURE;
+    }
     let mut nodes: Vec<Node> = Vec::new();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<u64>();
     for i in 1..=a.nodes {
         let mut cmd = Command::new(&exe);
-        cmd.arg("server")
-            .args(["--node-id", &i.to_string()])
-            .arg("--data-dir")
-            .arg(a.data_dir.join(format!("node-{i}")))
-            .args(["--client-addr", &format!("127.0.0.1:{}", port(i, 0))])
-            .args(["--admin-addr", &format!("127.0.0.1:{}", port(i, 1))])
-            .args(["--peer-addr", &format!("127.0.0.1:{}", port(i, 2))])
-            .args(["--members", &members, "--print-ready"])
-            .arg("--cluster-secret-file")
-            .arg(&secret_file)
-            .args(if a.static_leader { vec!["--leader", "1"] } else { vec![] })
-            .args(&a.server_args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(server_args(i)).arg("--print-ready").stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -144,7 +173,7 @@ pub fn run(a: UpArgs) -> ExitCode {
                 if line.starts_with('{') {
                     let _ = tx.send(i);
                 } else {
-                    println!("[node {i}] {line}");
+                    outln!("[node {i}] {line}");
                 }
             }
         });
@@ -158,22 +187,49 @@ pub fn run(a: UpArgs) -> ExitCode {
         }
     }
     if a.static_leader {
-        println!("tandem up: {} nodes, node 1 leads (static; data in {})", a.nodes, a.data_dir.display());
+        outln!("tandem up: {} nodes, node 1 leads (static; data in {})", a.nodes, a.data_dir.display());
     } else {
-        println!(
+        outln!(
             "tandem up: {} nodes; they elect a leader and fail over automatically (data in {})",
             a.nodes,
             a.data_dir.display()
         );
     }
-    println!("{:<6} {:<18} {:<18}", "node", "client (RESP)", "admin (HTTP)");
+    outln!("{:<6} {:<8} {:<18} {:<18} {:<18}", "node", "pid", "client (RESP)", "admin (HTTP)", "peer");
     for n in &nodes {
-        println!("{:<6} 127.0.0.1:{:<8} 127.0.0.1:{:<8}", n.id, n.client, n.admin);
+        outln!(
+            "{:<6} {:<8} 127.0.0.1:{:<8} 127.0.0.1:{:<8} 127.0.0.1:{:<8}",
+            n.id,
+            n.child.id(),
+            n.client,
+            n.admin,
+            port(n.id, 2)
+        );
     }
     let admins: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.admin)).collect();
-    println!("who leads: redis-cli -p {} ROLE (or INFO replication)", nodes[0].client);
-    println!("events:    tandem status --admin-addr {}", admins.join(","));
-    println!("Ctrl-C stops the cluster.");
+    outln!("who leads: redis-cli -p {} ROLE (or INFO replication)", nodes[0].client);
+    outln!("status:    tandem status --admin {}", admins.join(","));
+    let same_flags = {
+        let mut f = vec![format!("--nodes {}", a.nodes)];
+        if a.base_port != 7379 {
+            f.push(format!("--base-port {}", a.base_port));
+        }
+        if a.data_dir != std::path::Path::new("tandem-data") {
+            f.push(format!("--data-dir {}", a.data_dir.display()));
+        }
+        if a.static_leader {
+            f.push("--static-leader".into());
+        }
+        if !a.server_args.is_empty() {
+            f.push(format!("-- {}", a.server_args.join(" ")));
+        }
+        f.join(" ")
+    };
+    outln!("restart a killed node N (while the others run): tandem up --restart N {same_flags}");
+    for n in &nodes {
+        outln!("  node {}: tandem {}", n.id, server_args(n.id).join(" "));
+    }
+    outln!("Ctrl-C stops the cluster.");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let exited = runtime.block_on(async {

@@ -172,10 +172,19 @@ fn log_repair_truncates_at_the_corruption() {
     assert!(!dry.status.success(), "repair without --yes must not report success: {dry_out}");
     assert!(dry_out.contains(&format!("byte offset {record}")), "repair names the offset {record}: {dry_out}");
     assert_eq!(std::fs::read(&seg).unwrap(), before, "repair without --yes changed the log");
+    // --dry-run says, in words, what a repair would drop; it changes nothing.
+    let plan =
+        Command::new(tandem_bin()).args(["log", "repair", "--data-dir", data_dir, "--dry-run"]).output().unwrap();
+    let plan_out = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(plan_out.contains("dry run: a repair would") && plan_out.contains("intact record(s)"), "{plan_out}");
+    assert!(plan_out.contains(&format!("at byte {record}")), "the plan names the cut: {plan_out}");
+    assert_eq!(std::fs::read(&seg).unwrap(), before, "repair --dry-run changed the log");
 
     let real = Command::new(tandem_bin()).args(["log", "repair", "--data-dir", data_dir, "--yes"]).output().unwrap();
     let real_out = String::from_utf8_lossy(&real.stdout).into_owned() + &String::from_utf8_lossy(&real.stderr);
     assert!(real.status.success(), "tandem log repair --yes failed: {real_out}");
+    assert!(real_out.contains("repaired: the log now ends before the damage"), "readable report: {real_out}");
+    assert!(!real_out.contains("RepairReport {"), "no Rust debug struct in the output: {real_out}");
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), record, "the segment is truncated at the bad record");
 
     let server = TestServer::start(dir.path(), &["--snapshot-entries", "0"]);

@@ -396,3 +396,121 @@ fn a_leader_restarted_at_once_never_leads_its_old_epoch_again() {
         );
     }
 }
+
+/// `/events` of one node, parsed.
+fn events_of(server: &TestServer) -> Vec<serde_json::Value> {
+    http_get(server.admin_addr(), "/events").ok().and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default()
+}
+
+#[test]
+fn the_event_log_is_cluster_wide_and_survives_the_loss_of_the_node_that_recorded_it() {
+    let mut c = auto_cluster(&[]);
+    let old = wait_leader(&c, None);
+    // The bootstrap election is in every node's log, whoever recorded it.
+    for id in 1..=3u64 {
+        assert!(
+            eventually(ELECT, || events_of(c.node(id)).iter().any(|e| e["kind"] == "bootstrap")),
+            "node {id} has no bootstrap event: {:?}\n{}",
+            events_of(c.node(id)),
+            c.stderrs()
+        );
+    }
+    c.node_mut(old).kill9();
+    let new = wait_leader(&c, Some(old));
+    let promoted = |s: &TestServer| events_of(s).into_iter().find(|e| e["kind"] == "promoted");
+    let mut recorder = 0;
+    assert!(
+        eventually(ELECT, || {
+            recorder = promoted(c.node(new)).and_then(|e| e["node"].as_u64()).unwrap_or(0);
+            recorder != 0
+        }),
+        "no promoted event on node {new}\n{}",
+        c.stderrs()
+    );
+    let witness = (1..=3u64).find(|&id| id != old && id != recorder).expect("a third node");
+    assert!(
+        eventually(ELECT, || promoted(c.node(witness)).is_some()),
+        "the promotion never reached node {witness}'s replicated log"
+    );
+    // Lose the node that recorded the promotion as well: the last node still
+    // tells the story, and so do both after they restart.
+    if recorder != old {
+        c.node_mut(recorder).kill9();
+    }
+    assert!(promoted(c.node(witness)).is_some(), "the promotion vanished with node {recorder}");
+    c.node_mut(old).restart();
+    if recorder != old {
+        c.node_mut(recorder).restart();
+    }
+    let admins = c.nodes.iter().map(|n| n.admin_addr().to_string()).collect::<Vec<_>>().join(",");
+    let out = std::process::Command::new(common::tandem_bin()).args(["status", "--admin", &admins]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "tandem status failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    let first = text.lines().next().unwrap_or("");
+    assert!(first.starts_with("node") && first.contains("role") && first.contains("last event"), "{text}");
+    assert!(text.contains("bootstrap:") && text.contains("promoted:"), "events missing after restarts:\n{text}");
+    assert!(
+        !text.contains(&format!("node {old} (leader of epoch 1) lost: last heard at")) || text.contains("promoted"),
+        "{text}"
+    );
+    // --json is the raw documents; a closed pipe is no panic.
+    let json = std::process::Command::new(common::tandem_bin())
+        .args(["status", "--json", "--admin", &admins])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("status --json is JSON");
+    assert_eq!(doc["nodes"].as_array().map(Vec::len), Some(3), "{doc}");
+    let piped = std::process::Command::new("sh")
+        .args(["-c", &format!("{} status --admin {admins} | head -1", common::tandem_bin())])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(!err.contains("panicked"), "tandem status | head panicked: {err}");
+}
+
+#[test]
+fn healthz_fails_for_a_leader_without_its_lease_and_readyz_is_true_only_where_writes_go() {
+    let c = auto_cluster(&["--ack", "any 1"]);
+    let old = wait_leader(&c, None);
+    let follower = (1..=3u64).find(|&id| id != old).unwrap();
+    assert_eq!(http_get(c.node(old).admin_addr(), "/healthz").as_deref(), Ok("ok\n"));
+    assert!(http_get(c.node(old).admin_addr(), "/readyz").is_ok(), "the leader takes writes");
+    assert_eq!(http_get(c.node(follower).admin_addr(), "/healthz").as_deref(), Ok("ok\n"));
+    let not_ready = http_get(c.node(follower).admin_addr(), "/readyz").unwrap_err();
+    assert!(not_ready.contains("503"), "a follower is not ready for writes: {not_ready}");
+    // Metrics: build info, role, epoch, the ack wait by policy, memory.
+    assert_eq!(c.node(old).raw().cmd(&["SET", "k", "v"]), Resp::Simple("OK".into()));
+    let metrics = http_get(c.node(old).admin_addr(), "/metrics").unwrap();
+    for series in [
+        "tandem_build_info{version=",
+        "tandem_role{role=\"leader\"} 1",
+        "tandem_epoch ",
+        "tandem_ack_wait_seconds_count{policy=\"any 1\"} 1",
+        "tandem_memory_rss_bytes ",
+    ] {
+        assert!(metrics.contains(series), "/metrics lacks {series}:\n{metrics}");
+    }
+    let memory = match c.node(old).raw().cmd(&["INFO", "memory"]) {
+        Resp::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => panic!("INFO memory answered {other:?}"),
+    };
+    let used: u64 =
+        memory.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    assert!(used > 1 << 20, "used_memory is a real number: {memory}");
+    assert!(memory.contains("used_memory_human:"), "{memory}");
+    // Cut off, the leader loses its lease: unhealthy, with the reason.
+    isolate(&c, old);
+    let mut last = String::new();
+    let failed = eventually(ELECT, || match http_get(c.node(old).admin_addr(), "/healthz") {
+        Ok(body) => {
+            last = body;
+            false
+        }
+        Err(e) => {
+            last = e;
+            true
+        }
+    });
+    assert!(failed && last.contains("503"), "an isolated leader stays healthy: {last}");
+    heal(&c);
+}

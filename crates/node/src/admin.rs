@@ -102,7 +102,9 @@ fn router(shared: Arc<Shared>) -> Router {
         );
     }
     let guarded = guarded.layer(axum::middleware::from_fn_with_state(shared.clone(), require_token));
-    Router::new().route("/healthz", get(|| async { "ok\n" })).merge(guarded).with_state(shared)
+    // A load balancer probes these without credentials; they reveal only
+    // whether this node serves (and takes writes).
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).merge(guarded).with_state(shared)
 }
 
 /// Refuses a request without the admin token (when one is configured).
@@ -222,14 +224,62 @@ fn replication_json(shared: &Shared) -> (&'static str, serde_json::Value) {
     }
 }
 
+/// Why this node cannot serve, if it cannot: its log failed, or it leads
+/// without holding its lease (a partitioned leader). A node that is still
+/// loading has no admin endpoint yet (it binds after recovery), which a
+/// load balancer sees as down too.
+pub fn unhealthy_reason(shared: &Shared) -> Option<String> {
+    if let Some(e) = shared.db.log().failed() {
+        return Some(format!("the log failed: {e}"));
+    }
+    // `is_leader`, not the role view: a leader without its lease is shown
+    // as idle (it must not look like a master) but is still the one that
+    // lost its lease.
+    if shared.repl.is_leader() && shared.control.is_some() && !shared.repl.holds_lease() {
+        return Some("this leader does not hold its lease (it cannot reach a majority)".into());
+    }
+    None
+}
+
+/// `GET /healthz`: 200 `ok` while the node serves; 503 with the reason when
+/// its log failed or it leads without its lease.
+async fn healthz(State(shared): State<Arc<Shared>>) -> (axum::http::StatusCode, String) {
+    match unhealthy_reason(&shared) {
+        None => (axum::http::StatusCode::OK, "ok\n".into()),
+        Some(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}\n")),
+    }
+}
+
+/// `GET /readyz`: 200 when this node takes writes now (the leader, holding
+/// its lease, log healthy, not paused); 503 with the reason otherwise.
+async fn readyz(State(shared): State<Arc<Shared>>) -> (axum::http::StatusCode, String) {
+    if let Some(why) = unhealthy_reason(&shared) {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n"));
+    }
+    match shared.repl.write_refusal().await {
+        None => (axum::http::StatusCode::OK, "ready: takes writes\n".into()),
+        Some(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
 async fn status(State(shared): State<Arc<Shared>>) -> Json<Status> {
     Json(status_of(&shared))
 }
 
-/// `GET /events`: the node's event log (failovers, RTO, rollbacks,
-/// switchovers), oldest first.
+/// `GET /events`: the cluster's event log (failovers, RTO, rollbacks,
+/// switchovers, the bootstrap election) from the replicated cluster map,
+/// merged with this node's own events not yet committed there; oldest first.
 async fn events(State(shared): State<Arc<Shared>>) -> Json<Vec<crate::events::Event>> {
-    Json(shared.repl.events.list())
+    Json(events_of(&shared))
+}
+
+/// The events `/events` serves.
+pub fn events_of(shared: &Shared) -> Vec<crate::events::Event> {
+    let replicated: Vec<crate::events::Event> = shared
+        .control
+        .as_ref()
+        .map_or_else(Vec::new, |cp| cp.map().borrow().events.iter().map(crate::events::Event::from_cluster).collect());
+    crate::events::merge([replicated, shared.repl.events.list()])
 }
 
 /// Query of `POST /switchover`.

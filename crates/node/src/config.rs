@@ -135,6 +135,10 @@ pub struct Config {
     /// the node's keyspaces; with one, they are added to the cluster map if
     /// it lacks them (the map then rules, and changes at run time).
     pub keyspace: Vec<KeyspaceConfig>,
+    /// The service name this node answers Sentinel commands for
+    /// (`SENTINEL get-master-addr-by-name NAME`) and puts in
+    /// `+switch-master` messages.
+    pub sentinel_name: String,
 }
 
 /// One `[[keyspace]]` table of the config file.
@@ -231,6 +235,7 @@ impl Default for Config {
             archive_interval_ms: ARCHIVE_INTERVAL_MS,
             archive_file_bytes_max: tandem_backup::archive::ARCHIVE_FILE_BYTES_MAX,
             rpo_max_ms: 0,
+            sentinel_name: "tandem".into(),
             keyspace: Vec::new(),
         }
     }

@@ -52,6 +52,9 @@ pub struct ClientState {
     pub last_write_lsn: Lsn,
     /// Ack policy set by `ACKPOLICY SET` (None: the keyspace default).
     pub durability: Option<Durability>,
+    /// Set by `SUBSCRIBE`: the connection enters subscribe mode with these
+    /// channels (`crate::sentinel`).
+    pub subscribe: Option<Vec<Bytes>>,
 }
 
 /// What a dispatched request produced.
@@ -82,6 +85,7 @@ pub async fn serve(
         closing: false,
         last_write_lsn: 0,
         durability: None,
+        subscribe: None,
     };
     let limits = shared.config.resp_limits();
     let query_max = shared.config.limits.query_buffer_bytes_max;
@@ -124,6 +128,28 @@ pub async fn serve(
             if let Frame::Error(e) = &outcome.reply {
                 shared.metrics.error(e.split(' ').next().unwrap_or("ERR"));
             }
+            if let Some(channels) = client.subscribe.take() {
+                // Subscribe mode: answer what came before, then hand the
+                // connection over until it unsubscribes from everything.
+                pending.push((index, started));
+                if flush(&shared, &mut stream, &mut output, wait_lsn, &mut pending).await.is_err() {
+                    break 'conn;
+                }
+                wait_lsn = 0;
+                if !crate::sentinel::serve_subscribed(
+                    &shared,
+                    &mut stream,
+                    &mut input,
+                    &mut client,
+                    channels,
+                    &mut shutdown,
+                )
+                .await
+                {
+                    break 'conn;
+                }
+                continue;
+            }
             let mut reply = outcome.reply;
             if let Some(lsn) = outcome.wait_lsn {
                 client.last_write_lsn = lsn;
@@ -145,7 +171,14 @@ pub async fn serve(
                     }
                     wait_lsn = 0;
                     let durability = durability.clone();
-                    if let Err(e) = shared.repl.wait_write(lsn, &durability).await {
+                    let waited = Instant::now();
+                    let outcome = shared.repl.wait_write(lsn, &durability).await;
+                    shared
+                        .metrics
+                        .ack_wait_seconds
+                        .get_or_create(&crate::metrics::PolicyLabel { policy: durability.policy.to_string() })
+                        .observe(waited.elapsed().as_secs_f64());
+                    if let Err(e) = outcome {
                         shared.metrics.error(e.split(' ').next().unwrap_or("ERR"));
                         reply = Frame::Error(e);
                     }

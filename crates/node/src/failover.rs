@@ -378,14 +378,30 @@ impl Failover {
                                 .unwrap_or(0);
                             let at = unix_ms().saturating_sub(since);
                             st.lost = Some((old_epoch, at));
-                            self.events.record(
-                                "lost",
-                                format!(
-                                    "node {old_leader} (leader of epoch {old_epoch}) lost: last heard at {}",
-                                    crate::rollback::rfc3339(at)
-                                ),
-                                EventFields { epoch: Some(old_epoch), subject: Some(old_leader), ..Default::default() },
-                            );
+                            let fields =
+                                EventFields { epoch: Some(old_epoch), subject: Some(old_leader), ..Default::default() };
+                            if reports.contains_key(&old_leader) {
+                                // It answers, so it is not lost: it restarted
+                                // and must not lead the epoch it led before.
+                                self.events.record(
+                                    "restarted",
+                                    format!(
+                                        "node {old_leader} (leader of epoch {old_epoch}) is up but no longer leads \
+                                         it (it restarted; a node never leads the same epoch twice); choosing a new \
+                                         leader"
+                                    ),
+                                    fields,
+                                );
+                            } else {
+                                self.events.record(
+                                    "lost",
+                                    format!(
+                                        "node {old_leader} (leader of epoch {old_epoch}) lost: last heard at {}",
+                                        crate::rollback::rfc3339(at)
+                                    ),
+                                    fields,
+                                );
+                            }
                             at
                         }
                     }

@@ -48,6 +48,7 @@ pub mod node_commands;
 pub mod peer_auth;
 pub mod repl;
 pub mod rollback;
+pub mod sentinel;
 pub mod server;
 
 pub use config::Config;

@@ -21,6 +21,38 @@ pub struct CommandLabel {
     pub command: String,
 }
 
+/// Label: an ack policy (`async`, `any 1`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabel {
+    /// The policy text.
+    pub policy: String,
+}
+
+/// Labels of `tandem_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabel {
+    /// The crate version.
+    pub version: String,
+}
+
+/// Label: a replication role (`leader`, `follower`, `idle`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabel {
+    /// The role.
+    pub role: String,
+}
+
+/// Resident set size of this process in bytes (Linux `/proc/self/status`,
+/// `VmRSS`), or 0 where it cannot be read.
+pub fn rss_bytes() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/status") else { return 0 };
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Label: a follower.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReplicaLabel {
@@ -112,6 +144,16 @@ pub struct Metrics {
     /// `COMMANDS` (last slot: unknown commands), so the hot path does no
     /// label allocation or map lookup.
     per_command: Vec<(Counter, Histogram)>,
+    /// Constant 1, labelled with the version.
+    pub build_info: Family<BuildLabel, Gauge>,
+    /// 1 for this node's current role, 0 for the others.
+    pub role: Family<RoleLabel, Gauge>,
+    /// This node's epoch.
+    pub epoch: Gauge,
+    /// How long writes waited for their ack policy (replicas), by policy.
+    pub ack_wait_seconds: Family<PolicyLabel, Histogram, fn() -> Histogram>,
+    /// Resident memory of the process.
+    pub memory_rss_bytes: Gauge,
 }
 
 impl Metrics {
@@ -151,6 +193,11 @@ impl Metrics {
             rollback_entries: Counter::default(),
             lease_held: Gauge::default(),
             registry: Registry::default(),
+            build_info: Family::default(),
+            role: Family::default(),
+            epoch: Gauge::default(),
+            ack_wait_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            memory_rss_bytes: Gauge::default(),
         };
         let names = COMMANDS.iter().map(|c| c.name).chain(std::iter::once("unknown"));
         let per_command = names
@@ -208,6 +255,16 @@ impl Metrics {
             m.rollback_entries.clone(),
         );
         registry.register("lease_held", "1 while this node leads and holds its lease", m.lease_held.clone());
+        m.build_info.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION").to_string() }).set(1);
+        registry.register("build_info", "Constant 1, labelled with the version", m.build_info.clone());
+        registry.register("role", "1 for this node's current role (leader, follower, idle)", m.role.clone());
+        registry.register("epoch", "This node's epoch", m.epoch.clone());
+        registry.register(
+            "ack_wait_seconds",
+            "How long writes waited for replicas to meet their ack policy, by policy",
+            m.ack_wait_seconds.clone(),
+        );
+        registry.register("memory_rss_bytes", "Resident memory of the process", m.memory_rss_bytes.clone());
         Metrics { registry, per_command, ..m }
     }
 

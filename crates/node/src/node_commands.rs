@@ -71,6 +71,15 @@ pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &Comm
         "replicaof" | "slaveof" => replicaof(shared, args),
         "ackpolicy" => ackpolicy(shared, client, args),
         "switchover" => switchover(shared, args).await,
+        "sentinel" => crate::sentinel::command(shared, args),
+        "subscribe" => match crate::sentinel::subscribe_channels(args) {
+            Ok(channels) => {
+                // The connection enters subscribe mode and confirms them.
+                client.subscribe = Some(channels);
+                return crate::connection::reply(Frame::Null);
+            }
+            Err(e) => e,
+        },
         other => err(format!("ERR command '{other}' is not available on this node")),
     };
     reply(frame)
@@ -287,6 +296,17 @@ async fn save(shared: &Arc<Shared>) -> Frame {
     }
 }
 
+/// Bytes the way Redis prints them (`1.50M`).
+fn human_bytes(b: u64) -> String {
+    let units = [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+    for (u, size) in units {
+        if b >= size {
+            return format!("{:.2}{u}", b as f64 / size as f64);
+        }
+    }
+    format!("{b}B")
+}
+
 /// Renders `INFO [section ...]` with Redis's field names where Redis has
 /// them, plus Tandem's own fields.
 pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
@@ -317,6 +337,17 @@ pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
             "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
             m.connections.get(),
             shared.config.limits.clients_max
+        );
+    }
+    if want("memory") {
+        // Redis's used_memory counts allocator bytes; Tandem reports the
+        // process's resident set (RSS), an honest upper bound.
+        let rss = crate::metrics::rss_bytes();
+        let _ = write!(
+            out,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\ntandem_memory_source:rss\r\n\r\n",
+            human_bytes(rss),
+            human_bytes(rss)
         );
     }
     if want("persistence") {
@@ -490,6 +521,17 @@ fn replicaof(shared: &Shared, args: &[Bytes]) -> Frame {
         None => return err(format!("ERR cannot resolve {host}:{port}")),
     };
     let leader_id = shared.config.members.iter().find(|(_, a)| *a == addr).map_or(0, |(id, _)| *id);
+    if leader_id == 0 && !shared.config.members.is_empty() {
+        // A Redis user types the leader's client port; replication runs on
+        // peer ports. Following an address that is no member's peer port
+        // would answer OK and silently never replicate.
+        let peers: Vec<String> = shared.config.members.iter().map(|(id, a)| format!("node {id}: {a}")).collect();
+        return err(format!(
+            "ERR {host}:{port} is not the peer address of a cluster member (REPLICAOF takes the leader's peer \
+             port, not its client port; members: {})",
+            peers.join(", ")
+        ));
+    }
     shared.repl.become_follower(leader_id, addr);
     simple("OK")
 }

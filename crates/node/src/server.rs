@@ -179,6 +179,7 @@ pub async fn run(
     let (control, failover) = if config.automatic_failover() {
         let control = ControlPlane::start(control_config(&config, repl.faults.clone())).await?;
         repl.set_control(control.clone());
+        repl.events.forward_to(control.clone());
         let failover =
             Failover::start(&config, db.clone(), repl.clone(), control.clone(), metrics.clone(), shutdown_rx.clone());
         (Some(control), Some(failover))
@@ -372,4 +373,14 @@ pub fn refresh_gauges(shared: &Shared) {
     m.keys.set(keys as i64);
     m.last_lsn.set(last_lsn as i64);
     m.durable_lsn.set(shared.db.durable_lsn() as i64);
+    m.epoch.set(shared.db.epoch() as i64);
+    let role = match shared.repl.view() {
+        crate::repl::RoleView::Leader { .. } => "leader",
+        crate::repl::RoleView::Follower { .. } => "follower",
+        crate::repl::RoleView::Idle { .. } => "idle",
+    };
+    for r in ["leader", "follower", "idle"] {
+        m.role.get_or_create(&crate::metrics::RoleLabel { role: r.to_string() }).set(i64::from(r == role));
+    }
+    m.memory_rss_bytes.set(crate::metrics::rss_bytes() as i64);
 }

@@ -8,7 +8,7 @@
 //! clock or know about Raft's internals: the store feeds it committed
 //! entries in order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,42 @@ pub struct ClusterMap {
     /// before keyspaces existed: none.)
     #[serde(default)]
     pub keyspaces: BTreeMap<String, KeyspaceDef>,
+    /// The cluster's event log (failovers, switchovers, rollbacks, the
+    /// bootstrap election), oldest first, at most [`CLUSTER_EVENTS_MAX`].
+    /// Replicated so that it survives the loss or restart of any node.
+    #[serde(default)]
+    pub events: VecDeque<ClusterEvent>,
+}
+
+/// Events the cluster map keeps (oldest dropped first). Small: the map is
+/// cloned on every change and written into every control-plane snapshot.
+pub const CLUSTER_EVENTS_MAX: usize = 200;
+/// Longest event message kept in the map, in bytes (longer ones are cut).
+pub const CLUSTER_EVENT_MESSAGE_BYTES_MAX: usize = 1024;
+
+/// One event of the cluster's event log, as replicated. Plain fields only
+/// (no `skip_serializing_if`/`flatten`): the Raft log encodes it with
+/// postcard, which is not self-describing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterEvent {
+    /// When the recording node saw it (unix ms, its clock).
+    pub at_ms: u64,
+    /// The node that recorded it.
+    pub node: NodeId,
+    /// `lost`, `promoted`, `bootstrap`, `rollback`, `switchover`, ...
+    pub kind: String,
+    /// What happened, in words.
+    pub message: String,
+    /// Recovery time of a failover, in ms.
+    pub rto_ms: Option<u64>,
+    /// Writes that could not be kept.
+    pub lost_writes: Option<u64>,
+    /// The LSN range concerned.
+    pub lsn_range: Option<(u64, u64)>,
+    /// The epoch concerned.
+    pub epoch: Option<u64>,
+    /// The node concerned.
+    pub subject: Option<u64>,
 }
 
 /// A change to the cluster map, proposed through Raft.
@@ -77,6 +113,8 @@ pub enum ControlCmd {
         /// The keyspace's name.
         name: String,
     },
+    /// Appends an event to the cluster's event log (always applied).
+    RecordEvent(ClusterEvent),
 }
 
 /// The answer to a [`ControlCmd`] once it is committed and applied.
@@ -129,6 +167,20 @@ impl ClusterMap {
                     return ControlResp::Rejected { reason, map: self.clone() };
                 }
                 tracing::info!(name = name.as_str(), index, "cluster map: keyspace dropped");
+            }
+            ControlCmd::RecordEvent(event) => {
+                let mut event = event.clone();
+                if event.message.len() > CLUSTER_EVENT_MESSAGE_BYTES_MAX {
+                    let mut cut = CLUSTER_EVENT_MESSAGE_BYTES_MAX;
+                    while !event.message.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    event.message.truncate(cut);
+                }
+                while self.events.len() >= CLUSTER_EVENTS_MAX {
+                    self.events.pop_front();
+                }
+                self.events.push_back(event);
             }
         }
         self.version = index;
@@ -239,6 +291,32 @@ mod tests {
         let old = r#"{"version":3,"members":{},"leader":null,"epoch":0,"ack_policy":null}"#;
         let loaded: ClusterMap = serde_json::from_str(old).unwrap();
         assert!(loaded.keyspaces.is_empty());
+    }
+
+    #[test]
+    fn control_map_event_log_is_a_bounded_ring_in_commit_order() {
+        let mut map = map_with_members(&[1, 2, 3]);
+        for i in 0..CLUSTER_EVENTS_MAX as u64 + 3 {
+            let ev = ClusterEvent {
+                at_ms: i,
+                node: 1,
+                kind: "lost".into(),
+                message: "x".repeat(CLUSTER_EVENT_MESSAGE_BYTES_MAX + 10),
+                rto_ms: None,
+                lost_writes: None,
+                lsn_range: None,
+                epoch: Some(i),
+                subject: None,
+            };
+            assert!(matches!(map.apply(2 + i, &ControlCmd::RecordEvent(ev)), ControlResp::Applied(_)));
+        }
+        assert_eq!(map.events.len(), CLUSTER_EVENTS_MAX);
+        assert_eq!(map.events.front().unwrap().at_ms, 3);
+        assert_eq!(map.events.back().unwrap().message.len(), CLUSTER_EVENT_MESSAGE_BYTES_MAX);
+        // The event survives the postcard encoding of the Raft log.
+        let cmd = ControlCmd::RecordEvent(map.events[0].clone());
+        let back: ControlCmd = postcard::from_bytes(&postcard::to_allocvec(&cmd).unwrap()).unwrap();
+        assert_eq!(back, cmd);
     }
 
     #[test]

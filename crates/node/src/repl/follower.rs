@@ -117,6 +117,9 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
+    // Failed attempts in a row: logged at the 1st, 2nd, 4th, 8th, ... with
+    // the count, so a dead leader does not flood the log.
+    let mut failures: u64 = 0;
     loop {
         let mut core = Follower::new(params.node_id, db.epoch(), db.last_lsn(), db.durable_lsn(), unix_ms());
         *status.lock() = core.status(unix_ms());
@@ -131,9 +134,15 @@ async fn run(
             Err(SessionEnd::Streamed(e)) => {
                 tracing::warn!(leader = %params.leader_peer_addr, error = %e, "replication stream ended; reconnecting");
                 backoff = RECONNECT_BACKOFF_MIN;
+                failures = 0;
             }
             Err(SessionEnd::NoStream(e)) => {
-                tracing::warn!(leader = %params.leader_peer_addr, error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot replicate from the leader");
+                failures += 1;
+                if failures.is_power_of_two() {
+                    tracing::warn!(leader = %params.leader_peer_addr, error = %e, failures, retry_in_ms = backoff.as_millis() as u64, "cannot replicate from the leader (logged again after twice as many failures)");
+                } else {
+                    tracing::debug!(leader = %params.leader_peer_addr, error = %e, failures, "cannot replicate from the leader");
+                }
             }
         }
         tokio::select! {

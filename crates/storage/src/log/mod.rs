@@ -78,7 +78,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 pub use format::{
     RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_FORMAT_VERSION, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC,
 };
-pub use recovery::{recover, repair_truncate, Recovery, RepairReport, TornTail};
+pub use recovery::{recover, repair_plan, repair_truncate, Recovery, RepairReport, TornTail};
 
 use format::{encode_record, record_crc, Scanner, Step};
 use segment::{create_segment, find_segment, open_for_append, SegmentEntry};

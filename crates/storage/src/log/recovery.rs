@@ -366,12 +366,9 @@ where
     }
 }
 
-/// Deliberately cuts the log at `offset` of the segment `path` (normally the
-/// offset a [`StorageError::Corrupt`] named) and deletes every later segment.
-/// Every entry after that point is lost; the report says how many. An
-/// offset inside the segment header keeps a fresh header, so the log still
-/// knows which LSN comes next. Run it only with the node stopped.
-pub fn repair_truncate(dir: &Path, path: &Path, offset: u64) -> Result<RepairReport, StorageError> {
+/// What [`repair_truncate`] would drop, without changing anything (the
+/// `--dry-run` of `tandem log repair`).
+pub fn repair_plan(dir: &Path, path: &Path, offset: u64) -> Result<RepairReport, StorageError> {
     let files = list_segments(dir)?;
     let Some(idx) = files.iter().position(|(_, p)| p == path) else {
         return Err(StorageError::InvalidRequest {
@@ -395,6 +392,26 @@ pub fn repair_truncate(dir: &Path, path: &Path, offset: u64) -> Result<RepairRep
         let records = bytes.get(SEGMENT_HEADER_BYTES as usize..).unwrap_or_default();
         records_dropped += count_valid_records(records, *lsn);
     }
+    Ok(RepairReport {
+        path: path.to_path_buf(),
+        offset,
+        bytes_dropped,
+        records_dropped,
+        segments_removed: later.len() as u64,
+    })
+}
+
+/// Deliberately cuts the log at `offset` of the segment `path` (normally the
+/// offset a [`StorageError::Corrupt`] named) and deletes every later segment.
+/// Every entry after that point is lost; the report says how many. An
+/// offset inside the segment header keeps a fresh header, so the log still
+/// knows which LSN comes next. Run it only with the node stopped.
+pub fn repair_truncate(dir: &Path, path: &Path, offset: u64) -> Result<RepairReport, StorageError> {
+    let report = repair_plan(dir, path, offset)?;
+    let files = list_segments(dir)?;
+    let idx = files.iter().position(|(_, p)| p == path).expect("repair_plan found the segment");
+    let later = &files[idx + 1..];
+    let RepairReport { bytes_dropped, records_dropped, .. } = report;
     // Newest first, so a crash part-way leaves a contiguous log.
     for (_, later_path) in later.iter().rev() {
         fs::remove_file(later_path).map_err(io_err("delete segment", later_path))?;
@@ -415,11 +432,5 @@ pub fn repair_truncate(dir: &Path, path: &Path, offset: u64) -> Result<RepairRep
         segments_removed = later.len(),
         "repaired the replication log by truncating it; entries after this point are lost"
     );
-    Ok(RepairReport {
-        path: path.to_path_buf(),
-        offset,
-        bytes_dropped,
-        records_dropped,
-        segments_removed: later.len() as u64,
-    })
+    Ok(report)
 }
