@@ -64,6 +64,11 @@ pub fn run(args: StatusArgs) -> ExitCode {
     }
     if answered == 0 {
         eprintln!("error: no node answered at {}", args.admin);
+        for n in &nodes {
+            if let Err(e) = &n.status {
+                eprintln!("  {}: {e}", n.addr);
+            }
+        }
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
