@@ -19,6 +19,8 @@ use crate::glob::glob_match;
 use crate::resp::Frame;
 use crate::store::{Store, ValueRef};
 
+pub mod tx;
+
 /// Largest string value a command may create (Redis's proto-max-bulk-len).
 pub const STRING_BYTES_MAX: usize = 512 * 1024 * 1024;
 
@@ -147,7 +149,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("decr", 2, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Decrements the integer value of a key by one.", Write(decr)),
     cmd!("decrby", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Decrements a number from the integer value of a key.", Write(decrby)),
     cmd!("del", -2, ["write"], 1, -1, 1, "generic", "Deletes one or more keys.", Write(del)),
+    cmd!("discard", 1, ["noscript", "loading", "stale", "fast"], 0, 0, 0, "transactions", "Discards a transaction.", Node),
     cmd!("echo", 2, ["fast"], 0, 0, 0, "connection", "Returns the given string.", Read(echo)),
+    cmd!("exec", 1, ["noscript", "loading", "stale"], 0, 0, 0, "transactions", "Executes the queued commands of a transaction as one log entry.", Node),
     cmd!("exists", -2, ["readonly", "fast"], 1, -1, 1, "generic", "Counts how many of the given keys exist.", Read(exists)),
     cmd!("expire", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's time to live in seconds.", Write(expire)),
     cmd!("expireat", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's expiry to a unix time in seconds.", Write(expireat)),
@@ -164,6 +168,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("lastsave", 1, ["fast"], 0, 0, 0, "server", "Unix time of the newest snapshot.", Node),
     cmd!("mget", -2, ["readonly", "fast"], 1, -1, 1, "string", "Returns the string values of one or more keys.", Read(mget)),
     cmd!("mset", -3, ["write", "denyoom"], 1, -1, 2, "string", "Sets the string values of one or more keys.", Write(mset)),
+    cmd!("multi", 1, ["noscript", "loading", "stale", "fast"], 0, 0, 0, "transactions", "Starts a transaction.", Node),
     cmd!("persist", 2, ["write", "fast"], 1, 1, 1, "generic", "Removes a key's expiry.", Write(persist)),
     cmd!("pexpire", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's time to live in milliseconds.", Write(pexpire)),
     cmd!("pexpireat", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's expiry to a unix time in milliseconds.", Write(pexpireat)),
@@ -188,8 +193,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("ttl", 2, ["readonly", "fast"], 1, 1, 1, "generic", "Returns a key's time to live in seconds.", Read(ttl)),
     cmd!("type", 2, ["readonly", "fast"], 1, 1, 1, "generic", "Returns the type of a key's value.", Read(type_)),
     cmd!("unlink", -2, ["write", "fast"], 1, -1, 1, "generic", "Deletes one or more keys.", Write(del)),
+    cmd!("unwatch", 1, ["noscript", "loading", "stale", "fast"], 0, 0, 0, "transactions", "Forgets every watched key.", Node),
     cmd!("wait", 3, ["noscript"], 0, 0, 0, "generic", "Waits until numreplicas followers hold this connection's writes, or timeout ms.", Node),
     cmd!("waitlsn", 3, ["noscript", "stale"], 0, 0, 0, "replication", "Waits until this node applied an LSN, or timeout ms; returns the applied LSN.", Node),
+    cmd!("watch", -2, ["noscript", "loading", "stale", "fast"], 1, -1, 1, "transactions", "Makes the next EXEC abort if one of these keys changes.", Node),
 ];
 
 /// Finds a command by name, case-insensitively.

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tandem_core::command::{self, Handler};
+use tandem_core::command::tx::{self, QueueDecision};
+use tandem_core::command::{self, CommandSpec, Handler};
 use tandem_core::repl::{AckPolicy, Durability};
 use tandem_core::resp::{self, Frame, Protocol, ProtocolError};
 use tandem_core::Lsn;
@@ -52,6 +53,19 @@ pub struct ClientState {
     pub last_write_lsn: Lsn,
     /// Ack policy set by `ACKPOLICY SET` (None: the keyspace default).
     pub durability: Option<Durability>,
+    /// The open transaction (`MULTI` .. `EXEC`), if any.
+    pub tx: Option<Transaction>,
+    /// Keys this connection `WATCH`es, each with whether it was live then.
+    pub watched: Vec<(Bytes, bool)>,
+}
+
+/// A transaction being queued.
+#[derive(Default)]
+pub struct Transaction {
+    /// The queued commands, in order.
+    pub queue: Vec<(&'static CommandSpec, Vec<Bytes>)>,
+    /// A command was refused while queuing: `EXEC` answers `EXECABORT`.
+    pub failed: bool,
 }
 
 /// What a dispatched request produced.
@@ -82,6 +96,8 @@ pub async fn serve(
         closing: false,
         last_write_lsn: 0,
         durability: None,
+        tx: None,
+        watched: Vec::new(),
     };
     let limits = shared.config.resp_limits();
     let query_max = shared.config.limits.query_buffer_bytes_max;
@@ -176,6 +192,10 @@ pub async fn serve(
             break;
         }
     }
+    if !client.watched.is_empty() {
+        let keys: Vec<Bytes> = client.watched.drain(..).map(|(k, _)| k).collect();
+        shared.db.unwatch(client.id, &keys);
+    }
     shared.metrics.connections.dec();
 }
 
@@ -221,13 +241,40 @@ fn protocol_error_text(e: &ProtocolError) -> String {
 /// `COMMANDS.len()` if unknown) for metrics.
 async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]) -> (usize, Outcome) {
     let Some(spec) = command::lookup(&args[0]) else {
+        abort_tx(client);
         return (command::COMMANDS.len(), reply(command::unknown_command(args)));
     };
     if !client.authenticated && !spec.flags.contains(&"no_auth") {
+        abort_tx(client);
         return (spec.index(), reply(Frame::Error("NOAUTH Authentication required.".into())));
     }
     if !spec.arity_ok(args.len()) {
+        abort_tx(client);
         return (spec.index(), reply(command::wrong_arity(spec.name)));
+    }
+    if let Some(queued) = client.tx.as_ref().map(|t| t.queue.len()) {
+        match tx::queue_decision(spec, queued) {
+            Err(e) => {
+                abort_tx(client);
+                return (spec.index(), reply(e));
+            }
+            Ok(QueueDecision::RejectKeep(e)) => return (spec.index(), reply(e)),
+            Ok(QueueDecision::Queue) => {
+                // A write a follower would refuse is refused now, with the
+                // same READONLY as outside a transaction.
+                if spec.is_write() {
+                    if let Some(e) = shared.repl.write_refusal().await {
+                        abort_tx(client);
+                        return (spec.index(), reply(Frame::Error(e)));
+                    }
+                }
+                if let Some(t) = client.tx.as_mut() {
+                    t.queue.push((spec, args.to_vec()));
+                }
+                return (spec.index(), reply(Frame::Simple(Bytes::from_static(b"QUEUED"))));
+            }
+            Ok(QueueDecision::RunNow) => {}
+        }
     }
     if spec.is_write() {
         if let Some(e) = shared.repl.write_refusal().await {
@@ -245,6 +292,13 @@ async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]
         }
     };
     (spec.index(), outcome)
+}
+
+/// A command was refused while a transaction is open: its `EXEC` aborts.
+fn abort_tx(client: &mut ClientState) {
+    if let Some(t) = client.tx.as_mut() {
+        t.failed = true;
+    }
 }
 
 /// An outcome that needs no durability wait.

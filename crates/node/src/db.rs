@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
+use tandem_core::command::tx::WatchTable;
 use tandem_core::command::{Handler, ReadCtx, WriteCtx};
 use tandem_core::effect::{Effect, LogEntry};
 use tandem_core::failover::EpochHistory;
@@ -167,6 +168,21 @@ pub struct Db {
     /// Snapshots never truncate the log at or past this LSN (the first
     /// entry the log archive still needs); `u64::MAX`: no archive.
     archive_floor: AtomicU64,
+    /// `WATCH`ed keys; every committed, replicated or installed change is
+    /// fed to it (under the state lock) so a watcher's `EXEC` can abort.
+    watches: Mutex<WatchTable>,
+}
+
+/// What a transaction's `EXEC` did.
+pub enum TxOutcome {
+    /// A watched key changed (or expired): nothing ran.
+    Aborted,
+    /// The node refuses writes now (the error says why): nothing ran.
+    Refused(Frame),
+    /// Every command ran, in order, as one log entry (`Some(lsn)` if it
+    /// changed anything). `None` replies are node commands for the caller
+    /// to run.
+    Done(Vec<Option<Frame>>, Option<Lsn>),
 }
 
 /// What recovery found and did, for the startup log line.
@@ -310,6 +326,7 @@ impl Db {
             history_path,
             writes_stopped: std::sync::atomic::AtomicBool::new(false),
             archive_floor: AtomicU64::new(u64::MAX),
+            watches: Mutex::new(WatchTable::default()),
         };
         let report = RecoveryReport { snapshot_lsn, snapshot_keys, replayed, last_lsn, elapsed: started.elapsed() };
         Ok((db, report))
@@ -344,9 +361,82 @@ impl Db {
         }
     }
 
+    /// `WATCH`: `client` watches `keys`. Returns, per key, whether it was
+    /// live (a key missing or expired now is "stale": its expiry cleanup
+    /// does not abort the transaction, as in Redis).
+    pub fn watch(&self, client: u64, keys: &[Bytes]) -> Vec<bool> {
+        let state = self.state.read();
+        let now_ms = unix_ms();
+        let mut watches = self.watches.lock();
+        keys.iter()
+            .map(|k| {
+                let live = state.store.get(k, now_ms).is_some();
+                watches.watch(client, k.clone(), !live);
+                live
+            })
+            .collect()
+    }
+
+    /// `UNWATCH` (also after `EXEC`/`DISCARD` and on disconnect).
+    pub fn unwatch(&self, client: u64, keys: &[Bytes]) {
+        self.watches.lock().unwatch(client, keys);
+    }
+
+    /// `EXEC`: runs `commands` in order under one lock, so no other write
+    /// interleaves, and commits all their effects as ONE log entry (a
+    /// follower or a restore applies all of it or none). Aborts without
+    /// running anything if a key in `watched` (key, was live when
+    /// watched) changed or expired since `WATCH`.
+    pub fn execute_tx(&self, client: u64, watched: &[(Bytes, bool)], commands: &[(Handler, &[Bytes])]) -> TxOutcome {
+        let writes = commands.iter().any(|(h, _)| matches!(h, Handler::Write(_)));
+        if writes {
+            if let Some(e) = self.log.failed() {
+                return TxOutcome::Refused(Frame::Error(format!(
+                    "MISCONF the log cannot be written, writes are refused: {e}"
+                )));
+            }
+        }
+        let mut state = self.state.write();
+        if writes && self.writes_stopped.load(Ordering::Acquire) {
+            return TxOutcome::Refused(Frame::Error("TRYAGAIN writes are paused for a switchover; retry".into()));
+        }
+        let now_ms = unix_ms().max(state.last_commit_ms);
+        let changed = self.watches.lock().is_dirty(client);
+        let expired = watched.iter().any(|(k, live)| *live && state.store.get(k, now_ms).is_none());
+        if changed || expired {
+            return TxOutcome::Aborted;
+        }
+        let mut effects = std::mem::take(&mut state.effects);
+        effects.clear();
+        let mut replies = Vec::with_capacity(commands.len());
+        for (handler, args) in commands {
+            replies.push(match handler {
+                Handler::Read(f) => Some(f(&ReadCtx { store: &state.store, now_ms }, args)),
+                Handler::Write(f) => {
+                    Some(f(&mut WriteCtx { store: &mut state.store, now_ms, effects: &mut effects }, args))
+                }
+                Handler::Node => None,
+            });
+        }
+        let lsn = if effects.is_empty() { None } else { Some(self.commit(&mut state, now_ms, &mut effects)) };
+        state.effects = effects;
+        TxOutcome::Done(replies, lsn)
+    }
+
+    /// Feeds changed keys to the watch table. Called with the state lock held.
+    fn touch_watched(&self, effects: &[Effect]) {
+        let mut watches = self.watches.lock();
+        if !watches.is_empty() {
+            for e in effects {
+                watches.touch(e);
+            }
+        }
+    }
+
     /// Assigns the next LSN to `effects` (already applied to the store) and
     /// appends them to the log. Called with the state lock held.
     fn commit(&self, state: &mut State, now_ms: u64, effects: &mut Vec<Effect>) -> Lsn {
+        self.touch_watched(effects);
         let lsn = state.last_lsn + 1;
         let entry = LogEntry { lsn, epoch: state.epoch, commit_ms: now_ms, effects: std::mem::take(effects) };
         let mut payload = std::mem::take(&mut state.payload);
@@ -383,6 +473,7 @@ impl Db {
             for effect in &entry.effects {
                 state.store.apply(effect);
             }
+            self.touch_watched(&entry.effects);
             self.log.append(wire.lsn, wire.epoch, &wire.payload);
             self.backlog.lock().push(wire.lsn, wire.epoch, entry.commit_ms, wire.payload.clone());
             state.last_lsn = wire.lsn;
@@ -425,6 +516,7 @@ impl Db {
         self.log.reset_to(start_lsn)?;
         self.backlog.lock().clear();
         state.store = store;
+        self.touch_watched(&[Effect::FlushAll]);
         state.last_lsn = start_lsn;
         state.epoch = state.epoch.max(epoch);
         let mut adopted = history.clone();
