@@ -19,6 +19,8 @@ use crate::glob::glob_match;
 use crate::resp::Frame;
 use crate::store::{Store, ValueRef};
 
+pub mod hash;
+pub mod list;
 pub mod tx;
 
 /// Largest string value a command may create (Redis's proto-max-bulk-len).
@@ -142,6 +144,11 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("append", 3, ["write", "denyoom"], 1, 1, 1, "string", "Appends a string to the value of a key.", Write(append)),
     cmd!("auth", -2, ["noscript", "loading", "stale", "fast", "no_auth"], 0, 0, 0, "connection", "Authenticates the connection.", Node),
     cmd!("bgsave", -1, ["admin", "noscript"], 0, 0, 0, "server", "Takes a snapshot in the background.", Node),
+    cmd!("blmove", 6, ["write", "denyoom", "blocking"], 1, 2, 1, "list", "Pops an element and pushes it to another list, waiting for one.", Write(list::blmove)),
+    cmd!("blmpop", -5, ["write", "blocking"], 0, 0, 0, "list", "Pops elements from the first non-empty list, waiting for one.", Write(list::blmpop)),
+    cmd!("blpop", -3, ["write", "blocking"], 1, -2, 1, "list", "Pops the head of the first non-empty list, waiting for one.", Write(list::blpop)),
+    cmd!("brpop", -3, ["write", "blocking"], 1, -2, 1, "list", "Pops the tail of the first non-empty list, waiting for one.", Write(list::brpop)),
+    cmd!("brpoplpush", 4, ["write", "denyoom", "blocking"], 1, 2, 1, "list", "Pops a tail and pushes it to another list, waiting for one.", Write(list::brpoplpush)),
     cmd!("client", -2, ["noscript", "loading", "stale"], 0, 0, 0, "connection", "Connection commands: ID, INFO, SETNAME, GETNAME, LIST.", Node),
     cmd!("command", -1, ["loading", "stale"], 0, 0, 0, "server", "Details about Tandem's commands.", Node),
     cmd!("config", -2, ["admin", "noscript", "loading", "stale"], 0, 0, 0, "server", "Reads configuration parameters (CONFIG GET).", Node),
@@ -159,13 +166,42 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("flushdb", -1, ["write"], 0, 0, 0, "server", "Removes every key (there is one database).", Write(flushall)),
     cmd!("get", 2, ["readonly", "fast"], 1, 1, 1, "string", "Returns the string value of a key.", Read(get)),
     cmd!("getdel", 2, ["write", "fast"], 1, 1, 1, "string", "Returns the string value of a key and deletes it.", Write(getdel)),
+    cmd!("hdel", -3, ["write", "fast"], 1, 1, 1, "hash", "Deletes fields from a hash.", Write(hash::hdel)),
     cmd!("hello", -1, ["noscript", "loading", "stale", "fast", "no_auth"], 0, 0, 0, "connection", "Handshake: protocol version, auth, client name.", Node),
+    cmd!("hexists", 3, ["readonly", "fast"], 1, 1, 1, "hash", "Tells whether a field exists in a hash.", Read(hash::hexists)),
+    cmd!("hget", 3, ["readonly", "fast"], 1, 1, 1, "hash", "Returns the value of a hash field.", Read(hash::hget)),
+    cmd!("hgetall", 2, ["readonly"], 1, 1, 1, "hash", "Returns every field and value of a hash.", Read(hash::hgetall)),
+    cmd!("hincrby", 4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Increments the integer value of a hash field.", Write(hash::hincrby)),
+    cmd!("hincrbyfloat", 4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Increments the float value of a hash field.", Write(hash::hincrbyfloat)),
+    cmd!("hkeys", 2, ["readonly"], 1, 1, 1, "hash", "Returns every field of a hash.", Read(hash::hkeys)),
+    cmd!("hlen", 2, ["readonly", "fast"], 1, 1, 1, "hash", "Returns the number of fields of a hash.", Read(hash::hlen)),
+    cmd!("hmget", -3, ["readonly", "fast"], 1, 1, 1, "hash", "Returns the values of hash fields.", Read(hash::hmget)),
+    cmd!("hmset", -4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Sets hash fields (deprecated form of HSET).", Write(hash::hset)),
+    cmd!("hrandfield", -2, ["readonly"], 1, 1, 1, "hash", "Returns random fields of a hash.", Read(hash::hrandfield)),
+    cmd!("hscan", -3, ["readonly"], 1, 1, 1, "hash", "Iterates over the fields of a hash.", Read(hash::hscan)),
+    cmd!("hset", -4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Sets hash fields.", Write(hash::hset)),
+    cmd!("hsetnx", 4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Sets a hash field only if it does not exist.", Write(hash::hsetnx)),
+    cmd!("hstrlen", 3, ["readonly", "fast"], 1, 1, 1, "hash", "Returns the length of a hash field value.", Read(hash::hstrlen)),
+    cmd!("hvals", 2, ["readonly"], 1, 1, 1, "hash", "Returns every value of a hash.", Read(hash::hvals)),
     cmd!("incr", 2, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Increments the integer value of a key by one.", Write(incr)),
     cmd!("incrby", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Increments the integer value of a key by a number.", Write(incrby)),
     cmd!("info", -1, ["loading", "stale"], 0, 0, 0, "server", "Information and statistics about the node.", Node),
     cmd!("keys", 2, ["readonly"], 0, 0, 0, "generic", "Returns all key names that match a pattern.", Read(keys)),
     cmd!("lastlsn", 1, ["fast"], 0, 0, 0, "replication", "LSN of this connection's last write (its session token).", Node),
     cmd!("lastsave", 1, ["fast"], 0, 0, 0, "server", "Unix time of the newest snapshot.", Node),
+    cmd!("lindex", 3, ["readonly"], 1, 1, 1, "list", "Returns the element at an index of a list.", Read(list::lindex)),
+    cmd!("linsert", 5, ["write", "denyoom"], 1, 1, 1, "list", "Inserts an element before or after another.", Write(list::linsert)),
+    cmd!("llen", 2, ["readonly", "fast"], 1, 1, 1, "list", "Returns the length of a list.", Read(list::llen)),
+    cmd!("lmove", 5, ["write", "denyoom"], 1, 2, 1, "list", "Pops an element and pushes it to another list.", Write(list::lmove)),
+    cmd!("lmpop", -4, ["write"], 0, 0, 0, "list", "Pops elements from the first non-empty list.", Write(list::lmpop)),
+    cmd!("lpop", -2, ["write", "fast"], 1, 1, 1, "list", "Pops elements from the head of a list.", Write(list::lpop)),
+    cmd!("lpos", -3, ["readonly"], 1, 1, 1, "list", "Returns the positions of matching elements.", Read(list::lpos)),
+    cmd!("lpush", -3, ["write", "denyoom", "fast"], 1, 1, 1, "list", "Pushes elements to the head of a list.", Write(list::lpush)),
+    cmd!("lpushx", -3, ["write", "denyoom", "fast"], 1, 1, 1, "list", "Pushes to the head of a list only if it exists.", Write(list::lpushx)),
+    cmd!("lrange", 4, ["readonly"], 1, 1, 1, "list", "Returns a range of elements of a list.", Read(list::lrange)),
+    cmd!("lrem", 4, ["write"], 1, 1, 1, "list", "Removes elements equal to a value.", Write(list::lrem)),
+    cmd!("lset", 4, ["write", "denyoom"], 1, 1, 1, "list", "Sets the element at an index.", Write(list::lset)),
+    cmd!("ltrim", 4, ["write"], 1, 1, 1, "list", "Keeps only a range of a list.", Write(list::ltrim)),
     cmd!("mget", -2, ["readonly", "fast"], 1, -1, 1, "string", "Returns the string values of one or more keys.", Read(mget)),
     cmd!("mset", -3, ["write", "denyoom"], 1, -1, 2, "string", "Sets the string values of one or more keys.", Write(mset)),
     cmd!("multi", 1, ["noscript", "loading", "stale", "fast"], 0, 0, 0, "transactions", "Starts a transaction.", Node),
@@ -177,6 +213,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("quit", -1, ["noscript", "loading", "stale", "fast", "no_auth"], 0, 0, 0, "connection", "Closes the connection.", Node),
     cmd!("replicaof", 3, ["admin", "noscript", "stale"], 0, 0, 0, "replication", "Follows the leader at a peer address, or NO ONE to lead.", Node),
     cmd!("role", 1, ["noscript", "loading", "stale", "fast"], 0, 0, 0, "replication", "The node's replication role and progress.", Node),
+    cmd!("rpop", -2, ["write", "fast"], 1, 1, 1, "list", "Pops elements from the tail of a list.", Write(list::rpop)),
+    cmd!("rpoplpush", 3, ["write", "denyoom"], 1, 2, 1, "list", "Pops a tail and pushes it to the head of another list.", Write(list::rpoplpush)),
+    cmd!("rpush", -3, ["write", "denyoom", "fast"], 1, 1, 1, "list", "Pushes elements to the tail of a list.", Write(list::rpush)),
+    cmd!("rpushx", -3, ["write", "denyoom", "fast"], 1, 1, 1, "list", "Pushes to the tail of a list only if it exists.", Write(list::rpushx)),
     cmd!("sadd", -3, ["write", "denyoom", "fast"], 1, 1, 1, "set", "Adds members to a set.", Write(sadd)),
     cmd!("save", 1, ["admin", "noscript"], 0, 0, 0, "server", "Takes a snapshot and truncates the log behind it.", Node),
     cmd!("scan", -2, ["readonly"], 0, 0, 0, "generic", "Iterates over the key names.", Read(scan)),
@@ -491,7 +531,7 @@ fn set(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
     let (old, old_expiry) = match cx.store.get(key, cx.now_ms) {
         None => (None, None),
         Some((ValueRef::Str(v), exp)) => (Some(Bytes::copy_from_slice(v)), exp),
-        Some((ValueRef::Set(_), exp)) => {
+        Some((_, exp)) => {
             if opts.return_old {
                 return error(WRONGTYPE);
             }

@@ -13,9 +13,9 @@
 //! correct because effects are replay-safe, see [`crate::effect`]).
 //!
 //! Memory: a key costs one 24-byte table slot plus one heap block holding
-//! `[expiry (8 bytes, only if the key has one)][key][value]`; a set key's
-//! block ends with the index of its set in the store's set slab instead of
-//! a value.
+//! `[expiry (8 bytes, only if the key has one)][key][value]`; a set, hash
+//! or list key's block ends with the index of its value in the store's
+//! object slab instead of a value.
 
 use bytes::Bytes;
 use hashbrown::hash_table::{Entry as TableEntry, HashTable};
@@ -28,8 +28,30 @@ pub const BUCKETS: usize = 1024;
 
 /// A set value: members hashed with the store's seeded hasher.
 pub type SetValue = hashbrown::HashSet<Box<[u8]>, Xxh3Builder>;
+/// A hash value: field -> value, hashed with the store's seeded hasher.
+pub type HashValue = hashbrown::HashMap<Box<[u8]>, Box<[u8]>, Xxh3Builder>;
 
-/// `Slot::meta` flag: the value is a set (the block ends with a slab index).
+/// A list value and its change counter.
+#[derive(Debug, Default)]
+pub struct ListValue {
+    /// The elements, head first.
+    pub items: std::collections::VecDeque<Box<[u8]>>,
+    /// Number of list effects that built this list since it was created:
+    /// a list effect carries the value it sets, and is skipped when the
+    /// list already went past it (replay over a fuzzy snapshot, see
+    /// [`crate::effect`]).
+    pub seq: u64,
+}
+
+/// A value held in the object slab.
+enum Obj {
+    Set(SetValue),
+    Hash(HashValue),
+    List(ListValue),
+}
+
+/// `Slot::meta` flag: the value is an object (the block ends with a slab
+/// index).
 const SET_FLAG: u32 = 1 << 31;
 /// `Slot::meta` flag: the block starts with an 8-byte expiry.
 const EXPIRY_FLAG: u32 = 1 << 30;
@@ -113,23 +135,25 @@ impl Slot {
     }
 
     fn value<'a>(&'a self, sets: &'a SetSlab) -> ValueRef<'a> {
-        match self.set_index() {
-            Some(i) => ValueRef::Set(sets.get(i)),
+        match self.set_index().map(|i| sets.get(i)) {
+            Some(Obj::Set(s)) => ValueRef::Set(s),
+            Some(Obj::Hash(h)) => ValueRef::Hash(h),
+            Some(Obj::List(l)) => ValueRef::List(l),
             None => ValueRef::Str(self.tail()),
         }
     }
 }
 
-/// Set values, addressed by index from their slots; freed indexes are
-/// reused.
+/// Set, hash and list values, addressed by index from their slots; freed
+/// indexes are reused.
 #[derive(Default)]
 struct SetSlab {
-    sets: Vec<Option<SetValue>>,
+    sets: Vec<Option<Obj>>,
     free: Vec<u32>,
 }
 
 impl SetSlab {
-    fn insert(&mut self, set: SetValue) -> u32 {
+    fn insert(&mut self, set: Obj) -> u32 {
         match self.free.pop() {
             Some(i) => {
                 self.sets[i as usize] = Some(set);
@@ -142,12 +166,12 @@ impl SetSlab {
         }
     }
 
-    fn get(&self, i: usize) -> &SetValue {
-        self.sets[i].as_ref().expect("a set slot points at a live set")
+    fn get(&self, i: usize) -> &Obj {
+        self.sets[i].as_ref().expect("an object slot points at a live object")
     }
 
-    fn get_mut(&mut self, i: usize) -> &mut SetValue {
-        self.sets[i].as_mut().expect("a set slot points at a live set")
+    fn get_mut(&mut self, i: usize) -> &mut Obj {
+        self.sets[i].as_mut().expect("an object slot points at a live object")
     }
 
     fn remove(&mut self, i: usize) {
@@ -163,6 +187,10 @@ pub enum ValueRef<'a> {
     Str(&'a [u8]),
     /// A set of members.
     Set(&'a SetValue),
+    /// A hash of fields.
+    Hash(&'a HashValue),
+    /// A list.
+    List(&'a ListValue),
 }
 
 impl ValueRef<'_> {
@@ -171,6 +199,26 @@ impl ValueRef<'_> {
         match self {
             ValueRef::Str(_) => "string",
             ValueRef::Set(_) => "set",
+            ValueRef::Hash(_) => "hash",
+            ValueRef::List(_) => "list",
+        }
+    }
+}
+
+/// The kind of a slab object.
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum ObjKind {
+    Set,
+    Hash,
+    List,
+}
+
+impl ObjKind {
+    fn of(obj: &Obj) -> ObjKind {
+        match obj {
+            Obj::Set(_) => ObjKind::Set,
+            Obj::Hash(_) => ObjKind::Hash,
+            Obj::List(_) => ObjKind::List,
         }
     }
 }
@@ -293,29 +341,87 @@ impl Store {
                 }
             }
             Effect::SAdd { key, members } => {
-                let index = match self.slot(key).and_then(Slot::set_index) {
-                    Some(i) => i,
-                    None => {
-                        // Missing, or another type (only possible on replay
-                        // from a fuzzy snapshot): becomes a fresh set.
-                        let set = SetValue::with_hasher(Xxh3Builder::new().with_seed(self.hash_seed));
-                        let i = self.sets.insert(set);
-                        self.put(Slot::build(key, 0, &i.to_le_bytes(), true));
-                        i as usize
-                    }
+                let seed = self.hash_seed;
+                let Obj::Set(set) = self.obj_or_create(key, ObjKind::Set, || {
+                    Obj::Set(SetValue::with_hasher(Xxh3Builder::new().with_seed(seed)))
+                }) else {
+                    unreachable!("obj_or_create returns the asked kind")
                 };
-                let set = self.sets.get_mut(index);
                 for m in members {
                     set.insert(m.to_vec().into_boxed_slice());
                 }
             }
             Effect::SRem { key, members } => {
-                if let Some(index) = self.slot(key).and_then(Slot::set_index) {
-                    let set = self.sets.get_mut(index);
+                if let Some(Obj::Set(set)) = self.obj_mut(key) {
                     for m in members {
                         set.remove(&m[..]);
                     }
                     if set.is_empty() {
+                        self.remove(key);
+                    }
+                }
+            }
+            Effect::HSet { key, fields } => {
+                let seed = self.hash_seed;
+                let Obj::Hash(hash) = self.obj_or_create(key, ObjKind::Hash, || {
+                    Obj::Hash(HashValue::with_hasher(Xxh3Builder::new().with_seed(seed)))
+                }) else {
+                    unreachable!("obj_or_create returns the asked kind")
+                };
+                for (f, v) in fields {
+                    hash.insert(f.to_vec().into_boxed_slice(), v.to_vec().into_boxed_slice());
+                }
+            }
+            Effect::HDel { key, fields } => {
+                if let Some(Obj::Hash(hash)) = self.obj_mut(key) {
+                    for f in fields {
+                        hash.remove(&f[..]);
+                    }
+                    if hash.is_empty() {
+                        self.remove(key);
+                    }
+                }
+            }
+            Effect::LPush { key, left, items, seq } => {
+                if let Some(list) = self.list_for(key, *seq) {
+                    for item in items {
+                        let item = item.to_vec().into_boxed_slice();
+                        if *left {
+                            list.items.push_front(item);
+                        } else {
+                            list.items.push_back(item);
+                        }
+                    }
+                }
+            }
+            Effect::LPop { key, left, count, seq } => {
+                if let Some(list) = self.list_for(key, *seq) {
+                    for _ in 0..*count {
+                        if *left {
+                            list.items.pop_front();
+                        } else {
+                            list.items.pop_back();
+                        }
+                    }
+                    if list.items.is_empty() {
+                        self.remove(key);
+                    }
+                }
+            }
+            Effect::LSet { key, index, value, seq } => {
+                if let Some(list) = self.list_for(key, *seq) {
+                    if let Some(slot) = list.items.get_mut(*index as usize) {
+                        *slot = value.to_vec().into_boxed_slice();
+                    }
+                    if list.items.is_empty() {
+                        self.remove(key);
+                    }
+                }
+            }
+            Effect::LReplace { key, items, seq } => {
+                if let Some(list) = self.list_for(key, *seq) {
+                    list.items = items.iter().map(|i| i.to_vec().into_boxed_slice()).collect();
+                    if list.items.is_empty() {
                         self.remove(key);
                     }
                 }
@@ -329,6 +435,44 @@ impl Store {
                 self.keys_with_expiry = 0;
             }
         }
+    }
+
+    /// The object held at `key`, if it holds one.
+    fn obj_mut(&mut self, key: &[u8]) -> Option<&mut Obj> {
+        let index = self.slot(key).and_then(Slot::set_index)?;
+        Some(self.sets.get_mut(index))
+    }
+
+    /// The object of `kind` at `key`; a missing key or one of another type
+    /// (only possible on replay over a fuzzy snapshot, or after a type
+    /// change the log also holds) becomes a fresh `make()`, keeping no
+    /// expiry.
+    fn obj_or_create(&mut self, key: &[u8], kind: ObjKind, make: impl FnOnce() -> Obj) -> &mut Obj {
+        let existing = self.slot(key).and_then(Slot::set_index).filter(|&i| ObjKind::of(self.sets.get(i)) == kind);
+        let index = match existing {
+            Some(i) => i,
+            None => {
+                let i = self.sets.insert(make());
+                self.put(Slot::build(key, 0, &i.to_le_bytes(), true));
+                i as usize
+            }
+        };
+        self.sets.get_mut(index)
+    }
+
+    /// The list at `key` for a list effect that leaves it at change count
+    /// `seq`: `None` if the list already went past it (the effect is in
+    /// the state already); a missing key or another type starts a fresh
+    /// list. The returned list's count is set to `seq`.
+    fn list_for(&mut self, key: &[u8], seq: u64) -> Option<&mut ListValue> {
+        let Obj::List(list) = self.obj_or_create(key, ObjKind::List, || Obj::List(ListValue::default())) else {
+            unreachable!("obj_or_create returns the asked kind")
+        };
+        if list.seq >= seq && list.seq != 0 {
+            return None;
+        }
+        list.seq = seq;
+        Some(list)
     }
 
     /// Inserts or replaces a key (freeing the set a replaced slot held).
@@ -423,19 +567,41 @@ impl Store {
     }
 
     /// Encodes bucket `index` as a snapshot chunk into `out` (appending).
-    /// Format per key: `u8 type (0 string, 1 set) | u64 expire_at_ms (0 =
-    /// none) | u32 key_len | key | string: u32 len | bytes ; set: u32 count |
-    /// (u32 len | member)*`, little-endian.
+    /// Format per key: `u8 type (0 string, 1 set, 2 hash, 3 list) | u64
+    /// expire_at_ms (0 = none) | u32 key_len | key | string: u32 len |
+    /// bytes ; set: u32 count | (u32 len | member)* ; hash: u32 count |
+    /// (u32 len | field | u32 len | value)* ; list: u64 seq | u32 count |
+    /// (u32 len | element)*`, little-endian.
     pub fn encode_bucket(&self, index: usize, out: &mut Vec<u8>) {
         for slot in self.buckets[index].iter() {
-            out.push(slot.is_set() as u8);
+            let value = slot.value(&self.sets);
+            out.push(match value {
+                ValueRef::Str(_) => 0,
+                ValueRef::Set(_) => 1,
+                ValueRef::Hash(_) => 2,
+                ValueRef::List(_) => 3,
+            });
             out.extend_from_slice(&slot.expire_at_ms().to_le_bytes());
             put_bytes(out, slot.key());
-            match slot.value(&self.sets) {
+            match value {
                 ValueRef::Set(set) => {
                     out.extend_from_slice(&(set.len() as u32).to_le_bytes());
                     for m in set.iter() {
                         put_bytes(out, m);
+                    }
+                }
+                ValueRef::Hash(hash) => {
+                    out.extend_from_slice(&(hash.len() as u32).to_le_bytes());
+                    for (f, v) in hash.iter() {
+                        put_bytes(out, f);
+                        put_bytes(out, v);
+                    }
+                }
+                ValueRef::List(list) => {
+                    out.extend_from_slice(&list.seq.to_le_bytes());
+                    out.extend_from_slice(&(list.items.len() as u32).to_le_bytes());
+                    for item in list.items.iter() {
+                        put_bytes(out, item);
                     }
                 }
                 ValueRef::Str(v) => put_bytes(out, v),
@@ -466,7 +632,30 @@ impl Store {
                     for _ in 0..count {
                         set.insert(r.bytes()?.to_vec().into_boxed_slice());
                     }
-                    let i = self.sets.insert(set);
+                    let i = self.sets.insert(Obj::Set(set));
+                    self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
+                }
+                2 => {
+                    let count = r.u32()? as usize;
+                    let mut hash = HashValue::with_capacity_and_hasher(
+                        count.min(chunk.len()),
+                        Xxh3Builder::new().with_seed(self.hash_seed),
+                    );
+                    for _ in 0..count {
+                        let field = r.bytes()?.to_vec().into_boxed_slice();
+                        hash.insert(field, r.bytes()?.to_vec().into_boxed_slice());
+                    }
+                    let i = self.sets.insert(Obj::Hash(hash));
+                    self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
+                }
+                3 => {
+                    let seq = r.u64()?;
+                    let count = r.u32()? as usize;
+                    let mut items = std::collections::VecDeque::with_capacity(count.min(chunk.len()));
+                    for _ in 0..count {
+                        items.push_back(r.bytes()?.to_vec().into_boxed_slice());
+                    }
+                    let i = self.sets.insert(Obj::List(ListValue { items, seq }));
                     self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
                 }
                 _ => return Err(ChunkDecodeError { offset: r.pos - 1, reason: "unknown value type" }),
@@ -492,6 +681,20 @@ impl Store {
                             m = m.wrapping_add(xxh3_64_with_seed(member, 2));
                         }
                         h ^= m.rotate_left(7) ^ 0x5e7;
+                    }
+                    ValueRef::Hash(hash) => {
+                        let mut m = 0u64;
+                        for (f, v) in hash.iter() {
+                            m = m.wrapping_add(xxh3_64_with_seed(f, 3) ^ xxh3_64_with_seed(v, 4).rotate_left(11));
+                        }
+                        h ^= m.rotate_left(9) ^ 0x4a5;
+                    }
+                    ValueRef::List(list) => {
+                        let mut m = 0x11u64;
+                        for item in list.items.iter() {
+                            m = m.wrapping_mul(31).wrapping_add(xxh3_64_with_seed(item, 5));
+                        }
+                        h ^= m.rotate_left(13);
                     }
                 }
                 acc = acc.wrapping_add(h.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -579,6 +782,9 @@ mod tests {
             s.apply(&set(&format!("k{i}"), &format!("v{i}"), (i % 3 == 0).then_some(10_000 + i)));
         }
         s.apply(&Effect::SAdd { key: "set".into(), members: vec!["a".into(), "b".into()] });
+        s.apply(&Effect::HSet { key: "hash".into(), fields: vec![("f".into(), "v".into())] });
+        s.apply(&Effect::LPush { key: "list".into(), left: false, items: vec!["x".into(), "y".into()], seq: 4 });
+        s.apply(&Effect::Expire { key: "list".into(), expire_at_ms: Some(99_999) });
         let mut t = Store::new(99);
         let mut buf = Vec::new();
         for b in 0..BUCKETS {
@@ -662,6 +868,48 @@ mod tests {
             Effect::SAdd { key: "k".into(), members: vec!["y".into()] },
             Effect::SRem { key: "k".into(), members: vec!["y".into()] },
             set("k", "t", None),
+        ];
+        let mut truth = Store::new(1);
+        for e in &log {
+            truth.apply(e);
+        }
+        for captured_at in 0..=log.len() {
+            for replay_from in 0..=captured_at {
+                let mut s = Store::new(1);
+                for e in &log[..captured_at] {
+                    s.apply(e);
+                }
+                for e in &log[replay_from..] {
+                    s.apply(e);
+                }
+                assert_eq!(s.digest(), truth.digest(), "captured {captured_at} replay {replay_from}");
+            }
+        }
+    }
+
+    /// List effects are not idempotent by themselves; their change count
+    /// makes a replay over a later fuzzy-snapshot state converge anyway.
+    #[test]
+    fn list_effects_replayed_over_a_later_state_converge() {
+        let push = |left, items: &[&str], seq| Effect::LPush {
+            key: "l".into(),
+            left,
+            items: items.iter().map(|i| Bytes::copy_from_slice(i.as_bytes())).collect(),
+            seq,
+        };
+        let log = vec![
+            push(true, &["a", "b"], 1),
+            push(false, &["c"], 2),
+            Effect::LPop { key: "l".into(), left: true, count: 1, seq: 3 },
+            Effect::LSet { key: "l".into(), index: 0, value: "A".into(), seq: 4 },
+            Effect::Del { key: "l".into() },
+            push(false, &["x"], 1),
+            Effect::HSet { key: "l".into(), fields: vec![("f".into(), "v".into())] },
+            Effect::Del { key: "l".into() },
+            push(true, &["p", "q", "r"], 1),
+            Effect::LReplace { key: "l".into(), items: vec!["r".into(), "q".into()], seq: 2 },
+            push(false, &["z"], 3),
+            Effect::LPop { key: "l".into(), left: false, count: 1, seq: 4 },
         ];
         let mut truth = Store::new(1);
         for e in &log {

@@ -136,7 +136,18 @@ pub async fn serve(
                 continue;
             }
             let started = Instant::now();
-            let (index, outcome) = dispatch(&shared, &mut client, &args).await;
+            let (index, mut outcome) = dispatch(&shared, &mut client, &args).await;
+            if let Some(timeout_ms) = would_block(&client, index, &args, &outcome) {
+                // Send what came before, then wait for a push.
+                if flush(&shared, &mut stream, &mut output, wait_lsn, &mut pending).await.is_err() {
+                    break 'conn;
+                }
+                wait_lsn = 0;
+                match block(&shared, &mut stream, &mut shutdown, index, &args, timeout_ms).await {
+                    Some(o) => outcome = o,
+                    None => break 'conn,
+                }
+            }
             if let Frame::Error(e) = &outcome.reply {
                 shared.metrics.error(e.split(' ').next().unwrap_or("ERR"));
             }
@@ -292,6 +303,75 @@ async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]
         }
     };
     (spec.index(), outcome)
+}
+
+/// The timeout (ms, 0: forever) if this outcome of a blocking list command
+/// means "every key was empty" and the client should wait. Inside a
+/// transaction a blocking command never waits (Redis).
+fn would_block(client: &ClientState, index: usize, args: &[Bytes], outcome: &Outcome) -> Option<u64> {
+    let spec = command::COMMANDS.get(index)?;
+    if client.tx.is_some() || !spec.flags.contains(&"blocking") || !matches!(outcome.reply, Frame::NullArray) {
+        return None;
+    }
+    let arg = command::list::blocking_timeout_arg(spec.name, args)?;
+    command::list::blocking_timeout_ms(arg).ok()
+}
+
+/// Waits until the command can pop something (retrying it each time a
+/// committed entry pushed to a list), its timeout passes (null array), the
+/// node stops leading (its error), or the client goes away (`None`).
+async fn block(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    shutdown: &mut watch::Receiver<bool>,
+    index: usize,
+    args: &[Bytes],
+    timeout_ms: u64,
+) -> Option<Outcome> {
+    let spec = &command::COMMANDS[index];
+    let _slot = match shared.db.block_slot() {
+        Ok(s) => s,
+        Err(e) => return Some(reply(Frame::Error(e))),
+    };
+    let mut changes = shared.db.lists_changed();
+    changes.borrow_and_update();
+    let deadline = (timeout_ms > 0).then(|| tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms));
+    // Watch the socket for a hang-up only until the client sends more
+    // (pipelined) bytes: those wait in the kernel until we answer.
+    let mut watch_socket = true;
+    loop {
+        // A push may have landed between the first attempt and subscribing.
+        if let Some(e) = shared.repl.write_refusal().await {
+            return Some(reply(Frame::Error(e)));
+        }
+        let (frame, wait_lsn) = shared.db.execute(spec.handler, args);
+        if !matches!(frame, Frame::NullArray) {
+            return Some(Outcome { reply: frame, wait_lsn });
+        }
+        loop {
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                r = changes.changed() => {
+                    if r.is_err() {
+                        return Some(reply(Frame::NullArray));
+                    }
+                    break;
+                }
+                _ = sleep => return Some(reply(Frame::NullArray)),
+                _ = shutdown.changed() => return None,
+                r = stream.peek(&mut probe), if watch_socket => match r {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => watch_socket = false,
+                },
+            }
+        }
+    }
 }
 
 /// A command was refused while a transaction is open: its `EXEC` aborts.

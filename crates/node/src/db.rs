@@ -171,6 +171,24 @@ pub struct Db {
     /// `WATCH`ed keys; every committed, replicated or installed change is
     /// fed to it (under the state lock) so a watcher's `EXEC` can abort.
     watches: Mutex<WatchTable>,
+    /// Bumped when a committed entry pushed to a list: wakes clients
+    /// blocked in `BLPOP` and friends (they retry; no polling).
+    lists_changed: watch::Sender<u64>,
+    /// Clients blocked right now (bounded by [`BLOCKED_CLIENTS_MAX`]).
+    blocked: AtomicU64,
+}
+
+/// Most clients that may block in `BLPOP`/`BRPOP`/`BLMOVE`/`BLMPOP` at
+/// once; past it a blocking command that would wait answers an error.
+pub const BLOCKED_CLIENTS_MAX: u64 = 10_000;
+
+/// A blocked client's slot; frees it when dropped.
+pub struct BlockedSlot<'a>(&'a AtomicU64);
+
+impl Drop for BlockedSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What a transaction's `EXEC` did.
@@ -327,6 +345,8 @@ impl Db {
             writes_stopped: std::sync::atomic::AtomicBool::new(false),
             archive_floor: AtomicU64::new(u64::MAX),
             watches: Mutex::new(WatchTable::default()),
+            lists_changed: watch::channel(0).0,
+            blocked: AtomicU64::new(0),
         };
         let report = RecoveryReport { snapshot_lsn, snapshot_keys, replayed, last_lsn, elapsed: started.elapsed() };
         Ok((db, report))
@@ -423,8 +443,32 @@ impl Db {
         TxOutcome::Done(replies, lsn)
     }
 
+    /// A receiver that changes whenever a committed entry pushed to a list.
+    pub fn lists_changed(&self) -> watch::Receiver<u64> {
+        self.lists_changed.subscribe()
+    }
+
+    /// Takes a blocked-client slot, or says why not.
+    pub fn block_slot(&self) -> Result<BlockedSlot<'_>, String> {
+        if self.blocked.fetch_add(1, Ordering::AcqRel) >= BLOCKED_CLIENTS_MAX {
+            self.blocked.fetch_sub(1, Ordering::AcqRel);
+            return Err(format!(
+                "ERR too many blocked clients: at most {BLOCKED_CLIENTS_MAX} may wait at once (BLOCKED_CLIENTS_MAX)"
+            ));
+        }
+        Ok(BlockedSlot(&self.blocked))
+    }
+
+    /// Clients blocked now.
+    pub fn blocked_clients(&self) -> u64 {
+        self.blocked.load(Ordering::Acquire)
+    }
+
     /// Feeds changed keys to the watch table. Called with the state lock held.
     fn touch_watched(&self, effects: &[Effect]) {
+        if effects.iter().any(|e| matches!(e, Effect::LPush { .. } | Effect::LReplace { .. })) {
+            self.lists_changed.send_modify(|n| *n += 1);
+        }
         let mut watches = self.watches.lock();
         if !watches.is_empty() {
             for e in effects {

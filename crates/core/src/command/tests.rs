@@ -5,17 +5,17 @@ use super::*;
 
 const NOW: u64 = 1_000_000;
 
-struct Harness {
-    store: Store,
-    log: Vec<Effect>,
+pub(super) struct Harness {
+    pub(super) store: Store,
+    pub(super) log: Vec<Effect>,
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Harness { store: Store::new(42), log: Vec::new() }
     }
 
-    fn run_at(&mut self, now_ms: u64, line: &str) -> Frame {
+    pub(super) fn run_at(&mut self, now_ms: u64, line: &str) -> Frame {
         let args: Vec<Bytes> = line.split(' ').map(|s| Bytes::copy_from_slice(s.as_bytes())).collect();
         let spec = lookup(&args[0]).expect("known command");
         if !spec.arity_ok(args.len()) {
@@ -33,12 +33,12 @@ impl Harness {
         }
     }
 
-    fn run(&mut self, line: &str) -> Frame {
+    pub(super) fn run(&mut self, line: &str) -> Frame {
         self.run_at(NOW, line)
     }
 
     /// The state a replica reaches by replaying this harness's log.
-    fn replayed(&self) -> Store {
+    pub(super) fn replayed(&self) -> Store {
         let mut s = Store::new(7);
         for e in &self.log {
             s.apply(e);
