@@ -139,3 +139,43 @@ fn hashes_and_lists_replicate_and_survive_a_snapshot_and_restart() {
     }
     assert_eq!(dump(c.node(1)), leader, "restarted node 1");
 }
+
+#[test]
+fn sorted_sets_answer_like_redis_and_bzpopmin_wakes_on_zadd() {
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), &[]);
+    let mut con = server.conn();
+    let _: i64 = con.zadd_multiple("z", &[(1.0, "a"), (2.5, "b"), (3.0, "c")]).unwrap();
+    let r: Vec<(String, f64)> = con.zrange_withscores("z", 0, -1).unwrap();
+    assert_eq!(r, vec![("a".into(), 1.0), ("b".into(), 2.5), ("c".into(), 3.0)]);
+    let r: Vec<String> = con.zrangebyscore("z", "(1", "+inf").unwrap();
+    assert_eq!(r, vec!["b", "c"]);
+    assert_eq!(con.zrank::<_, _, Option<i64>>("z", "c").unwrap(), Some(2));
+    let mut waiter = server.raw();
+    waiter.set_read_timeout(Duration::from_secs(10));
+    waiter.send_cmd(&["BZPOPMIN", "empty", "0"]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let _: i64 = con.zadd("empty", "m", 7).unwrap();
+    assert_eq!(
+        waiter.read().unwrap(),
+        Resp::Array(vec![Resp::Bulk(b"empty".to_vec()), Resp::Bulk(b"m".to_vec()), Resp::Bulk(b"7".to_vec())])
+    );
+}
+
+#[test]
+fn redis_benchmark_default_tests_exit_zero() {
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), &[]);
+    let addr = server.client_addr();
+    let out = std::process::Command::new("redis-benchmark")
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string(), "-q", "-n", "2000"])
+        .output()
+        .expect("redis-benchmark (Debian's redis-tools) must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "redis-benchmark failed: {:?}\n{stdout}\n{stderr}", out.status);
+    for test in ["LPUSH", "HSET", "SPOP", "ZADD", "ZPOPMIN", "LRANGE_600", "MSET"] {
+        assert!(stdout.contains(test), "{test} missing from:\n{stdout}");
+    }
+    server.assert_alive();
+}

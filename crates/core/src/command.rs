@@ -21,7 +21,9 @@ use crate::store::{Store, ValueRef};
 
 pub mod hash;
 pub mod list;
+pub mod set;
 pub mod tx;
+pub mod zset;
 
 /// Largest string value a command may create (Redis's proto-max-bulk-len).
 pub const STRING_BYTES_MAX: usize = 512 * 1024 * 1024;
@@ -149,6 +151,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("blpop", -3, ["write", "blocking"], 1, -2, 1, "list", "Pops the head of the first non-empty list, waiting for one.", Write(list::blpop)),
     cmd!("brpop", -3, ["write", "blocking"], 1, -2, 1, "list", "Pops the tail of the first non-empty list, waiting for one.", Write(list::brpop)),
     cmd!("brpoplpush", 4, ["write", "denyoom", "blocking"], 1, 2, 1, "list", "Pops a tail and pushes it to another list, waiting for one.", Write(list::brpoplpush)),
+    cmd!("bzmpop", -5, ["write", "blocking"], 0, 0, 0, "sorted-set", "Pops members from the first non-empty sorted set, waiting for one.", Write(zset::bzmpop)),
+    cmd!("bzpopmax", -3, ["write", "blocking", "fast"], 1, -2, 1, "sorted-set", "Pops the highest member of the first non-empty sorted set, waiting for one.", Write(zset::bzpopmax)),
+    cmd!("bzpopmin", -3, ["write", "blocking", "fast"], 1, -2, 1, "sorted-set", "Pops the lowest member of the first non-empty sorted set, waiting for one.", Write(zset::bzpopmin)),
     cmd!("client", -2, ["noscript", "loading", "stale"], 0, 0, 0, "connection", "Connection commands: ID, INFO, SETNAME, GETNAME, LIST.", Node),
     cmd!("command", -1, ["loading", "stale"], 0, 0, 0, "server", "Details about Tandem's commands.", Node),
     cmd!("config", -2, ["admin", "noscript", "loading", "stale"], 0, 0, 0, "server", "Reads configuration parameters (CONFIG GET).", Node),
@@ -227,6 +232,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("sismember", 3, ["readonly", "fast"], 1, 1, 1, "set", "Tells whether a member is in a set.", Read(sismember)),
     cmd!("slaveof", 3, ["admin", "noscript", "stale"], 0, 0, 0, "replication", "Alias of REPLICAOF.", Node),
     cmd!("smembers", 2, ["readonly"], 1, 1, 1, "set", "Returns all members of a set.", Read(smembers)),
+    cmd!("smismember", -3, ["readonly", "fast"], 1, 1, 1, "set", "Tells whether each member is in a set.", Read(set::smismember)),
+    cmd!("spop", -2, ["write", "fast"], 1, 1, 1, "set", "Removes and returns random members.", Write(set::spop)),
+    cmd!("srandmember", -2, ["readonly"], 1, 1, 1, "set", "Returns random members.", Read(set::srandmember)),
     cmd!("srem", -3, ["write", "fast"], 1, 1, 1, "set", "Removes members from a set.", Write(srem)),
     cmd!("strlen", 2, ["readonly", "fast"], 1, 1, 1, "string", "Returns the length of a string value.", Read(strlen)),
     cmd!("switchover", -2, ["admin", "noscript"], 0, 0, 0, "replication", "Moves leadership to a node without losing a write: SWITCHOVER node-id [TIMEOUT ms].", Node),
@@ -237,6 +245,37 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("wait", 3, ["noscript"], 0, 0, 0, "generic", "Waits until numreplicas followers hold this connection's writes, or timeout ms.", Node),
     cmd!("waitlsn", 3, ["noscript", "stale"], 0, 0, 0, "replication", "Waits until this node applied an LSN, or timeout ms; returns the applied LSN.", Node),
     cmd!("watch", -2, ["noscript", "loading", "stale", "fast"], 1, -1, 1, "transactions", "Makes the next EXEC abort if one of these keys changes.", Node),
+    cmd!("zadd", -4, ["write", "denyoom", "fast"], 1, 1, 1, "sorted-set", "Adds members or updates their scores.", Write(zset::zadd)),
+    cmd!("zcard", 2, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Returns the number of members.", Read(zset::zcard)),
+    cmd!("zcount", 4, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Counts members within a score range.", Read(zset::zcount)),
+    cmd!("zdiff", -3, ["readonly"], 0, 0, 0, "sorted-set", "Members of the first sorted set not in the others.", Read(zset::zdiff)),
+    cmd!("zdiffstore", -4, ["write", "denyoom"], 1, 1, 1, "sorted-set", "Stores ZDIFF in a key.", Write(zset::zdiffstore)),
+    cmd!("zincrby", 4, ["write", "denyoom", "fast"], 1, 1, 1, "sorted-set", "Increments the score of a member.", Write(zset::zincrby)),
+    cmd!("zinter", -3, ["readonly"], 0, 0, 0, "sorted-set", "Intersection of sorted sets.", Read(zset::zinter)),
+    cmd!("zintercard", -3, ["readonly"], 0, 0, 0, "sorted-set", "Size of the intersection of sorted sets.", Read(zset::zintercard)),
+    cmd!("zinterstore", -4, ["write", "denyoom"], 1, 1, 1, "sorted-set", "Stores ZINTER in a key.", Write(zset::zinterstore)),
+    cmd!("zlexcount", 4, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Counts members within a lex range.", Read(zset::zlexcount)),
+    cmd!("zmpop", -4, ["write"], 0, 0, 0, "sorted-set", "Pops members from the first non-empty sorted set.", Write(zset::zmpop)),
+    cmd!("zmscore", -3, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Returns the scores of members.", Read(zset::zmscore)),
+    cmd!("zpopmax", -2, ["write", "fast"], 1, 1, 1, "sorted-set", "Pops the highest members.", Write(zset::zpopmax)),
+    cmd!("zpopmin", -2, ["write", "fast"], 1, 1, 1, "sorted-set", "Pops the lowest members.", Write(zset::zpopmin)),
+    cmd!("zrandmember", -2, ["readonly"], 1, 1, 1, "sorted-set", "Returns random members.", Read(zset::zrandmember)),
+    cmd!("zrange", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members by rank, score or lex range.", Read(zset::zrange)),
+    cmd!("zrangebylex", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members in a lex range.", Read(zset::zrangebylex)),
+    cmd!("zrangebyscore", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members in a score range.", Read(zset::zrangebyscore)),
+    cmd!("zrangestore", -5, ["write", "denyoom"], 1, 2, 1, "sorted-set", "Stores a ZRANGE result in a key.", Write(zset::zrangestore)),
+    cmd!("zrank", -3, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Returns the rank of a member.", Read(zset::zrank)),
+    cmd!("zrem", -3, ["write", "fast"], 1, 1, 1, "sorted-set", "Removes members.", Write(zset::zrem)),
+    cmd!("zremrangebylex", 4, ["write"], 1, 1, 1, "sorted-set", "Removes members in a lex range.", Write(zset::zremrangebylex)),
+    cmd!("zremrangebyrank", 4, ["write"], 1, 1, 1, "sorted-set", "Removes members in a rank range.", Write(zset::zremrangebyrank)),
+    cmd!("zremrangebyscore", 4, ["write"], 1, 1, 1, "sorted-set", "Removes members in a score range.", Write(zset::zremrangebyscore)),
+    cmd!("zrevrange", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members by rank, highest first.", Read(zset::zrevrange)),
+    cmd!("zrevrangebylex", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members in a lex range, highest first.", Read(zset::zrevrangebylex)),
+    cmd!("zrevrangebyscore", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members in a score range, highest first.", Read(zset::zrevrangebyscore)),
+    cmd!("zrevrank", -3, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Returns the rank of a member, highest first.", Read(zset::zrevrank)),
+    cmd!("zscore", 3, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Returns the score of a member.", Read(zset::zscore)),
+    cmd!("zunion", -3, ["readonly"], 0, 0, 0, "sorted-set", "Union of sorted sets.", Read(zset::zunion)),
+    cmd!("zunionstore", -4, ["write", "denyoom"], 1, 1, 1, "sorted-set", "Stores ZUNION in a key.", Write(zset::zunionstore)),
 ];
 
 /// Finds a command by name, case-insensitively.

@@ -58,6 +58,13 @@ pub enum Effect {
     /// The list now holds exactly `items` (LINSERT, LREM: rare edits that
     /// are logged whole).
     LReplace { key: Bytes, items: Vec<Bytes>, seq: u64 },
+    /// These members of the sorted set at `key` now have these scores
+    /// (`f64::to_bits`; never NaN). A missing key, or another type, becomes
+    /// a new sorted set.
+    ZAdd { key: Bytes, members: Vec<(u64, Bytes)> },
+    /// These members are no longer in the sorted set; an empty one is
+    /// removed.
+    ZRem { key: Bytes, members: Vec<Bytes> },
 }
 
 impl Effect {
@@ -74,7 +81,9 @@ impl Effect {
             | Effect::LPush { key, .. }
             | Effect::LPop { key, .. }
             | Effect::LSet { key, .. }
-            | Effect::LReplace { key, .. } => Some(key),
+            | Effect::LReplace { key, .. }
+            | Effect::ZAdd { key, .. }
+            | Effect::ZRem { key, .. } => Some(key),
             Effect::FlushAll => None,
         }
     }
@@ -206,6 +215,15 @@ impl SharedReader<'_> {
         Ok(out)
     }
 
+    fn scored(&mut self) -> Result<Vec<(u64, Bytes)>, DecodeError> {
+        let n = self.varint()? as usize;
+        let mut out = Vec::with_capacity(n.min(self.buf.len() - self.pos));
+        for _ in 0..n {
+            out.push((self.varint()?, self.bytes()?));
+        }
+        Ok(out)
+    }
+
     fn members(&mut self) -> Result<Vec<Bytes>, DecodeError> {
         let n = self.varint()? as usize;
         // Each member takes at least one byte: bound the allocation by what is left.
@@ -245,6 +263,8 @@ impl LogEntry {
                 9 => Effect::LPop { key: r.bytes()?, left: r.bool()?, count: r.varint()?, seq: r.varint()? },
                 10 => Effect::LSet { key: r.bytes()?, index: r.varint()?, value: r.bytes()?, seq: r.varint()? },
                 11 => Effect::LReplace { key: r.bytes()?, items: r.members()?, seq: r.varint()? },
+                12 => Effect::ZAdd { key: r.bytes()?, members: r.scored()? },
+                13 => Effect::ZRem { key: r.bytes()?, members: r.members()? },
                 tag => return Err(r.err(&format!("unknown effect tag {tag}"))),
             };
             out.push(effect);
@@ -279,6 +299,8 @@ mod tests {
                 Effect::LPop { key: "l".into(), left: false, count: 2, seq: u64::MAX },
                 Effect::LSet { key: "l".into(), index: 7, value: "v".into(), seq: 1 },
                 Effect::LReplace { key: "l".into(), items: vec![], seq: 2 },
+                Effect::ZAdd { key: "z".into(), members: vec![((-2.5f64).to_bits(), "m".into()), (0, long.clone())] },
+                Effect::ZRem { key: "z".into(), members: vec!["m".into()] },
             ],
         };
         let mut buf = Vec::new();

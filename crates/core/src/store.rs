@@ -43,11 +43,78 @@ pub struct ListValue {
     pub seq: u64,
 }
 
+/// A score with a total order (scores are never NaN).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score(pub f64);
+
+impl Eq for Score {}
+
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// A sorted set: member -> score, and (score, member) in order.
+#[derive(Debug)]
+pub struct ZSetValue {
+    /// Each member's score.
+    pub scores: hashbrown::HashMap<Box<[u8]>, f64, Xxh3Builder>,
+    /// Members ordered by score, then bytes (Redis's order).
+    pub order: std::collections::BTreeSet<(Score, Box<[u8]>)>,
+}
+
+impl ZSetValue {
+    fn new(seed: u64) -> ZSetValue {
+        ZSetValue {
+            scores: hashbrown::HashMap::with_hasher(Xxh3Builder::new().with_seed(seed)),
+            order: std::collections::BTreeSet::new(),
+        }
+    }
+
+    fn insert(&mut self, member: &[u8], score: f64) {
+        let score = if score == 0.0 { 0.0 } else { score }; // -0 sorts as 0
+        if let Some(old) = self.scores.get_mut(member) {
+            if *old == score {
+                return;
+            }
+            self.order.remove(&(Score(*old), Box::<[u8]>::from(member)));
+            *old = score;
+        } else {
+            self.scores.insert(member.into(), score);
+        }
+        self.order.insert((Score(score), member.into()));
+    }
+
+    fn remove(&mut self, member: &[u8]) {
+        if let Some(old) = self.scores.remove(member) {
+            self.order.remove(&(Score(old), Box::<[u8]>::from(member)));
+        }
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// True if it has no member.
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+}
+
 /// A value held in the object slab.
 enum Obj {
     Set(SetValue),
     Hash(HashValue),
     List(ListValue),
+    ZSet(ZSetValue),
 }
 
 /// `Slot::meta` flag: the value is an object (the block ends with a slab
@@ -139,6 +206,7 @@ impl Slot {
             Some(Obj::Set(s)) => ValueRef::Set(s),
             Some(Obj::Hash(h)) => ValueRef::Hash(h),
             Some(Obj::List(l)) => ValueRef::List(l),
+            Some(Obj::ZSet(z)) => ValueRef::ZSet(z),
             None => ValueRef::Str(self.tail()),
         }
     }
@@ -191,6 +259,8 @@ pub enum ValueRef<'a> {
     Hash(&'a HashValue),
     /// A list.
     List(&'a ListValue),
+    /// A sorted set.
+    ZSet(&'a ZSetValue),
 }
 
 impl ValueRef<'_> {
@@ -201,6 +271,7 @@ impl ValueRef<'_> {
             ValueRef::Set(_) => "set",
             ValueRef::Hash(_) => "hash",
             ValueRef::List(_) => "list",
+            ValueRef::ZSet(_) => "zset",
         }
     }
 }
@@ -211,6 +282,7 @@ enum ObjKind {
     Set,
     Hash,
     List,
+    ZSet,
 }
 
 impl ObjKind {
@@ -219,6 +291,7 @@ impl ObjKind {
             Obj::Set(_) => ObjKind::Set,
             Obj::Hash(_) => ObjKind::Hash,
             Obj::List(_) => ObjKind::List,
+            Obj::ZSet(_) => ObjKind::ZSet,
         }
     }
 }
@@ -378,6 +451,28 @@ impl Store {
                         hash.remove(&f[..]);
                     }
                     if hash.is_empty() {
+                        self.remove(key);
+                    }
+                }
+            }
+            Effect::ZAdd { key, members } => {
+                let seed = self.hash_seed;
+                let Obj::ZSet(z) = self.obj_or_create(key, ObjKind::ZSet, || Obj::ZSet(ZSetValue::new(seed))) else {
+                    unreachable!("obj_or_create returns the asked kind")
+                };
+                for (bits, m) in members {
+                    let score = f64::from_bits(*bits);
+                    if !score.is_nan() {
+                        z.insert(m, score);
+                    }
+                }
+            }
+            Effect::ZRem { key, members } => {
+                if let Some(Obj::ZSet(z)) = self.obj_mut(key) {
+                    for m in members {
+                        z.remove(m);
+                    }
+                    if z.is_empty() {
                         self.remove(key);
                     }
                 }
@@ -567,7 +662,8 @@ impl Store {
     }
 
     /// Encodes bucket `index` as a snapshot chunk into `out` (appending).
-    /// Format per key: `u8 type (0 string, 1 set, 2 hash, 3 list) | u64
+    /// Sorted set (type 4): `u32 count | (u64 score as f64 bits | u32 len |
+    /// member)*`. Format per key: `u8 type (0 string, 1 set, 2 hash, 3 list) | u64
     /// expire_at_ms (0 = none) | u32 key_len | key | string: u32 len |
     /// bytes ; set: u32 count | (u32 len | member)* ; hash: u32 count |
     /// (u32 len | field | u32 len | value)* ; list: u64 seq | u32 count |
@@ -580,6 +676,7 @@ impl Store {
                 ValueRef::Set(_) => 1,
                 ValueRef::Hash(_) => 2,
                 ValueRef::List(_) => 3,
+                ValueRef::ZSet(_) => 4,
             });
             out.extend_from_slice(&slot.expire_at_ms().to_le_bytes());
             put_bytes(out, slot.key());
@@ -602,6 +699,13 @@ impl Store {
                     out.extend_from_slice(&(list.items.len() as u32).to_le_bytes());
                     for item in list.items.iter() {
                         put_bytes(out, item);
+                    }
+                }
+                ValueRef::ZSet(z) => {
+                    out.extend_from_slice(&(z.len() as u32).to_le_bytes());
+                    for (score, m) in z.order.iter() {
+                        out.extend_from_slice(&score.0.to_bits().to_le_bytes());
+                        put_bytes(out, m);
                     }
                 }
                 ValueRef::Str(v) => put_bytes(out, v),
@@ -658,6 +762,20 @@ impl Store {
                     let i = self.sets.insert(Obj::List(ListValue { items, seq }));
                     self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
                 }
+                4 => {
+                    let count = r.u32()? as usize;
+                    let mut z = ZSetValue::new(self.hash_seed);
+                    for _ in 0..count {
+                        let score = f64::from_bits(r.u64()?);
+                        let member = r.bytes()?;
+                        if score.is_nan() {
+                            return Err(ChunkDecodeError { offset: r.pos, reason: "NaN score" });
+                        }
+                        z.insert(member, score);
+                    }
+                    let i = self.sets.insert(Obj::ZSet(z));
+                    self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
+                }
                 _ => return Err(ChunkDecodeError { offset: r.pos - 1, reason: "unknown value type" }),
             }
             loaded += 1;
@@ -688,6 +806,13 @@ impl Store {
                             m = m.wrapping_add(xxh3_64_with_seed(f, 3) ^ xxh3_64_with_seed(v, 4).rotate_left(11));
                         }
                         h ^= m.rotate_left(9) ^ 0x4a5;
+                    }
+                    ValueRef::ZSet(z) => {
+                        let mut m = 0u64;
+                        for (score, member) in z.order.iter() {
+                            m = m.wrapping_add(xxh3_64_with_seed(member, 6) ^ score.0.to_bits().rotate_left(5));
+                        }
+                        h ^= m.rotate_left(15) ^ 0x25e7;
                     }
                     ValueRef::List(list) => {
                         let mut m = 0x11u64;
@@ -785,6 +910,7 @@ mod tests {
         s.apply(&Effect::HSet { key: "hash".into(), fields: vec![("f".into(), "v".into())] });
         s.apply(&Effect::LPush { key: "list".into(), left: false, items: vec!["x".into(), "y".into()], seq: 4 });
         s.apply(&Effect::Expire { key: "list".into(), expire_at_ms: Some(99_999) });
+        s.apply(&Effect::ZAdd { key: "z".into(), members: vec![(1.5f64.to_bits(), "m".into())] });
         let mut t = Store::new(99);
         let mut buf = Vec::new();
         for b in 0..BUCKETS {

@@ -171,8 +171,9 @@ pub struct Db {
     /// `WATCH`ed keys; every committed, replicated or installed change is
     /// fed to it (under the state lock) so a watcher's `EXEC` can abort.
     watches: Mutex<WatchTable>,
-    /// Bumped when a committed entry pushed to a list: wakes clients
-    /// blocked in `BLPOP` and friends (they retry; no polling).
+    /// Bumped when a committed entry pushed to a list or added to a sorted
+    /// set: wakes clients blocked in `BLPOP`, `BZPOPMIN` and friends (they
+    /// retry; no polling).
     lists_changed: watch::Sender<u64>,
     /// Clients blocked right now (bounded by [`BLOCKED_CLIENTS_MAX`]).
     blocked: AtomicU64,
@@ -466,7 +467,7 @@ impl Db {
 
     /// Feeds changed keys to the watch table. Called with the state lock held.
     fn touch_watched(&self, effects: &[Effect]) {
-        if effects.iter().any(|e| matches!(e, Effect::LPush { .. } | Effect::LReplace { .. })) {
+        if effects.iter().any(|e| matches!(e, Effect::LPush { .. } | Effect::LReplace { .. } | Effect::ZAdd { .. })) {
             self.lists_changed.send_modify(|n| *n += 1);
         }
         let mut watches = self.watches.lock();

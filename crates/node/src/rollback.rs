@@ -155,6 +155,11 @@ fn effect_line(entry: &LogEntry, effect: &Effect) -> Value {
         Effect::LSet { key, index, value, seq } => {
             json!({"op": "lset", "key": text(key), "index": index, "value": text(value), "seq": seq})
         }
+        Effect::ZAdd { key, members } => json!({"op": "zadd", "key": text(key),
+            "members": members.iter().map(|(b, m)| json!([f64::from_bits(*b), text(m)])).collect::<Vec<_>>()}),
+        Effect::ZRem { key, members } => {
+            json!({"op": "zrem", "key": text(key), "members": members.iter().map(text).collect::<Vec<_>>()})
+        }
         Effect::LReplace { key, items, seq } => json!({"op": "lreplace", "key": text(key),
             "items": items.iter().map(text).collect::<Vec<_>>(), "seq": seq}),
     };
