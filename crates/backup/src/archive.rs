@@ -204,8 +204,8 @@ impl ArchiveWriter {
             }
             let expected = last.map_or(self.archived_lsn + 1, |(l, _)| l + 1);
             if lsn != expected {
-                if last.is_some() {
-                    self.flush_batch(batch_first.expect("set with last"), last.expect("checked"))?;
+                if let Some(last) = last {
+                    self.flush_batch(batch_first.expect("set with last"), last)?;
                     batch_first = None;
                 }
                 if self.archived_lsn > 0 {

@@ -333,7 +333,7 @@ pub fn replay(plan: &Plan, progress: &mut dyn FnMut(&Progress)) -> Result<Restor
             next += 1;
             p.replayed += 1;
             p.last_lsn = rec.lsn;
-            if p.replayed % PROGRESS_EVERY_RECORDS == 0 {
+            if p.replayed.is_multiple_of(PROGRESS_EVERY_RECORDS) {
                 progress(&p);
             }
         }

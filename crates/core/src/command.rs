@@ -727,7 +727,10 @@ fn expire_generic(
     if cond.gt && cond.lt {
         return error("ERR GT and LT options at the same time are not compatible");
     }
-    let Some(at) = to_abs_ms(n, cx.now_ms).filter(|at| *at < i64::MAX / 2) else {
+    // Only an overflow of the computation is an error (Redis): an absolute
+    // time far in the future, such as `PEXPIREAT k 9223372036854770000`,
+    // is a valid expiry.
+    let Some(at) = to_abs_ms(n, cx.now_ms) else {
         return error(format!("ERR invalid expire time in '{name}' command"));
     };
     let key = &args[1];

@@ -255,7 +255,7 @@ pub(super) fn hrandfield(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
         Some(_) => return error(SYNTAX),
     };
     let Some(h) = h else { return Frame::Array(Vec::new()) };
-    let entries: Vec<(&Box<[u8]>, &Box<[u8]>)> = h.iter().collect();
+    let entries: Vec<(&[u8], &[u8])> = h.iter().map(|(f, v)| (&f[..], &v[..])).collect();
     let picks = tri!(random_indexes(&mut rng, entries.len(), count));
     let mut out = Vec::with_capacity(picks.len() * (1 + with_values as usize));
     for i in picks {

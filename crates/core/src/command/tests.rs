@@ -284,3 +284,14 @@ fn unknown_command_error_names_the_command_and_args() {
     let args: Vec<Bytes> = vec!["FOO".into(), "a".into(), "b".into()];
     assert_eq!(err_text(unknown_command(&args)), "ERR unknown command 'FOO', with args beginning with: 'a' 'b' ");
 }
+
+#[test]
+fn pexpireat_far_in_the_future_is_accepted_and_overflow_is_refused() {
+    let mut h = Harness::new();
+    h.run("SET k v");
+    assert_eq!(h.run("PEXPIREAT k 9223372036854770000"), Frame::Integer(1));
+    assert_eq!(h.run("PTTL k"), Frame::Integer(9223372036854770000 - NOW as i64));
+    assert_eq!(err_text(h.run("EXPIRE k 9223372036854770000")), "ERR invalid expire time in 'expire' command");
+    assert_eq!(err_text(h.run("PEXPIRE k 9223372036854775807")), "ERR invalid expire time in 'pexpire' command");
+    assert_eq!(h.replayed().digest(), h.store.digest());
+}
