@@ -47,7 +47,7 @@ enum ClusterCommand {
 }
 
 /// One HTTP/1.1 request; returns the status code and body.
-fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
+pub(crate) fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String), String> {
     let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     stream.set_read_timeout(Some(HTTP_TIMEOUT)).ok();
     let body = body.unwrap_or("");

@@ -8,6 +8,7 @@
 //! - `switchover`: move leadership to a chosen node, losing nothing;
 //! - `rollback list|show`: what a node removed when it rejoined;
 //! - `cluster show|add|remove`: the control plane's map and membership;
+//! - `keyspace create|list|drop`: keyspaces and their replication policies;
 //! - `log repair`: truncate a corrupt log deliberately;
 //! - `backup base|list|verify|prune`, `restore`, `dr drill`: backups and
 //!   point-in-time recovery (docs/backup.md).
@@ -21,6 +22,7 @@ mod bench_failover_cmd;
 mod cluster_cmd;
 mod dr_cmd;
 mod failover_cmd;
+mod keyspace_cmd;
 mod proxy_cmd;
 mod server_cmd;
 mod up_cmd;
@@ -75,6 +77,9 @@ enum Command {
     },
     /// The cluster map and membership (control plane): show, add, remove.
     Cluster(cluster_cmd::ClusterArgs),
+    /// Keyspaces (key prefixes with their own replication policy): create,
+    /// list, drop.
+    Keyspace(keyspace_cmd::KeyspaceArgs),
     /// Backups: base backups from a running node, list, verify, prune.
     Backup {
         #[command(subcommand)]
@@ -142,6 +147,7 @@ fn main() -> ExitCode {
         Command::Switchover(args) => failover_cmd::switchover(args),
         Command::Rollback { command } => failover_cmd::rollback(command),
         Command::Cluster(args) => cluster_cmd::run(args),
+        Command::Keyspace(args) => keyspace_cmd::run(args),
         Command::Backup { command } => backup_cmd::run(command),
         Command::Restore(args) => backup_cmd::run_restore(args),
         Command::Dr { command } => dr_cmd::run(command),

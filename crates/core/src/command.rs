@@ -89,6 +89,22 @@ impl CommandSpec {
             argc >= (-self.arity) as usize
         }
     }
+
+    /// The key arguments of `args` (a request of this command, name
+    /// included), from `first_key`, `last_key` and `key_step`; used to route
+    /// a request to its keyspace. Commands whose key positions depend on
+    /// their arguments (a `numkeys` count) must describe them here too.
+    pub fn keys<'a>(&self, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + 'a {
+        let first = self.first_key.max(0) as usize;
+        let last = if self.last_key < 0 {
+            (args.len() as i64 + self.last_key as i64).max(0) as usize
+        } else {
+            (self.last_key as usize).min(args.len().saturating_sub(1))
+        };
+        let step = self.key_step.max(1) as usize;
+        let range = if first == 0 || first > last { 0..0 } else { first..last + 1 };
+        args[range].iter().step_by(step)
+    }
 }
 
 /// Context of a read command.

@@ -400,6 +400,24 @@ pub fn choose_leader(
         .ok_or_else(|| "no fenced member".into())
 }
 
+/// [`choose_leader`] for a log shared by writes acknowledged under several
+/// policies (the single-leader keyspaces of a node, each with its own ack
+/// policy): the promotion must keep the acknowledged writes of every one of
+/// them, so every policy's condition must hold. The node chosen is the same
+/// under each (the most up-to-date fenced member).
+pub fn choose_leader_keeping_all(
+    policies: &[AckPolicy],
+    members: &[NodeId],
+    old_leader: NodeId,
+    fenced: &BTreeMap<NodeId, FencedNode>,
+) -> Result<NodeId, String> {
+    let mut chosen = choose_leader(&AckPolicy::Async, members, old_leader, fenced)?;
+    for policy in policies {
+        chosen = choose_leader(policy, members, old_leader, fenced)?;
+    }
+    Ok(chosen)
+}
+
 /// Under `first k (among)`: a node that may have led (any member that did
 /// not fence, the old leader included) and the members of `among` other than
 /// it that did not fence either, if they are `k` or more: a write that leader

@@ -14,6 +14,8 @@
 //!   commands' execution: turns a request into a reply plus row effects.
 //! - [`resp`]: the RESP2/RESP3 wire codec.
 //! - [`glob`]: Redis-style glob matching for `KEYS` and `SCAN MATCH`.
+//! - [`keyspace`]: keyspaces (name, key prefix, replication mode and
+//!   policy) and routing a key or a command to its keyspace.
 //! - [`failover`]: leader leases, fencing, promotion rules and the
 //!   divergence point of a returning old leader.
 //! - [`session`]: session guarantees (read-your-writes, monotonic reads,
@@ -23,6 +25,7 @@ pub mod command;
 pub mod effect;
 pub mod failover;
 pub mod glob;
+pub mod keyspace;
 pub mod repl;
 pub mod resp;
 pub mod session;

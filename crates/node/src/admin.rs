@@ -73,6 +73,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: wat
         .route("/cluster/members", axum::routing::post(add_member))
         .route("/cluster/members/{id}", axum::routing::delete(remove_member))
         .merge(crate::backup_http::routes())
+        .merge(crate::keyspaces::routes())
         .with_state(shared);
     let stop = async move {
         let _ = shutdown.changed().await;

@@ -121,6 +121,31 @@ pub struct Config {
     /// Declared loss budget: while the archive lag exceeds it, writes are
     /// refused (`-RPOBUDGET`). 0: off.
     pub rpo_max_ms: u64,
+    /// Keyspaces (`[[keyspace]]` tables). Without a control plane these are
+    /// the node's keyspaces; with one, they are added to the cluster map if
+    /// it lacks them (the map then rules, and changes at run time).
+    pub keyspace: Vec<KeyspaceConfig>,
+}
+
+/// One `[[keyspace]]` table of the config file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyspaceConfig {
+    /// The keyspace's name.
+    pub name: String,
+    /// Keys with this prefix belong to it (the longest matching prefix wins).
+    pub prefix: String,
+    /// Replication mode: `single-leader`.
+    #[serde(default = "default_keyspace_mode")]
+    pub mode: String,
+    /// Ack policy (`async`, `any k`, `first k (a,b)`, `all`); none: `ack`.
+    pub ack: Option<String>,
+    /// `flush` or `apply`; none: `ack_level`.
+    pub ack_level: Option<String>,
+}
+
+fn default_keyspace_mode() -> String {
+    "single-leader".into()
 }
 
 /// Size and count limits; past one, the client gets an error (or, where the
@@ -189,6 +214,7 @@ impl Default for Config {
             archive_interval_ms: ARCHIVE_INTERVAL_MS,
             archive_file_bytes_max: tandem_backup::archive::ARCHIVE_FILE_BYTES_MAX,
             rpo_max_ms: 0,
+            keyspace: Vec::new(),
         }
     }
 }
@@ -233,6 +259,7 @@ impl Config {
             return Err("--join needs --members and no --leader (it joins a control-plane cluster)".into());
         }
         self.durability()?;
+        self.keyspace_defs()?;
         if self.backup_repo.is_some() && self.archive_interval_ms == 0 {
             return Err("archive_interval_ms must be at least 1".into());
         }
@@ -259,7 +286,26 @@ impl Config {
         })
     }
 
-    /// The peer address of member `id`.
+    /// The `[[keyspace]]` tables as validated definitions.
+    pub fn keyspace_defs(&self) -> Result<Vec<tandem_core::keyspace::KeyspaceDef>, String> {
+        let defs = self
+            .keyspace
+            .iter()
+            .map(|k| {
+                crate::keyspaces::definition(&crate::keyspaces::CreateRequest {
+                    name: k.name.clone(),
+                    prefix: k.prefix.clone(),
+                    mode: k.mode.clone(),
+                    ack: k.ack.clone(),
+                    ack_level: k.ack_level.clone(),
+                })
+                .map_err(|e| format!("[[keyspace]] {:?}: {e}", k.name))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        tandem_core::keyspace::Keyspaces::new(defs.clone()).map_err(|e| format!("[[keyspace]]: {e}"))?;
+        Ok(defs)
+    }
+
     /// Members configured and no fixed leader: the control plane elects and
     /// replaces the leader.
     pub fn automatic_failover(&self) -> bool {
@@ -371,5 +417,24 @@ mod tests {
         assert!(bad.validate().is_err());
         assert!(parse_members("1=a:b").is_err());
         assert!(parse_members("1=127.0.0.1:1,1=127.0.0.1:2").unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn keyspace_tables_parse_and_validate() {
+        let text = "[[keyspace]]\nname = \"carts\"\nprefix = \"cart:\"\nack = \"any 1\"\nack_level = \"apply\"\n\n\
+                    [[keyspace]]\nname = \"users\"\nprefix = \"u:\"\nmode = \"single-leader\"\n";
+        let c = Config::from_toml(text).unwrap();
+        let defs = c.keyspace_defs().unwrap();
+        assert_eq!(defs.len(), 2);
+        assert_eq!(defs[0].name, "carts");
+        c.validate().unwrap();
+        let dup = Config::from_toml(
+            "[[keyspace]]\nname = \"a\"\nprefix = \"p\"\n[[keyspace]]\nname = \"b\"\nprefix = \"p\"\n",
+        )
+        .unwrap();
+        assert!(dup.validate().unwrap_err().contains("prefix"));
+        assert!(Config::from_toml("[[keyspace]]\nname = \"a\"\nprefix = \"p\"\ncolour = \"red\"\n").is_err());
+        let bad = Config::from_toml("[[keyspace]]\nname = \"a\"\nprefix = \"p\"\nack = \"most\"\n").unwrap();
+        assert!(bad.validate().unwrap_err().contains("[[keyspace]] \"a\""));
     }
 }

@@ -66,6 +66,9 @@ pub struct Transaction {
     pub queue: Vec<(&'static CommandSpec, Vec<Bytes>)>,
     /// A command was refused while queuing: `EXEC` answers `EXECABORT`.
     pub failed: bool,
+    /// The durability of the keyspace the transaction writes (`None`: the
+    /// default keyspace).
+    pub durability: Option<Durability>,
 }
 
 /// What a dispatched request produced.
@@ -136,7 +139,7 @@ pub async fn serve(
                 continue;
             }
             let started = Instant::now();
-            let (index, mut outcome) = dispatch(&shared, &mut client, &args).await;
+            let (index, mut outcome, keyspace_durability) = dispatch(&shared, &mut client, &args).await;
             if let Some(timeout_ms) = would_block(&client, index, &args, &outcome) {
                 // Send what came before, then wait for a push.
                 if flush(&shared, &mut stream, &mut output, wait_lsn, &mut pending).await.is_err() {
@@ -154,7 +157,13 @@ pub async fn serve(
             let mut reply = outcome.reply;
             if let Some(lsn) = outcome.wait_lsn {
                 client.last_write_lsn = lsn;
-                let durability = client.durability.as_ref().unwrap_or(shared.repl.default_durability());
+                // The connection's own policy, else its keyspace's, else the
+                // node's (the default keyspace).
+                let durability = client
+                    .durability
+                    .as_ref()
+                    .or(keyspace_durability.as_ref())
+                    .unwrap_or(shared.repl.default_durability());
                 if durability.policy == AckPolicy::Async {
                     // Only local durability: the batch waits once, at flush.
                     wait_lsn = wait_lsn.max(lsn);
@@ -249,50 +258,68 @@ fn protocol_error_text(e: &ProtocolError) -> String {
 }
 
 /// Executes one request. Returns the command's index in `COMMANDS` (or
-/// `COMMANDS.len()` if unknown) for metrics.
-async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]) -> (usize, Outcome) {
+/// `COMMANDS.len()` if unknown) for metrics, the outcome, and the
+/// durability of the keyspace it touched (`None`: the default keyspace).
+async fn dispatch(
+    shared: &Arc<Shared>,
+    client: &mut ClientState,
+    args: &[Bytes],
+) -> (usize, Outcome, Option<Durability>) {
     let Some(spec) = command::lookup(&args[0]) else {
         abort_tx(client);
-        return (command::COMMANDS.len(), reply(command::unknown_command(args)));
+        return (command::COMMANDS.len(), reply(command::unknown_command(args)), None);
     };
     if !client.authenticated && !spec.flags.contains(&"no_auth") {
         abort_tx(client);
-        return (spec.index(), reply(Frame::Error("NOAUTH Authentication required.".into())));
+        return (spec.index(), reply(Frame::Error("NOAUTH Authentication required.".into())), None);
     }
     if !spec.arity_ok(args.len()) {
         abort_tx(client);
-        return (spec.index(), reply(command::wrong_arity(spec.name)));
+        return (spec.index(), reply(command::wrong_arity(spec.name)), None);
     }
+    let route = match shared.keyspaces.route(spec, args) {
+        Ok(r) => r,
+        Err(cross) => {
+            abort_tx(client);
+            return (spec.index(), reply(Frame::Error(cross.to_resp())), None);
+        }
+    };
     if let Some(queued) = client.tx.as_ref().map(|t| t.queue.len()) {
         match tx::queue_decision(spec, queued) {
             Err(e) => {
                 abort_tx(client);
-                return (spec.index(), reply(e));
+                return (spec.index(), reply(e), None);
             }
-            Ok(QueueDecision::RejectKeep(e)) => return (spec.index(), reply(e)),
+            Ok(QueueDecision::RejectKeep(e)) => return (spec.index(), reply(e), None),
             Ok(QueueDecision::Queue) => {
                 // A write a follower would refuse is refused now, with the
                 // same READONLY as outside a transaction.
                 if spec.is_write() {
                     if let Some(e) = shared.repl.write_refusal().await {
                         abort_tx(client);
-                        return (spec.index(), reply(Frame::Error(e)));
+                        return (spec.index(), reply(Frame::Error(e)), None);
                     }
                 }
                 if let Some(t) = client.tx.as_mut() {
                     t.queue.push((spec, args.to_vec()));
+                    // EXEC acknowledges under the policy of the first
+                    // keyspace (other than default) the transaction writes.
+                    if t.durability.is_none() && spec.is_write() {
+                        t.durability = route.durability.clone();
+                    }
                 }
-                return (spec.index(), reply(Frame::Simple(Bytes::from_static(b"QUEUED"))));
+                return (spec.index(), reply(Frame::Simple(Bytes::from_static(b"QUEUED"))), None);
             }
             Ok(QueueDecision::RunNow) => {}
         }
     }
+    let tx_durability = if spec.name == "exec" { client.tx.as_ref().and_then(|t| t.durability.clone()) } else { None };
     if spec.is_write() {
         if let Some(e) = shared.repl.write_refusal().await {
-            return (spec.index(), reply(Frame::Error(e)));
+            return (spec.index(), reply(Frame::Error(e)), None);
         }
         if let Some(e) = crate::archive::rpo_budget_error(shared) {
-            return (spec.index(), reply(Frame::Error(e)));
+            return (spec.index(), reply(Frame::Error(e)), None);
         }
     }
     let outcome = match spec.handler {
@@ -302,7 +329,7 @@ async fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, args: &[Bytes]
             Outcome { reply: frame, wait_lsn }
         }
     };
-    (spec.index(), outcome)
+    (spec.index(), outcome, route.durability.or(tx_durability))
 }
 
 /// The timeout (ms, 0: forever) if this outcome of a blocking list command

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tandem_core::failover::{assess, choose_leader, may_lead, Assessment, FailoverRpc, FencedNode, NodeReport};
+use tandem_core::failover::{
+    assess, choose_leader_keeping_all, may_lead, Assessment, FailoverRpc, FencedNode, NodeReport,
+};
 use tandem_core::repl::{AckPolicy, NodeId};
 use tandem_core::Epoch;
 use tokio::sync::watch;
@@ -309,12 +311,20 @@ impl Failover {
         }
     }
 
-    /// The policy whose acknowledged writes a promotion must keep.
-    fn policy(&self, map: &ClusterMap) -> AckPolicy {
-        map.ack_policy
-            .as_deref()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| self.repl.default_durability().policy.clone())
+    /// The policies whose acknowledged writes a promotion must keep: the
+    /// default keyspace's and every single-leader keyspace's (they share
+    /// the log).
+    fn policies(&self, map: &ClusterMap) -> Vec<AckPolicy> {
+        let node = self.repl.default_durability();
+        let mut policies = vec![map.ack_policy.clone().unwrap_or_else(|| node.policy.clone())];
+        for def in map.keyspaces.values() {
+            let tandem_core::keyspace::Mode::SingleLeader(p) = &def.mode;
+            let policy = p.durability(node).policy;
+            if !policies.contains(&policy) {
+                policies.push(policy);
+            }
+        }
+        policies
     }
 
     async fn probe_all(&self, members: &[NodeId]) -> BTreeMap<NodeId, NodeReport> {
@@ -406,8 +416,9 @@ impl Failover {
                         Err(e) => bound.push(format!("{id}: {e}")),
                     }
                 }
-                let policy = self.policy(&map);
-                let candidate = match choose_leader(&policy, &members, old_leader, &fenced) {
+                let policies = self.policies(&map);
+                let policy = policies.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("', '");
+                let candidate = match choose_leader_keeping_all(&policies, &members, old_leader, &fenced) {
                     Ok(c) => c,
                     Err(why) => {
                         self.blocked(format!("cannot promote a new leader yet: {why} ({})", bound.join(", ")));

@@ -21,6 +21,8 @@
 //!   archive lag (backup RPO) and the `rpo_max_ms` write refusal.
 //! - [`backup_http`]: the admin endpoints a base backup is taken through.
 //! - [`faults`]: injected link faults (cut peers, added delay).
+//! - [`keyspaces`]: the keyspaces in force (cluster map or config file),
+//!   routing a command to its keyspace and ack policy, `/keyspaces`.
 //! - [`events`]: the event log (failovers, RTO, rollbacks) behind `/events`.
 //! - [`rollback`]: rollback files (entries a node had to remove on rejoin).
 //! - [`control`]: the control plane, a Raft group (openraft) over the
@@ -38,6 +40,7 @@ pub mod db;
 pub mod events;
 pub mod failover;
 pub mod faults;
+pub mod keyspaces;
 pub mod metrics;
 pub mod node_commands;
 pub mod repl;

@@ -71,6 +71,7 @@ pub struct RollbackFile {
 
 /// Writes the removed `entries` (oldest first, after `kept_through_lsn`) to a
 /// new rollback file in `data_dir/rollback/` and returns it.
+#[allow(clippy::too_many_arguments)] // each is a field of the file's header
 pub fn write(
     data_dir: &Path,
     node: u64,

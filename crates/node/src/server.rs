@@ -72,6 +72,8 @@ pub struct Shared {
     pub failover: Option<Arc<Failover>>,
     /// The log archiver (`backup_repo` set).
     pub archive: Option<Arc<crate::archive::ArchiveState>>,
+    /// The keyspaces in force and the routing of commands to them.
+    pub keyspaces: Arc<crate::keyspaces::KeyspaceTable>,
     next_client_id: AtomicU64,
     snapshot_running: std::sync::atomic::AtomicBool,
 }
@@ -176,8 +178,24 @@ pub async fn run(
         (None, None)
     };
     let archive = crate::archive::start(&config, db.clone(), metrics.clone());
+    // Keyspaces: the config file's, then (with a control plane) the map's.
+    let keyspace_defs = config.keyspace_defs().map_err(NodeError::Config)?;
+    let keyspaces = Arc::new(
+        crate::keyspaces::KeyspaceTable::new(
+            if control.is_some() { Vec::new() } else { keyspace_defs.clone() },
+            config.durability().map_err(NodeError::Config)?,
+        )
+        .map_err(NodeError::Config)?,
+    );
+    if let Some(control) = &control {
+        tokio::spawn(crate::keyspaces::follow_map(keyspaces.clone(), control.map()));
+        if !keyspace_defs.is_empty() {
+            tokio::spawn(crate::keyspaces::seed_map(control.clone(), keyspace_defs));
+        }
+    }
     let shared = Arc::new(Shared {
         archive,
+        keyspaces,
         config,
         db,
         metrics,

@@ -910,7 +910,7 @@ impl World {
         self.schedule(next, Event::Tick { node: id, incarnation });
         let node = self.node_mut(id);
         node.ticks += 1;
-        let poll_map = node.ticks % (MAP_POLL_MS / TICK_MS) == 0;
+        let poll_map = node.ticks.is_multiple_of(MAP_POLL_MS / TICK_MS);
         if poll_map && self.reaches_control(id) {
             let (leader, epoch) = self.map;
             let delay = self.control_delay_us();

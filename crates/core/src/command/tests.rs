@@ -295,3 +295,18 @@ fn pexpireat_far_in_the_future_is_accepted_and_overflow_is_refused() {
     assert_eq!(err_text(h.run("PEXPIRE k 9223372036854775807")), "ERR invalid expire time in 'pexpire' command");
     assert_eq!(h.replayed().digest(), h.store.digest());
 }
+
+#[test]
+fn command_key_positions_come_from_the_command_table() {
+    let keys = |line: &str| -> Vec<String> {
+        let args: Vec<Bytes> = line.split(' ').map(|s| Bytes::copy_from_slice(s.as_bytes())).collect();
+        let spec = lookup(&args[0]).unwrap();
+        spec.keys(&args).map(|k| String::from_utf8_lossy(k).into_owned()).collect()
+    };
+    assert_eq!(keys("get a"), ["a"]);
+    assert_eq!(keys("set a 1 EX 5"), ["a"]);
+    assert_eq!(keys("mset a 1 b 2"), ["a", "b"]);
+    assert_eq!(keys("del a b c"), ["a", "b", "c"]);
+    assert_eq!(keys("ping"), Vec::<String>::new());
+    assert_eq!(keys("keys *"), Vec::<String>::new());
+}

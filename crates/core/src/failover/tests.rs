@@ -280,3 +280,21 @@ fn failover_messages_round_trip() {
     }
     assert!(FailoverRpc::decode(&[0xff, 0xff]).is_err());
 }
+
+#[test]
+fn promotion_keeps_the_acknowledged_writes_of_every_keyspace_policy() {
+    // Node 1 led a 5-node cluster; nodes 2, 3 and 5 fenced (3 and 5 with
+    // shorter logs). The default keyspace's `async` alone lets node 2 be promoted,
+    // but a keyspace under `first 1 (4)` may have writes acknowledged by
+    // node 1 with node 4 only: the promotion must wait for node 4.
+    let members = [1, 2, 3, 4, 5];
+    let mut fenced = BTreeMap::new();
+    fenced.insert(2, FencedNode { last_entry_epoch: 1, last_lsn: 10 });
+    fenced.insert(3, FencedNode { last_entry_epoch: 1, last_lsn: 7 });
+    fenced.insert(5, FencedNode { last_entry_epoch: 1, last_lsn: 5 });
+    assert_eq!(choose_leader_keeping_all(&[AckPolicy::Async], &members, 1, &fenced), Ok(2));
+    let policies = [AckPolicy::Async, AckPolicy::First { k: 1, among: vec![4] }];
+    let why = choose_leader_keeping_all(&policies, &members, 1, &fenced).unwrap_err();
+    assert!(why.contains("first 1 (4)"), "{why}");
+    assert!(choose_leader_keeping_all(&[], &members, 1, &fenced).is_ok());
+}

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use tandem_core::repl::NodeId;
+use tandem_core::keyspace::{KeyspaceDef, Keyspaces};
+use tandem_core::repl::{AckPolicy, NodeId};
 use tandem_core::Epoch;
 
 /// Where a member of the cluster is reached.
@@ -29,14 +30,19 @@ pub struct ClusterMap {
     pub version: u64,
     /// The voting members of the control plane, which are the data nodes.
     pub members: BTreeMap<NodeId, MemberInfo>,
-    /// The data-plane leader of the (single) keyspace; `None` until one is
+    /// The data-plane leader of the single-leader keyspaces (they share one
+    /// log, leader and epoch; see docs/decisions/0010); `None` until one is
     /// chosen, or after the leader was removed from the cluster.
     pub leader: Option<NodeId>,
-    /// The keyspace's epoch; 0 until a leader is chosen. Never decreases.
+    /// The single-leader epoch; 0 until a leader is chosen. Never decreases.
     pub epoch: Epoch,
-    /// The keyspace's default ack policy (`AckPolicy` text); `None` means
-    /// each node's own configuration.
-    pub ack_policy: Option<String>,
+    /// The default keyspace's ack policy; `None` means each node's own
+    /// configuration. (Stored as its text form, as it always was.)
+    pub ack_policy: Option<AckPolicy>,
+    /// The keyspaces besides `default`, by name. (Missing in maps written
+    /// before keyspaces existed: none.)
+    #[serde(default)]
+    pub keyspaces: BTreeMap<String, KeyspaceDef>,
 }
 
 /// A change to the cluster map, proposed through Raft.
@@ -58,8 +64,18 @@ pub enum ControlCmd {
     },
     /// Sets the keyspace's default ack policy (`None`: node configuration).
     SetAckPolicy {
-        /// The policy text.
-        policy: Option<String>,
+        /// The policy.
+        policy: Option<AckPolicy>,
+    },
+    /// Defines a keyspace; refused if its name or prefix is taken or it is
+    /// invalid (see `tandem_core::keyspace`).
+    CreateKeyspace(KeyspaceDef),
+    /// Removes a keyspace definition; its keys (if any) fall back to the
+    /// keyspace their prefix matches next, usually `default`. The caller
+    /// checks first that the keyspace is empty unless forced.
+    DropKeyspace {
+        /// The keyspace's name.
+        name: String,
     },
 }
 
@@ -91,12 +107,38 @@ impl ClusterMap {
                 self.epoch = *epoch;
             }
             ControlCmd::SetAckPolicy { policy } => {
-                tracing::info!(?policy, index, "cluster map: ack policy set");
+                tracing::info!(policy = ?policy.as_ref().map(|p| p.to_string()), index, "cluster map: ack policy set");
                 self.ack_policy = policy.clone();
+            }
+            ControlCmd::CreateKeyspace(def) => {
+                let mut all = self.keyspace_router();
+                if let Err(e) = all.insert(def.clone()) {
+                    return ControlResp::Rejected { reason: e.to_string(), map: self.clone() };
+                }
+                tracing::info!(
+                    name = def.name.as_str(),
+                    mode = def.mode.name(),
+                    index,
+                    "cluster map: keyspace created"
+                );
+                self.keyspaces.insert(def.name.clone(), def.clone());
+            }
+            ControlCmd::DropKeyspace { name } => {
+                if self.keyspaces.remove(name).is_none() {
+                    let reason = tandem_core::keyspace::KeyspaceError::Unknown(name.clone()).to_string();
+                    return ControlResp::Rejected { reason, map: self.clone() };
+                }
+                tracing::info!(name = name.as_str(), index, "cluster map: keyspace dropped");
             }
         }
         self.version = index;
         ControlResp::Applied(self.clone())
+    }
+
+    /// The map's keyspaces as a router. The map only ever holds a set that
+    /// passed validation, so this cannot fail.
+    pub fn keyspace_router(&self) -> Keyspaces {
+        Keyspaces::new(self.keyspaces.values().cloned()).expect("the map holds only validated keyspaces")
     }
 
     fn set_leader_refusal(&self, leader: NodeId, epoch: Epoch, expected_epoch: Epoch) -> Option<String> {
@@ -170,6 +212,33 @@ mod tests {
             other => panic!("non-member became leader: {other:?}"),
         }
         assert_eq!(map.leader, None);
+    }
+
+    #[test]
+    fn control_map_keyspaces_are_created_validated_and_dropped() {
+        use tandem_core::keyspace::{Mode, SingleLeaderPolicy};
+        let mut map = map_with_members(&[1, 2, 3]);
+        let def = |name: &str, prefix: &str| KeyspaceDef {
+            name: name.into(),
+            prefix: bytes::Bytes::copy_from_slice(prefix.as_bytes()),
+            mode: Mode::SingleLeader(SingleLeaderPolicy::default()),
+        };
+        assert!(matches!(map.apply(2, &ControlCmd::CreateKeyspace(def("carts", "cart:"))), ControlResp::Applied(_)));
+        match map.apply(3, &ControlCmd::CreateKeyspace(def("other", "cart:"))) {
+            ControlResp::Rejected { reason, .. } => assert!(reason.contains("prefix"), "{reason}"),
+            other => panic!("duplicate prefix accepted: {other:?}"),
+        }
+        assert_eq!(map.keyspace_router().of_key(b"cart:1").unwrap().name, "carts");
+        assert!(matches!(
+            map.apply(4, &ControlCmd::DropKeyspace { name: "nope".into() }),
+            ControlResp::Rejected { .. }
+        ));
+        assert!(matches!(map.apply(5, &ControlCmd::DropKeyspace { name: "carts".into() }), ControlResp::Applied(_)));
+        assert!(map.keyspaces.is_empty());
+        // A map written before keyspaces existed still loads.
+        let old = r#"{"version":3,"members":{},"leader":null,"epoch":0,"ack_policy":null}"#;
+        let loaded: ClusterMap = serde_json::from_str(old).unwrap();
+        assert!(loaded.keyspaces.is_empty());
     }
 
     #[test]

@@ -282,7 +282,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Err(e) = &written {
             tracing::error!(error = %e, "control log append failed");
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-            return Err(StorageIOError::write_logs(&*e).into());
+            return Err(StorageIOError::write_logs(e).into());
         }
         inner.entries.extend(entries.into_iter().map(|e| (e.log_id.index, e)));
         drop(inner);

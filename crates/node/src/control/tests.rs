@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::RwLock;
-use tandem_core::repl::{NodeId, PeerMsg};
+use tandem_core::repl::{AckPolicy, NodeId, PeerMsg};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 
@@ -218,7 +218,7 @@ async fn control_proposal_on_a_follower_is_forwarded_to_the_raft_leader() {
     let c = Cluster::new(3).await;
     let leader = c.wait_leader(&[1, 2, 3]).await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    let policy = Some("ANY 1".to_string());
+    let policy = Some(AckPolicy::Any(1));
     let resp = c.cp(follower).propose(ControlCmd::SetAckPolicy { policy: policy.clone() }).await.unwrap();
     assert!(matches!(&resp, ControlResp::Applied(m) if m.ack_policy == policy), "{resp:?}");
     wait_map(&c, leader, "the policy on the leader", |m| m.ack_policy == policy).await;
@@ -232,7 +232,7 @@ async fn control_minority_cannot_commit_and_the_majority_still_can() {
     let majority: Vec<_> = (1..=3).filter(|id| *id != old).collect();
     c.isolate(old);
     // The isolated old leader cannot commit.
-    let lost = Some("lost".to_string());
+    let lost = Some(AckPolicy::Any(2));
     let attempt = tokio::time::timeout(
         Duration::from_secs(2),
         c.cp(old).propose(ControlCmd::SetAckPolicy { policy: lost.clone() }),
@@ -243,7 +243,7 @@ async fn control_minority_cannot_commit_and_the_majority_still_can() {
     // The majority elects a new leader and commits.
     let new = c.wait_leader(&majority).await;
     assert_ne!(new, old);
-    let kept = Some("kept".to_string());
+    let kept = Some(AckPolicy::All);
     let resp = c.cp(majority[0]).propose(ControlCmd::SetAckPolicy { policy: kept.clone() }).await.unwrap();
     assert!(matches!(resp, ControlResp::Applied(_)), "{resp:?}");
     // After healing, the old leader converges on the majority's map.
@@ -358,7 +358,7 @@ async fn control_log_store_reopens_with_the_same_entries() {
     let dir = TempDir::new().unwrap();
     let entry = |i: u64| Entry::<TypeConfig> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
-        payload: EntryPayload::Normal(ControlCmd::SetAckPolicy { policy: Some(format!("p{i}")) }),
+        payload: EntryPayload::Normal(ControlCmd::SetAckPolicy { policy: Some(AckPolicy::Any(i as usize)) }),
     };
     {
         let mut log = store::LogStore::open(dir.path()).unwrap();
