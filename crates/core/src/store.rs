@@ -336,6 +336,9 @@ impl std::fmt::Debug for Flushed {
     }
 }
 
+/// A hash field and its value before an effect (`None`: it was absent).
+pub type FieldBefore = (Box<[u8]>, Option<Box<[u8]>>);
+
 /// What undoes one applied effect (see [`Store::apply_undoable`]).
 #[derive(Debug)]
 pub enum Undo {
@@ -375,7 +378,7 @@ pub enum Undo {
         /// The hash's expiry, in case the effect removed the whole hash.
         expire_at_ms: u64,
         /// Each changed field and its value before, moved out.
-        before: Vec<(Box<[u8]>, Option<Box<[u8]>>)>,
+        before: Vec<FieldBefore>,
     },
     /// Give members of the sorted set at `key` their earlier scores
     /// (`None`: not a member), newest first.
