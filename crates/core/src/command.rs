@@ -20,6 +20,12 @@ use crate::glob::glob_match;
 use crate::resp::Frame;
 use crate::store::{Store, ValueRef};
 
+pub mod hash;
+pub mod list;
+pub mod set;
+pub mod tx;
+pub mod zset;
+
 /// Largest string value a command may create (Redis's proto-max-bulk-len).
 pub const STRING_BYTES_MAX: usize = 512 * 1024 * 1024;
 
@@ -161,6 +167,14 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("append", 3, ["write", "denyoom"], 1, 1, 1, "string", "Appends a string to the value of a key.", Write(append)),
     cmd!("auth", -2, ["noscript", "loading", "stale", "fast", "no_auth"], 0, 0, 0, "connection", "Authenticates the connection.", Node),
     cmd!("bgsave", -1, ["admin", "noscript"], 0, 0, 0, "server", "Takes a snapshot in the background.", Node),
+    cmd!("blmove", 6, ["write", "denyoom", "blocking"], 1, 2, 1, "list", "Pops an element and pushes it to another list, waiting for one.", Write(list::blmove)),
+    cmd!("blmpop", -5, ["write", "blocking"], 0, 0, 0, "list", "Pops elements from the first non-empty list, waiting for one.", Write(list::blmpop)),
+    cmd!("blpop", -3, ["write", "blocking"], 1, -2, 1, "list", "Pops the head of the first non-empty list, waiting for one.", Write(list::blpop)),
+    cmd!("brpop", -3, ["write", "blocking"], 1, -2, 1, "list", "Pops the tail of the first non-empty list, waiting for one.", Write(list::brpop)),
+    cmd!("brpoplpush", 4, ["write", "denyoom", "blocking"], 1, 2, 1, "list", "Pops a tail and pushes it to another list, waiting for one.", Write(list::brpoplpush)),
+    cmd!("bzmpop", -5, ["write", "blocking"], 0, 0, 0, "sorted-set", "Pops members from the first non-empty sorted set, waiting for one.", Write(zset::bzmpop)),
+    cmd!("bzpopmax", -3, ["write", "blocking", "fast"], 1, -2, 1, "sorted-set", "Pops the highest member of the first non-empty sorted set, waiting for one.", Write(zset::bzpopmax)),
+    cmd!("bzpopmin", -3, ["write", "blocking", "fast"], 1, -2, 1, "sorted-set", "Pops the lowest member of the first non-empty sorted set, waiting for one.", Write(zset::bzpopmin)),
     cmd!("client", -2, ["noscript", "loading", "stale"], 0, 0, 0, "connection", "Connection commands: ID, INFO, SETNAME, GETNAME, LIST.", Node),
     cmd!("command", -1, ["loading", "stale"], 0, 0, 0, "server", "Details about Tandem's commands.", Node),
     cmd!("config", -2, ["admin", "noscript", "loading", "stale"], 0, 0, 0, "server", "Reads configuration parameters (CONFIG GET).", Node),
@@ -168,7 +182,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("decr", 2, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Decrements the integer value of a key by one.", Write(decr)),
     cmd!("decrby", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Decrements a number from the integer value of a key.", Write(decrby)),
     cmd!("del", -2, ["write"], 1, -1, 1, "generic", "Deletes one or more keys.", Write(del)),
+    cmd!("discard", 1, ["noscript", "loading", "stale", "fast"], 0, 0, 0, "transactions", "Discards a transaction.", Node),
     cmd!("echo", 2, ["fast"], 0, 0, 0, "connection", "Returns the given string.", Read(echo)),
+    cmd!("exec", 1, ["noscript", "loading", "stale"], 0, 0, 0, "transactions", "Executes the queued commands of a transaction as one log entry.", Node),
     cmd!("exists", -2, ["readonly", "fast"], 1, -1, 1, "generic", "Counts how many of the given keys exist.", Read(exists)),
     cmd!("expire", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's time to live in seconds.", Write(expire)),
     cmd!("expireat", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's expiry to a unix time in seconds.", Write(expireat)),
@@ -176,15 +192,45 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("flushdb", -1, ["write"], 0, 0, 0, "server", "Removes every key (there is one database).", Write(flushall)),
     cmd!("get", 2, ["readonly", "fast"], 1, 1, 1, "string", "Returns the string value of a key.", Read(get)),
     cmd!("getdel", 2, ["write", "fast"], 1, 1, 1, "string", "Returns the string value of a key and deletes it.", Write(getdel)),
+    cmd!("hdel", -3, ["write", "fast"], 1, 1, 1, "hash", "Deletes fields from a hash.", Write(hash::hdel)),
     cmd!("hello", -1, ["noscript", "loading", "stale", "fast", "no_auth"], 0, 0, 0, "connection", "Handshake: protocol version, auth, client name.", Node),
+    cmd!("hexists", 3, ["readonly", "fast"], 1, 1, 1, "hash", "Tells whether a field exists in a hash.", Read(hash::hexists)),
+    cmd!("hget", 3, ["readonly", "fast"], 1, 1, 1, "hash", "Returns the value of a hash field.", Read(hash::hget)),
+    cmd!("hgetall", 2, ["readonly"], 1, 1, 1, "hash", "Returns every field and value of a hash.", Read(hash::hgetall)),
+    cmd!("hincrby", 4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Increments the integer value of a hash field.", Write(hash::hincrby)),
+    cmd!("hincrbyfloat", 4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Increments the float value of a hash field.", Write(hash::hincrbyfloat)),
+    cmd!("hkeys", 2, ["readonly"], 1, 1, 1, "hash", "Returns every field of a hash.", Read(hash::hkeys)),
+    cmd!("hlen", 2, ["readonly", "fast"], 1, 1, 1, "hash", "Returns the number of fields of a hash.", Read(hash::hlen)),
+    cmd!("hmget", -3, ["readonly", "fast"], 1, 1, 1, "hash", "Returns the values of hash fields.", Read(hash::hmget)),
+    cmd!("hmset", -4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Sets hash fields (deprecated form of HSET).", Write(hash::hset)),
+    cmd!("hrandfield", -2, ["readonly"], 1, 1, 1, "hash", "Returns random fields of a hash.", Read(hash::hrandfield)),
+    cmd!("hscan", -3, ["readonly"], 1, 1, 1, "hash", "Iterates over the fields of a hash.", Read(hash::hscan)),
+    cmd!("hset", -4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Sets hash fields.", Write(hash::hset)),
+    cmd!("hsetnx", 4, ["write", "denyoom", "fast"], 1, 1, 1, "hash", "Sets a hash field only if it does not exist.", Write(hash::hsetnx)),
+    cmd!("hstrlen", 3, ["readonly", "fast"], 1, 1, 1, "hash", "Returns the length of a hash field value.", Read(hash::hstrlen)),
+    cmd!("hvals", 2, ["readonly"], 1, 1, 1, "hash", "Returns every value of a hash.", Read(hash::hvals)),
     cmd!("incr", 2, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Increments the integer value of a key by one.", Write(incr)),
     cmd!("incrby", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Increments the integer value of a key by a number.", Write(incrby)),
     cmd!("info", -1, ["loading", "stale"], 0, 0, 0, "server", "Information and statistics about the node.", Node),
     cmd!("keys", 2, ["readonly"], 0, 0, 0, "generic", "Returns all key names that match a pattern.", Read(keys)),
     cmd!("lastlsn", 1, ["fast"], 0, 0, 0, "replication", "LSN of this connection's last write (its session token).", Node),
     cmd!("lastsave", 1, ["fast"], 0, 0, 0, "server", "Unix time of the newest snapshot.", Node),
+    cmd!("lindex", 3, ["readonly"], 1, 1, 1, "list", "Returns the element at an index of a list.", Read(list::lindex)),
+    cmd!("linsert", 5, ["write", "denyoom"], 1, 1, 1, "list", "Inserts an element before or after another.", Write(list::linsert)),
+    cmd!("llen", 2, ["readonly", "fast"], 1, 1, 1, "list", "Returns the length of a list.", Read(list::llen)),
+    cmd!("lmove", 5, ["write", "denyoom"], 1, 2, 1, "list", "Pops an element and pushes it to another list.", Write(list::lmove)),
+    cmd!("lmpop", -4, ["write"], 0, 0, 0, "list", "Pops elements from the first non-empty list.", Write(list::lmpop)),
+    cmd!("lpop", -2, ["write", "fast"], 1, 1, 1, "list", "Pops elements from the head of a list.", Write(list::lpop)),
+    cmd!("lpos", -3, ["readonly"], 1, 1, 1, "list", "Returns the positions of matching elements.", Read(list::lpos)),
+    cmd!("lpush", -3, ["write", "denyoom", "fast"], 1, 1, 1, "list", "Pushes elements to the head of a list.", Write(list::lpush)),
+    cmd!("lpushx", -3, ["write", "denyoom", "fast"], 1, 1, 1, "list", "Pushes to the head of a list only if it exists.", Write(list::lpushx)),
+    cmd!("lrange", 4, ["readonly"], 1, 1, 1, "list", "Returns a range of elements of a list.", Read(list::lrange)),
+    cmd!("lrem", 4, ["write"], 1, 1, 1, "list", "Removes elements equal to a value.", Write(list::lrem)),
+    cmd!("lset", 4, ["write", "denyoom"], 1, 1, 1, "list", "Sets the element at an index.", Write(list::lset)),
+    cmd!("ltrim", 4, ["write"], 1, 1, 1, "list", "Keeps only a range of a list.", Write(list::ltrim)),
     cmd!("mget", -2, ["readonly", "fast"], 1, -1, 1, "string", "Returns the string values of one or more keys.", Read(mget)),
     cmd!("mset", -3, ["write", "denyoom"], 1, -1, 2, "string", "Sets the string values of one or more keys.", Write(mset)),
+    cmd!("multi", 1, ["noscript", "loading", "stale", "fast"], 0, 0, 0, "transactions", "Starts a transaction.", Node),
     cmd!("persist", 2, ["write", "fast"], 1, 1, 1, "generic", "Removes a key's expiry.", Write(persist)),
     cmd!("pexpire", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's time to live in milliseconds.", Write(pexpire)),
     cmd!("pexpireat", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's expiry to a unix time in milliseconds.", Write(pexpireat)),
@@ -193,6 +239,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("quit", -1, ["noscript", "loading", "stale", "fast", "no_auth"], 0, 0, 0, "connection", "Closes the connection.", Node),
     cmd!("replicaof", 3, ["admin", "noscript", "stale"], 0, 0, 0, "replication", "Follows the leader at a peer address, or NO ONE to lead.", Node),
     cmd!("role", 1, ["noscript", "loading", "stale", "fast"], 0, 0, 0, "replication", "The node's replication role and progress.", Node),
+    cmd!("rpop", -2, ["write", "fast"], 1, 1, 1, "list", "Pops elements from the tail of a list.", Write(list::rpop)),
+    cmd!("rpoplpush", 3, ["write", "denyoom"], 1, 2, 1, "list", "Pops a tail and pushes it to the head of another list.", Write(list::rpoplpush)),
+    cmd!("rpush", -3, ["write", "denyoom", "fast"], 1, 1, 1, "list", "Pushes elements to the tail of a list.", Write(list::rpush)),
+    cmd!("rpushx", -3, ["write", "denyoom", "fast"], 1, 1, 1, "list", "Pushes to the tail of a list only if it exists.", Write(list::rpushx)),
     cmd!("sadd", -3, ["write", "denyoom", "fast"], 1, 1, 1, "set", "Adds members to a set.", Write(sadd)),
     cmd!("save", 1, ["admin", "noscript"], 0, 0, 0, "server", "Takes a snapshot and truncates the log behind it.", Node),
     cmd!("scan", -2, ["readonly"], 0, 0, 0, "generic", "Iterates over the key names.", Read(scan)),
@@ -204,6 +254,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("sismember", 3, ["readonly", "fast"], 1, 1, 1, "set", "Tells whether a member is in a set.", Read(sismember)),
     cmd!("slaveof", 3, ["admin", "noscript", "stale"], 0, 0, 0, "replication", "Alias of REPLICAOF.", Node),
     cmd!("smembers", 2, ["readonly"], 1, 1, 1, "set", "Returns all members of a set.", Read(smembers)),
+    cmd!("smismember", -3, ["readonly", "fast"], 1, 1, 1, "set", "Tells whether each member is in a set.", Read(set::smismember)),
+    cmd!("spop", -2, ["write", "fast"], 1, 1, 1, "set", "Removes and returns random members.", Write(set::spop)),
+    cmd!("srandmember", -2, ["readonly"], 1, 1, 1, "set", "Returns random members.", Read(set::srandmember)),
     cmd!("srem", -3, ["write", "fast"], 1, 1, 1, "set", "Removes members from a set.", Write(srem)),
     cmd!("strlen", 2, ["readonly", "fast"], 1, 1, 1, "string", "Returns the length of a string value.", Read(strlen)),
     cmd!("subscribe", -2, ["pubsub", "noscript", "loading", "stale"], 0, 0, 0, "pubsub", "Subscribes to +switch-master (the one channel; no general pub/sub).", Node),
@@ -211,8 +264,41 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("ttl", 2, ["readonly", "fast"], 1, 1, 1, "generic", "Returns a key's time to live in seconds.", Read(ttl)),
     cmd!("type", 2, ["readonly", "fast"], 1, 1, 1, "generic", "Returns the type of a key's value.", Read(type_)),
     cmd!("unlink", -2, ["write", "fast"], 1, -1, 1, "generic", "Deletes one or more keys.", Write(del)),
+    cmd!("unwatch", 1, ["noscript", "loading", "stale", "fast"], 0, 0, 0, "transactions", "Forgets every watched key.", Node),
     cmd!("wait", 3, ["noscript"], 0, 0, 0, "generic", "Waits until numreplicas followers hold this connection's writes, or timeout ms.", Node),
     cmd!("waitlsn", 3, ["noscript", "stale"], 0, 0, 0, "replication", "Waits until this node applied an LSN, or timeout ms; returns the applied LSN.", Node),
+    cmd!("watch", -2, ["noscript", "loading", "stale", "fast"], 1, -1, 1, "transactions", "Makes the next EXEC abort if one of these keys changes.", Node),
+    cmd!("zadd", -4, ["write", "denyoom", "fast"], 1, 1, 1, "sorted-set", "Adds members or updates their scores.", Write(zset::zadd)),
+    cmd!("zcard", 2, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Returns the number of members.", Read(zset::zcard)),
+    cmd!("zcount", 4, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Counts members within a score range.", Read(zset::zcount)),
+    cmd!("zdiff", -3, ["readonly"], 0, 0, 0, "sorted-set", "Members of the first sorted set not in the others.", Read(zset::zdiff)),
+    cmd!("zdiffstore", -4, ["write", "denyoom"], 1, 1, 1, "sorted-set", "Stores ZDIFF in a key.", Write(zset::zdiffstore)),
+    cmd!("zincrby", 4, ["write", "denyoom", "fast"], 1, 1, 1, "sorted-set", "Increments the score of a member.", Write(zset::zincrby)),
+    cmd!("zinter", -3, ["readonly"], 0, 0, 0, "sorted-set", "Intersection of sorted sets.", Read(zset::zinter)),
+    cmd!("zintercard", -3, ["readonly"], 0, 0, 0, "sorted-set", "Size of the intersection of sorted sets.", Read(zset::zintercard)),
+    cmd!("zinterstore", -4, ["write", "denyoom"], 1, 1, 1, "sorted-set", "Stores ZINTER in a key.", Write(zset::zinterstore)),
+    cmd!("zlexcount", 4, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Counts members within a lex range.", Read(zset::zlexcount)),
+    cmd!("zmpop", -4, ["write"], 0, 0, 0, "sorted-set", "Pops members from the first non-empty sorted set.", Write(zset::zmpop)),
+    cmd!("zmscore", -3, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Returns the scores of members.", Read(zset::zmscore)),
+    cmd!("zpopmax", -2, ["write", "fast"], 1, 1, 1, "sorted-set", "Pops the highest members.", Write(zset::zpopmax)),
+    cmd!("zpopmin", -2, ["write", "fast"], 1, 1, 1, "sorted-set", "Pops the lowest members.", Write(zset::zpopmin)),
+    cmd!("zrandmember", -2, ["readonly"], 1, 1, 1, "sorted-set", "Returns random members.", Read(zset::zrandmember)),
+    cmd!("zrange", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members by rank, score or lex range.", Read(zset::zrange)),
+    cmd!("zrangebylex", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members in a lex range.", Read(zset::zrangebylex)),
+    cmd!("zrangebyscore", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members in a score range.", Read(zset::zrangebyscore)),
+    cmd!("zrangestore", -5, ["write", "denyoom"], 1, 2, 1, "sorted-set", "Stores a ZRANGE result in a key.", Write(zset::zrangestore)),
+    cmd!("zrank", -3, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Returns the rank of a member.", Read(zset::zrank)),
+    cmd!("zrem", -3, ["write", "fast"], 1, 1, 1, "sorted-set", "Removes members.", Write(zset::zrem)),
+    cmd!("zremrangebylex", 4, ["write"], 1, 1, 1, "sorted-set", "Removes members in a lex range.", Write(zset::zremrangebylex)),
+    cmd!("zremrangebyrank", 4, ["write"], 1, 1, 1, "sorted-set", "Removes members in a rank range.", Write(zset::zremrangebyrank)),
+    cmd!("zremrangebyscore", 4, ["write"], 1, 1, 1, "sorted-set", "Removes members in a score range.", Write(zset::zremrangebyscore)),
+    cmd!("zrevrange", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members by rank, highest first.", Read(zset::zrevrange)),
+    cmd!("zrevrangebylex", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members in a lex range, highest first.", Read(zset::zrevrangebylex)),
+    cmd!("zrevrangebyscore", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members in a score range, highest first.", Read(zset::zrevrangebyscore)),
+    cmd!("zrevrank", -3, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Returns the rank of a member, highest first.", Read(zset::zrevrank)),
+    cmd!("zscore", 3, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Returns the score of a member.", Read(zset::zscore)),
+    cmd!("zunion", -3, ["readonly"], 0, 0, 0, "sorted-set", "Union of sorted sets.", Read(zset::zunion)),
+    cmd!("zunionstore", -4, ["write", "denyoom"], 1, 1, 1, "sorted-set", "Stores ZUNION in a key.", Write(zset::zunionstore)),
 ];
 
 /// Finds a command by name, case-insensitively.
@@ -507,7 +593,7 @@ fn set(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
     let (old, old_expiry) = match cx.store.get(key, cx.now_ms) {
         None => (None, None),
         Some((ValueRef::Str(v), exp)) => (Some(Bytes::copy_from_slice(v)), exp),
-        Some((ValueRef::Set(_), exp)) => {
+        Some((_, exp)) => {
             if opts.return_old {
                 return error(WRONGTYPE);
             }
@@ -664,7 +750,10 @@ fn expire_generic(
     if cond.gt && cond.lt {
         return error("ERR GT and LT options at the same time are not compatible");
     }
-    let Some(at) = to_abs_ms(n, cx.now_ms).filter(|at| *at < i64::MAX / 2) else {
+    // Only an overflow of the computation is an error (Redis): an absolute
+    // time far in the future, such as `PEXPIREAT k 9223372036854770000`,
+    // is a valid expiry.
+    let Some(at) = to_abs_ms(n, cx.now_ms) else {
         return error(format!("ERR invalid expire time in '{name}' command"));
     };
     let key = &args[1];

@@ -36,6 +36,35 @@ pub enum Effect {
     SRem { key: Bytes, members: Vec<Bytes> },
     /// Every key is gone.
     FlushAll,
+    // New variants go at the END: postcard encodes the variant's position,
+    // and old logs and snapshots must still decode.
+    /// These fields of the hash at `key` now hold these values (a missing
+    /// key, or a key of another type, becomes a new hash).
+    HSet { key: Bytes, fields: Vec<(Bytes, Bytes)> },
+    /// These fields are no longer in the hash at `key`; an empty hash is
+    /// removed.
+    HDel { key: Bytes, fields: Vec<Bytes> },
+    /// These elements were pushed one by one at the head (`left`) or tail
+    /// of the list at `key`, leaving its change count at `seq`. List
+    /// effects are applied only to a list whose change count is below
+    /// their `seq` (else the state already holds them), which makes them
+    /// replay-safe; a missing key or another type starts a fresh list.
+    LPush { key: Bytes, left: bool, items: Vec<Bytes>, seq: u64 },
+    /// `count` elements were removed from the head (`left`) or tail. A pop
+    /// that empties a list is logged as `Del` instead.
+    LPop { key: Bytes, left: bool, count: u64, seq: u64 },
+    /// The element at `index` (from the head) is now `value`.
+    LSet { key: Bytes, index: u64, value: Bytes, seq: u64 },
+    /// The list now holds exactly `items` (LINSERT, LREM: rare edits that
+    /// are logged whole).
+    LReplace { key: Bytes, items: Vec<Bytes>, seq: u64 },
+    /// These members of the sorted set at `key` now have these scores
+    /// (`f64::to_bits`; never NaN). A missing key, or another type, becomes
+    /// a new sorted set.
+    ZAdd { key: Bytes, members: Vec<(u64, Bytes)> },
+    /// These members are no longer in the sorted set; an empty one is
+    /// removed.
+    ZRem { key: Bytes, members: Vec<Bytes> },
 }
 
 impl Effect {
@@ -46,7 +75,15 @@ impl Effect {
             | Effect::Del { key }
             | Effect::Expire { key, .. }
             | Effect::SAdd { key, .. }
-            | Effect::SRem { key, .. } => Some(key),
+            | Effect::SRem { key, .. }
+            | Effect::HSet { key, .. }
+            | Effect::HDel { key, .. }
+            | Effect::LPush { key, .. }
+            | Effect::LPop { key, .. }
+            | Effect::LSet { key, .. }
+            | Effect::LReplace { key, .. }
+            | Effect::ZAdd { key, .. }
+            | Effect::ZRem { key, .. } => Some(key),
             Effect::FlushAll => None,
         }
     }
@@ -161,6 +198,32 @@ impl SharedReader<'_> {
         }
     }
 
+    fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.err("bad bool")),
+        }
+    }
+
+    fn pairs(&mut self) -> Result<Vec<(Bytes, Bytes)>, DecodeError> {
+        let n = self.varint()? as usize;
+        let mut out = Vec::with_capacity(n.min(self.buf.len() - self.pos));
+        for _ in 0..n {
+            out.push((self.bytes()?, self.bytes()?));
+        }
+        Ok(out)
+    }
+
+    fn scored(&mut self) -> Result<Vec<(u64, Bytes)>, DecodeError> {
+        let n = self.varint()? as usize;
+        let mut out = Vec::with_capacity(n.min(self.buf.len() - self.pos));
+        for _ in 0..n {
+            out.push((self.varint()?, self.bytes()?));
+        }
+        Ok(out)
+    }
+
     fn members(&mut self) -> Result<Vec<Bytes>, DecodeError> {
         let n = self.varint()? as usize;
         // Each member takes at least one byte: bound the allocation by what is left.
@@ -194,6 +257,14 @@ impl LogEntry {
                 3 => Effect::SAdd { key: r.bytes()?, members: r.members()? },
                 4 => Effect::SRem { key: r.bytes()?, members: r.members()? },
                 5 => Effect::FlushAll,
+                6 => Effect::HSet { key: r.bytes()?, fields: r.pairs()? },
+                7 => Effect::HDel { key: r.bytes()?, fields: r.members()? },
+                8 => Effect::LPush { key: r.bytes()?, left: r.bool()?, items: r.members()?, seq: r.varint()? },
+                9 => Effect::LPop { key: r.bytes()?, left: r.bool()?, count: r.varint()?, seq: r.varint()? },
+                10 => Effect::LSet { key: r.bytes()?, index: r.varint()?, value: r.bytes()?, seq: r.varint()? },
+                11 => Effect::LReplace { key: r.bytes()?, items: r.members()?, seq: r.varint()? },
+                12 => Effect::ZAdd { key: r.bytes()?, members: r.scored()? },
+                13 => Effect::ZRem { key: r.bytes()?, members: r.members()? },
                 tag => return Err(r.err(&format!("unknown effect tag {tag}"))),
             };
             out.push(effect);
@@ -222,6 +293,14 @@ mod tests {
                 Effect::SAdd { key: "s".into(), members: (0..200).map(|i| Bytes::from(format!("m{i}"))).collect() },
                 Effect::SRem { key: "s".into(), members: vec![] },
                 Effect::FlushAll,
+                Effect::HSet { key: "h".into(), fields: vec![("f".into(), long.clone()), ("g".into(), "".into())] },
+                Effect::HDel { key: "h".into(), fields: vec!["f".into()] },
+                Effect::LPush { key: "l".into(), left: true, items: vec!["a".into(), long.clone()], seq: 300 },
+                Effect::LPop { key: "l".into(), left: false, count: 2, seq: u64::MAX },
+                Effect::LSet { key: "l".into(), index: 7, value: "v".into(), seq: 1 },
+                Effect::LReplace { key: "l".into(), items: vec![], seq: 2 },
+                Effect::ZAdd { key: "z".into(), members: vec![((-2.5f64).to_bits(), "m".into()), (0, long.clone())] },
+                Effect::ZRem { key: "z".into(), members: vec!["m".into()] },
             ],
         };
         let mut buf = Vec::new();
@@ -255,6 +334,27 @@ mod tests {
         let mut buf = Vec::new();
         entry.encode_payload(&mut buf);
         assert_eq!(LogEntry::decode_payload(7, 2, &buf).unwrap(), entry);
+    }
+
+    /// Bytes of an entry written before hashes and lists existed (format
+    /// v1, effects Set, SAdd and FlushAll): adding effect variants at the
+    /// end must keep them decodable.
+    #[test]
+    fn an_entry_written_before_the_data_model_effects_still_decodes() {
+        let old: &[u8] = &[1, 0xe8, 0x07, 3, 0, 1, b'k', 1, b'v', 1, 5, 3, 1, b's', 1, 1, b'm', 5];
+        let entry = LogEntry::decode_payload(4, 1, old).unwrap();
+        assert_eq!(entry.commit_ms, 1000);
+        assert_eq!(
+            entry.effects,
+            vec![
+                Effect::Set { key: "k".into(), value: "v".into(), expire_at_ms: Some(5) },
+                Effect::SAdd { key: "s".into(), members: vec!["m".into()] },
+                Effect::FlushAll,
+            ]
+        );
+        let mut out = Vec::new();
+        assert_eq!(LogEntry::decode_effects_shared(&Bytes::from_static(old), &mut out).unwrap(), 1000);
+        assert_eq!(out, entry.effects);
     }
 
     #[test]

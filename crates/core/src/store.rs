@@ -13,9 +13,9 @@
 //! correct because effects are replay-safe, see [`crate::effect`]).
 //!
 //! Memory: a key costs one 24-byte table slot plus one heap block holding
-//! `[expiry (8 bytes, only if the key has one)][key][value]`; a set key's
-//! block ends with the index of its set in the store's set slab instead of
-//! a value.
+//! `[expiry (8 bytes, only if the key has one)][key][value]`; a set, hash
+//! or list key's block ends with the index of its value in the store's
+//! object slab instead of a value.
 
 use bytes::Bytes;
 use hashbrown::hash_table::{Entry as TableEntry, HashTable};
@@ -28,8 +28,97 @@ pub const BUCKETS: usize = 1024;
 
 /// A set value: members hashed with the store's seeded hasher.
 pub type SetValue = hashbrown::HashSet<Box<[u8]>, Xxh3Builder>;
+/// A hash value: field -> value, hashed with the store's seeded hasher.
+pub type HashValue = hashbrown::HashMap<Box<[u8]>, Box<[u8]>, Xxh3Builder>;
 
-/// `Slot::meta` flag: the value is a set (the block ends with a slab index).
+/// A list value and its change counter.
+#[derive(Debug, Default)]
+pub struct ListValue {
+    /// The elements, head first.
+    pub items: std::collections::VecDeque<Box<[u8]>>,
+    /// Number of list effects that built this list since it was created:
+    /// a list effect carries the value it sets, and is skipped when the
+    /// list already went past it (replay over a fuzzy snapshot, see
+    /// [`crate::effect`]).
+    pub seq: u64,
+}
+
+/// A score with a total order (scores are never NaN).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score(pub f64);
+
+impl Eq for Score {}
+
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// A sorted set: member -> score, and (score, member) in order.
+#[derive(Debug)]
+pub struct ZSetValue {
+    /// Each member's score.
+    pub scores: hashbrown::HashMap<Box<[u8]>, f64, Xxh3Builder>,
+    /// Members ordered by score, then bytes (Redis's order).
+    pub order: std::collections::BTreeSet<(Score, Box<[u8]>)>,
+}
+
+impl ZSetValue {
+    fn new(seed: u64) -> ZSetValue {
+        ZSetValue {
+            scores: hashbrown::HashMap::with_hasher(Xxh3Builder::new().with_seed(seed)),
+            order: std::collections::BTreeSet::new(),
+        }
+    }
+
+    fn insert(&mut self, member: &[u8], score: f64) {
+        let score = if score == 0.0 { 0.0 } else { score }; // -0 sorts as 0
+        if let Some(old) = self.scores.get_mut(member) {
+            if *old == score {
+                return;
+            }
+            self.order.remove(&(Score(*old), Box::<[u8]>::from(member)));
+            *old = score;
+        } else {
+            self.scores.insert(member.into(), score);
+        }
+        self.order.insert((Score(score), member.into()));
+    }
+
+    fn remove(&mut self, member: &[u8]) {
+        if let Some(old) = self.scores.remove(member) {
+            self.order.remove(&(Score(old), Box::<[u8]>::from(member)));
+        }
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// True if it has no member.
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+}
+
+/// A value held in the object slab.
+enum Obj {
+    Set(SetValue),
+    Hash(HashValue),
+    List(ListValue),
+    ZSet(ZSetValue),
+}
+
+/// `Slot::meta` flag: the value is an object (the block ends with a slab
+/// index).
 const SET_FLAG: u32 = 1 << 31;
 /// `Slot::meta` flag: the block starts with an 8-byte expiry.
 const EXPIRY_FLAG: u32 = 1 << 30;
@@ -117,23 +206,26 @@ impl Slot {
     }
 
     fn value<'a>(&'a self, sets: &'a SetSlab) -> ValueRef<'a> {
-        match self.set_index() {
-            Some(i) => ValueRef::Set(sets.get(i)),
+        match self.set_index().map(|i| sets.get(i)) {
+            Some(Obj::Set(s)) => ValueRef::Set(s),
+            Some(Obj::Hash(h)) => ValueRef::Hash(h),
+            Some(Obj::List(l)) => ValueRef::List(l),
+            Some(Obj::ZSet(z)) => ValueRef::ZSet(z),
             None => ValueRef::Str(self.tail()),
         }
     }
 }
 
-/// Set values, addressed by index from their slots; freed indexes are
-/// reused.
+/// Set, hash and list values, addressed by index from their slots; freed
+/// indexes are reused.
 #[derive(Default)]
 struct SetSlab {
-    sets: Vec<Option<SetValue>>,
+    sets: Vec<Option<Obj>>,
     free: Vec<u32>,
 }
 
 impl SetSlab {
-    fn insert(&mut self, set: SetValue) -> u32 {
+    fn insert(&mut self, set: Obj) -> u32 {
         match self.free.pop() {
             Some(i) => {
                 self.sets[i as usize] = Some(set);
@@ -146,12 +238,12 @@ impl SetSlab {
         }
     }
 
-    fn get(&self, i: usize) -> &SetValue {
-        self.sets[i].as_ref().expect("a set slot points at a live set")
+    fn get(&self, i: usize) -> &Obj {
+        self.sets[i].as_ref().expect("an object slot points at a live object")
     }
 
-    fn get_mut(&mut self, i: usize) -> &mut SetValue {
-        self.sets[i].as_mut().expect("a set slot points at a live set")
+    fn get_mut(&mut self, i: usize) -> &mut Obj {
+        self.sets[i].as_mut().expect("an object slot points at a live object")
     }
 
     fn remove(&mut self, i: usize) {
@@ -167,6 +259,12 @@ pub enum ValueRef<'a> {
     Str(&'a [u8]),
     /// A set of members.
     Set(&'a SetValue),
+    /// A hash of fields.
+    Hash(&'a HashValue),
+    /// A list.
+    List(&'a ListValue),
+    /// A sorted set.
+    ZSet(&'a ZSetValue),
 }
 
 impl ValueRef<'_> {
@@ -175,6 +273,29 @@ impl ValueRef<'_> {
         match self {
             ValueRef::Str(_) => "string",
             ValueRef::Set(_) => "set",
+            ValueRef::Hash(_) => "hash",
+            ValueRef::List(_) => "list",
+            ValueRef::ZSet(_) => "zset",
+        }
+    }
+}
+
+/// The kind of a slab object.
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum ObjKind {
+    Set,
+    Hash,
+    List,
+    ZSet,
+}
+
+impl ObjKind {
+    fn of(obj: &Obj) -> ObjKind {
+        match obj {
+            Obj::Set(_) => ObjKind::Set,
+            Obj::Hash(_) => ObjKind::Hash,
+            Obj::List(_) => ObjKind::List,
+            Obj::ZSet(_) => ObjKind::ZSet,
         }
     }
 }
@@ -192,12 +313,12 @@ pub struct ChunkDecodeError {
 /// A key removed from the store with its value, kept for an undo.
 pub struct Taken {
     slot: Slot,
-    set: Option<Box<SetValue>>,
+    obj: Option<Box<Obj>>,
 }
 
 impl std::fmt::Debug for Taken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Taken {{ key_bytes: {}, set: {} }}", self.slot.key().len(), self.set.is_some())
+        write!(f, "Taken {{ key_bytes: {}, object: {} }}", self.slot.key().len(), self.obj.is_some())
     }
 }
 
@@ -214,6 +335,9 @@ impl std::fmt::Debug for Flushed {
         write!(f, "Flushed {{ keys: {} }}", self.keys)
     }
 }
+
+/// A hash field and its value before an effect (`None`: it was absent).
+pub type FieldBefore = (Box<[u8]>, Option<Box<[u8]>>);
 
 /// What undoes one applied effect (see [`Store::apply_undoable`]).
 #[derive(Debug)]
@@ -246,8 +370,70 @@ pub enum Undo {
         /// The set's expiry, in case the effect removed the whole set.
         expire_at_ms: u64,
     },
+    /// Give fields of the hash at `key` their earlier values (`None`: the
+    /// field was absent), newest first.
+    Fields {
+        /// The key.
+        key: Bytes,
+        /// The hash's expiry, in case the effect removed the whole hash.
+        expire_at_ms: u64,
+        /// Each changed field and its value before, moved out.
+        before: Vec<FieldBefore>,
+    },
+    /// Give members of the sorted set at `key` their earlier scores
+    /// (`None`: not a member), newest first.
+    Scores {
+        /// The key.
+        key: Bytes,
+        /// The sorted set's expiry, in case the effect removed it.
+        expire_at_ms: u64,
+        /// Each changed member and its score before.
+        before: Vec<(Box<[u8]>, Option<f64>)>,
+    },
+    /// Reverse one list effect and give the list its earlier change count.
+    List {
+        /// The key.
+        key: Bytes,
+        /// The list's expiry, in case the effect removed the whole list.
+        expire_at_ms: u64,
+        /// The change count before.
+        seq: u64,
+        /// What the effect did.
+        change: ListUndo,
+    },
     /// Put the whole keyspace back.
     Flush(Box<Flushed>),
+}
+
+/// How to reverse one list effect (see [`Undo::List`]).
+#[derive(Debug)]
+pub enum ListUndo {
+    /// Nothing changed but the count.
+    Nothing,
+    /// Take `count` elements off the head (`left`) or tail.
+    Pushed {
+        /// Which end.
+        left: bool,
+        /// How many.
+        count: usize,
+    },
+    /// Put these popped elements back, in pop order, at the head (`left`)
+    /// or tail.
+    Popped {
+        /// Which end.
+        left: bool,
+        /// The elements, moved out.
+        items: Vec<Box<[u8]>>,
+    },
+    /// Put `value` back at `index`.
+    Set {
+        /// The index.
+        index: usize,
+        /// The element before, moved out.
+        value: Box<[u8]>,
+    },
+    /// Put the whole earlier element list back (it was replaced whole).
+    Replaced(std::collections::VecDeque<Box<[u8]>>),
 }
 
 /// The keyspace state.
@@ -358,29 +544,109 @@ impl Store {
                 }
             }
             Effect::SAdd { key, members } => {
-                let index = match self.slot(key).and_then(Slot::set_index) {
-                    Some(i) => i,
-                    None => {
-                        // Missing, or another type (only possible on replay
-                        // from a fuzzy snapshot): becomes a fresh set.
-                        let set = SetValue::with_hasher(Xxh3Builder::new().with_seed(self.hash_seed));
-                        let i = self.sets.insert(set);
-                        self.put(Slot::build(key, 0, &i.to_le_bytes(), true));
-                        i as usize
-                    }
+                let seed = self.hash_seed;
+                let Obj::Set(set) = self.obj_or_create(key, ObjKind::Set, || {
+                    Obj::Set(SetValue::with_hasher(Xxh3Builder::new().with_seed(seed)))
+                }) else {
+                    unreachable!("obj_or_create returns the asked kind")
                 };
-                let set = self.sets.get_mut(index);
                 for m in members {
                     set.insert(m.to_vec().into_boxed_slice());
                 }
             }
             Effect::SRem { key, members } => {
-                if let Some(index) = self.slot(key).and_then(Slot::set_index) {
-                    let set = self.sets.get_mut(index);
+                if let Some(Obj::Set(set)) = self.obj_mut(key) {
                     for m in members {
                         set.remove(&m[..]);
                     }
                     if set.is_empty() {
+                        self.remove(key);
+                    }
+                }
+            }
+            Effect::HSet { key, fields } => {
+                let seed = self.hash_seed;
+                let Obj::Hash(hash) = self.obj_or_create(key, ObjKind::Hash, || {
+                    Obj::Hash(HashValue::with_hasher(Xxh3Builder::new().with_seed(seed)))
+                }) else {
+                    unreachable!("obj_or_create returns the asked kind")
+                };
+                for (f, v) in fields {
+                    hash.insert(f.to_vec().into_boxed_slice(), v.to_vec().into_boxed_slice());
+                }
+            }
+            Effect::HDel { key, fields } => {
+                if let Some(Obj::Hash(hash)) = self.obj_mut(key) {
+                    for f in fields {
+                        hash.remove(&f[..]);
+                    }
+                    if hash.is_empty() {
+                        self.remove(key);
+                    }
+                }
+            }
+            Effect::ZAdd { key, members } => {
+                let seed = self.hash_seed;
+                let Obj::ZSet(z) = self.obj_or_create(key, ObjKind::ZSet, || Obj::ZSet(ZSetValue::new(seed))) else {
+                    unreachable!("obj_or_create returns the asked kind")
+                };
+                for (bits, m) in members {
+                    let score = f64::from_bits(*bits);
+                    if !score.is_nan() {
+                        z.insert(m, score);
+                    }
+                }
+            }
+            Effect::ZRem { key, members } => {
+                if let Some(Obj::ZSet(z)) = self.obj_mut(key) {
+                    for m in members {
+                        z.remove(m);
+                    }
+                    if z.is_empty() {
+                        self.remove(key);
+                    }
+                }
+            }
+            Effect::LPush { key, left, items, seq } => {
+                if let Some(list) = self.list_for(key, *seq) {
+                    for item in items {
+                        let item = item.to_vec().into_boxed_slice();
+                        if *left {
+                            list.items.push_front(item);
+                        } else {
+                            list.items.push_back(item);
+                        }
+                    }
+                }
+            }
+            Effect::LPop { key, left, count, seq } => {
+                if let Some(list) = self.list_for(key, *seq) {
+                    for _ in 0..*count {
+                        if *left {
+                            list.items.pop_front();
+                        } else {
+                            list.items.pop_back();
+                        }
+                    }
+                    if list.items.is_empty() {
+                        self.remove(key);
+                    }
+                }
+            }
+            Effect::LSet { key, index, value, seq } => {
+                if let Some(list) = self.list_for(key, *seq) {
+                    if let Some(slot) = list.items.get_mut(*index as usize) {
+                        *slot = value.to_vec().into_boxed_slice();
+                    }
+                    if list.items.is_empty() {
+                        self.remove(key);
+                    }
+                }
+            }
+            Effect::LReplace { key, items, seq } => {
+                if let Some(list) = self.list_for(key, *seq) {
+                    list.items = items.iter().map(|i| i.to_vec().into_boxed_slice()).collect();
+                    if list.items.is_empty() {
                         self.remove(key);
                     }
                 }
@@ -398,17 +664,19 @@ impl Store {
 
     /// Applies one effect like [`Store::apply`] and returns what undoes it
     /// ([`Store::undo`]). The undo record holds what the effect displaced,
-    /// moved out of the store (never copied): a replaced or deleted value,
-    /// the members a set gained or lost, a flushed keyspace.
+    /// moved out of the store (never copied, and never a copy of a whole
+    /// collection): a replaced or deleted value, the members, fields or
+    /// scores a collection gained or lost, the elements a list lost, a
+    /// flushed keyspace.
     pub fn apply_undoable(&mut self, effect: &Effect) -> Undo {
         let undo = match effect {
             Effect::Set { key, .. } | Effect::Del { key } => Undo::Restore { key: key.clone(), before: self.take(key) },
             Effect::Expire { key, .. } => {
                 Undo::Expiry { key: key.clone(), before: self.slot(key).map(Slot::expire_at_ms) }
             }
-            Effect::SAdd { key, members } => match self.slot(key).and_then(Slot::set_index) {
-                Some(i) => {
-                    let set = self.sets.get(i);
+            Effect::SAdd { key, members } => match self.existing(key, ObjKind::Set) {
+                Some((i, _)) => {
+                    let Obj::Set(set) = self.sets.get(i) else { unreachable!("kind checked") };
                     let mut added: Vec<Box<[u8]>> = members
                         .iter()
                         .filter(|m| !set.contains(&m[..]))
@@ -420,18 +688,122 @@ impl Store {
                 }
                 None => Undo::Restore { key: key.clone(), before: self.take(key) },
             },
-            Effect::SRem { key, members } => {
-                match self.slot(key).and_then(|s| Some((s.set_index()?, s.expire_at_ms()))) {
-                    Some((i, expire_at_ms)) => {
-                        let set = self.sets.get_mut(i);
-                        let removed = members.iter().filter_map(|m| set.take(&m[..])).collect();
-                        // The members are out already; the effect below removes
-                        // the key if the set is now empty.
-                        Undo::SetMembers { key: key.clone(), added: Vec::new(), removed, expire_at_ms }
-                    }
-                    None => Undo::Nothing,
+            Effect::SRem { key, members } => match self.existing(key, ObjKind::Set) {
+                Some((i, expire_at_ms)) => {
+                    let Obj::Set(set) = self.sets.get_mut(i) else { unreachable!("kind checked") };
+                    let removed = members.iter().filter_map(|m| set.take(&m[..])).collect();
+                    // The members are out already; the effect below removes
+                    // the key if the set is now empty.
+                    Undo::SetMembers { key: key.clone(), added: Vec::new(), removed, expire_at_ms }
                 }
-            }
+                None => Undo::Nothing,
+            },
+            Effect::HSet { key, fields } => match self.existing(key, ObjKind::Hash) {
+                Some((i, expire_at_ms)) => {
+                    let Obj::Hash(hash) = self.sets.get_mut(i) else { unreachable!("kind checked") };
+                    let before = fields
+                        .iter()
+                        .map(|(f, v)| {
+                            let f: Box<[u8]> = f[..].into();
+                            (f.clone(), hash.insert(f, v[..].into()))
+                        })
+                        .collect();
+                    return Undo::Fields { key: key.clone(), expire_at_ms, before };
+                }
+                None => Undo::Restore { key: key.clone(), before: self.take(key) },
+            },
+            Effect::HDel { key, fields } => match self.existing(key, ObjKind::Hash) {
+                Some((i, expire_at_ms)) => {
+                    let Obj::Hash(hash) = self.sets.get_mut(i) else { unreachable!("kind checked") };
+                    let before =
+                        fields.iter().filter_map(|f| hash.remove_entry(&f[..]).map(|(f, v)| (f, Some(v)))).collect();
+                    if hash.is_empty() {
+                        self.remove(key);
+                    }
+                    return Undo::Fields { key: key.clone(), expire_at_ms, before };
+                }
+                None => Undo::Nothing,
+            },
+            Effect::ZAdd { key, members } => match self.existing(key, ObjKind::ZSet) {
+                Some((i, expire_at_ms)) => {
+                    let Obj::ZSet(z) = self.sets.get_mut(i) else { unreachable!("kind checked") };
+                    let mut before = Vec::with_capacity(members.len());
+                    for (bits, m) in members {
+                        let score = f64::from_bits(*bits);
+                        if !score.is_nan() {
+                            before.push((Box::<[u8]>::from(&m[..]), z.scores.get(&m[..]).copied()));
+                            z.insert(m, score);
+                        }
+                    }
+                    return Undo::Scores { key: key.clone(), expire_at_ms, before };
+                }
+                None => Undo::Restore { key: key.clone(), before: self.take(key) },
+            },
+            Effect::ZRem { key, members } => match self.existing(key, ObjKind::ZSet) {
+                Some((i, expire_at_ms)) => {
+                    let Obj::ZSet(z) = self.sets.get_mut(i) else { unreachable!("kind checked") };
+                    let mut before = Vec::new();
+                    for m in members {
+                        if let Some(old) = z.scores.get(&m[..]).copied() {
+                            z.remove(m);
+                            before.push((Box::<[u8]>::from(&m[..]), Some(old)));
+                        }
+                    }
+                    if z.is_empty() {
+                        self.remove(key);
+                    }
+                    return Undo::Scores { key: key.clone(), expire_at_ms, before };
+                }
+                None => Undo::Nothing,
+            },
+            Effect::LPush { key, seq, .. }
+            | Effect::LPop { key, seq, .. }
+            | Effect::LSet { key, seq, .. }
+            | Effect::LReplace { key, seq, .. } => match self.existing(key, ObjKind::List) {
+                Some((i, expire_at_ms)) => {
+                    let Obj::List(list) = self.sets.get_mut(i) else { unreachable!("kind checked") };
+                    if list.seq >= *seq && list.seq != 0 {
+                        return Undo::Nothing; // the list is past this effect: `apply` skips it
+                    }
+                    let seq_before = std::mem::replace(&mut list.seq, *seq);
+                    let change = match effect {
+                        Effect::LPush { left, items, .. } => {
+                            for item in items {
+                                let item = item[..].into();
+                                if *left {
+                                    list.items.push_front(item);
+                                } else {
+                                    list.items.push_back(item);
+                                }
+                            }
+                            ListUndo::Pushed { left: *left, count: items.len() }
+                        }
+                        Effect::LPop { left, count, .. } => {
+                            let popped = (0..*count)
+                                .map_while(|_| if *left { list.items.pop_front() } else { list.items.pop_back() })
+                                .collect();
+                            ListUndo::Popped { left: *left, items: popped }
+                        }
+                        Effect::LSet { index, value, .. } => match list.items.get_mut(*index as usize) {
+                            Some(slot) => ListUndo::Set {
+                                index: *index as usize,
+                                value: std::mem::replace(slot, value[..].into()),
+                            },
+                            None => ListUndo::Nothing,
+                        },
+                        Effect::LReplace { items, .. } => ListUndo::Replaced(std::mem::replace(
+                            &mut list.items,
+                            items.iter().map(|i| i[..].into()).collect(),
+                        )),
+                        _ => unreachable!("a list effect"),
+                    };
+                    if list.items.is_empty() {
+                        self.remove(key);
+                    }
+                    return Undo::List { key: key.clone(), expire_at_ms, seq: seq_before, change };
+                }
+                None => Undo::Restore { key: key.clone(), before: self.take(key) },
+            },
             Effect::FlushAll => Undo::Flush(Box::new(Flushed {
                 buckets: std::mem::replace(&mut self.buckets, (0..BUCKETS).map(|_| HashTable::new()).collect()),
                 sets: std::mem::take(&mut self.sets),
@@ -441,6 +813,36 @@ impl Store {
         };
         self.apply(effect);
         undo
+    }
+
+    /// The slab index and expiry of the object of `kind` at `key`, if
+    /// `key` holds one.
+    fn existing(&self, key: &[u8], kind: ObjKind) -> Option<(usize, u64)> {
+        let slot = self.slot(key)?;
+        let i = slot.set_index().filter(|&i| ObjKind::of(self.sets.get(i)) == kind)?;
+        Some((i, slot.expire_at_ms()))
+    }
+
+    /// The object of `kind` at `key` for an undo: the effect being undone
+    /// may have removed the emptied key, which then comes back empty (the
+    /// undo refills it) with its expiry.
+    fn obj_for_undo(&mut self, key: &[u8], kind: ObjKind, expire_at_ms: u64) -> &mut Obj {
+        let index = match self.existing(key, kind) {
+            Some((i, _)) => i,
+            None => {
+                let seed = self.hash_seed;
+                let obj = match kind {
+                    ObjKind::Set => Obj::Set(SetValue::with_hasher(Xxh3Builder::new().with_seed(seed))),
+                    ObjKind::Hash => Obj::Hash(HashValue::with_hasher(Xxh3Builder::new().with_seed(seed))),
+                    ObjKind::List => Obj::List(ListValue::default()),
+                    ObjKind::ZSet => Obj::ZSet(ZSetValue::new(seed)),
+                };
+                let i = self.sets.insert(obj);
+                self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
+                i as usize
+            }
+        };
+        self.sets.get_mut(index)
     }
 
     /// Undoes one effect applied by [`Store::apply_undoable`]. Records must
@@ -460,24 +862,79 @@ impl Store {
                 }
             }
             Undo::SetMembers { key, added, removed, expire_at_ms } => {
-                match self.slot(&key).and_then(Slot::set_index) {
-                    Some(i) => {
-                        let set = self.sets.get_mut(i);
-                        for m in &added {
-                            set.remove(m);
+                if self.existing(&key, ObjKind::Set).is_none() && removed.is_empty() {
+                    return;
+                }
+                let Obj::Set(set) = self.obj_for_undo(&key, ObjKind::Set, expire_at_ms) else {
+                    unreachable!("obj_for_undo returns the asked kind")
+                };
+                for m in &added {
+                    set.remove(m);
+                }
+                set.extend(removed);
+            }
+            Undo::Fields { key, expire_at_ms, before } => {
+                let Obj::Hash(hash) = self.obj_for_undo(&key, ObjKind::Hash, expire_at_ms) else {
+                    unreachable!("obj_for_undo returns the asked kind")
+                };
+                for (f, v) in before.into_iter().rev() {
+                    match v {
+                        Some(v) => hash.insert(f, v),
+                        None => hash.remove(&f),
+                    };
+                }
+                if hash.is_empty() {
+                    self.remove(&key);
+                }
+            }
+            Undo::Scores { key, expire_at_ms, before } => {
+                let Obj::ZSet(z) = self.obj_for_undo(&key, ObjKind::ZSet, expire_at_ms) else {
+                    unreachable!("obj_for_undo returns the asked kind")
+                };
+                for (m, score) in before.into_iter().rev() {
+                    match score {
+                        Some(s) => z.insert(&m, s),
+                        None => z.remove(&m),
+                    }
+                }
+                if z.is_empty() {
+                    self.remove(&key);
+                }
+            }
+            Undo::List { key, expire_at_ms, seq, change } => {
+                let Obj::List(list) = self.obj_for_undo(&key, ObjKind::List, expire_at_ms) else {
+                    unreachable!("obj_for_undo returns the asked kind")
+                };
+                list.seq = seq;
+                match change {
+                    ListUndo::Nothing => {}
+                    ListUndo::Pushed { left, count } => {
+                        for _ in 0..count {
+                            if left {
+                                list.items.pop_front();
+                            } else {
+                                list.items.pop_back();
+                            }
                         }
-                        set.extend(removed);
                     }
-                    None if !removed.is_empty() => {
-                        // The set lost its last members and was removed.
-                        let mut set = SetValue::with_hasher(Xxh3Builder::new().with_seed(self.hash_seed));
-                        set.extend(removed);
-                        self.put_taken(Taken {
-                            slot: Slot::build(&key, expire_at_ms, &[], false),
-                            set: Some(Box::new(set)),
-                        });
+                    ListUndo::Popped { left, items } => {
+                        for item in items.into_iter().rev() {
+                            if left {
+                                list.items.push_front(item);
+                            } else {
+                                list.items.push_back(item);
+                            }
+                        }
                     }
-                    None => {}
+                    ListUndo::Set { index, value } => {
+                        if let Some(slot) = list.items.get_mut(index) {
+                            *slot = value;
+                        }
+                    }
+                    ListUndo::Replaced(items) => list.items = items,
+                }
+                if list.items.is_empty() {
+                    self.remove(&key);
                 }
             }
             Undo::Flush(flushed) => {
@@ -490,31 +947,69 @@ impl Store {
         }
     }
 
-    /// Removes `key` and returns its slot and set, moved out.
+    /// Removes `key` and returns its slot and object, moved out.
     fn take(&mut self, key: &[u8]) -> Option<Taken> {
         let h = self.hash(key);
         let o = self.buckets[Self::bucket_of(h)].find_entry(h, |s| s.key() == key).ok()?;
         let (slot, _) = o.remove();
         self.keys -= 1;
         self.keys_with_expiry -= (slot.expire_at_ms() != 0) as usize;
-        let set = slot.set_index().map(|i| {
-            let set = self.sets.sets[i].take().expect("a set slot points at a live set");
+        let obj = slot.set_index().map(|i| {
+            let obj = self.sets.sets[i].take().expect("an object slot points at a live object");
             self.sets.free.push(i as u32);
-            Box::new(set)
+            Box::new(obj)
         });
-        Some(Taken { slot, set })
+        Some(Taken { slot, obj })
     }
 
-    /// Puts back what [`Store::take`] removed (the set gets a new index).
+    /// Puts back what [`Store::take`] removed (the object gets a new index).
     fn put_taken(&mut self, taken: Taken) {
-        let slot = match taken.set {
-            Some(set) => {
-                let i = self.sets.insert(*set);
+        let slot = match taken.obj {
+            Some(obj) => {
+                let i = self.sets.insert(*obj);
                 Slot::build(taken.slot.key(), taken.slot.expire_at_ms(), &i.to_le_bytes(), true)
             }
             None => taken.slot,
         };
         self.put(slot);
+    }
+
+    /// The object held at `key`, if it holds one.
+    fn obj_mut(&mut self, key: &[u8]) -> Option<&mut Obj> {
+        let index = self.slot(key).and_then(Slot::set_index)?;
+        Some(self.sets.get_mut(index))
+    }
+
+    /// The object of `kind` at `key`; a missing key or one of another type
+    /// (only possible on replay over a fuzzy snapshot, or after a type
+    /// change the log also holds) becomes a fresh `make()`, keeping no
+    /// expiry.
+    fn obj_or_create(&mut self, key: &[u8], kind: ObjKind, make: impl FnOnce() -> Obj) -> &mut Obj {
+        let existing = self.slot(key).and_then(Slot::set_index).filter(|&i| ObjKind::of(self.sets.get(i)) == kind);
+        let index = match existing {
+            Some(i) => i,
+            None => {
+                let i = self.sets.insert(make());
+                self.put(Slot::build(key, 0, &i.to_le_bytes(), true));
+                i as usize
+            }
+        };
+        self.sets.get_mut(index)
+    }
+
+    /// The list at `key` for a list effect that leaves it at change count
+    /// `seq`: `None` if the list already went past it (the effect is in
+    /// the state already); a missing key or another type starts a fresh
+    /// list. The returned list's count is set to `seq`.
+    fn list_for(&mut self, key: &[u8], seq: u64) -> Option<&mut ListValue> {
+        let Obj::List(list) = self.obj_or_create(key, ObjKind::List, || Obj::List(ListValue::default())) else {
+            unreachable!("obj_or_create returns the asked kind")
+        };
+        if list.seq >= seq && list.seq != 0 {
+            return None;
+        }
+        list.seq = seq;
+        Some(list)
     }
 
     /// Inserts or replaces a key (freeing the set a replaced slot held).
@@ -609,11 +1104,16 @@ impl Store {
     }
 
     /// Encodes bucket `index` as a snapshot chunk into `out` (appending).
-    /// Format per key: `u8 type (0 string, 1 set, 2 more members of the set
-    /// at key) | u64 expire_at_ms (0 = none) | u32 key_len | key | string:
-    /// u32 len | bytes ; set: u32 count | (u32 len | member)*`,
-    /// little-endian. Unbounded: use [`Store::encode_bucket_chunks`] where
-    /// a chunk has a size limit.
+    /// Format per key, little-endian: `u8 type | u64 expire_at_ms (0 =
+    /// none) | u32 key_len | key | body`. Types and bodies: 0 string `u32
+    /// len | bytes`; 1 set `u32 count | (u32 len | member)*`; 2 more of the
+    /// collection at key (continuation of the set, hash, list or sorted set
+    /// record just before it, same body as that type without its list
+    /// `seq`); 3 hash `u32 count | (u32 len | field | u32 len | value)*`; 4
+    /// list `u64 seq | u32 count | (u32 len | element)*` (continuations
+    /// append at the tail); 5 sorted set `u32 count | (u64 score as f64
+    /// bits | u32 len | member)*`. Unbounded: use
+    /// [`Store::encode_bucket_chunks`] where a chunk has a size limit.
     pub fn encode_bucket(&self, index: usize, out: &mut Vec<u8>) {
         for chunk in self.encode_bucket_chunks(index, usize::MAX) {
             out.extend_from_slice(&chunk);
@@ -630,51 +1130,43 @@ impl Store {
     pub fn encode_bucket_chunks(&self, index: usize, chunk_bytes_max: usize) -> Vec<Vec<u8>> {
         let mut chunks = Vec::new();
         let mut out = Vec::new();
-        let head = |key: &[u8]| 1 + 8 + 4 + key.len() + 4;
         for slot in self.buckets[index].iter() {
             let key = slot.key();
+            let expire_at_ms = slot.expire_at_ms();
+            let mut w = ChunkWriter { chunks: &mut chunks, out: &mut out, key, expire_at_ms, chunk_bytes_max };
             match slot.value(&self.sets) {
                 ValueRef::Str(v) => {
-                    if !out.is_empty() && out.len() + head(key) + v.len() > chunk_bytes_max {
-                        chunks.push(std::mem::take(&mut out));
-                    }
-                    out.push(0);
-                    out.extend_from_slice(&slot.expire_at_ms().to_le_bytes());
-                    put_bytes(&mut out, key);
-                    put_bytes(&mut out, v);
+                    w.head(0, 4 + v.len());
+                    put_bytes(w.out, v);
                 }
-                ValueRef::Set(set) => {
-                    let mut members = set.iter().peekable();
-                    let mut kind = 1u8;
-                    loop {
-                        // One record: as many members as fit this chunk (at
-                        // least one, so a record always progresses).
-                        let first_len = members.peek().map_or(0, |m| 4 + m.len());
-                        if !out.is_empty() && out.len() + head(key) + first_len > chunk_bytes_max {
-                            chunks.push(std::mem::take(&mut out));
-                        }
-                        out.push(kind);
-                        out.extend_from_slice(&slot.expire_at_ms().to_le_bytes());
-                        put_bytes(&mut out, key);
-                        let count_at = out.len();
-                        out.extend_from_slice(&0u32.to_le_bytes());
-                        let mut count = 0u32;
-                        while let Some(m) = members.peek() {
-                            if count > 0 && out.len() + 4 + m.len() > chunk_bytes_max {
-                                break;
-                            }
-                            put_bytes(&mut out, m);
-                            count += 1;
-                            members.next();
-                        }
-                        out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
-                        if members.peek().is_none() {
-                            break;
-                        }
-                        chunks.push(std::mem::take(&mut out));
-                        kind = 2;
-                    }
-                }
+                ValueRef::Set(set) => w.collection(1, &[], set.iter(), |m| 4 + m.len(), |out, m| put_bytes(out, m)),
+                ValueRef::Hash(hash) => w.collection(
+                    3,
+                    &[],
+                    hash.iter(),
+                    |(f, v)| 8 + f.len() + v.len(),
+                    |out, (f, v)| {
+                        put_bytes(out, f);
+                        put_bytes(out, v);
+                    },
+                ),
+                ValueRef::List(list) => w.collection(
+                    4,
+                    &list.seq.to_le_bytes(),
+                    list.items.iter(),
+                    |i| 4 + i.len(),
+                    |out, i| put_bytes(out, i),
+                ),
+                ValueRef::ZSet(z) => w.collection(
+                    5,
+                    &[],
+                    z.order.iter(),
+                    |(_, m)| 12 + m.len(),
+                    |out, (score, m)| {
+                        out.extend_from_slice(&score.0.to_bits().to_le_bytes());
+                        put_bytes(out, m);
+                    },
+                ),
             }
         }
         if !out.is_empty() {
@@ -706,20 +1198,80 @@ impl Store {
                     for _ in 0..count {
                         set.insert(r.bytes()?.to_vec().into_boxed_slice());
                     }
-                    let i = self.sets.insert(set);
+                    let i = self.sets.insert(Obj::Set(set));
+                    self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
+                }
+                3 => {
+                    let count = r.u32()? as usize;
+                    let mut hash = HashValue::with_capacity_and_hasher(
+                        count.min(chunk.len()),
+                        Xxh3Builder::new().with_seed(self.hash_seed),
+                    );
+                    for _ in 0..count {
+                        let field = r.bytes()?.to_vec().into_boxed_slice();
+                        hash.insert(field, r.bytes()?.to_vec().into_boxed_slice());
+                    }
+                    let i = self.sets.insert(Obj::Hash(hash));
+                    self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
+                }
+                4 => {
+                    let seq = r.u64()?;
+                    let count = r.u32()? as usize;
+                    let mut items = std::collections::VecDeque::with_capacity(count.min(chunk.len()));
+                    for _ in 0..count {
+                        items.push_back(r.bytes()?.to_vec().into_boxed_slice());
+                    }
+                    let i = self.sets.insert(Obj::List(ListValue { items, seq }));
+                    self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
+                }
+                5 => {
+                    let count = r.u32()? as usize;
+                    let mut z = ZSetValue::new(self.hash_seed);
+                    for _ in 0..count {
+                        let score = f64::from_bits(r.u64()?);
+                        let member = r.bytes()?;
+                        if score.is_nan() {
+                            return Err(ChunkDecodeError { offset: r.pos, reason: "NaN score" });
+                        }
+                        z.insert(member, score);
+                    }
+                    let i = self.sets.insert(Obj::ZSet(z));
                     self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
                 }
                 2 => {
-                    // More members of a set split across chunks.
+                    // More of the collection at key, split across records.
                     let count = r.u32()? as usize;
-                    let mut members = Vec::with_capacity(count.min(chunk.len()));
-                    for _ in 0..count {
-                        members.push(Bytes::copy_from_slice(r.bytes()?));
+                    let Some(i) = self.slot(key).and_then(Slot::set_index) else {
+                        return Err(ChunkDecodeError { offset: r.pos, reason: "continuation without its collection" });
+                    };
+                    match self.sets.get_mut(i) {
+                        Obj::Set(set) => {
+                            for _ in 0..count {
+                                set.insert(r.bytes()?.into());
+                            }
+                        }
+                        Obj::Hash(hash) => {
+                            for _ in 0..count {
+                                let field = r.bytes()?.into();
+                                hash.insert(field, r.bytes()?.into());
+                            }
+                        }
+                        Obj::List(list) => {
+                            for _ in 0..count {
+                                list.items.push_back(r.bytes()?.into());
+                            }
+                        }
+                        Obj::ZSet(z) => {
+                            for _ in 0..count {
+                                let score = f64::from_bits(r.u64()?);
+                                let member = r.bytes()?;
+                                if score.is_nan() {
+                                    return Err(ChunkDecodeError { offset: r.pos, reason: "NaN score" });
+                                }
+                                z.insert(member, score);
+                            }
+                        }
                     }
-                    if self.slot(key).and_then(Slot::set_index).is_none() {
-                        return Err(ChunkDecodeError { offset: r.pos, reason: "set continuation without its set" });
-                    }
-                    self.apply(&Effect::SAdd { key: Bytes::copy_from_slice(key), members });
                     continue;
                 }
                 _ => return Err(ChunkDecodeError { offset: r.pos - 1, reason: "unknown value type" }),
@@ -746,6 +1298,27 @@ impl Store {
                         }
                         h ^= m.rotate_left(7) ^ 0x5e7;
                     }
+                    ValueRef::Hash(hash) => {
+                        let mut m = 0u64;
+                        for (f, v) in hash.iter() {
+                            m = m.wrapping_add(xxh3_64_with_seed(f, 3) ^ xxh3_64_with_seed(v, 4).rotate_left(11));
+                        }
+                        h ^= m.rotate_left(9) ^ 0x4a5;
+                    }
+                    ValueRef::ZSet(z) => {
+                        let mut m = 0u64;
+                        for (score, member) in z.order.iter() {
+                            m = m.wrapping_add(xxh3_64_with_seed(member, 6) ^ score.0.to_bits().rotate_left(5));
+                        }
+                        h ^= m.rotate_left(15) ^ 0x25e7;
+                    }
+                    ValueRef::List(list) => {
+                        let mut m = 0x11u64;
+                        for item in list.items.iter() {
+                            m = m.wrapping_mul(31).wrapping_add(xxh3_64_with_seed(item, 5));
+                        }
+                        h ^= m.rotate_left(13);
+                    }
                 }
                 acc = acc.wrapping_add(h.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             }
@@ -757,6 +1330,67 @@ impl Store {
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(b);
+}
+
+/// Appends the records of one key to snapshot chunks of a size limit
+/// ([`Store::encode_bucket_chunks`]).
+struct ChunkWriter<'a> {
+    chunks: &'a mut Vec<Vec<u8>>,
+    out: &'a mut Vec<u8>,
+    key: &'a [u8],
+    expire_at_ms: u64,
+    chunk_bytes_max: usize,
+}
+
+impl ChunkWriter<'_> {
+    /// Starts a record of `kind` whose body begins with `first` bytes,
+    /// in a new chunk if the current one is not empty and would overflow.
+    fn head(&mut self, kind: u8, first: usize) {
+        if !self.out.is_empty() && self.out.len() + 1 + 8 + 4 + self.key.len() + first > self.chunk_bytes_max {
+            self.chunks.push(std::mem::take(self.out));
+        }
+        self.out.push(kind);
+        self.out.extend_from_slice(&self.expire_at_ms.to_le_bytes());
+        put_bytes(self.out, self.key);
+    }
+
+    /// Writes a collection as a record of `kind` (with `prefix` before its
+    /// count) holding as many items as fit the chunk (at least one, so
+    /// every record progresses), then type-2 continuation records in new
+    /// chunks until all items are written.
+    fn collection<T>(
+        &mut self,
+        kind: u8,
+        prefix: &[u8],
+        items: impl Iterator<Item = T>,
+        len: impl Fn(&T) -> usize,
+        put: impl Fn(&mut Vec<u8>, T),
+    ) {
+        let mut items = items.peekable();
+        let (mut kind, mut prefix) = (kind, prefix);
+        loop {
+            let first = prefix.len() + 4 + items.peek().map_or(0, &len);
+            self.head(kind, first);
+            self.out.extend_from_slice(prefix);
+            let count_at = self.out.len();
+            self.out.extend_from_slice(&0u32.to_le_bytes());
+            let mut count = 0u32;
+            while let Some(item) = items.peek() {
+                if count > 0 && self.out.len() + len(item) > self.chunk_bytes_max {
+                    break;
+                }
+                put(self.out, items.next().expect("peeked"));
+                count += 1;
+            }
+            self.out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+            if items.peek().is_none() {
+                break;
+            }
+            self.chunks.push(std::mem::take(self.out));
+            kind = 2;
+            prefix = &[];
+        }
+    }
 }
 
 struct Reader<'a> {
@@ -832,6 +1466,10 @@ mod tests {
             s.apply(&set(&format!("k{i}"), &format!("v{i}"), (i % 3 == 0).then_some(10_000 + i)));
         }
         s.apply(&Effect::SAdd { key: "set".into(), members: vec!["a".into(), "b".into()] });
+        s.apply(&Effect::HSet { key: "hash".into(), fields: vec![("f".into(), "v".into())] });
+        s.apply(&Effect::LPush { key: "list".into(), left: false, items: vec!["x".into(), "y".into()], seq: 4 });
+        s.apply(&Effect::Expire { key: "list".into(), expire_at_ms: Some(99_999) });
+        s.apply(&Effect::ZAdd { key: "z".into(), members: vec![(1.5f64.to_bits(), "m".into())] });
         let mut t = Store::new(99);
         let mut buf = Vec::new();
         for b in 0..BUCKETS {
@@ -902,6 +1540,98 @@ mod tests {
         assert_eq!(loaded.keys_with_expiry(), s.keys_with_expiry());
     }
 
+    /// A hash, list or sorted set can grow past one chunk (one element per
+    /// write); its snapshot splits into a typed record plus type-2
+    /// continuations and loads back equal, expiry and list count included.
+    #[test]
+    fn large_hashes_lists_and_sorted_sets_span_chunks_and_roundtrip() {
+        let mut s = Store::new(3);
+        let b = |t: String| Bytes::from(t);
+        s.apply(&Effect::HSet {
+            key: "big-hash".into(),
+            fields: (0..300).map(|i| (b(format!("field-{i}")), b(format!("value-{i}")))).collect(),
+        });
+        s.apply(&Effect::LPush {
+            key: "big-list".into(),
+            left: false,
+            items: (0..300).map(|i| b(format!("element-{i}"))).collect(),
+            seq: 41,
+        });
+        s.apply(&Effect::ZAdd {
+            key: "big-zset".into(),
+            members: (0..300).map(|i| ((i as f64 / 7.0).to_bits(), b(format!("member-{i}")))).collect(),
+        });
+        s.apply(&Effect::SAdd { key: "big-set".into(), members: (0..300).map(|i| b(format!("m-{i}"))).collect() });
+        s.apply(&Effect::Expire { key: "big-list".into(), expire_at_ms: Some(7_000_000) });
+        s.apply(&Effect::Expire { key: "big-hash".into(), expire_at_ms: Some(8_000_000) });
+        let limit = 512;
+        let mut loaded = Store::new(99);
+        let mut kinds = std::collections::BTreeMap::<u8, usize>::new();
+        for bucket in 0..BUCKETS {
+            for chunk in s.encode_bucket_chunks(bucket, limit) {
+                assert!(chunk.len() <= limit, "chunk of {} bytes", chunk.len());
+                *kinds.entry(chunk[0]).or_default() += 1;
+                loaded.load_chunk(&chunk).expect("loads");
+            }
+        }
+        // Every collection was split: one head record (types 1, 3, 4, 5)
+        // and many continuations (type 2) each starting a chunk.
+        assert!(kinds.get(&2).copied().unwrap_or(0) >= 4 * 5, "{kinds:?}");
+        for head in [1u8, 3, 4, 5] {
+            assert!(kinds.contains_key(&head), "type {head} record: {kinds:?}");
+        }
+        assert_eq!(loaded.digest(), s.digest());
+        assert_eq!((loaded.len(), loaded.keys_with_expiry()), (4, 2));
+        let Some((ValueRef::List(l), Some(7_000_000))) = loaded.get(b"big-list", 0) else { panic!("list") };
+        assert_eq!(l.seq, 41);
+        assert_eq!(l.items.front().map(|i| &i[..]), Some(&b"element-0"[..]), "order kept across chunks");
+        assert_eq!(l.items.back().map(|i| &i[..]), Some(&b"element-299"[..]));
+        let mut unchunked = Store::new(5);
+        let mut buf = Vec::new();
+        for bucket in 0..BUCKETS {
+            buf.clear();
+            s.encode_bucket(bucket, &mut buf);
+            unchunked.load_chunk(&buf).expect("loads");
+        }
+        assert_eq!(unchunked.digest(), s.digest());
+    }
+
+    /// Snapshots written before hashes, lists and sorted sets existed hold
+    /// only strings (type 0), sets (type 1) and set continuations (type 2);
+    /// they still load.
+    #[test]
+    fn a_snapshot_chunk_of_the_strings_and_sets_format_still_loads() {
+        let mut chunk = Vec::new();
+        let record = |out: &mut Vec<u8>, kind: u8, expire: u64, key: &[u8]| {
+            out.push(kind);
+            out.extend_from_slice(&expire.to_le_bytes());
+            put_bytes(out, key);
+        };
+        record(&mut chunk, 0, 0, b"str");
+        put_bytes(&mut chunk, b"value");
+        record(&mut chunk, 0, 123_456, b"ttl");
+        put_bytes(&mut chunk, b"v2");
+        record(&mut chunk, 1, 654_321, b"set");
+        chunk.extend_from_slice(&2u32.to_le_bytes());
+        put_bytes(&mut chunk, b"a");
+        put_bytes(&mut chunk, b"b");
+        let mut more = Vec::new();
+        record(&mut more, 2, 654_321, b"set");
+        more.extend_from_slice(&1u32.to_le_bytes());
+        put_bytes(&mut more, b"c");
+        let mut s = Store::new(1);
+        assert_eq!(s.load_chunk(&chunk).expect("old chunk"), 3);
+        s.load_chunk(&more).expect("old continuation chunk");
+        let mut want = Store::new(2);
+        want.apply(&set("str", "value", None));
+        want.apply(&set("ttl", "v2", Some(123_456)));
+        want.apply(&Effect::SAdd { key: "set".into(), members: vec!["a".into(), "b".into(), "c".into()] });
+        want.apply(&Effect::Expire { key: "set".into(), expire_at_ms: Some(654_321) });
+        assert_eq!(s.digest(), want.digest());
+        // A continuation with no collection before it is an error, not a panic.
+        assert!(Store::new(1).load_chunk(&more).is_err());
+    }
+
     #[test]
     fn truncated_chunk_is_an_error() {
         let mut s = Store::new(7);
@@ -943,6 +1673,48 @@ mod tests {
             Effect::SAdd { key: "k".into(), members: vec!["y".into()] },
             Effect::SRem { key: "k".into(), members: vec!["y".into()] },
             set("k", "t", None),
+        ];
+        let mut truth = Store::new(1);
+        for e in &log {
+            truth.apply(e);
+        }
+        for captured_at in 0..=log.len() {
+            for replay_from in 0..=captured_at {
+                let mut s = Store::new(1);
+                for e in &log[..captured_at] {
+                    s.apply(e);
+                }
+                for e in &log[replay_from..] {
+                    s.apply(e);
+                }
+                assert_eq!(s.digest(), truth.digest(), "captured {captured_at} replay {replay_from}");
+            }
+        }
+    }
+
+    /// List effects are not idempotent by themselves; their change count
+    /// makes a replay over a later fuzzy-snapshot state converge anyway.
+    #[test]
+    fn list_effects_replayed_over_a_later_state_converge() {
+        let push = |left, items: &[&str], seq| Effect::LPush {
+            key: "l".into(),
+            left,
+            items: items.iter().map(|i| Bytes::copy_from_slice(i.as_bytes())).collect(),
+            seq,
+        };
+        let log = vec![
+            push(true, &["a", "b"], 1),
+            push(false, &["c"], 2),
+            Effect::LPop { key: "l".into(), left: true, count: 1, seq: 3 },
+            Effect::LSet { key: "l".into(), index: 0, value: "A".into(), seq: 4 },
+            Effect::Del { key: "l".into() },
+            push(false, &["x"], 1),
+            Effect::HSet { key: "l".into(), fields: vec![("f".into(), "v".into())] },
+            Effect::Del { key: "l".into() },
+            push(true, &["p", "q", "r"], 1),
+            Effect::LReplace { key: "l".into(), items: vec!["r".into(), "q".into()], seq: 2 },
+            push(false, &["z"], 3),
+            Effect::LPop { key: "l".into(), left: false, count: 1, seq: 4 },
         ];
         let mut truth = Store::new(1);
         for e in &log {

@@ -51,6 +51,9 @@ const ENTRY_HEADER_BYTES_MAX: usize = 1 + 10 + 10;
 const EFFECT_FRAMING_BYTES_MAX: usize = 1 + 5 + 5 + 11;
 /// Framing per set member (its length prefix).
 const MEMBER_FRAMING_BYTES_MAX: usize = 5;
+/// A postcard varint at its widest (a score's bits, a list change count or
+/// index).
+const VARINT_BYTES_MAX: usize = 10;
 
 /// An upper bound on the bytes `effect` adds to an encoded entry payload.
 pub fn effect_bytes_bound(effect: &Effect) -> usize {
@@ -59,7 +62,23 @@ pub fn effect_bytes_bound(effect: &Effect) -> usize {
         + match effect {
             Effect::Set { key, value, .. } => key.len() + value.len(),
             Effect::Del { key } | Effect::Expire { key, .. } => key.len(),
-            Effect::SAdd { key, members: m } | Effect::SRem { key, members: m } => key.len() + members(m),
+            Effect::SAdd { key, members: m }
+            | Effect::SRem { key, members: m }
+            | Effect::HDel { key, fields: m }
+            | Effect::ZRem { key, members: m } => key.len() + members(m),
+            Effect::HSet { key, fields } => {
+                key.len() + fields.iter().map(|(f, v)| f.len() + v.len() + 2 * MEMBER_FRAMING_BYTES_MAX).sum::<usize>()
+            }
+            Effect::ZAdd { key, members: m } => {
+                key.len() + m.iter().map(|(_, m)| VARINT_BYTES_MAX + m.len() + MEMBER_FRAMING_BYTES_MAX).sum::<usize>()
+            }
+            // Direction flag and change count besides the framing.
+            Effect::LPush { key, items, .. } => key.len() + members(items) + 1 + VARINT_BYTES_MAX,
+            Effect::LPop { key, .. } => key.len() + 1 + 2 * VARINT_BYTES_MAX,
+            Effect::LSet { key, value, .. } => {
+                key.len() + value.len() + MEMBER_FRAMING_BYTES_MAX + 2 * VARINT_BYTES_MAX
+            }
+            Effect::LReplace { key, items, .. } => key.len() + members(items) + VARINT_BYTES_MAX,
             Effect::FlushAll => 0,
         }
 }

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tandem_core::command::{self, Handler};
+use tandem_core::command::tx::{self, QueueDecision};
+use tandem_core::command::{self, CommandSpec, Handler};
 use tandem_core::repl::{AckPolicy, Durability};
 use tandem_core::resp::{self, Frame, Protocol, ProtocolError};
 use tandem_core::Lsn;
@@ -55,6 +56,22 @@ pub struct ClientState {
     /// Set by `SUBSCRIBE`: the connection enters subscribe mode with these
     /// channels (`crate::sentinel`).
     pub subscribe: Option<Vec<Bytes>>,
+    /// The open transaction (`MULTI` .. `EXEC`), if any.
+    pub tx: Option<Transaction>,
+    /// Keys this connection `WATCH`es, each with whether it was live then.
+    pub watched: Vec<(Bytes, bool)>,
+}
+
+/// A transaction being queued.
+#[derive(Default)]
+pub struct Transaction {
+    /// The queued commands, in order.
+    pub queue: Vec<(&'static CommandSpec, Vec<Bytes>)>,
+    /// A command was refused while queuing: `EXEC` answers `EXECABORT`.
+    pub failed: bool,
+    /// The durability of the keyspace the transaction writes (`None`: the
+    /// default keyspace).
+    pub durability: Option<Durability>,
 }
 
 /// What a dispatched request produced.
@@ -86,6 +103,8 @@ pub async fn serve(
         last_write_lsn: 0,
         durability: None,
         subscribe: None,
+        tx: None,
+        watched: Vec::new(),
     };
     let limits = shared.config.resp_limits();
     let query_max = shared.config.limits.query_buffer_bytes_max;
@@ -124,7 +143,18 @@ pub async fn serve(
                 continue;
             }
             let started = Instant::now();
-            let (index, outcome, keyspace_durability) = dispatch(&shared, &mut client, &args).await;
+            let (index, mut outcome, keyspace_durability) = dispatch(&shared, &mut client, &args).await;
+            if let Some(timeout_ms) = would_block(&client, index, &args, &outcome) {
+                // Send what came before, then wait for a push.
+                if flush(&shared, &mut stream, &mut output, wait_lsn, &mut pending).await.is_err() {
+                    break 'conn;
+                }
+                wait_lsn = 0;
+                match block(&shared, &mut stream, &mut shutdown, index, &args, timeout_ms).await {
+                    Some(o) => outcome = o,
+                    None => break 'conn,
+                }
+            }
             if let Frame::Error(e) = &outcome.reply {
                 shared.metrics.error(e.split(' ').next().unwrap_or("ERR"));
             }
@@ -215,6 +245,10 @@ pub async fn serve(
             break;
         }
     }
+    if !client.watched.is_empty() {
+        let keys: Vec<Bytes> = client.watched.drain(..).map(|(k, _)| k).collect();
+        shared.db.unwatch(client.id, &keys);
+    }
     shared.metrics.connections.dec();
 }
 
@@ -265,12 +299,15 @@ async fn dispatch(
     args: &[Bytes],
 ) -> (usize, Outcome, Option<Durability>) {
     let Some(spec) = command::lookup(&args[0]) else {
+        abort_tx(client);
         return (command::COMMANDS.len(), reply(command::unknown_command(args)), None);
     };
     if !client.authenticated && !spec.flags.contains(&"no_auth") {
+        abort_tx(client);
         return (spec.index(), reply(Frame::Error("NOAUTH Authentication required.".into())), None);
     }
     if !spec.arity_ok(args.len()) {
+        abort_tx(client);
         return (spec.index(), reply(command::wrong_arity(spec.name)), None);
     }
     if let Handler::Read(_) = spec.handler {
@@ -284,8 +321,41 @@ async fn dispatch(
     }
     let route = match shared.keyspaces.route(spec, args) {
         Ok(r) => r,
-        Err(cross) => return (spec.index(), reply(Frame::Error(cross.to_resp())), None),
+        Err(cross) => {
+            abort_tx(client);
+            return (spec.index(), reply(Frame::Error(cross.to_resp())), None);
+        }
     };
+    if let Some(queued) = client.tx.as_ref().map(|t| t.queue.len()) {
+        match tx::queue_decision(spec, queued) {
+            Err(e) => {
+                abort_tx(client);
+                return (spec.index(), reply(e), None);
+            }
+            Ok(QueueDecision::RejectKeep(e)) => return (spec.index(), reply(e), None),
+            Ok(QueueDecision::Queue) => {
+                // A write a follower would refuse is refused now, with the
+                // same READONLY as outside a transaction.
+                if spec.is_write() {
+                    if let Some(e) = shared.repl.write_refusal().await {
+                        abort_tx(client);
+                        return (spec.index(), reply(Frame::Error(e)), None);
+                    }
+                }
+                if let Some(t) = client.tx.as_mut() {
+                    t.queue.push((spec, args.to_vec()));
+                    // EXEC acknowledges under the policy of the first
+                    // keyspace (other than default) the transaction writes.
+                    if t.durability.is_none() && spec.is_write() {
+                        t.durability = route.durability.clone();
+                    }
+                }
+                return (spec.index(), reply(Frame::Simple(Bytes::from_static(b"QUEUED"))), None);
+            }
+            Ok(QueueDecision::RunNow) => {}
+        }
+    }
+    let tx_durability = if spec.name == "exec" { client.tx.as_ref().and_then(|t| t.durability.clone()) } else { None };
     if spec.is_write() {
         if let Some(e) = shared.repl.write_refusal().await {
             return (spec.index(), reply(Frame::Error(e)), None);
@@ -301,7 +371,83 @@ async fn dispatch(
             Outcome { reply: frame, wait_lsn }
         }
     };
-    (spec.index(), outcome, route.durability)
+    (spec.index(), outcome, route.durability.or(tx_durability))
+}
+
+/// The timeout (ms, 0: forever) if this outcome of a blocking list command
+/// means "every key was empty" and the client should wait. Inside a
+/// transaction a blocking command never waits (Redis).
+fn would_block(client: &ClientState, index: usize, args: &[Bytes], outcome: &Outcome) -> Option<u64> {
+    let spec = command::COMMANDS.get(index)?;
+    if client.tx.is_some() || !spec.flags.contains(&"blocking") || !matches!(outcome.reply, Frame::NullArray) {
+        return None;
+    }
+    let arg = command::list::blocking_timeout_arg(spec.name, args)?;
+    command::list::blocking_timeout_ms(arg).ok()
+}
+
+/// Waits until the command can pop something (retrying it each time a
+/// committed entry pushed to a list), its timeout passes (null array), the
+/// node stops leading (its error), or the client goes away (`None`).
+async fn block(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    shutdown: &mut watch::Receiver<bool>,
+    index: usize,
+    args: &[Bytes],
+    timeout_ms: u64,
+) -> Option<Outcome> {
+    let spec = &command::COMMANDS[index];
+    let _slot = match shared.db.block_slot() {
+        Ok(s) => s,
+        Err(e) => return Some(reply(Frame::Error(e))),
+    };
+    let mut changes = shared.db.lists_changed();
+    changes.borrow_and_update();
+    let deadline = (timeout_ms > 0).then(|| tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms));
+    // Watch the socket for a hang-up only until the client sends more
+    // (pipelined) bytes: those wait in the kernel until we answer.
+    let mut watch_socket = true;
+    loop {
+        // A push may have landed between the first attempt and subscribing.
+        if let Some(e) = shared.repl.write_refusal().await {
+            return Some(reply(Frame::Error(e)));
+        }
+        let (frame, wait_lsn) = shared.db.execute(spec.handler, args);
+        if !matches!(frame, Frame::NullArray) {
+            return Some(Outcome { reply: frame, wait_lsn });
+        }
+        loop {
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                r = changes.changed() => {
+                    if r.is_err() {
+                        return Some(reply(Frame::NullArray));
+                    }
+                    break;
+                }
+                _ = sleep => return Some(reply(Frame::NullArray)),
+                _ = shutdown.changed() => return None,
+                r = stream.peek(&mut probe), if watch_socket => match r {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => watch_socket = false,
+                },
+            }
+        }
+    }
+}
+
+/// A command was refused while a transaction is open: its `EXEC` aborts.
+fn abort_tx(client: &mut ClientState) {
+    if let Some(t) = client.tx.as_mut() {
+        t.failed = true;
+    }
 }
 
 /// An outcome that needs no durability wait.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
+use tandem_core::command::tx::WatchTable;
 use tandem_core::command::{Handler, ReadCtx};
 use tandem_core::effect::{Effect, LogEntry};
 use tandem_core::failover::EpochHistory;
@@ -179,6 +180,42 @@ pub struct Db {
     /// Snapshots never truncate the log at or past this LSN (the first
     /// entry the log archive still needs); `u64::MAX`: no archive.
     archive_floor: AtomicU64,
+    /// `WATCH`ed keys; every committed, replicated or installed change is
+    /// fed to it (under the state lock) so a watcher's `EXEC` can abort.
+    watches: Mutex<WatchTable>,
+    /// Bumped when a committed entry pushed to a list or added to a sorted
+    /// set: wakes clients blocked in `BLPOP`, `BZPOPMIN` and friends (they
+    /// retry; no polling).
+    lists_changed: watch::Sender<u64>,
+    /// Clients blocked right now (bounded by [`BLOCKED_CLIENTS_MAX`]).
+    blocked: AtomicU64,
+}
+
+/// Most clients that may block in `BLPOP`/`BRPOP`/`BLMOVE`/`BLMPOP` at
+/// once; past it a blocking command that would wait answers an error.
+pub const BLOCKED_CLIENTS_MAX: u64 = 10_000;
+
+/// A blocked client's slot; frees it when dropped.
+pub struct BlockedSlot<'a>(&'a AtomicU64);
+
+impl Drop for BlockedSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a transaction's `EXEC` did.
+pub enum TxOutcome {
+    /// A watched key changed (or expired): nothing ran.
+    Aborted,
+    /// The node refuses writes now, or the transaction's effects exceed
+    /// one write's budget (the error says why): nothing changed and nothing
+    /// was logged.
+    Refused(Frame),
+    /// Every command ran, in order, as one log entry (`Some(lsn)` if it
+    /// changed anything). `None` replies are node commands for the caller
+    /// to run.
+    Done(Vec<Option<Frame>>, Option<Lsn>),
 }
 
 /// What recovery found and did, for the startup log line.
@@ -322,6 +359,9 @@ impl Db {
             history_path,
             writes_stopped: std::sync::atomic::AtomicBool::new(false),
             archive_floor: AtomicU64::new(u64::MAX),
+            watches: Mutex::new(WatchTable::default()),
+            lists_changed: watch::channel(0).0,
+            blocked: AtomicU64::new(0),
         };
         let report = RecoveryReport { snapshot_lsn, snapshot_keys, replayed, last_lsn, elapsed: started.elapsed() };
         Ok((db, report))
@@ -361,6 +401,119 @@ impl Db {
         }
     }
 
+    /// `WATCH`: `client` watches `keys`. Returns, per key, whether it was
+    /// live (a key missing or expired now is "stale": its expiry cleanup
+    /// does not abort the transaction, as in Redis).
+    pub fn watch(&self, client: u64, keys: &[Bytes]) -> Vec<bool> {
+        let state = self.state.read();
+        let now_ms = unix_ms();
+        let mut watches = self.watches.lock();
+        keys.iter()
+            .map(|k| {
+                let live = state.store.get(k, now_ms).is_some();
+                watches.watch(client, k.clone(), !live);
+                live
+            })
+            .collect()
+    }
+
+    /// `UNWATCH` (also after `EXEC`/`DISCARD` and on disconnect).
+    pub fn unwatch(&self, client: u64, keys: &[Bytes]) {
+        self.watches.lock().unwatch(client, keys);
+    }
+
+    /// `EXEC`: runs `commands` in order under one lock, so no other write
+    /// interleaves, and commits all their effects as ONE log entry (a
+    /// follower or a restore applies all of it or none). Aborts without
+    /// running anything if a key in `watched` (key, was live when
+    /// watched) changed or expired since `WATCH`. Runs on one write batch
+    /// (`tandem_core::write`): over the budget, the whole transaction is
+    /// undone and refused.
+    pub fn execute_tx(&self, client: u64, watched: &[(Bytes, bool)], commands: &[(Handler, &[Bytes])]) -> TxOutcome {
+        let writes = commands.iter().any(|(h, _)| matches!(h, Handler::Write(_)));
+        if writes {
+            if let Some(e) = self.log.failed() {
+                return TxOutcome::Refused(Frame::Error(format!(
+                    "MISCONF the log cannot be written, writes are refused: {e}"
+                )));
+            }
+        }
+        let mut state = self.state.write();
+        if writes && self.writes_stopped.load(Ordering::Acquire) {
+            return TxOutcome::Refused(Frame::Error("TRYAGAIN writes are paused for a switchover; retry".into()));
+        }
+        let now_ms = unix_ms().max(state.last_commit_ms);
+        let changed = self.watches.lock().is_dirty(client);
+        let expired = watched.iter().any(|(k, live)| *live && state.store.get(k, now_ms).is_none());
+        if changed || expired {
+            return TxOutcome::Aborted;
+        }
+        // One batch for the whole transaction (see `tandem_core::write`):
+        // each command runs into it without deciding; if any effect does not
+        // fit, every effect already applied is undone and EXEC answers the
+        // refusal alone, with nothing changed and nothing logged.
+        let state = &mut *state;
+        debug_assert!(state.batch.is_empty(), "a batch starts empty");
+        let mut replies = Vec::with_capacity(commands.len());
+        for (handler, args) in commands {
+            replies.push(match handler {
+                Handler::Read(f) => Some(f(&ReadCtx { store: &state.store, now_ms }, args)),
+                Handler::Write(f) => {
+                    let reply = tandem_core::write::run(*f, &mut state.store, now_ms, args, &mut state.batch);
+                    if let Some(e) = state.batch.refusal() {
+                        state.batch.rollback(&mut state.store);
+                        return TxOutcome::Refused(Frame::Error(e));
+                    }
+                    Some(reply)
+                }
+                Handler::Node => None,
+            });
+        }
+        let lsn = if state.batch.is_empty() {
+            None
+        } else {
+            match self.commit(state, now_ms) {
+                Ok(lsn) => Some(lsn),
+                Err(e) => return TxOutcome::Refused(Frame::Error(e)),
+            }
+        };
+        TxOutcome::Done(replies, lsn)
+    }
+
+    /// A receiver that changes whenever a committed entry pushed to a list.
+    pub fn lists_changed(&self) -> watch::Receiver<u64> {
+        self.lists_changed.subscribe()
+    }
+
+    /// Takes a blocked-client slot, or says why not.
+    pub fn block_slot(&self) -> Result<BlockedSlot<'_>, String> {
+        if self.blocked.fetch_add(1, Ordering::AcqRel) >= BLOCKED_CLIENTS_MAX {
+            self.blocked.fetch_sub(1, Ordering::AcqRel);
+            return Err(format!(
+                "ERR too many blocked clients: at most {BLOCKED_CLIENTS_MAX} may wait at once (BLOCKED_CLIENTS_MAX)"
+            ));
+        }
+        Ok(BlockedSlot(&self.blocked))
+    }
+
+    /// Clients blocked now.
+    pub fn blocked_clients(&self) -> u64 {
+        self.blocked.load(Ordering::Acquire)
+    }
+
+    /// Feeds changed keys to the watch table. Called with the state lock held.
+    fn touch_watched(&self, effects: &[Effect]) {
+        if effects.iter().any(|e| matches!(e, Effect::LPush { .. } | Effect::LReplace { .. } | Effect::ZAdd { .. })) {
+            self.lists_changed.send_modify(|n| *n += 1);
+        }
+        let mut watches = self.watches.lock();
+        if !watches.is_empty() {
+            for e in effects {
+                watches.touch(e);
+            }
+        }
+    }
+
     /// Assigns the next LSN to the batch's effects (already applied to the
     /// store) and appends them to the log, or, if the encoded entry does not
     /// fit one log record, undoes them and returns the error for the client
@@ -383,6 +536,8 @@ impl Db {
                  ({RECORD_PAYLOAD_BYTES_MAX} bytes); nothing was changed"
             ));
         }
+        // Only committed effects reach watchers and blocked pops.
+        self.touch_watched(state.batch.effects());
         state.batch.commit();
         self.log.append(lsn, state.epoch, &payload);
         if payload.len() > PAYLOAD_BUFFER_KEEP_BYTES {
@@ -434,6 +589,7 @@ impl Db {
             for effect in &entry.effects {
                 state.store.apply(effect);
             }
+            self.touch_watched(&entry.effects);
             self.log.append(wire.lsn, wire.epoch, &wire.payload);
             self.backlog.lock().push(wire.lsn, wire.epoch, entry.commit_ms, wire.payload.clone());
             state.last_lsn = wire.lsn;
@@ -473,6 +629,7 @@ impl Db {
         self.log.reset_to(start_lsn)?;
         self.backlog.lock().clear();
         state.store = store;
+        self.touch_watched(&[Effect::FlushAll]);
         state.last_lsn = start_lsn;
         state.epoch = state.epoch.max(epoch);
         let mut adopted = history.clone();

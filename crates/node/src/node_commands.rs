@@ -14,7 +14,10 @@ use tandem_core::command::{self, CommandSpec, COMMANDS};
 use tandem_core::glob::glob_match;
 use tandem_core::resp::{Frame, Protocol};
 
-use crate::connection::{reply, ClientState, Outcome};
+use tandem_core::command::tx;
+
+use crate::connection::{reply, ClientState, Outcome, Transaction};
+use crate::db::TxOutcome;
 use crate::server::Shared;
 
 /// Redis version Tandem reports to clients that branch on it.
@@ -80,9 +83,90 @@ pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &Comm
             }
             Err(e) => e,
         },
+        "multi" => {
+            client.tx = Some(Transaction::default());
+            command::ok()
+        }
+        "discard" => match client.tx.take() {
+            Some(_) => {
+                unwatch_all(shared, client);
+                command::ok()
+            }
+            None => err("ERR DISCARD without MULTI"),
+        },
+        "exec" => return exec(shared, client).await,
+        "watch" => {
+            let keys = &args[1..];
+            if client.watched.len() + keys.len() > tx::WATCH_KEYS_MAX {
+                err(format!("ERR a connection may watch at most {} keys (WATCH_KEYS_MAX)", tx::WATCH_KEYS_MAX))
+            } else {
+                let fresh: Vec<Bytes> =
+                    keys.iter().filter(|k| !client.watched.iter().any(|(w, _)| w == *k)).cloned().collect();
+                let live = shared.db.watch(client.id, &fresh);
+                client.watched.extend(fresh.into_iter().zip(live));
+                command::ok()
+            }
+        }
+        "unwatch" => {
+            unwatch_all(shared, client);
+            command::ok()
+        }
         other => err(format!("ERR command '{other}' is not available on this node")),
     };
     reply(frame)
+}
+
+fn unwatch_all(shared: &Shared, client: &mut ClientState) {
+    if !client.watched.is_empty() {
+        let keys: Vec<Bytes> = client.watched.drain(..).map(|(k, _)| k).collect();
+        shared.db.unwatch(client.id, &keys);
+    }
+}
+
+/// `EXEC`: the data commands run under one lock as one log entry; node
+/// commands queued with them (`PING`, `INFO`, ...) run right after, in
+/// their place in the reply.
+async fn exec(shared: &Arc<Shared>, client: &mut ClientState) -> Outcome {
+    let Some(t) = client.tx.take() else { return reply(err("ERR EXEC without MULTI")) };
+    let watched = std::mem::take(&mut client.watched);
+    let outcome = exec_queue(shared, client, &t, &watched).await;
+    client.watched = watched;
+    unwatch_all(shared, client);
+    outcome
+}
+
+async fn exec_queue(
+    shared: &Arc<Shared>,
+    client: &mut ClientState,
+    t: &Transaction,
+    watched: &[(Bytes, bool)],
+) -> Outcome {
+    if t.failed {
+        return reply(err(tx::EXECABORT));
+    }
+    if t.queue.iter().any(|(spec, _)| spec.is_write()) {
+        if let Some(e) = shared.repl.write_refusal().await {
+            return reply(err(e));
+        }
+        if let Some(e) = crate::archive::rpo_budget_error(shared) {
+            return reply(err(e));
+        }
+    }
+    let commands: Vec<(command::Handler, &[Bytes])> = t.queue.iter().map(|(spec, a)| (spec.handler, &a[..])).collect();
+    match shared.db.execute_tx(client.id, watched, &commands) {
+        TxOutcome::Aborted => reply(Frame::NullArray),
+        TxOutcome::Refused(e) => reply(e),
+        TxOutcome::Done(replies, lsn) => {
+            let mut out = Vec::with_capacity(replies.len());
+            for (r, (spec, a)) in replies.into_iter().zip(&t.queue) {
+                out.push(match r {
+                    Some(frame) => frame,
+                    None => Box::pin(execute(shared, client, spec, a)).await.reply,
+                });
+            }
+            Outcome { reply: Frame::Array(out), wait_lsn: lsn }
+        }
+    }
 }
 
 fn check_password(shared: &Shared, user: Option<&[u8]>, pass: &[u8]) -> Result<(), Frame> {

@@ -141,6 +141,28 @@ fn effect_line(entry: &LogEntry, effect: &Effect) -> Value {
             json!({"op": "srem", "key": text(key), "members": members.iter().map(text).collect::<Vec<_>>()})
         }
         Effect::FlushAll => json!({"op": "flushall"}),
+        Effect::HSet { key, fields } => json!({"op": "hset", "key": text(key),
+            "fields": fields.iter().map(|(f, v)| json!([text(f), text(v)])).collect::<Vec<_>>()}),
+        Effect::HDel { key, fields } => {
+            json!({"op": "hdel", "key": text(key), "fields": fields.iter().map(text).collect::<Vec<_>>()})
+        }
+        Effect::LPush { key, left, items, seq } => {
+            json!({"op": if *left { "lpush" } else { "rpush" }, "key": text(key),
+            "items": items.iter().map(text).collect::<Vec<_>>(), "seq": seq})
+        }
+        Effect::LPop { key, left, count, seq } => {
+            json!({"op": if *left { "lpop" } else { "rpop" }, "key": text(key), "count": count, "seq": seq})
+        }
+        Effect::LSet { key, index, value, seq } => {
+            json!({"op": "lset", "key": text(key), "index": index, "value": text(value), "seq": seq})
+        }
+        Effect::ZAdd { key, members } => json!({"op": "zadd", "key": text(key),
+            "members": members.iter().map(|(b, m)| json!([f64::from_bits(*b), text(m)])).collect::<Vec<_>>()}),
+        Effect::ZRem { key, members } => {
+            json!({"op": "zrem", "key": text(key), "members": members.iter().map(text).collect::<Vec<_>>()})
+        }
+        Effect::LReplace { key, items, seq } => json!({"op": "lreplace", "key": text(key),
+            "items": items.iter().map(text).collect::<Vec<_>>(), "seq": seq}),
     };
     if let (Value::Object(l), Value::Object(f)) = (&mut line, fields) {
         l.extend(f);

@@ -5,17 +5,17 @@ use super::*;
 
 const NOW: u64 = 1_000_000;
 
-struct Harness {
-    store: Store,
-    log: Vec<Effect>,
+pub(super) struct Harness {
+    pub(super) store: Store,
+    pub(super) log: Vec<Effect>,
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Harness { store: Store::new(42), log: Vec::new() }
     }
 
-    fn run_at(&mut self, now_ms: u64, line: &str) -> Frame {
+    pub(super) fn run_at(&mut self, now_ms: u64, line: &str) -> Frame {
         let args: Vec<Bytes> = line.split(' ').map(|s| Bytes::copy_from_slice(s.as_bytes())).collect();
         let spec = lookup(&args[0]).expect("known command");
         if !spec.arity_ok(args.len()) {
@@ -33,12 +33,12 @@ impl Harness {
         }
     }
 
-    fn run(&mut self, line: &str) -> Frame {
+    pub(super) fn run(&mut self, line: &str) -> Frame {
         self.run_at(NOW, line)
     }
 
     /// The state a replica reaches by replaying this harness's log.
-    fn replayed(&self) -> Store {
+    pub(super) fn replayed(&self) -> Store {
         let mut s = Store::new(7);
         for e in &self.log {
             s.apply(e);
@@ -283,6 +283,17 @@ fn parse_i64_is_strict_like_redis() {
 fn unknown_command_error_names_the_command_and_args() {
     let args: Vec<Bytes> = vec!["FOO".into(), "a".into(), "b".into()];
     assert_eq!(err_text(unknown_command(&args)), "ERR unknown command 'FOO', with args beginning with: 'a' 'b' ");
+}
+
+#[test]
+fn pexpireat_far_in_the_future_is_accepted_and_overflow_is_refused() {
+    let mut h = Harness::new();
+    h.run("SET k v");
+    assert_eq!(h.run("PEXPIREAT k 9223372036854770000"), Frame::Integer(1));
+    assert_eq!(h.run("PTTL k"), Frame::Integer(9223372036854770000 - NOW as i64));
+    assert_eq!(err_text(h.run("EXPIRE k 9223372036854770000")), "ERR invalid expire time in 'expire' command");
+    assert_eq!(err_text(h.run("PEXPIRE k 9223372036854775807")), "ERR invalid expire time in 'pexpire' command");
+    assert_eq!(h.replayed().digest(), h.store.digest());
 }
 
 #[test]

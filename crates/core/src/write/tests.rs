@@ -26,6 +26,10 @@ fn setup() -> Store {
         &[b"SET", b"b", b"old-b", b"PX", b"5000"],
         &[b"SADD", b"s", b"x", b"y"],
         &[b"SADD", b"t", b"only"],
+        &[b"HSET", b"h", b"f1", b"v1", b"f2", b"v2"],
+        &[b"RPUSH", b"l", b"x", b"y", b"z"],
+        &[b"ZADD", b"z", b"1", b"one", b"2", b"two"],
+        &[b"PEXPIRE", b"h", b"50000"],
     ] {
         assert!(!matches!(write(&mut store, &mut batch, line), Frame::Error(_)));
         batch.commit();
@@ -45,6 +49,31 @@ fn an_mset_over_the_budget_is_refused_whole_and_changes_nothing() {
     assert!(batch.is_empty(), "no effect is left to log");
     assert_eq!(store.digest(), before, "the first key's effect was undone");
     assert!(matches!(store.get(b"a", NOW), Some((crate::store::ValueRef::Str(v), None)) if v == b"old-a"));
+}
+
+#[test]
+fn an_hset_rpush_or_zadd_over_the_budget_is_refused_whole_and_changes_nothing() {
+    let big = vec![b'v'; 600];
+    let big2 = vec![b'w'; 600];
+    let lines: Vec<Vec<&[u8]>> = vec![
+        vec![b"HSET", b"h", b"f1", &big, b"f3", &big],
+        vec![b"HSET", b"new-hash", b"f", &big, b"g", &big],
+        vec![b"RPUSH", b"l", &big, &big],
+        vec![b"LPUSH", b"new-list", &big, &big],
+        vec![b"ZADD", b"z", b"5", &big, b"6", &big2],
+        vec![b"ZADD", b"new-zset", b"5", &big, b"6", &big2],
+    ];
+    for line in &lines {
+        let mut store = setup();
+        let before = store.digest();
+        let mut batch = Batch::new(1000);
+        let reply = write(&mut store, &mut batch, line);
+        let Frame::Error(e) = reply else { panic!("not refused: {reply:?}") };
+        assert!(e.contains("nothing was changed"), "{e}");
+        assert!(batch.is_empty());
+        assert_eq!(store.digest(), before, "{:?}", String::from_utf8_lossy(line[0]));
+        assert_eq!(store.len(), 7);
+    }
 }
 
 #[test]
@@ -77,6 +106,27 @@ fn the_size_bound_covers_the_real_encoding() {
         Effect::Expire { key: Bytes::from_static(b"k"), expire_at_ms: None },
         Effect::SAdd { key: Bytes::from_static(b"s"), members: vec![Bytes::from(vec![3; 200]); 50] },
         Effect::SRem { key: Bytes::from_static(b"s"), members: vec![Bytes::from_static(b"m")] },
+        Effect::HSet {
+            key: Bytes::from_static(b"h"),
+            fields: vec![(Bytes::from(vec![4; 100]), Bytes::from(vec![5; 300])); 7],
+        },
+        Effect::HDel { key: Bytes::from_static(b"h"), fields: vec![Bytes::from(vec![4; 100]); 3] },
+        Effect::LPush {
+            key: Bytes::from_static(b"l"),
+            left: true,
+            items: vec![Bytes::from(vec![6; 90]); 5],
+            seq: u64::MAX,
+        },
+        Effect::LPop { key: Bytes::from_static(b"l"), left: false, count: u64::MAX, seq: u64::MAX },
+        Effect::LSet {
+            key: Bytes::from_static(b"l"),
+            index: u64::MAX,
+            value: Bytes::from(vec![7; 150]),
+            seq: u64::MAX,
+        },
+        Effect::LReplace { key: Bytes::from_static(b"l"), items: vec![Bytes::from(vec![8; 20]); 9], seq: u64::MAX },
+        Effect::ZAdd { key: Bytes::from_static(b"z"), members: vec![(u64::MAX, Bytes::from(vec![9; 40])); 6] },
+        Effect::ZRem { key: Bytes::from_static(b"z"), members: vec![Bytes::from(vec![9; 40]); 2] },
         Effect::FlushAll,
     ];
     let bound = ENTRY_HEADER_BYTES_MAX + effects.iter().map(effect_bytes_bound).sum::<usize>();
@@ -104,6 +154,26 @@ fn rollback_restores_every_kind_of_effect() {
         vec![b"INCR", b"counter"],
         vec![b"FLUSHALL"],
         vec![b"GETDEL", b"b"],
+        vec![b"HSET", b"h", b"f1", b"changed", b"f3", b"added", b"f1", b"twice"],
+        vec![b"HSET", b"a", b"f", b"hash-over-a-string"],
+        vec![b"HDEL", b"h", b"f2", b"nope"],
+        vec![b"HDEL", b"h", b"f1", b"f2"],
+        vec![b"HINCRBY", b"h", b"n", b"5"],
+        vec![b"RPUSH", b"l", b"r1", b"r2"],
+        vec![b"LPUSH", b"new-list", b"n1"],
+        vec![b"LPOP", b"l", b"2"],
+        vec![b"RPOP", b"l", b"3"],
+        vec![b"LSET", b"l", b"1", b"set"],
+        vec![b"LREM", b"l", b"0", b"y"],
+        vec![b"LINSERT", b"l", b"BEFORE", b"y", b"ins"],
+        vec![b"LTRIM", b"l", b"1", b"1"],
+        vec![b"LMOVE", b"l", b"l2", b"LEFT", b"RIGHT"],
+        vec![b"ZADD", b"z", b"3", b"one", b"4", b"four"],
+        vec![b"ZADD", b"s", b"1", b"zset-over-a-set"],
+        vec![b"ZINCRBY", b"z", b"2", b"two"],
+        vec![b"ZREM", b"z", b"one", b"two"],
+        vec![b"ZPOPMIN", b"z", b"1"],
+        vec![b"DEL", b"h", b"l", b"z"],
     ];
     for line in &lines {
         let mut store = setup();
@@ -117,7 +187,7 @@ fn rollback_restores_every_kind_of_effect() {
             "rollback of {:?}",
             line.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>()
         );
-        assert_eq!(store.keys_with_expiry(), 1);
+        assert_eq!(store.keys_with_expiry(), 2);
         // The store still works normally after the undo.
         let _ = write(&mut store, &mut batch, &[b"SADD", b"s", b"again"]);
         batch.commit();
@@ -134,5 +204,5 @@ fn rollback_restores_every_kind_of_effect() {
     }
     batch.rollback(&mut store);
     assert_eq!(store.digest(), before);
-    assert_eq!(store.len(), 4);
+    assert_eq!(store.len(), 7);
 }
