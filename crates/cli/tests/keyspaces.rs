@@ -156,6 +156,10 @@ fn keyspaces_from_the_config_file_rule_a_node_without_a_control_plane() {
     let mut c = node.raw();
     assert_eq!(c.cmd(&["SET", "cart:1", "x"]).text(), "OK");
     assert!(c.cmd(&["MGET", "cart:1", "other"]).text().starts_with("CROSSSLOT"));
+    // Keys announced by a count are routed too.
+    assert!(c.cmd(&["ZUNIONSTORE", "cart:out", "2", "cart:a", "other"]).text().starts_with("CROSSSLOT"));
+    assert!(c.cmd(&["LMPOP", "2", "cart:a", "other", "LEFT"]).text().starts_with("CROSSSLOT"));
+    assert_eq!(c.cmd(&["ZUNIONSTORE", "cart:out", "1", "cart:a"]), common::Resp::Integer(0));
     // Run-time changes need the control plane: refused with the reason.
     let (ok, out) = cli(&["keyspace", "create", "x", "--prefix", "x:", "--admin", &node.admin_addr().to_string()]);
     assert!(!ok && out.contains("config file"), "{out}");

@@ -91,10 +91,28 @@ impl CommandSpec {
         }
     }
 
+    /// Position of the `numkeys` argument of a command whose keys follow a
+    /// count (`ZUNION numkeys k..`, `ZUNIONSTORE dest numkeys k..`,
+    /// `BLMPOP timeout numkeys k..`); `None` for the others.
+    pub fn numkeys_position(&self) -> Option<usize> {
+        match self.name {
+            "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop" => Some(1),
+            "zunionstore" | "zinterstore" | "zdiffstore" | "blmpop" | "bzmpop" => Some(2),
+            _ => None,
+        }
+    }
+
+    /// True if the command names keys at all (fixed positions or a count).
+    pub fn has_keys(&self) -> bool {
+        self.first_key != 0 || self.numkeys_position().is_some()
+    }
+
     /// The key arguments of `args` (a request of this command, name
-    /// included), from `first_key`, `last_key` and `key_step`; used to route
-    /// a request to its keyspace. Commands whose key positions depend on
-    /// their arguments (a `numkeys` count) must describe them here too.
+    /// included): the fixed positions `first_key`, `last_key`, `key_step`,
+    /// then the keys a `numkeys` count announces. Used to route a request to
+    /// its keyspace. A count that is not a number, or runs past the
+    /// arguments, yields what is there (the command itself reports the
+    /// syntax error).
     pub fn keys<'a>(&self, args: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + 'a {
         let first = self.first_key.max(0) as usize;
         let last = if self.last_key < 0 {
@@ -104,7 +122,14 @@ impl CommandSpec {
         };
         let step = self.key_step.max(1) as usize;
         let range = if first == 0 || first > last { 0..0 } else { first..last + 1 };
-        args[range].iter().step_by(step)
+        let counted = match self.numkeys_position() {
+            Some(at) if at < args.len() => {
+                let n = std::str::from_utf8(&args[at]).ok().and_then(|t| t.parse::<usize>().ok()).unwrap_or(0);
+                at + 1..(at + 1).saturating_add(n).min(args.len())
+            }
+            _ => 0..0,
+        };
+        args[range].iter().step_by(step).chain(args[counted].iter())
     }
 }
 

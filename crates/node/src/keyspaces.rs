@@ -106,7 +106,7 @@ impl KeyspaceTable {
     /// Routes a command by its key arguments; refuses one whose keys span
     /// keyspaces. The fast path (only `default`) takes no lock.
     pub fn route(&self, spec: &CommandSpec, args: &[Bytes]) -> Result<Route, CrossKeyspace> {
-        if !self.any.load(Ordering::Acquire) || spec.first_key == 0 {
+        if !self.any.load(Ordering::Acquire) || !spec.has_keys() {
             return Ok(Route { keyspace: None, durability: None });
         }
         let current = self.current();

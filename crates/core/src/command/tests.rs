@@ -308,5 +308,11 @@ fn command_key_positions_come_from_the_command_table() {
     assert_eq!(keys("mset a 1 b 2"), ["a", "b"]);
     assert_eq!(keys("del a b c"), ["a", "b", "c"]);
     assert_eq!(keys("ping"), Vec::<String>::new());
+    assert_eq!(keys("zunion 2 a b WEIGHTS 1 2"), ["a", "b"]);
+    assert_eq!(keys("zunionstore d 2 a b"), ["d", "a", "b"]);
+    assert_eq!(keys("blmpop 0 2 a b LEFT"), ["a", "b"]);
+    assert_eq!(keys("lmpop 3 a LEFT"), ["a", "LEFT"]);
+    assert_eq!(keys("zmpop x a MIN"), Vec::<String>::new());
+    assert_eq!(keys("blpop a b 0"), ["a", "b"]);
     assert_eq!(keys("keys *"), Vec::<String>::new());
 }
