@@ -15,42 +15,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{info, Cluster};
+use common::cluster::{info, Cluster, ELECT};
 use common::{eventually, http_get, Raw, Resp, TestServer};
 
 /// Lease for these tests (the default); the leader holds it ~82 % of this.
 const LEASE_MS: u64 = 400;
-/// Generous bound for an election or a failover to complete on a loaded
-/// 2-vCPU test machine.
-const ELECT: Duration = Duration::from_secs(20);
 
 fn auto_cluster(extra: &[&str]) -> Cluster {
     let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     extra.push(common::FAULT_INJECTION.into());
     Cluster::start(3, None, |_| extra.clone())
-}
-
-/// The node that leads and holds its lease, if exactly one does.
-fn leader_id(c: &Cluster) -> Option<u64> {
-    let leaders: Vec<u64> = (1..=c.nodes.len() as u64)
-        .filter(|&id| c.nodes[id as usize - 1].answers_ping())
-        .filter(|&id| {
-            let i = info(c.node(id));
-            i.get("role").map(String::as_str) == Some("master")
-                && i.get("tandem_lease").map(String::as_str) == Some("held")
-        })
-        .collect();
-    (leaders.len() == 1).then(|| leaders[0])
-}
-
-fn wait_leader(c: &Cluster, except: Option<u64>) -> u64 {
-    let mut found = None;
-    let ok = eventually(ELECT, || {
-        found = leader_id(c).filter(|&l| Some(l) != except);
-        found.is_some()
-    });
-    assert!(ok, "no leader (other than {except:?}) within {ELECT:?}\n{}", c.stderrs());
-    found.expect("found")
 }
 
 fn post(server: &TestServer, path: &str, body: &str) -> String {
@@ -175,7 +149,7 @@ fn events(c: &Cluster) -> String {
 #[test]
 fn nodes_without_a_leader_elect_one_and_replicate_to_the_others() {
     let c = auto_cluster(&[]);
-    let l = wait_leader(&c, None);
+    let l = c.wait_leader(None);
     let mut raw = c.node(l).raw();
     for i in 0..100 {
         assert_eq!(raw.cmd(&["SET", &format!("k{i}"), "v"]), Resp::Simple("OK".into()));
@@ -198,12 +172,12 @@ fn nodes_without_a_leader_elect_one_and_replicate_to_the_others() {
 #[test]
 fn killing_the_leader_promotes_a_follower_and_loses_no_acknowledged_any_1_write() {
     let mut c = auto_cluster(&["--ack", "any 1"]);
-    let old = wait_leader(&c, None);
+    let old = c.wait_leader(None);
     let writers = start_writers(&c, 4, "kill");
     assert!(eventually(ELECT, || writers.count() > 200), "writes do not get acknowledged\n{}", c.stderrs());
     let killed_at = Instant::now();
     c.node_mut(old).kill9();
-    let new = wait_leader(&c, Some(old));
+    let new = c.wait_leader(Some(old));
     let before = writers.count();
     assert!(
         eventually(ELECT, || writers.count() > before + 100),
@@ -228,7 +202,7 @@ fn killing_the_leader_promotes_a_follower_and_loses_no_acknowledged_any_1_write(
 #[test]
 fn a_partitioned_leader_stops_accepting_writes_within_its_lease() {
     let c = auto_cluster(&[]);
-    let old = wait_leader(&c, None);
+    let old = c.wait_leader(None);
     let mut raw = c.node(old).raw();
     assert_eq!(raw.cmd(&["SET", "before", "1"]), Resp::Simple("OK".into()));
     let cut_at = Instant::now();
@@ -241,7 +215,7 @@ fn a_partitioned_leader_stops_accepting_writes_within_its_lease() {
     let refused_after = cut_at.elapsed();
     assert!(refused, "the isolated leader still accepts writes after {refused_after:?}\n{}", c.stderrs());
     // The majority side elects a new leader that accepts writes.
-    let new = wait_leader(&c, Some(old));
+    let new = c.wait_leader(Some(old));
     assert_eq!(c.node(new).raw().cmd(&["SET", "after", "1"]), Resp::Simple("OK".into()));
     // And the old leader still refuses while isolated.
     assert!(matches!(raw.cmd(&["SET", "during2", "1"]), Resp::Error(_)));
@@ -260,7 +234,7 @@ fn returning_old_leader_saves_exactly_its_lost_async_writes_in_a_rollback_file()
     // A long lease gives the isolated leader time to acknowledge writes that
     // never reach anyone (async); they must all be in its rollback file.
     let c = auto_cluster(&["--lease-ms", "1500", "--failover-timeout-ms", "1500"]);
-    let old = wait_leader(&c, None);
+    let old = c.wait_leader(None);
     let mut raw = c.node(old).raw();
     assert_eq!(raw.cmd(&["SET", "kept", "1"]), Resp::Simple("OK".into()));
     for id in (1..=3).filter(|&id| id != old) {
@@ -278,7 +252,7 @@ fn returning_old_leader_saves_exactly_its_lost_async_writes_in_a_rollback_file()
         }
     }
     assert!(!lost.is_empty(), "the isolated leader acknowledged nothing before its lease ran out");
-    let new = wait_leader(&c, Some(old));
+    let new = c.wait_leader(Some(old));
     assert_eq!(c.node(new).raw().cmd(&["SET", "new", "1"]), Resp::Simple("OK".into()));
     heal(&c);
     assert!(eventually(ELECT, || get(c.node(old), "new").is_some()), "the old leader did not rejoin\n{}", c.stderrs());
@@ -305,7 +279,7 @@ fn returning_old_leader_saves_exactly_its_lost_async_writes_in_a_rollback_file()
 #[test]
 fn switchover_moves_leadership_and_loses_no_write() {
     let c = auto_cluster(&["--ack", "any 1"]);
-    let old = wait_leader(&c, None);
+    let old = c.wait_leader(None);
     let target = (1..=3).find(|&id| id != old).unwrap();
     let writers = start_writers(&c, 4, "sw");
     assert!(eventually(ELECT, || writers.count() > 200));
@@ -322,7 +296,7 @@ fn switchover_moves_leadership_and_loses_no_write() {
         String::from_utf8_lossy(&out.stderr),
         c.stderrs()
     );
-    let new = wait_leader(&c, Some(old));
+    let new = c.wait_leader(Some(old));
     assert_eq!(new, target);
     let before = writers.count();
     assert!(eventually(ELECT, || writers.count() > before + 100), "writes do not resume\n{}", c.stderrs());
@@ -344,7 +318,7 @@ fn switchover_moves_leadership_and_loses_no_write() {
         Resp::Simple(s) => assert!(s.starts_with(&format!("OK node {old} leads epoch")), "{s}"),
         other => panic!("SWITCHOVER answered {other:?}\n{}", c.stderrs()),
     }
-    assert_eq!(wait_leader(&c, Some(new)), old);
+    assert_eq!(c.wait_leader(Some(new)), old);
     assert!(missing_on(c.node(old), &acked).is_empty(), "a write went missing in the switchover back");
     // Bad input gets a clear error.
     match c.node(third).raw().cmd(&["SWITCHOVER", "99"]) {
@@ -360,7 +334,7 @@ fn epoch_of(server: &TestServer) -> u64 {
 #[test]
 fn a_leader_restarted_at_once_never_leads_its_old_epoch_again() {
     let mut c = auto_cluster(&["--ack", "any 1"]);
-    let old = wait_leader(&c, None);
+    let old = c.wait_leader(None);
     let old_epoch = epoch_of(c.node(old));
     let mut raw = c.node(old).raw();
     for i in 0..50 {
@@ -372,7 +346,7 @@ fn a_leader_restarted_at_once_never_leads_its_old_epoch_again() {
     let mut new = None;
     assert!(
         eventually(ELECT, || {
-            new = leader_id(&c).filter(|&l| epoch_of(c.node(l)) > old_epoch);
+            new = c.leader_id().filter(|&l| epoch_of(c.node(l)) > old_epoch);
             new.is_some()
         }),
         "no leader of a newer epoch than {old_epoch}\n{}",
@@ -405,7 +379,7 @@ fn events_of(server: &TestServer) -> Vec<serde_json::Value> {
 #[test]
 fn the_event_log_is_cluster_wide_and_survives_the_loss_of_the_node_that_recorded_it() {
     let mut c = auto_cluster(&[]);
-    let old = wait_leader(&c, None);
+    let old = c.wait_leader(None);
     // The bootstrap election is in every node's log, whoever recorded it.
     for id in 1..=3u64 {
         assert!(
@@ -416,7 +390,7 @@ fn the_event_log_is_cluster_wide_and_survives_the_loss_of_the_node_that_recorded
         );
     }
     c.node_mut(old).kill9();
-    let new = wait_leader(&c, Some(old));
+    let new = c.wait_leader(Some(old));
     let promoted = |s: &TestServer| events_of(s).into_iter().find(|e| e["kind"] == "promoted");
     let mut recorder = 0;
     assert!(
@@ -471,7 +445,7 @@ fn the_event_log_is_cluster_wide_and_survives_the_loss_of_the_node_that_recorded
 #[test]
 fn healthz_fails_for_a_leader_without_its_lease_and_readyz_is_true_only_where_writes_go() {
     let c = auto_cluster(&["--ack", "any 1"]);
-    let old = wait_leader(&c, None);
+    let old = c.wait_leader(None);
     let follower = (1..=3u64).find(|&id| id != old).unwrap();
     assert_eq!(http_get(c.node(old).admin_addr(), "/healthz").as_deref(), Ok("ok\n"));
     assert!(http_get(c.node(old).admin_addr(), "/readyz").is_ok(), "the leader takes writes");

@@ -7,33 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{info, Cluster};
+use common::cluster::{Cluster, ELECT};
 use common::{eventually, Raw, Resp, TestServer};
-
-/// Generous bound for an election or a failover on a loaded machine.
-const ELECT: Duration = Duration::from_secs(20);
-
-fn leader_id(c: &Cluster) -> Option<u64> {
-    let leaders: Vec<u64> = (1..=c.nodes.len() as u64)
-        .filter(|&id| c.node(id).answers_ping())
-        .filter(|&id| {
-            let i = info(c.node(id));
-            i.get("role").map(String::as_str) == Some("master")
-                && i.get("tandem_lease").map(String::as_str) == Some("held")
-        })
-        .collect();
-    (leaders.len() == 1).then(|| leaders[0])
-}
-
-fn wait_leader(c: &Cluster, except: Option<u64>) -> u64 {
-    let mut found = None;
-    let ok = eventually(ELECT, || {
-        found = leader_id(c).filter(|&l| Some(l) != except);
-        found.is_some()
-    });
-    assert!(ok, "no leader (other than {except:?}) within {ELECT:?}\n{}", c.stderrs());
-    found.expect("found")
-}
 
 /// `SENTINEL get-master-addr-by-name NAME` on `server` as "ip:port".
 fn master_addr(server: &TestServer, name: &str) -> Option<String> {
@@ -51,7 +26,7 @@ fn master_addr(server: &TestServer, name: &str) -> Option<String> {
 #[test]
 fn every_node_names_the_leader_to_sentinel_clients_and_publishes_switch_master_on_failover() {
     let mut c = Cluster::start(3, None, |_| vec!["--sentinel-name".into(), "orders".into()]);
-    let old = wait_leader(&c, None);
+    let old = c.wait_leader(None);
     let old_addr = c.node(old).client_addr().to_string();
     for id in 1..=3u64 {
         assert!(
@@ -94,7 +69,7 @@ fn every_node_names_the_leader_to_sentinel_clients_and_publishes_switch_master_o
     pubsub.subscribe("+switch-master").unwrap();
     pubsub.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     c.node_mut(old).kill9();
-    let new = wait_leader(&c, Some(old));
+    let new = c.wait_leader(Some(old));
     let new_addr = c.node(new).client_addr().to_string();
     let deadline = Instant::now() + ELECT;
     let mut heard = None;
@@ -174,7 +149,7 @@ fn redis_py_sentinel_finds_the_leader_and_follows_a_failover() {
     }
     use std::io::{BufRead, BufReader, Write};
     let mut c = Cluster::start(3, None, |_| Vec::new());
-    let old = wait_leader(&c, None);
+    let old = c.wait_leader(None);
     let old_addr = c.node(old).client_addr().to_string();
     assert!(eventually(ELECT, || (1..=3).all(|id| master_addr(c.node(id), "tandem").is_some())));
     let mut py = std::process::Command::new("python3")
@@ -194,7 +169,7 @@ fn redis_py_sentinel_finds_the_leader_and_follows_a_failover() {
     assert!(replicas.starts_with("REPLICAS "), "{replicas}");
     assert_eq!(line(), "WROTE");
     c.node_mut(old).kill9();
-    let new = wait_leader(&c, Some(old));
+    let new = c.wait_leader(Some(old));
     writeln!(py.stdin.as_mut().unwrap()).unwrap();
     assert_eq!(line(), format!("MASTER {}", c.node(new).client_addr()));
     assert_eq!(line(), "AFTER 2");

@@ -11,11 +11,9 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cluster::{info, Cluster};
+use common::cluster::{info, Cluster, ELECT};
 use common::{eventually, Resp, TestServer};
 
-/// Generous bound for an election or a failover on a loaded test machine.
-const ELECT: Duration = Duration::from_secs(20);
 /// How long the old leader is polled after SIGCONT.
 const POLL_AFTER_RESUME: Duration = Duration::from_secs(1);
 
@@ -24,33 +22,10 @@ fn signal(server: &TestServer, sig: &str) {
     assert!(ok, "kill {sig} {} failed", server.pid());
 }
 
-/// The node that reports `role:master` with its lease held, if exactly one.
-fn leader_id(c: &Cluster, except: Option<u64>) -> Option<u64> {
-    let leaders: Vec<u64> = (1..=c.nodes.len() as u64)
-        .filter(|&id| Some(id) != except && c.nodes[id as usize - 1].answers_ping())
-        .filter(|&id| {
-            let i = info(c.node(id));
-            i.get("role").map(String::as_str) == Some("master")
-                && i.get("tandem_lease").map(String::as_str) == Some("held")
-        })
-        .collect();
-    (leaders.len() == 1).then(|| leaders[0])
-}
-
-fn wait_leader(c: &Cluster, except: Option<u64>) -> u64 {
-    let mut found = None;
-    let ok = eventually(ELECT, || {
-        found = leader_id(c, except);
-        found.is_some()
-    });
-    assert!(ok, "no leader (other than {except:?}) within {ELECT:?}\n{}", c.stderrs());
-    found.expect("found")
-}
-
 #[test]
 fn a_resumed_old_leader_never_serves_an_overwritten_value() {
     let c = Cluster::start(3, None, |_| Vec::new());
-    let old = wait_leader(&c, None);
+    let old = c.wait_leader(None);
     let mut raw = c.node(old).raw();
     assert_eq!(raw.cmd(&["SET", "register", "old"]), Resp::Simple("OK".into()));
     raw.set_read_timeout(Duration::from_secs(30));

@@ -27,6 +27,9 @@ pub fn node_args(id: u64, peer_port: u16, members: &str) -> Vec<String> {
 
 /// How long a follower may take to (re)connect and stream.
 pub const CONNECT: Duration = Duration::from_secs(15);
+/// Generous bound for an election or a failover to complete on a loaded
+/// 2-vCPU test machine.
+pub const ELECT: Duration = Duration::from_secs(20);
 
 /// A cluster of `tandem server` processes; node `id` is `nodes[id - 1]`.
 pub struct Cluster {
@@ -125,6 +128,31 @@ impl Cluster {
                 tail(&self.leader().stderr())
             );
         }
+    }
+
+    /// The node that reports `role:master` with its lease held, if exactly
+    /// one does (automatic failover).
+    pub fn leader_id(&self) -> Option<u64> {
+        let leaders: Vec<u64> = (1..=self.nodes.len() as u64)
+            .filter(|&id| self.node(id).answers_ping())
+            .filter(|&id| {
+                let i = info(self.node(id));
+                i.get("role").map(String::as_str) == Some("master")
+                    && i.get("tandem_lease").map(String::as_str) == Some("held")
+            })
+            .collect();
+        (leaders.len() == 1).then(|| leaders[0])
+    }
+
+    /// Waits (up to [`ELECT`]) for a single leader other than `except`.
+    pub fn wait_leader(&self, except: Option<u64>) -> u64 {
+        let mut found = None;
+        let ok = eventually(ELECT, || {
+            found = self.leader_id().filter(|&l| Some(l) != except);
+            found.is_some()
+        });
+        assert!(ok, "no leader (other than {except:?}) within {ELECT:?}\n{}", self.stderrs());
+        found.expect("found")
     }
 
     /// Stderr of every node, for failure messages.
