@@ -20,6 +20,17 @@ use crate::glob::glob_match;
 use crate::resp::Frame;
 use crate::store::{Store, ValueRef};
 
+/// `?` for handlers that answer a [`Frame`]: the value of an `Ok`, or
+/// return the error reply. Shared by the command group modules below.
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(f) => return f,
+        }
+    };
+}
+
 pub mod hash;
 pub mod list;
 pub mod set;

@@ -40,15 +40,6 @@ fn hash_for_write<'c>(cx: &'c mut WriteCtx<'_>, key: &Bytes) -> Result<Option<&'
     }
 }
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(f) => return f,
-        }
-    };
-}
-
 pub(super) fn hset(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
     if !args.len().is_multiple_of(2) {
         return super::wrong_arity(&String::from_utf8_lossy(&args[0]).to_ascii_lowercase());

@@ -28,15 +28,6 @@ pub const LIST_ELEMENTS_MAX: usize = u32::MAX as usize;
 /// Largest `COUNT` of the pop forms (bounds one reply).
 pub const POP_COUNT_MAX: i64 = 10_000_000;
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(f) => return f,
-        }
-    };
-}
-
 fn list_of<'a>(cx: &'a ReadCtx<'_>, key: &[u8]) -> Result<Option<&'a ListValue>, Frame> {
     match cx.store.get(key, cx.now_ms) {
         None => Ok(None),

@@ -15,15 +15,6 @@ use crate::effect::Effect;
 use crate::resp::Frame;
 use crate::store::{SetValue, ValueRef};
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(f) => return f,
-        }
-    };
-}
-
 fn set_of<'a>(cx: &'a ReadCtx<'_>, key: &[u8]) -> Result<Option<&'a SetValue>, Frame> {
     match cx.store.get(key, cx.now_ms) {
         None => Ok(None),

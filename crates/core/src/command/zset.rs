@@ -21,15 +21,6 @@ use crate::store::{Score, ValueRef, ZSetValue};
 /// Most source keys of `ZUNION`/`ZINTER`/`ZDIFF` (bounds one command).
 pub const ZSET_SOURCES_MAX: usize = 10_000;
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(f) => return f,
-        }
-    };
-}
-
 fn zset_of<'a>(cx: &'a ReadCtx<'_>, key: &[u8]) -> Result<Option<&'a ZSetValue>, Frame> {
     match cx.store.get(key, cx.now_ms) {
         None => Ok(None),
