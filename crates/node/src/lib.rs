@@ -23,6 +23,10 @@
 //! - [`faults`]: injected link faults (cut peers, added delay).
 //! - [`keyspaces`]: the keyspaces in force (cluster map or config file),
 //!   routing a command to its keyspace and ack policy, `/keyspaces`.
+//! - [`engines`]: the replicas of multi-leader and leaderless keyspaces
+//!   (one engine per keyspace), the seam the connection layer and the peer
+//!   listener reach them through; [`multi_leader`] and [`leaderless`] are
+//!   the two engines.
 //! - [`events`]: the event log (failovers, RTO, rollbacks) behind `/events`.
 //! - [`rollback`]: rollback files (entries a node had to remove on rejoin).
 //! - [`control`]: the control plane, a Raft group (openraft) over the
@@ -39,11 +43,14 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod db;
+pub mod engines;
 pub mod events;
 pub mod failover;
 pub mod faults;
 pub mod keyspaces;
+pub mod leaderless;
 pub mod metrics;
+pub mod multi_leader;
 pub mod node_commands;
 pub mod peer_auth;
 pub mod repl;
