@@ -80,7 +80,10 @@ pub struct RestoreArgs {
     /// Backup repository directory.
     #[arg(long, env = "TANDEM_BACKUP_REPO")]
     repo: PathBuf,
-    /// Data directory to create (must be missing or empty).
+    /// Data directory to create (must be missing, empty, or left by an
+    /// interrupted restore). It holds a RESTORE-IN-PROGRESS marker, which
+    /// `tandem server` refuses, until the restore is complete; the data is
+    /// built in .<name>.restoring next to it and swapped in at the end.
     #[arg(long)]
     data_dir: PathBuf,
     /// Restore every entry committed at or before this RFC 3339 time
