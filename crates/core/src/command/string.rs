@@ -32,8 +32,11 @@ const BIT_OFFSET_MAX: u64 = (STRING_BYTES_MAX as u64) * 8 - 1;
 
 const TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
 
+/// A string value and its absolute expiry (unix ms).
+type WithExpiry<V> = (V, Option<u64>);
+
 /// The string at `key` (missing: `None`) and its expiry.
-fn string_of<'a>(cx: &'a ReadCtx<'_>, key: &[u8]) -> Result<Option<(&'a [u8], Option<u64>)>, Frame> {
+fn string_of<'a>(cx: &'a ReadCtx<'_>, key: &[u8]) -> Result<Option<WithExpiry<&'a [u8]>>, Frame> {
     match cx.store.get(key, cx.now_ms) {
         None => Ok(None),
         Some((ValueRef::Str(v), exp)) => Ok(Some((v, exp))),
@@ -43,7 +46,7 @@ fn string_of<'a>(cx: &'a ReadCtx<'_>, key: &[u8]) -> Result<Option<(&'a [u8], Op
 
 /// Like [`string_of`] for a write: purges an expired key first and copies
 /// the value out.
-fn string_for_write(cx: &mut WriteCtx<'_>, key: &Bytes) -> Result<Option<(Vec<u8>, Option<u64>)>, Frame> {
+fn string_for_write(cx: &mut WriteCtx<'_>, key: &Bytes) -> Result<Option<WithExpiry<Vec<u8>>>, Frame> {
     cx.purge_expired(key);
     Ok(string_of(&cx.read(), key)?.map(|(v, e)| (v.to_vec(), e)))
 }
