@@ -43,6 +43,7 @@ pub mod events;
 pub mod failover;
 pub mod faults;
 pub mod keyspaces;
+pub mod maxmemory;
 pub mod metrics;
 pub mod node_commands;
 pub mod peer_auth;
