@@ -55,6 +55,18 @@ pub struct Config {
     pub requirepass: Option<String>,
     /// Size and count limits.
     pub limits: LimitsConfig,
+    /// Most bytes the keys and values may take (the store's running
+    /// estimate, `INFO memory` `used_memory`); 0: no limit. A number of
+    /// bytes or Redis's syntax (`"100mb"`, `"1gb"`).
+    #[serde(with = "crate::maxmemory::bytes_serde")]
+    pub maxmemory: u64,
+    /// What the leader does at `maxmemory`: `noeviction` (writes that may
+    /// grow memory get -OOM), `allkeys-lru`, `allkeys-random`,
+    /// `volatile-lru`, `volatile-ttl`.
+    #[serde(with = "crate::maxmemory::policy_serde")]
+    pub maxmemory_policy: tandem_core::evict::Policy,
+    /// Keys sampled per eviction (Redis's `maxmemory-samples`).
+    pub maxmemory_samples: usize,
     /// Take a snapshot (and truncate the log behind it) after this many log
     /// entries; 0 disables automatic snapshots.
     pub snapshot_entries: u64,
@@ -223,6 +235,9 @@ impl Default for Config {
             fsync: FsyncPolicy::Batch,
             requirepass: None,
             limits: LimitsConfig::default(),
+            maxmemory: 0,
+            maxmemory_policy: tandem_core::evict::Policy::NoEviction,
+            maxmemory_samples: tandem_core::evict::SAMPLES_DEFAULT,
             snapshot_entries: SNAPSHOT_ENTRIES,
             segment_bytes_max: SEGMENT_BYTES_MAX,
             io_threads: 1,
@@ -287,6 +302,9 @@ impl Config {
                  snapshot chunk carry",
                 self.limits.entry_bytes_max
             ));
+        }
+        if self.maxmemory_samples == 0 || self.maxmemory_samples > 1024 {
+            return Err(format!("maxmemory_samples ({}) must be between 1 and 1024", self.maxmemory_samples));
         }
         if self.probe_interval_ms == 0 {
             return Err("probe_interval_ms must be positive".into());
@@ -448,6 +466,10 @@ mod tests {
         assert_eq!(c.limits.clients_max, 5);
         assert_eq!(c.limits.bulk_bytes_max, BULK_BYTES_MAX);
         assert!(Config::from_toml("nodeid = 3").is_err());
+        let c = Config::from_toml("maxmemory = \"100mb\"\nmaxmemory_policy = \"allkeys-lru\"\n").unwrap();
+        assert_eq!((c.maxmemory, c.maxmemory_policy), (100 << 20, tandem_core::evict::Policy::AllkeysLru));
+        assert_eq!(Config::from_toml("maxmemory = 4096").unwrap().maxmemory, 4096);
+        assert!(Config::from_toml("maxmemory_policy = \"allkeys-lfu\"").is_err());
         assert!(Config::from_toml("fsync = \"sometimes\"").is_err());
     }
 

@@ -52,6 +52,7 @@ pub mod failover;
 pub mod faults;
 pub mod keyspaces;
 pub mod leaderless;
+pub mod maxmemory;
 pub mod metrics;
 pub mod multi_leader;
 pub mod node_commands;

@@ -370,6 +370,7 @@ async fn background_tasks(shared: Arc<Shared>, mut shutdown: watch::Receiver<boo
                 }
                 let n = shared.db.expire_sweep(EXPIRE_SWEEP_KEYS_MAX);
                 shared.metrics.expired_keys.inc_by(n as u64);
+                shared.db.evict_sweep();
             }
             _ = second.tick() => {
                 let commands = shared.metrics.commands_processed.load(Ordering::Relaxed);
@@ -405,4 +406,6 @@ pub fn refresh_gauges(shared: &Shared) {
         m.role.get_or_create(&crate::metrics::RoleLabel { role: r.to_string() }).set(i64::from(r == role));
     }
     m.memory_rss_bytes.set(crate::metrics::rss_bytes() as i64);
+    m.used_memory_bytes.set(shared.db.used_bytes() as i64);
+    m.maxmemory_bytes.set(shared.db.memory().max_bytes() as i64);
 }
