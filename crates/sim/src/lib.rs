@@ -37,6 +37,7 @@
 pub mod disk;
 pub mod failover;
 pub mod leader_reads;
+pub mod leaderless;
 pub mod rng;
 pub mod schedule;
 pub mod sessions;

@@ -3,8 +3,10 @@
 //! Any node coordinates any key: it sends the write (or read) to the key's
 //! replicas, feeds each answer in (`on_ack` / `on_reply` / `on_failure`)
 //! and the deadline (`on_timeout`), and gets a decision once: success at W
-//! durable acks (R replies), or failure as soon as W (R) can no longer be
-//! reached or the deadline passes, with the exact count. A read's answer
+//! durable acks (R replies), or failure once every replica answered
+//! without W (R) being met or the deadline passed, with the exact count
+//! (a write that cannot reach W still waits for the pending answers, so
+//! that the client learns how many replicas took it). A read's answer
 //! is the newest version heard; the replicas that answered with an older
 //! one (or none) are its read-repair targets. Never sends or waits itself.
 
@@ -106,7 +108,9 @@ impl WriteCoordinator {
         let acks = self.acks();
         let outcome = if acks >= self.w {
             WriteOutcome::Ok { acks }
-        } else if timed_out || acks + self.pending() < self.w {
+        } else if timed_out || self.pending() == 0 {
+            // W can no longer be reached only says the write failed; the
+            // answers still pending make the reported count exact.
             WriteOutcome::NoQuorum { acks, replicas: self.replicas, required: self.w }
         } else {
             return None;
@@ -228,7 +232,7 @@ impl ReadCoordinator {
         let pending = self.targets.values().filter(|a| **a == Answer::Pending).count();
         let outcome = if replies >= self.r {
             ReadOutcome::Ok { newest: self.newest().cloned(), replies }
-        } else if timed_out || replies + pending < self.r {
+        } else if timed_out || pending == 0 {
             ReadOutcome::NoQuorum { replies, replicas: self.targets.len(), required: self.r }
         } else {
             return None;
@@ -306,7 +310,11 @@ mod tests {
     }
 
     #[test]
-    fn write_fails_with_the_exact_count_once_w_is_unreachable() {
+    fn write_that_cannot_reach_w_fails_with_the_exact_count_once_all_answered() {
+        let mut s = WriteCoordinator::new(&[1, 2, 3], 3, 100);
+        assert_eq!(s.on_failure(3), None, "waits for the pending answers to count them");
+        assert_eq!(s.on_ack(1), None);
+        assert_eq!(s.on_ack(2), Some(WriteOutcome::NoQuorum { acks: 2, replicas: 3, required: 3 }));
         let mut c = WriteCoordinator::new(&[1, 2, 3], 2, 100);
         assert_eq!(c.on_ack(1), None);
         assert_eq!(c.on_failure(2), None);
