@@ -47,6 +47,7 @@
 //! transcripts in `testdata/` pin that.
 
 pub mod leaderless;
+pub mod multi_leader;
 pub mod single_leader;
 
 use std::collections::VecDeque;

@@ -175,7 +175,7 @@ mod tests {
             key: Bytes::from(k.to_string()),
             value: Some(Bytes::from_static(b"v")),
             expires_at_ms: Some(7),
-            version: Version { wall_ms: 1, logical: 2, node: 3 },
+            version: Version { physical_ms: 1, logical: 2, node: 3 },
         })
     }
 

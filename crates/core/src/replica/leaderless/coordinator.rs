@@ -297,7 +297,7 @@ mod tests {
             key: Bytes::from_static(b"k"),
             value: Some(Bytes::from(ms.to_string())),
             expires_at_ms: None,
-            version: Version { wall_ms: ms, logical: 0, node: 1 },
+            version: Version { physical_ms: ms, logical: 0, node: 1 },
         }
     }
 

@@ -24,7 +24,7 @@ pub const LEAVES: usize = 1 << DEPTH;
 /// The digest of one record: its key and version (two replicas holding the
 /// same version of a key hold the same write).
 pub fn entry_digest(key: &[u8], version: Version) -> u64 {
-    xxh3_64_with_seed(&version.to_bytes(), xxh3_64(key))
+    xxh3_64_with_seed(&super::lww::version_bytes(version), xxh3_64(key))
 }
 
 /// The leaf a key falls in.
@@ -118,7 +118,7 @@ mod tests {
     use super::*;
 
     fn v(ms: u64) -> Version {
-        Version { wall_ms: ms, logical: 0, node: 1 }
+        Version { physical_ms: ms, logical: 0, node: 1 }
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //! - [`store`]: one node's replica data (versioned records, LWW apply,
 //!   tombstones kept for a grace period, TTLs as absolute times) and its
 //!   hints for other nodes (sloppy quorum);
-//! - [`lww`]: the version order and clock used to resolve concurrent writes
-//!   until the shared conflict module (issue 11) is merged in.
+//! - [`lww`]: versions (the shared `crate::conflict::Hlc`) and
+//!   last-writer-wins, the conflict policy leaderless keyspaces support.
 //!
 //! Nothing here reads a clock, does I/O or uses a global RNG: times come in
 //! as `now_ms` (wall-clock milliseconds, because versions and expiry times

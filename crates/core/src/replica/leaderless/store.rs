@@ -55,7 +55,7 @@ impl Record {
     /// after the grace period; a live record never.
     fn forgettable(&self, now_ms: u64) -> bool {
         let dead_since = match (&self.value, self.expires_at_ms) {
-            (None, _) => self.version.wall_ms,
+            (None, _) => self.version.physical_ms,
             (Some(_), Some(at)) => at,
             (Some(_), None) => return false,
         };
@@ -236,7 +236,7 @@ mod tests {
             key: Bytes::from(key.to_string()),
             value: value.map(|v| Bytes::from(v.to_string())),
             expires_at_ms: None,
-            version: Version { wall_ms: ms, logical: 0, node: 1 },
+            version: Version { physical_ms: ms, logical: 0, node: 1 },
         }
     }
 
@@ -271,9 +271,9 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert_eq!(h.owners(), vec![2, 3]);
         assert_eq!(h.for_owner(3, 10)[0].value.as_deref(), Some(&b"2"[..]));
-        h.delivered(3, b"a", Version { wall_ms: 1, logical: 0, node: 1 });
+        h.delivered(3, b"a", Version { physical_ms: 1, logical: 0, node: 1 });
         assert_eq!(h.len(), 2, "an older delivery does not drop a newer hint");
-        h.delivered(3, b"a", Version { wall_ms: 2, logical: 0, node: 1 });
+        h.delivered(3, b"a", Version { physical_ms: 2, logical: 0, node: 1 });
         assert_eq!(h.owners(), vec![2]);
     }
 }
