@@ -186,6 +186,10 @@ pub struct ServerArgs {
     /// --archive-interval-ms) [default: 0].
     #[arg(long, env = "TANDEM_RPO_MAX_MS")]
     rpo_max_ms: Option<u64>,
+    /// Leaderless keyspaces: compare Merkle trees with each other replica
+    /// this often, ms [default: 10000].
+    #[arg(long, env = "TANDEM_ANTI_ENTROPY_INTERVAL_MS")]
+    anti_entropy_interval_ms: Option<u64>,
     /// Service name for Sentinel-aware clients (`SENTINEL
     /// get-master-addr-by-name NAME`, `+switch-master`) [default: tandem].
     #[arg(long, env = "TANDEM_SENTINEL_NAME")]
@@ -245,6 +249,7 @@ impl ServerArgs {
         }
         set!(archive_interval_ms <- self.archive_interval_ms);
         set!(rpo_max_ms <- self.rpo_max_ms);
+        set!(anti_entropy_interval_ms <- self.anti_entropy_interval_ms);
         if let Some(name) = self.sentinel_name {
             c.sentinel_name = name;
         }

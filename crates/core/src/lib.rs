@@ -25,10 +25,13 @@
 //! - [`replica`]: one keyspace's replica behind one trait (inputs at `now`,
 //!   outputs in one documented drain order); the single-leader replica that
 //!   owns the leader/follower cores, leases and role decisions.
+//! - [`conflict`]: clocks (HLC, version vectors), per-policy versioned
+//!   values (LWW, siblings, CRDTs) and the merge that yields conflict records.
 //! - [`session`]: session guarantees (read-your-writes, monotonic reads,
 //!   bounded staleness): where a read may go.
 
 pub mod command;
+pub mod conflict;
 pub mod effect;
 pub mod evict;
 pub mod failover;

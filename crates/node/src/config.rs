@@ -143,6 +143,9 @@ pub struct Config {
     /// Declared loss budget: while the archive lag exceeds it, writes are
     /// refused (`-RPOBUDGET`). 0: off.
     pub rpo_max_ms: u64,
+    /// Leaderless keyspaces compare Merkle trees with each other replica
+    /// this often (anti-entropy).
+    pub anti_entropy_interval_ms: u64,
     /// Keyspaces (`[[keyspace]]` tables). Without a control plane these are
     /// the node's keyspaces; with one, they are added to the cluster map if
     /// it lacks them (the map then rules, and changes at run time).
@@ -262,6 +265,7 @@ impl Default for Config {
             archive_interval_ms: ARCHIVE_INTERVAL_MS,
             archive_file_bytes_max: tandem_backup::archive::ARCHIVE_FILE_BYTES_MAX,
             rpo_max_ms: 0,
+            anti_entropy_interval_ms: 10_000,
             sentinel_name: "tandem".into(),
             keyspace: Vec::new(),
         }
@@ -308,6 +312,9 @@ impl Config {
         }
         if self.probe_interval_ms == 0 {
             return Err("probe_interval_ms must be positive".into());
+        }
+        if self.anti_entropy_interval_ms == 0 {
+            return Err("anti_entropy_interval_ms must be positive".into());
         }
         if !self.members.is_empty() && !self.members.iter().any(|(id, _)| *id == self.node_id) {
             return Err(format!("node_id {} is not among members", self.node_id));

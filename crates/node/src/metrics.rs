@@ -160,6 +160,8 @@ pub struct Metrics {
     pub ack_wait_seconds: Family<PolicyLabel, Histogram, fn() -> Histogram>,
     /// Resident memory of the process.
     pub memory_rss_bytes: Gauge,
+    /// Leaderless keyspaces (`tandem_leaderless_*`).
+    pub leaderless: crate::leaderless::LeaderlessMetrics,
 }
 
 impl Metrics {
@@ -207,6 +209,7 @@ impl Metrics {
             epoch: Gauge::default(),
             ack_wait_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             memory_rss_bytes: Gauge::default(),
+            leaderless: Default::default(),
         };
         let names = COMMANDS.iter().map(|c| c.name).chain(std::iter::once("unknown"));
         let per_command = names
@@ -281,6 +284,7 @@ impl Metrics {
             m.ack_wait_seconds.clone(),
         );
         registry.register("memory_rss_bytes", "Resident memory of the process", m.memory_rss_bytes.clone());
+        m.leaderless.register(&mut registry);
         Metrics { registry, per_command, ..m }
     }
 

@@ -208,6 +208,7 @@ pub async fn run(
             faults: repl.faults.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
+            anti_entropy_interval_ms: config.anti_entropy_interval_ms,
         },
         config.members.iter().copied().collect(),
     ));

@@ -40,6 +40,7 @@ pub mod disk;
 pub mod failover;
 pub mod lab;
 pub mod leader_reads;
+pub mod leaderless;
 pub mod rng;
 pub mod schedule;
 pub mod sessions;
