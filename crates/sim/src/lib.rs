@@ -16,6 +16,8 @@
 //! - [`failover`]: a separate world for leader failover: every node can lead,
 //!   a control-plane register, leases under clock drift, fencing, rollback
 //!   records; its own checkers (see the module doc).
+//! - [`lab`]: `tandem lab`'s scenarios, measured on these worlds with
+//!   fixed region latencies, rendered as text, JSON and HTML with SVG plots.
 //! - [`sessions`]: clients routing reads with the real `tandem_core::session`
 //!   over a stale topology, counting read-your-writes misses and time travel.
 //!
@@ -36,6 +38,7 @@
 
 pub mod disk;
 pub mod failover;
+pub mod lab;
 pub mod leader_reads;
 pub mod rng;
 pub mod schedule;
