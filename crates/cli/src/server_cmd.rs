@@ -94,6 +94,16 @@ pub struct ServerArgs {
     /// applied [default and maximum: 536870912].
     #[arg(long, env = "TANDEM_ENTRY_BYTES_MAX")]
     entry_bytes_max: Option<usize>,
+    /// PEM certificate chain: with --tls-key the client port speaks only
+    /// TLS and the admin port only HTTPS (docs/security.md).
+    #[arg(long, env = "TANDEM_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TANDEM_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates (checked at start; peer mutual TLS is not built yet).
+    #[arg(long, env = "TANDEM_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     /// Most bytes the keys and values may take (INFO memory used_memory):
     /// bytes or Redis's syntax, e.g. 100mb, 1gb; 0: no limit [default: 0].
     #[arg(long, env = "TANDEM_MAXMEMORY")]
@@ -281,6 +291,15 @@ impl ServerArgs {
             c.maxmemory_policy = p.parse().map_err(|e| format!("--maxmemory-policy: {e}"))?;
         }
         set!(maxmemory_samples <- self.maxmemory_samples);
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            c.tls_key = self.tls_key;
+        }
+        if self.tls_ca.is_some() {
+            c.tls_ca = self.tls_ca;
+        }
         if self.requirepass.is_some() {
             c.requirepass = self.requirepass;
         }

@@ -67,11 +67,16 @@ pub struct Status {
 
 /// Serves the admin endpoint until shutdown.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let tls = shared.tls.clone();
     let app = router(shared);
     let stop = async move {
         let _ = shutdown.changed().await;
     };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    let served = match tls {
+        Some(tls) => axum::serve(crate::tls::HttpsListener::new(listener, tls), app).with_graceful_shutdown(stop).await,
+        None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "admin endpoint failed");
     }
 }

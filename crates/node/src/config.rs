@@ -53,6 +53,13 @@ pub struct Config {
     pub fsync: FsyncPolicy,
     /// Password clients must give with `AUTH` / `HELLO .. AUTH` (none: no auth).
     pub requirepass: Option<String>,
+    /// PEM certificate chain of this node: with `tls_key`, the client port
+    /// speaks only TLS and the admin port only HTTPS (docs/security.md).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that sign the members' certificates.
+    pub tls_ca: Option<PathBuf>,
     /// Size and count limits.
     pub limits: LimitsConfig,
     /// Most bytes the keys and values may take (the store's running
@@ -237,6 +244,9 @@ impl Default for Config {
             peer_addr: "127.0.0.1:7381".parse().expect("valid address"),
             fsync: FsyncPolicy::Batch,
             requirepass: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             limits: LimitsConfig::default(),
             maxmemory: 0,
             maxmemory_policy: tandem_core::evict::Policy::NoEviction,
@@ -307,6 +317,7 @@ impl Config {
                 self.limits.entry_bytes_max
             ));
         }
+        crate::tls::validate(self)?;
         if self.maxmemory_samples == 0 || self.maxmemory_samples > 1024 {
             return Err(format!("maxmemory_samples ({}) must be between 1 and 1024", self.maxmemory_samples));
         }

@@ -22,10 +22,10 @@ use tandem_core::repl::{AckPolicy, Durability};
 use tandem_core::resp::{self, Frame, Protocol, ProtocolError};
 use tandem_core::Lsn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::server::Shared;
+use crate::tls::ClientStream;
 
 /// Replies are written out once this many bytes are buffered, even in the
 /// middle of a long pipeline, to bound memory and latency.
@@ -87,14 +87,14 @@ pub struct Outcome {
 
 /// Serves one connection until the client leaves, breaks the protocol, or
 /// the node shuts down (after finishing the requests already read).
-pub async fn serve(
+pub async fn serve<S: ClientStream>(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    mut stream: S,
     addr: SocketAddr,
     id: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     let mut client = ClientState {
         id,
         addr,
@@ -260,7 +260,7 @@ pub async fn serve(
 /// records the latency of each request they answer.
 async fn flush(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut impl ClientStream,
     output: &mut BytesMut,
     wait_lsn: Lsn,
     pending: &mut Vec<(usize, Instant)>,
@@ -413,7 +413,7 @@ fn would_block(client: &ClientState, index: usize, args: &[Bytes], outcome: &Out
 /// node stops leading (its error), or the client goes away (`None`).
 async fn block(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut impl ClientStream,
     shutdown: &mut watch::Receiver<bool>,
     index: usize,
     args: &[Bytes],
@@ -456,7 +456,7 @@ async fn block(
                 }
                 _ = sleep => return Some(reply(Frame::NullArray)),
                 _ = shutdown.changed() => return None,
-                r = stream.peek(&mut probe), if watch_socket => match r {
+                r = stream.tcp().peek(&mut probe), if watch_socket => match r {
                     Ok(0) | Err(_) => return None,
                     Ok(_) => watch_socket = false,
                 },

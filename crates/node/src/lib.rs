@@ -61,6 +61,7 @@ pub mod repl;
 pub mod rollback;
 pub mod sentinel;
 pub mod server;
+pub mod tls;
 
 pub use config::Config;
 pub use server::run;

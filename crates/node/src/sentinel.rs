@@ -23,7 +23,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tandem_core::resp::{self, Frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::connection::ClientState;
@@ -214,7 +213,7 @@ fn confirm(kind: &str, channel: &Bytes, count: usize) -> Frame {
 /// protocol or the node shuts down (false). `channels` were just subscribed.
 pub async fn serve_subscribed(
     shared: &Arc<Shared>,
-    stream: &mut TcpStream,
+    stream: &mut impl crate::tls::ClientStream,
     input: &mut BytesMut,
     client: &mut ClientState,
     channels: Vec<Bytes>,

@@ -74,6 +74,8 @@ pub struct Shared {
     pub archive: Option<Arc<crate::archive::ArchiveState>>,
     /// The keyspaces in force and the routing of commands to them.
     pub keyspaces: Arc<crate::keyspaces::KeyspaceTable>,
+    /// TLS on the client and admin ports (`--tls-cert`), if configured.
+    pub tls: Option<crate::tls::Tls>,
     /// The replicas of the multi-leader and leaderless keyspaces.
     pub engines: Arc<crate::engines::Engines>,
     next_client_id: AtomicU64,
@@ -145,6 +147,7 @@ pub async fn run(
         "recovered"
     );
     let db = Arc::new(db);
+    let tls = crate::tls::Tls::load(&config).map_err(NodeError::Config)?;
     let client_listener = TcpListener::bind(config.client_addr).await.map_err(|source| NodeError::Bind {
         what: "client",
         addr: config.client_addr,
@@ -226,6 +229,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         archive,
         keyspaces,
+        tls,
         engines,
         config,
         db,
@@ -349,7 +353,15 @@ fn accept(
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
     let (shared, shutdown, drained) = (shared.clone(), shutdown.clone(), drained.clone());
     tokio::spawn(async move {
-        crate::connection::serve(shared, stream, addr, id, shutdown).await;
+        match shared.tls.clone() {
+            // A plain-text client fails the handshake and is dropped.
+            Some(tls) => {
+                if let Some(stream) = tls.handshake(stream, addr).await {
+                    crate::connection::serve(shared, stream, addr, id, shutdown).await;
+                }
+            }
+            None => crate::connection::serve(shared, stream, addr, id, shutdown).await,
+        }
         drop(drained);
     });
 }
