@@ -33,7 +33,7 @@ pub struct Faults {
 /// written back as `delay_ms` (the every-peer delay) and
 /// `delay_ms_by_peer`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "RawFaultSpec")]
+#[serde(try_from = "RawFaultSpec")]
 pub struct FaultSpec {
     /// Peers whose links are cut, both directions.
     pub cut: Vec<NodeId>,
@@ -50,7 +50,9 @@ pub struct FaultSpec {
 #[serde(untagged)]
 enum RawDelay {
     All(u64),
-    PerPeer(BTreeMap<NodeId, u64>),
+    // String keys: JSON object keys are strings, and an untagged enum
+    // cannot turn them into numbers itself.
+    PerPeer(BTreeMap<String, u64>),
 }
 
 #[derive(Deserialize)]
@@ -62,15 +64,22 @@ struct RawFaultSpec {
     delay_ms_by_peer: BTreeMap<NodeId, u64>,
 }
 
-impl From<RawFaultSpec> for FaultSpec {
-    fn from(r: RawFaultSpec) -> FaultSpec {
+impl TryFrom<RawFaultSpec> for FaultSpec {
+    type Error = String;
+
+    fn try_from(r: RawFaultSpec) -> Result<FaultSpec, String> {
         let mut spec = FaultSpec { cut: r.cut, delay_ms: 0, delay_ms_by_peer: r.delay_ms_by_peer };
         match r.delay_ms {
             None => {}
             Some(RawDelay::All(ms)) => spec.delay_ms = ms,
-            Some(RawDelay::PerPeer(m)) => spec.delay_ms_by_peer.extend(m),
+            Some(RawDelay::PerPeer(m)) => {
+                for (peer, ms) in m {
+                    let id = peer.parse().map_err(|_| format!("delay_ms: {peer:?} is not a node id"))?;
+                    spec.delay_ms_by_peer.insert(id, ms);
+                }
+            }
         }
-        spec
+        Ok(spec)
     }
 }
 
