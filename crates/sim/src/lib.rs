@@ -16,6 +16,9 @@
 //! - [`failover`]: a separate world for leader failover: every node can lead,
 //!   a control-plane register, leases under clock drift, fencing, rollback
 //!   records; its own checkers (see the module doc).
+//! - [`multi_leader`]: a world of multi-leader replicas (concurrent writes
+//!   everywhere, partitions, resets, crashes, skew) and its convergence
+//!   and conflict checkers.
 //! - [`sessions`]: clients routing reads with the real `tandem_core::session`
 //!   over a stale topology, counting read-your-writes misses and time travel.
 //!
@@ -37,6 +40,7 @@
 pub mod disk;
 pub mod failover;
 pub mod leader_reads;
+pub mod multi_leader;
 pub mod rng;
 pub mod schedule;
 pub mod sessions;
