@@ -29,7 +29,11 @@ pub const LOG_FILE: &str = "log.seg";
 /// File name of a base's manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Prefix of a base being written (never listed).
-const STAGING_PREFIX: &str = ".staging-";
+pub const STAGING_PREFIX: &str = ".staging-";
+/// File in a staging directory that its writer holds locked (`flock`) for
+/// its whole life: the kernel drops the lock when the writer exits, even by
+/// kill -9, so `prune` can tell a live backup from a dead one.
+pub const STAGING_LOCK_FILE: &str = "LOCK";
 
 /// One file of a base backup and its checksum.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +165,8 @@ pub struct BaseWriter {
     source: BaseSource,
     id: String,
     staging: PathBuf,
+    /// The locked [`STAGING_LOCK_FILE`] (unlocked when this writer drops).
+    lock: File,
     snapshot: Sink,
     log: Sink,
     /// Next LSN the log stream must deliver.
@@ -177,6 +183,11 @@ impl BaseWriter {
             fs::remove_dir_all(&staging).map_err(io_err("remove stale staging directory", &staging))?;
         }
         fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
+        let lock_path = staging.join(STAGING_LOCK_FILE);
+        let lock = File::create(&lock_path).map_err(io_err("create", &lock_path))?;
+        lock.try_lock().map_err(|e| {
+            BackupError::Invalid(format!("cannot lock {}: {e} (is another backup of it running?)", lock_path.display()))
+        })?;
         let snapshot = Sink::create(staging.join(SNAPSHOT_FILE))?;
         let mut log = Sink::create(staging.join(LOG_FILE))?;
         log.write(&file_header())?;
@@ -187,6 +198,7 @@ impl BaseWriter {
             source,
             id,
             staging,
+            lock,
             snapshot,
             log,
         })
@@ -241,7 +253,7 @@ impl BaseWriter {
     /// Checks completeness, fsyncs, writes the manifest and publishes the
     /// base under `R/base/<id>`.
     pub fn finish(self) -> Result<Base, BackupError> {
-        let BaseWriter { repo, source, id, staging, snapshot, log, next_lsn, end_commit_ms } = self;
+        let BaseWriter { repo, source, id, staging, lock, snapshot, log, next_lsn, end_commit_ms } = self;
         if next_lsn != source.end_lsn + 1 {
             return Err(BackupError::Invalid(format!(
                 "base backup incomplete: the log reached lsn {} but the snapshot needs it to lsn {}",
@@ -277,10 +289,15 @@ impl BaseWriter {
             keys: source.keys,
         };
         write_manifest(&staging.join(MANIFEST_FILE), &manifest)?;
+        // The lock file is not part of the base; the handle stays locked
+        // until the rename, so prune never mistakes this base for a dead one.
+        let lock_path = staging.join(STAGING_LOCK_FILE);
+        fs::remove_file(&lock_path).map_err(io_err("remove", &lock_path))?;
         sync_dir(&staging)?;
         let dir = repo.base_root().join(&id);
         fs::rename(&staging, &dir).map_err(io_err("publish base backup", &dir))?;
         sync_dir(&repo.base_root())?;
+        drop(lock);
         Ok(Base { dir, manifest })
     }
 }

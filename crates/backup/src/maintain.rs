@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::archive::{list_stream_lenient, list_streams, meta_path_of, ArchiveFileMeta};
-use crate::base::{list_bases, Base, BaseManifest, MANIFEST_FILE};
+use crate::base::{list_bases, Base, BaseManifest, MANIFEST_FILE, STAGING_LOCK_FILE, STAGING_PREFIX};
 use crate::error::io_err;
 use crate::records::{file_checksum, read_checked, Records};
 use crate::repo::{read_manifest, Repository};
@@ -274,11 +274,55 @@ pub struct PruneReport {
     pub removed_archive_files: Vec<String>,
     /// Bases kept.
     pub kept_bases: Vec<String>,
+    /// Staging directories of dead `tandem backup base` runs deleted.
+    pub removed_staging: Vec<String>,
 }
 
-/// Keeps a base if it is among the newest `keep` or younger than
-/// `keep_within_ms` (at `now_ms`); the newest base is always kept. Deletes
-/// the other bases, then sealed archive files that end at or before the
+/// A staging directory without a lock file (written by an older version, or
+/// caught in the instant before its writer created the lock) is removed only
+/// once it has not changed for this long.
+pub const STAGING_UNLOCKED_AGE_MS: u64 = 60 * 60 * 1000;
+
+/// Deletes `R/base/.staging-*` directories no live `tandem backup base`
+/// owns: their [`STAGING_LOCK_FILE`] is not locked (the writer died, e.g.
+/// by kill -9), or they have no lock file and are older than
+/// [`STAGING_UNLOCKED_AGE_MS`]. A staging directory whose writer still runs
+/// is never touched. Returns the removed paths.
+pub fn prune_staging(repo: &Repository, now_ms: u64) -> Result<Vec<String>, BackupError> {
+    let root = repo.base_root();
+    let mut removed = Vec::new();
+    for entry in crate::error::dir_entries(&root)? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let dir = entry.path();
+        if !name.starts_with(STAGING_PREFIX) || !dir.is_dir() {
+            continue;
+        }
+        let lock_path = dir.join(STAGING_LOCK_FILE);
+        let stale = match fs::File::open(&lock_path) {
+            // try_lock succeeds only when no process holds the lock.
+            Ok(lock) => lock.try_lock().is_ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let modified_ms = fs::metadata(&dir)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(now_ms, |d| d.as_millis() as u64);
+                now_ms.saturating_sub(modified_ms) > STAGING_UNLOCKED_AGE_MS
+            }
+            Err(e) => return Err(io_err("open", &lock_path)(e)),
+        };
+        if stale {
+            fs::remove_dir_all(&dir).map_err(io_err("remove stale staging directory", &dir))?;
+            removed.push(dir.display().to_string());
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes dead staging directories ([`prune_staging`]); without `keep` and
+/// `keep_within_ms` that is all it does. Keeps a base if it
+/// is among the newest `keep` or younger than `keep_within_ms` (at
+/// `now_ms`); the newest base is always kept. Deletes the other bases, then sealed archive files that end at or before the
 /// oldest kept base's `end_lsn` (no kept base can need them).
 pub fn prune(
     repo: &Repository,
@@ -286,11 +330,13 @@ pub fn prune(
     keep_within_ms: Option<u64>,
     now_ms: u64,
 ) -> Result<PruneReport, BackupError> {
-    if keep.is_none() && keep_within_ms.is_none() {
-        return Err(BackupError::Invalid("prune needs --keep N and/or --keep-within DURATION".into()));
-    }
+    let mut report = PruneReport { removed_staging: prune_staging(repo, now_ms)?, ..PruneReport::default() };
     let bases = list_bases(repo)?;
-    let mut report = PruneReport::default();
+    if keep.is_none() && keep_within_ms.is_none() {
+        // No retention asked for: only the dead staging directories go.
+        report.kept_bases = bases.iter().map(|b| b.manifest.id.clone()).collect();
+        return Ok(report);
+    }
     let n = bases.len();
     let mut oldest_kept_end = None;
     for (i, base) in bases.iter().enumerate() {

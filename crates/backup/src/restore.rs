@@ -9,6 +9,11 @@
 //! Every file is checked against its manifest crc before a byte of it is
 //! applied; a corrupt file, a missing file or a gap is an error naming it.
 //!
+//! Crash-safe: the target directory is created first with a
+//! [`RESTORE_MARKER_FILE`] in it (the server refuses such a directory), the
+//! data is built in `<parent>/.<name>.restoring` and swapped into place only
+//! when complete ([`RestoreDir`]).
+//!
 //! Never writes into a non-empty directory, never restores past a gap, and
 //! never applies an entry beyond the target.
 
@@ -25,7 +30,7 @@ use crate::archive::list_streams;
 use crate::base::{list_bases, Base};
 use crate::error::{corrupt, io_err};
 use crate::records::{commit_ms_of, file_checksum, read_checked, Records};
-use crate::repo::{write_atomic, Repository};
+use crate::repo::{sync_dir, write_atomic, Repository};
 use crate::time::format_rfc3339;
 use crate::BackupError;
 
@@ -379,21 +384,181 @@ pub fn replay(plan: &Plan, progress: &mut dyn FnMut(&Progress)) -> Result<Restor
     Ok(Restored { store, last_lsn: next - 1, last_commit_ms, epoch, report })
 }
 
-/// Writes `restored` as a fresh data directory at `data_dir`, which must be
-/// missing or empty.
-pub fn write_data_dir(restored: &Restored, data_dir: &Path) -> Result<(), BackupError> {
-    if let Ok(mut entries) = fs::read_dir(data_dir) {
-        if entries.next().is_some() {
-            return Err(BackupError::Invalid(format!(
-                "{} is not empty: restore writes only into a new or empty directory",
-                data_dir.display()
-            )));
-        }
+/// Name of the file that marks a data directory (and its staging twin) as
+/// written by a restore that has not finished. `tandem server` refuses to
+/// start from a directory holding it ([`refuse_half_restored`]).
+pub const RESTORE_MARKER_FILE: &str = "RESTORE-IN-PROGRESS";
+/// Suffix of the staging directory a restore builds next to its target
+/// (`<parent>/.<name>.restoring`).
+pub const RESTORE_STAGING_SUFFIX: &str = ".restoring";
+
+/// A clear error if `data_dir` holds [`RESTORE_MARKER_FILE`]: a restore into
+/// it was interrupted (kill -9, power loss, disk full) and the directory is
+/// not a node's data. Called by `tandem server` before it opens anything.
+pub fn refuse_half_restored(data_dir: &Path) -> Result<(), BackupError> {
+    let marker = data_dir.join(RESTORE_MARKER_FILE);
+    match fs::symlink_metadata(&marker) {
+        Ok(_) => Err(BackupError::Invalid(format!(
+            "{} is a half-restored data directory: a `tandem restore` into it did not finish ({} exists). \
+             Rerun the restore with the same --data-dir (it starts over), or delete the directory; \
+             it is not started as a node because it would come up empty",
+            data_dir.display(),
+            marker.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("check for a restore marker in", &marker)(e)),
     }
-    let snapshots = data_dir.join("snapshots");
-    let log = data_dir.join("log");
-    for dir in [&snapshots, &log] {
-        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+}
+
+/// A restore in progress into `target`: the target exists from the start and
+/// holds [`RESTORE_MARKER_FILE`] (locked while this value lives, so a second
+/// restore into it is refused); the data is built in a staging directory
+/// next to it and swapped into place only when complete
+/// ([`RestoreDir::publish`]). Killed at any point, the target either holds
+/// the marker (the server refuses it) or the complete restored data.
+pub struct RestoreDir {
+    target: PathBuf,
+    staging: PathBuf,
+    /// The open, locked marker file in `target`.
+    _lock: fs::File,
+}
+
+/// Writes the marker file in `dir` and returns it open and locked.
+fn write_marker(dir: &Path, text: &str) -> Result<fs::File, BackupError> {
+    let path = dir.join(RESTORE_MARKER_FILE);
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("create", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            return Err(BackupError::Invalid(format!(
+                "another `tandem restore` is writing into {} right now (it holds {})",
+                dir.display(),
+                path.display()
+            )))
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+    }
+    use std::io::Write;
+    file.set_len(0).map_err(io_err("truncate", &path))?;
+    file.write_all(text.as_bytes()).map_err(io_err("write", &path))?;
+    file.sync_all().map_err(io_err("fsync", &path))?;
+    Ok(file)
+}
+
+impl RestoreDir {
+    /// Claims `target` for a restore: it must be missing, empty, or left by
+    /// an interrupted restore (only the marker in it). Creates it with the
+    /// marker (durably) before anything else, and a fresh staging directory.
+    pub fn begin(target: &Path) -> Result<RestoreDir, BackupError> {
+        let Some(name) = target.file_name() else {
+            return Err(BackupError::Invalid(format!("{} is not a directory name to restore into", target.display())));
+        };
+        if let Ok(entries) = fs::read_dir(target) {
+            let others: Vec<String> = entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != RESTORE_MARKER_FILE)
+                .collect();
+            if !others.is_empty() {
+                return Err(BackupError::Invalid(format!(
+                    "{} is not empty (it holds {}): restore writes only into a new or empty directory",
+                    target.display(),
+                    others.join(", ")
+                )));
+            }
+        }
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let staging = parent.join(format!(".{}{RESTORE_STAGING_SUFFIX}", name.to_string_lossy()));
+        fs::create_dir_all(target).map_err(io_err("create", target))?;
+        let started = format!(
+            "tandem restore (pid {}) is writing this directory; its data is built in {}\n",
+            std::process::id(),
+            staging.display()
+        );
+        let lock = write_marker(target, &started)?;
+        sync_dir(target)?;
+        sync_dir(&parent)?;
+        if staging.exists() {
+            // Left by an earlier restore into the same target that was
+            // killed; the lock above says no restore is using it now.
+            fs::remove_dir_all(&staging).map_err(io_err("remove the stale restore staging directory", &staging))?;
+        }
+        fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
+        drop(write_marker(&staging, &started)?);
+        Ok(RestoreDir { target: target.to_path_buf(), staging, _lock: lock })
+    }
+
+    /// The directory the data is built in.
+    pub fn staging(&self) -> &Path {
+        &self.staging
+    }
+
+    /// Writes `restored` into the staging directory, then puts it in place
+    /// of the target (atomically where the filesystem can exchange two
+    /// directories) and removes the marker.
+    pub fn publish(self, restored: &Restored) -> Result<(), BackupError> {
+        write_contents(restored, &self.staging)?;
+        let staged_marker = self.staging.join(RESTORE_MARKER_FILE);
+        fs::remove_file(&staged_marker).map_err(io_err("remove", &staged_marker))?;
+        sync_dir(&self.staging)?;
+        let parent = self.staging.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        if exchange(&self.staging, &self.target).is_ok() {
+            // The target is complete; the staging path now holds the old
+            // target (the marker alone).
+            sync_dir(&parent)?;
+            fs::remove_dir_all(&self.staging).map_err(io_err("remove", &self.staging))?;
+        } else {
+            // No atomic exchange on this filesystem: the target is missing
+            // for the moment between these two steps (a crash there leaves
+            // no target and the complete staging directory).
+            let marker = self.target.join(RESTORE_MARKER_FILE);
+            fs::remove_file(&marker).map_err(io_err("remove", &marker))?;
+            fs::remove_dir(&self.target).map_err(io_err("remove", &self.target))?;
+            fs::rename(&self.staging, &self.target).map_err(io_err("rename into place", &self.target))?;
+        }
+        sync_dir(&parent)
+    }
+}
+
+/// Swaps two directories atomically (Linux `renameat2(RENAME_EXCHANGE)`).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: two NUL-terminated paths that outlive the call; no memory is shared.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// No atomic exchange outside Linux: the caller falls back to remove + rename.
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "no atomic directory exchange"))
+}
+
+/// Writes the files of a restored data directory into `dir` (which exists).
+fn write_contents(restored: &Restored, dir: &Path) -> Result<(), BackupError> {
+    let snapshots = dir.join("snapshots");
+    let log = dir.join("log");
+    for d in [&snapshots, &log] {
+        fs::create_dir_all(d).map_err(io_err("create", d))?;
     }
     let mut writer = SnapshotWriter::create(&snapshots, restored.last_lsn)?;
     for bucket in 0..BUCKETS {
@@ -404,10 +569,20 @@ pub fn write_data_dir(restored: &Restored, data_dir: &Path) -> Result<(), Backup
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     writer.finish(restored.last_lsn, now_ms)?;
-    write_atomic(&data_dir.join("epoch"), format!("{}\n", restored.epoch.max(1)).as_bytes())?;
+    write_atomic(&dir.join("epoch"), format!("{}\n", restored.epoch.max(1)).as_bytes())?;
     let info = serde_json::to_string_pretty(&restored.report).expect("report serializes");
-    write_atomic(&data_dir.join("restored-from-backup.json"), info.as_bytes())?;
+    write_atomic(&dir.join("restored-from-backup.json"), info.as_bytes())?;
+    for d in [&snapshots, &log, &dir.to_path_buf()] {
+        sync_dir(d)?;
+    }
     Ok(())
+}
+
+/// Writes `restored` as a fresh data directory at `data_dir`, which must be
+/// missing or empty (or left by an interrupted restore), through a
+/// [`RestoreDir`].
+pub fn write_data_dir(restored: &Restored, data_dir: &Path) -> Result<(), BackupError> {
+    RestoreDir::begin(data_dir)?.publish(restored)
 }
 
 /// Plan, replay and write: the whole `tandem restore`.
@@ -417,8 +592,9 @@ pub fn restore(
     target: Target,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<RestoreReport, BackupError> {
+    let dir = RestoreDir::begin(data_dir)?;
     let plan = plan(repo, target)?;
     let restored = replay(&plan, progress)?;
-    write_data_dir(&restored, data_dir)?;
+    dir.publish(&restored)?;
     Ok(restored.report)
 }

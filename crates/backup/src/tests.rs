@@ -216,3 +216,72 @@ fn verify_reports_every_bad_file_not_just_the_first() {
     };
     assert!(named(&manifest) && named(&files[2].path), "{problems:?}");
 }
+
+#[test]
+fn a_restore_that_dies_before_publishing_leaves_a_directory_the_server_refuses_and_a_rerun_completes() {
+    use crate::restore::{refuse_half_restored, RestoreDir, RESTORE_MARKER_FILE};
+    let (d, repo) = repo();
+    take_base(&repo, 10, 20);
+    archive(&repo, 1..=120);
+    let data = d.path().join("restored");
+    // A restore claims its target first; dropping it without publishing is
+    // what a kill -9 mid-replay leaves (the lock goes with the process).
+    let claimed = RestoreDir::begin(&data).unwrap();
+    let staging = claimed.staging().to_path_buf();
+    assert!(staging.join(RESTORE_MARKER_FILE).exists(), "the staging directory is marked too");
+    let second = RestoreDir::begin(&data).err().expect("a second restore into a claimed target is refused");
+    assert!(second.to_string().contains("another `tandem restore`"), "{second}");
+    drop(claimed);
+    let err = refuse_half_restored(&data).unwrap_err().to_string();
+    assert!(err.contains("half-restored") && err.contains(&data.display().to_string()), "{err}");
+    assert!(refuse_half_restored(&staging).is_err(), "the staging directory is refused too");
+
+    let report = restore(&repo, &data, Target::Latest, &mut |_| {}).unwrap();
+    assert_eq!(report.last_lsn, 120);
+    refuse_half_restored(&data).unwrap();
+    assert!(!staging.exists(), "the staging directory is gone after a complete restore");
+    assert!(data.join("epoch").exists() && data.join("snapshots").is_dir());
+}
+
+#[test]
+fn prune_removes_the_staging_of_a_dead_base_backup_and_never_a_live_one() {
+    use crate::base::{STAGING_LOCK_FILE, STAGING_PREFIX};
+    use crate::maintain::{prune_staging, STAGING_UNLOCKED_AGE_MS};
+    let (_d, repo) = repo();
+    take_base(&repo, 10, 20);
+    let source = BaseSource {
+        node_id: 2,
+        start_lsn: 30,
+        end_lsn: 40,
+        end_commit_ms: T0_MS,
+        epoch: 1,
+        keys: 0,
+        snapshot_bytes: 0,
+        snapshot_name: "snap".into(),
+        created_unix_ms: T0_MS + 5,
+    };
+    let live = BaseWriter::begin(&repo, source).unwrap();
+    let live_dir = repo.base_root().join(format!("{STAGING_PREFIX}{}", live.id()));
+    // A dead writer's directory: its lock file is there but nobody holds it.
+    let dead_dir = repo.base_root().join(format!("{STAGING_PREFIX}000000000000001-node1-lsn9"));
+    std::fs::create_dir_all(&dead_dir).unwrap();
+    std::fs::write(dead_dir.join(STAGING_LOCK_FILE), b"").unwrap();
+    std::fs::write(dead_dir.join("snapshot.snap"), b"half a snapshot").unwrap();
+    // One without a lock file (an older version's): removed only when old.
+    let unlocked_dir = repo.base_root().join(format!("{STAGING_PREFIX}000000000000002-node1-lsn9"));
+    std::fs::create_dir_all(&unlocked_dir).unwrap();
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let removed = prune_staging(&repo, now).unwrap();
+    assert_eq!(removed, vec![dead_dir.display().to_string()]);
+    assert!(live_dir.exists() && unlocked_dir.exists() && !dead_dir.exists());
+    let removed = prune_staging(&repo, now + STAGING_UNLOCKED_AGE_MS + 1000).unwrap();
+    assert_eq!(removed, vec![unlocked_dir.display().to_string()], "the live one is kept at any age");
+    assert!(live_dir.exists());
+    // prune without retention flags removes only dead staging; the base stays.
+    drop(live);
+    let report = prune(&repo, None, None, now).unwrap();
+    assert_eq!(report.removed_staging, vec![live_dir.display().to_string()]);
+    assert!(report.removed_bases.is_empty() && report.kept_bases.len() == 1);
+    assert_eq!(list(&repo).unwrap().bases.len(), 1);
+}

@@ -53,9 +53,12 @@ pub enum BackupCommand {
         #[arg(long, env = "TANDEM_BACKUP_REPO")]
         repo: PathBuf,
     },
-    /// Delete old base backups and the archive files only they needed. A
-    /// base is kept if it is among the newest --keep or younger than
-    /// --keep-within; the newest base is always kept.
+    /// Delete old base backups and the archive files only they needed, and
+    /// the staging directories of `backup base` runs that died (no live
+    /// process holds their lock). A base is kept if it is among the newest
+    /// --keep or younger than --keep-within; the newest base is always kept.
+    /// Without --keep and --keep-within only the dead staging directories
+    /// are removed.
     Prune {
         /// Backup repository directory.
         #[arg(long, env = "TANDEM_BACKUP_REPO")]
@@ -77,7 +80,10 @@ pub struct RestoreArgs {
     /// Backup repository directory.
     #[arg(long, env = "TANDEM_BACKUP_REPO")]
     repo: PathBuf,
-    /// Data directory to create (must be missing or empty).
+    /// Data directory to create (must be missing, empty, or left by an
+    /// interrupted restore). It holds a RESTORE-IN-PROGRESS marker, which
+    /// `tandem server` refuses, until the restore is complete; the data is
+    /// built in .<name>.restoring next to it and swapped in at the end.
     #[arg(long)]
     data_dir: PathBuf,
     /// Restore every entry committed at or before this RFC 3339 time
@@ -307,11 +313,15 @@ fn prune(repo: &std::path::Path, keep: Option<usize>, keep_within: Option<&str>)
     for f in &r.removed_archive_files {
         println!("removed archive file {f}");
     }
+    for d in &r.removed_staging {
+        println!("removed the staging directory of an interrupted base backup: {d}");
+    }
     println!(
-        "prune: kept {} base(s), removed {} base(s) and {} archive file(s)",
+        "prune: kept {} base(s), removed {} base(s), {} archive file(s) and {} stale staging dir(s)",
         r.kept_bases.len(),
         r.removed_bases.len(),
-        r.removed_archive_files.len()
+        r.removed_archive_files.len(),
+        r.removed_staging.len()
     );
     Ok(true)
 }
@@ -332,7 +342,11 @@ pub fn restore_with_progress(
     target: Target,
 ) -> Result<(restore::RestoreReport, f64), String> {
     let mut meter = Meter::new();
-    eprintln!("restore: target {target} into {}", data_dir.display());
+    // The target exists (with its in-progress marker) before any work, so a
+    // restore killed at any point never leaves a directory that starts as
+    // an empty node.
+    let dir = restore::RestoreDir::begin(data_dir).map_err(|e| e.to_string())?;
+    eprintln!("restore: target {target} into {} (built in {})", data_dir.display(), dir.staging().display());
     let plan = restore::plan(repo, target).map_err(|e| e.to_string())?;
     let cpu_before = cpu_seconds();
     let restored = restore::replay(&plan, &mut |p| {
@@ -349,7 +363,7 @@ pub fn restore_with_progress(
     })
     .map_err(|e| e.to_string())?;
     let load_and_replay_cpu_s = cpu_seconds() - cpu_before;
-    restore::write_data_dir(&restored, data_dir).map_err(|e| e.to_string())?;
+    dir.publish(&restored).map_err(|e| e.to_string())?;
     let report = restored.report.clone();
     // The process ends right after: freeing millions of keys one by one
     // would only add seconds to the measured restore time.

@@ -53,8 +53,9 @@ pub struct DrillArgs {
     /// measured against.
     #[arg(long = "admin", value_delimiter = ',')]
     admins: Vec<String>,
-    /// Process id of a node of the primary site to SIGKILL (repeat for each).
-    #[arg(long = "pid")]
+    /// Process ids of the primary site's nodes to SIGKILL (comma-separated
+    /// or repeated).
+    #[arg(long = "pid", value_delimiter = ',')]
     pids: Vec<i32>,
     /// Fresh directory to restore into [default: ./tandem-drill-<unix ms>].
     #[arg(long)]

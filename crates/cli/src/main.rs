@@ -35,6 +35,7 @@ mod dr_cmd;
 mod failover_cmd;
 mod http;
 mod keyspace_cmd;
+mod lab_cmd;
 mod proxy_cmd;
 mod server_cmd;
 mod status_cmd;
@@ -89,6 +90,9 @@ enum Command {
     /// Keyspaces (key prefixes with their own replication policy): create,
     /// list, drop.
     Keyspace(keyspace_cmd::KeyspaceArgs),
+    /// The replication trade-offs reproduced on the deterministic simulator
+    /// with measured numbers and plots: list, run NAME, run --all --out DIR.
+    Lab(lab_cmd::LabArgs),
     /// Backups: base backups from a running node, list, verify, prune.
     Backup {
         #[command(subcommand)]
@@ -176,6 +180,7 @@ fn main() -> ExitCode {
         Command::Rollback { command } => failover_cmd::rollback(command),
         Command::Cluster(args) => cluster_cmd::run(args),
         Command::Keyspace(args) => keyspace_cmd::run(args),
+        Command::Lab(args) => lab_cmd::run(args),
         Command::Backup { command } => backup_cmd::run(command),
         Command::Restore(args) => backup_cmd::run_restore(args),
         Command::Dr { command } => dr_cmd::run(command),

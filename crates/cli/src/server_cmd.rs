@@ -94,6 +94,18 @@ pub struct ServerArgs {
     /// applied [default and maximum: 536870912].
     #[arg(long, env = "TANDEM_ENTRY_BYTES_MAX")]
     entry_bytes_max: Option<usize>,
+    /// Most bytes the keys and values may take (INFO memory used_memory):
+    /// bytes or Redis's syntax, e.g. 100mb, 1gb; 0: no limit [default: 0].
+    #[arg(long, env = "TANDEM_MAXMEMORY")]
+    maxmemory: Option<String>,
+    /// At maxmemory: noeviction (writes that may grow memory get -OOM),
+    /// allkeys-lru, allkeys-random, volatile-lru, volatile-ttl; evictions
+    /// are logged so followers evict the same keys [default: noeviction].
+    #[arg(long, env = "TANDEM_MAXMEMORY_POLICY")]
+    maxmemory_policy: Option<String>,
+    /// Keys sampled per eviction (approximated LRU) [default: 16].
+    #[arg(long, env = "TANDEM_MAXMEMORY_SAMPLES")]
+    maxmemory_samples: Option<usize>,
     /// Cluster members and their peer addresses: "1=127.0.0.1:7381,2=127.0.0.1:7391,3=...".
     /// Without it the node is standalone and leads itself.
     #[arg(long, env = "TANDEM_MEMBERS")]
@@ -174,6 +186,10 @@ pub struct ServerArgs {
     /// --archive-interval-ms) [default: 0].
     #[arg(long, env = "TANDEM_RPO_MAX_MS")]
     rpo_max_ms: Option<u64>,
+    /// Leaderless keyspaces: compare Merkle trees with each other replica
+    /// this often, ms [default: 10000].
+    #[arg(long, env = "TANDEM_ANTI_ENTROPY_INTERVAL_MS")]
+    anti_entropy_interval_ms: Option<u64>,
     /// Service name for Sentinel-aware clients (`SENTINEL
     /// get-master-addr-by-name NAME`, `+switch-master`) [default: tandem].
     #[arg(long, env = "TANDEM_SENTINEL_NAME")]
@@ -233,6 +249,7 @@ impl ServerArgs {
         }
         set!(archive_interval_ms <- self.archive_interval_ms);
         set!(rpo_max_ms <- self.rpo_max_ms);
+        set!(anti_entropy_interval_ms <- self.anti_entropy_interval_ms);
         if let Some(name) = self.sentinel_name {
             c.sentinel_name = name;
         }
@@ -257,6 +274,13 @@ impl ServerArgs {
         set!(limits.query_buffer_bytes_max <- self.query_buffer_bytes_max);
         set!(limits.reply_buffer_bytes_max <- self.reply_buffer_bytes_max);
         set!(limits.entry_bytes_max <- self.entry_bytes_max);
+        if let Some(m) = &self.maxmemory {
+            c.maxmemory = tandem_node::maxmemory::parse_bytes(m).map_err(|e| format!("--maxmemory: {e}"))?;
+        }
+        if let Some(p) = &self.maxmemory_policy {
+            c.maxmemory_policy = p.parse().map_err(|e| format!("--maxmemory-policy: {e}"))?;
+        }
+        set!(maxmemory_samples <- self.maxmemory_samples);
         if self.requirepass.is_some() {
             c.requirepass = self.requirepass;
         }
@@ -298,6 +322,10 @@ pub fn run(args: ServerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = tandem_backup::restore::refuse_half_restored(&config.data_dir) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match config.io_threads {
         0 | 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
         n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),

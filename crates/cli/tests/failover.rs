@@ -468,9 +468,11 @@ fn healthz_fails_for_a_leader_without_its_lease_and_readyz_is_true_only_where_wr
         Resp::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
         other => panic!("INFO memory answered {other:?}"),
     };
-    let used: u64 =
-        memory.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-    assert!(used > 1 << 20, "used_memory is a real number: {memory}");
+    let field = |name: &str| -> u64 {
+        memory.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    assert!(field("used_memory_rss:") > 1 << 20, "used_memory_rss is a real number: {memory}");
+    assert!(field("used_memory:") > 0, "used_memory counts the key written: {memory}");
     assert!(memory.contains("used_memory_human:"), "{memory}");
     // Cut off, the leader loses its lease: unhealthy, with the reason.
     isolate(&c, old);

@@ -32,8 +32,10 @@ macro_rules! tri {
 }
 
 pub mod hash;
+pub mod keys;
 pub mod list;
 pub mod set;
+pub mod string;
 pub mod tx;
 pub mod zset;
 
@@ -140,7 +142,11 @@ impl CommandSpec {
             }
             _ => 0..0,
         };
-        args[range].iter().step_by(step).chain(args[counted].iter())
+        let stored = match self.name {
+            "sort" => keys::sort_store_key(args),
+            _ => None,
+        };
+        args[range].iter().step_by(step).chain(args[counted].iter()).chain(stored)
     }
 }
 
@@ -203,6 +209,11 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("append", 3, ["write", "denyoom"], 1, 1, 1, "string", "Appends a string to the value of a key.", Write(append)),
     cmd!("auth", -2, ["noscript", "loading", "stale", "fast", "no_auth"], 0, 0, 0, "connection", "Authenticates the connection.", Node),
     cmd!("bgsave", -1, ["admin", "noscript"], 0, 0, 0, "server", "Takes a snapshot in the background.", Node),
+    cmd!("bitcount", -2, ["readonly"], 1, 1, 1, "bitmap", "Counts the set bits of a string, optionally in a byte or bit range.", Read(string::bitcount)),
+    cmd!("bitfield", -2, ["write", "denyoom"], 1, 1, 1, "bitmap", "Reads, sets and increments integer fields of a string.", Write(string::bitfield)),
+    cmd!("bitfield_ro", -2, ["readonly", "fast"], 1, 1, 1, "bitmap", "Reads integer fields of a string.", Read(string::bitfield_ro)),
+    cmd!("bitop", -4, ["write", "denyoom"], 2, -1, 1, "bitmap", "Bitwise AND, OR, XOR or NOT of strings, stored in a key.", Write(string::bitop)),
+    cmd!("bitpos", -3, ["readonly"], 1, 1, 1, "bitmap", "Finds the first set or clear bit of a string.", Read(string::bitpos)),
     cmd!("blmove", 6, ["write", "denyoom", "blocking"], 1, 2, 1, "list", "Pops an element and pushes it to another list, waiting for one.", Write(list::blmove)),
     cmd!("blmpop", -5, ["write", "blocking"], 0, 0, 0, "list", "Pops elements from the first non-empty list, waiting for one.", Write(list::blmpop)),
     cmd!("blpop", -3, ["write", "blocking"], 1, -2, 1, "list", "Pops the head of the first non-empty list, waiting for one.", Write(list::blpop)),
@@ -216,6 +227,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("config", -2, ["admin", "noscript", "loading", "stale"], 0, 0, 0, "server", "Reads configuration parameters (CONFIG GET).", Node),
     cmd!("conflicts", -1, ["readonly", "noscript"], 0, 0, 0, "conflicts", "The conflict feed of multi-leader and leaderless keyspaces, newest first: CONFLICTS [COUNT n].", Node),
     cmd!("consistency", -1, ["fast", "noscript"], 0, 0, 0, "conflicts", "Shows or overrides this connection's leaderless W and R: CONSISTENCY [W n R n | RESET].", Node),
+    cmd!("copy", -3, ["write", "denyoom"], 1, 2, 1, "generic", "Copies a key's value (and expiry) to another key.", Write(keys::copy)),
     cmd!("dbsize", 1, ["readonly", "fast"], 0, 0, 0, "server", "Returns the number of keys.", Read(dbsize)),
     cmd!("decr", 2, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Decrements the integer value of a key by one.", Write(decr)),
     cmd!("decrby", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Decrements a number from the integer value of a key.", Write(decrby)),
@@ -226,10 +238,15 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("exists", -2, ["readonly", "fast"], 1, -1, 1, "generic", "Counts how many of the given keys exist.", Read(exists)),
     cmd!("expire", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's time to live in seconds.", Write(expire)),
     cmd!("expireat", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's expiry to a unix time in seconds.", Write(expireat)),
+    cmd!("expiretime", 2, ["readonly", "fast"], 1, 1, 1, "generic", "Returns a key's expiry as a unix time in seconds.", Read(keys::expiretime)),
     cmd!("flushall", -1, ["write"], 0, 0, 0, "server", "Removes every key.", Write(flushall)),
     cmd!("flushdb", -1, ["write"], 0, 0, 0, "server", "Removes every key (there is one database).", Write(flushall)),
     cmd!("get", 2, ["readonly", "fast"], 1, 1, 1, "string", "Returns the string value of a key.", Read(get)),
+    cmd!("getbit", 3, ["readonly", "fast"], 1, 1, 1, "bitmap", "Returns a bit of a string.", Read(string::getbit)),
     cmd!("getdel", 2, ["write", "fast"], 1, 1, 1, "string", "Returns the string value of a key and deletes it.", Write(getdel)),
+    cmd!("getex", -2, ["write", "fast"], 1, 1, 1, "string", "Returns a string and sets or removes its expiry.", Write(string::getex)),
+    cmd!("getrange", 4, ["readonly"], 1, 1, 1, "string", "Returns a substring.", Read(string::getrange)),
+    cmd!("getset", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Sets a string and returns the old one.", Write(string::getset)),
     cmd!("hdel", -3, ["write", "fast"], 1, 1, 1, "hash", "Deletes fields from a hash.", Write(hash::hdel)),
     cmd!("hello", -1, ["noscript", "loading", "stale", "fast", "no_auth"], 0, 0, 0, "connection", "Handshake: protocol version, auth, client name.", Node),
     cmd!("hexists", 3, ["readonly", "fast"], 1, 1, 1, "hash", "Tells whether a field exists in a hash.", Read(hash::hexists)),
@@ -249,10 +266,12 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("hvals", 2, ["readonly"], 1, 1, 1, "hash", "Returns every value of a hash.", Read(hash::hvals)),
     cmd!("incr", 2, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Increments the integer value of a key by one.", Write(incr)),
     cmd!("incrby", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Increments the integer value of a key by a number.", Write(incrby)),
+    cmd!("incrbyfloat", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Increments the float value of a key.", Write(string::incrbyfloat)),
     cmd!("info", -1, ["loading", "stale"], 0, 0, 0, "server", "Information and statistics about the node.", Node),
     cmd!("keys", 2, ["readonly"], 0, 0, 0, "generic", "Returns all key names that match a pattern.", Read(keys)),
     cmd!("lastlsn", 1, ["fast"], 0, 0, 0, "replication", "LSN of this connection's last write (its session token).", Node),
     cmd!("lastsave", 1, ["fast"], 0, 0, 0, "server", "Unix time of the newest snapshot.", Node),
+    cmd!("lcs", -3, ["readonly"], 1, 2, 1, "string", "Longest common subsequence of two strings.", Read(string::lcs)),
     cmd!("lindex", 3, ["readonly"], 1, 1, 1, "list", "Returns the element at an index of a list.", Read(list::lindex)),
     cmd!("linsert", 5, ["write", "denyoom"], 1, 1, 1, "list", "Inserts an element before or after another.", Write(list::linsert)),
     cmd!("llen", 2, ["readonly", "fast"], 1, 1, 1, "list", "Returns the length of a list.", Read(list::llen)),
@@ -268,13 +287,20 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("ltrim", 4, ["write"], 1, 1, 1, "list", "Keeps only a range of a list.", Write(list::ltrim)),
     cmd!("mget", -2, ["readonly", "fast"], 1, -1, 1, "string", "Returns the string values of one or more keys.", Read(mget)),
     cmd!("mset", -3, ["write", "denyoom"], 1, -1, 2, "string", "Sets the string values of one or more keys.", Write(mset)),
+    cmd!("msetnx", -3, ["write", "denyoom"], 1, -1, 2, "string", "Sets several keys only if none exists.", Write(string::msetnx)),
     cmd!("multi", 1, ["noscript", "loading", "stale", "fast"], 0, 0, 0, "transactions", "Starts a transaction.", Node),
+    cmd!("object", -2, ["readonly"], 2, 2, 1, "generic", "Internals of a key's value: ENCODING, FREQ, IDLETIME, REFCOUNT.", Read(keys::object)),
     cmd!("persist", 2, ["write", "fast"], 1, 1, 1, "generic", "Removes a key's expiry.", Write(persist)),
     cmd!("pexpire", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's time to live in milliseconds.", Write(pexpire)),
     cmd!("pexpireat", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's expiry to a unix time in milliseconds.", Write(pexpireat)),
+    cmd!("pexpiretime", 2, ["readonly", "fast"], 1, 1, 1, "generic", "Returns a key's expiry as a unix time in milliseconds.", Read(keys::pexpiretime)),
     cmd!("ping", -1, ["fast"], 0, 0, 0, "connection", "Returns PONG or the given message.", Node),
+    cmd!("psetex", 4, ["write", "denyoom"], 1, 1, 1, "string", "Sets a string with a time to live in milliseconds.", Write(string::psetex)),
     cmd!("pttl", 2, ["readonly", "fast"], 1, 1, 1, "generic", "Returns a key's time to live in milliseconds.", Read(pttl)),
     cmd!("quit", -1, ["noscript", "loading", "stale", "fast", "no_auth"], 0, 0, 0, "connection", "Closes the connection.", Node),
+    cmd!("randomkey", 1, ["readonly"], 0, 0, 0, "generic", "Returns a random key name.", Read(keys::randomkey)),
+    cmd!("rename", 3, ["write"], 1, 2, 1, "generic", "Renames a key.", Write(keys::rename)),
+    cmd!("renamenx", 3, ["write", "fast"], 1, 2, 1, "generic", "Renames a key only if the new name does not exist.", Write(keys::renamenx)),
     cmd!("replicaof", 3, ["admin", "noscript", "stale"], 0, 0, 0, "replication", "Follows the leader at a peer address, or NO ONE to lead.", Node),
     cmd!("resolve", 4, ["write", "denyoom"], 1, 1, 1, "conflicts", "Replaces the siblings a causal context covers with one value: RESOLVE key context value.", Node),
     cmd!("role", 1, ["noscript", "loading", "stale", "fast"], 0, 0, 0, "replication", "The node's replication role and progress.", Node),
@@ -286,21 +312,36 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("save", 1, ["admin", "noscript"], 0, 0, 0, "server", "Takes a snapshot and truncates the log behind it.", Node),
     cmd!("scan", -2, ["readonly"], 0, 0, 0, "generic", "Iterates over the key names.", Read(scan)),
     cmd!("scard", 2, ["readonly", "fast"], 1, 1, 1, "set", "Returns the number of members of a set.", Read(scard)),
+    cmd!("sdiff", -2, ["readonly"], 1, -1, 1, "set", "Members of the first set not in the others.", Read(set::sdiff)),
+    cmd!("sdiffstore", -3, ["write", "denyoom"], 1, -1, 1, "set", "Stores SDIFF in a key.", Write(set::sdiffstore)),
     cmd!("select", 2, ["loading", "stale", "fast"], 0, 0, 0, "connection", "Selects the database (only 0 exists).", Node),
     cmd!("sentinel", -2, ["admin", "loading", "stale"], 0, 0, 0, "sentinel", "Leader discovery for Sentinel-aware clients: get-master-addr-by-name, masters, master, replicas, sentinels.", Node),
     cmd!("set", -3, ["write", "denyoom"], 1, 1, 1, "string", "Sets the string value of a key, with optional expiry and conditions.", Write(set)),
+    cmd!("setbit", 4, ["write", "denyoom"], 1, 1, 1, "bitmap", "Sets or clears a bit of a string.", Write(string::setbit)),
+    cmd!("setex", 4, ["write", "denyoom"], 1, 1, 1, "string", "Sets a string with a time to live in seconds.", Write(string::setex)),
     cmd!("setnx", 3, ["write", "denyoom", "fast"], 1, 1, 1, "string", "Sets a key only if it does not exist.", Write(setnx)),
+    cmd!("setrange", 4, ["write", "denyoom"], 1, 1, 1, "string", "Overwrites part of a string at an offset.", Write(string::setrange)),
     cmd!("siblings", 2, ["readonly"], 1, 1, 1, "conflicts", "The causal context and every concurrent value of a key (keyspaces with --conflict siblings).", Node),
+    cmd!("sinter", -2, ["readonly"], 1, -1, 1, "set", "Intersection of sets.", Read(set::sinter)),
+    cmd!("sintercard", -3, ["readonly"], 0, 0, 0, "set", "Size of the intersection of sets.", Read(set::sintercard)),
+    cmd!("sinterstore", -3, ["write", "denyoom"], 1, -1, 1, "set", "Stores SINTER in a key.", Write(set::sinterstore)),
     cmd!("sismember", 3, ["readonly", "fast"], 1, 1, 1, "set", "Tells whether a member is in a set.", Read(sismember)),
     cmd!("slaveof", 3, ["admin", "noscript", "stale"], 0, 0, 0, "replication", "Alias of REPLICAOF.", Node),
     cmd!("smembers", 2, ["readonly"], 1, 1, 1, "set", "Returns all members of a set.", Read(smembers)),
     cmd!("smismember", -3, ["readonly", "fast"], 1, 1, 1, "set", "Tells whether each member is in a set.", Read(set::smismember)),
+    cmd!("smove", 4, ["write", "fast"], 1, 2, 1, "set", "Moves a member from one set to another.", Write(set::smove)),
+    cmd!("sort", -2, ["write", "denyoom"], 1, 1, 1, "generic", "Sorts a list, set or sorted set (BY, LIMIT, GET, ASC|DESC, ALPHA, STORE).", Write(keys::sort)),
+    cmd!("sort_ro", -2, ["readonly"], 1, 1, 1, "generic", "Sorts a list, set or sorted set without storing.", Read(keys::sort_ro)),
     cmd!("spop", -2, ["write", "fast"], 1, 1, 1, "set", "Removes and returns random members.", Write(set::spop)),
     cmd!("srandmember", -2, ["readonly"], 1, 1, 1, "set", "Returns random members.", Read(set::srandmember)),
     cmd!("srem", -3, ["write", "fast"], 1, 1, 1, "set", "Removes members from a set.", Write(srem)),
+    cmd!("sscan", -3, ["readonly"], 1, 1, 1, "set", "Iterates over the members of a set.", Read(set::sscan)),
     cmd!("strlen", 2, ["readonly", "fast"], 1, 1, 1, "string", "Returns the length of a string value.", Read(strlen)),
     cmd!("subscribe", -2, ["pubsub", "noscript", "loading", "stale"], 0, 0, 0, "pubsub", "Subscribes to +switch-master (the one channel; no general pub/sub).", Node),
+    cmd!("sunion", -2, ["readonly"], 1, -1, 1, "set", "Union of sets.", Read(set::sunion)),
+    cmd!("sunionstore", -3, ["write", "denyoom"], 1, -1, 1, "set", "Stores SUNION in a key.", Write(set::sunionstore)),
     cmd!("switchover", -2, ["admin", "noscript"], 0, 0, 0, "replication", "Moves leadership to a node without losing a write: SWITCHOVER node-id [TIMEOUT ms].", Node),
+    cmd!("touch", -2, ["readonly", "fast"], 1, -1, 1, "generic", "Counts the given keys that exist.", Read(keys::touch)),
     cmd!("ttl", 2, ["readonly", "fast"], 1, 1, 1, "generic", "Returns a key's time to live in seconds.", Read(ttl)),
     cmd!("type", 2, ["readonly", "fast"], 1, 1, 1, "generic", "Returns the type of a key's value.", Read(type_)),
     cmd!("unlink", -2, ["write", "fast"], 1, -1, 1, "generic", "Deletes one or more keys.", Write(del)),
@@ -336,6 +377,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("zrevrangebylex", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members in a lex range, highest first.", Read(zset::zrevrangebylex)),
     cmd!("zrevrangebyscore", -4, ["readonly"], 1, 1, 1, "sorted-set", "Returns members in a score range, highest first.", Read(zset::zrevrangebyscore)),
     cmd!("zrevrank", -3, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Returns the rank of a member, highest first.", Read(zset::zrevrank)),
+    cmd!("zscan", -3, ["readonly"], 1, 1, 1, "sorted-set", "Iterates over the members and scores of a sorted set.", Read(zset::zscan)),
     cmd!("zscore", 3, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Returns the score of a member.", Read(zset::zscore)),
     cmd!("zunion", -3, ["readonly"], 0, 0, 0, "sorted-set", "Union of sorted sets.", Read(zset::zunion)),
     cmd!("zunionstore", -4, ["write", "denyoom"], 1, 1, 1, "sorted-set", "Stores ZUNION in a key.", Write(zset::zunionstore)),

@@ -65,6 +65,12 @@ pub enum Effect {
     /// These members are no longer in the sorted set; an empty one is
     /// removed.
     ZRem { key: Bytes, members: Vec<Bytes> },
+    /// The key no longer exists because the leader evicted it to stay
+    /// under `maxmemory` (applied exactly like `Del`; marked apart so a
+    /// follower, a restore and the rollback file can tell an eviction from
+    /// a client's delete, and followers never choose evictions
+    /// themselves).
+    Evict { key: Bytes },
 }
 
 impl Effect {
@@ -83,7 +89,8 @@ impl Effect {
             | Effect::LSet { key, .. }
             | Effect::LReplace { key, .. }
             | Effect::ZAdd { key, .. }
-            | Effect::ZRem { key, .. } => Some(key),
+            | Effect::ZRem { key, .. }
+            | Effect::Evict { key } => Some(key),
             Effect::FlushAll => None,
         }
     }
@@ -265,6 +272,7 @@ impl LogEntry {
                 11 => Effect::LReplace { key: r.bytes()?, items: r.members()?, seq: r.varint()? },
                 12 => Effect::ZAdd { key: r.bytes()?, members: r.scored()? },
                 13 => Effect::ZRem { key: r.bytes()?, members: r.members()? },
+                14 => Effect::Evict { key: r.bytes()? },
                 tag => return Err(r.err(&format!("unknown effect tag {tag}"))),
             };
             out.push(effect);
@@ -301,6 +309,7 @@ mod tests {
                 Effect::LReplace { key: "l".into(), items: vec![], seq: 2 },
                 Effect::ZAdd { key: "z".into(), members: vec![((-2.5f64).to_bits(), "m".into()), (0, long.clone())] },
                 Effect::ZRem { key: "z".into(), members: vec!["m".into()] },
+                Effect::Evict { key: long.clone() },
             ],
         };
         let mut buf = Vec::new();

@@ -12,6 +12,8 @@
 //!   encodes/decodes snapshot chunks.
 //! - [`command`]: the command table (names, arity, flags) and the data
 //!   commands' execution: turns a request into a reply plus row effects.
+//! - [`evict`]: `maxmemory` policies and the sampled choice of the key to
+//!   evict.
 //! - [`write`]: one write all or nothing: the size budget and undo behind
 //!   `WriteCtx::emit`, and the entry point that runs a write command.
 //! - [`resp`]: the RESP2/RESP3 wire codec.
@@ -31,6 +33,7 @@
 pub mod command;
 pub mod conflict;
 pub mod effect;
+pub mod evict;
 pub mod failover;
 pub mod glob;
 pub mod keyspace;

@@ -61,7 +61,7 @@ pub fn effect_bytes_bound(effect: &Effect) -> usize {
     EFFECT_FRAMING_BYTES_MAX
         + match effect {
             Effect::Set { key, value, .. } => key.len() + value.len(),
-            Effect::Del { key } | Effect::Expire { key, .. } => key.len(),
+            Effect::Del { key } | Effect::Evict { key } | Effect::Expire { key, .. } => key.len(),
             Effect::SAdd { key, members: m }
             | Effect::SRem { key, members: m }
             | Effect::HDel { key, fields: m }

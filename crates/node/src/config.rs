@@ -55,6 +55,18 @@ pub struct Config {
     pub requirepass: Option<String>,
     /// Size and count limits.
     pub limits: LimitsConfig,
+    /// Most bytes the keys and values may take (the store's running
+    /// estimate, `INFO memory` `used_memory`); 0: no limit. A number of
+    /// bytes or Redis's syntax (`"100mb"`, `"1gb"`).
+    #[serde(with = "crate::maxmemory::bytes_serde")]
+    pub maxmemory: u64,
+    /// What the leader does at `maxmemory`: `noeviction` (writes that may
+    /// grow memory get -OOM), `allkeys-lru`, `allkeys-random`,
+    /// `volatile-lru`, `volatile-ttl`.
+    #[serde(with = "crate::maxmemory::policy_serde")]
+    pub maxmemory_policy: tandem_core::evict::Policy,
+    /// Keys sampled per eviction (Redis's `maxmemory-samples`).
+    pub maxmemory_samples: usize,
     /// Take a snapshot (and truncate the log behind it) after this many log
     /// entries; 0 disables automatic snapshots.
     pub snapshot_entries: u64,
@@ -131,6 +143,9 @@ pub struct Config {
     /// Declared loss budget: while the archive lag exceeds it, writes are
     /// refused (`-RPOBUDGET`). 0: off.
     pub rpo_max_ms: u64,
+    /// Leaderless keyspaces compare Merkle trees with each other replica
+    /// this often (anti-entropy).
+    pub anti_entropy_interval_ms: u64,
     /// Keyspaces (`[[keyspace]]` tables). Without a control plane these are
     /// the node's keyspaces; with one, they are added to the cluster map if
     /// it lacks them (the map then rules, and changes at run time).
@@ -223,6 +238,9 @@ impl Default for Config {
             fsync: FsyncPolicy::Batch,
             requirepass: None,
             limits: LimitsConfig::default(),
+            maxmemory: 0,
+            maxmemory_policy: tandem_core::evict::Policy::NoEviction,
+            maxmemory_samples: tandem_core::evict::SAMPLES_DEFAULT,
             snapshot_entries: SNAPSHOT_ENTRIES,
             segment_bytes_max: SEGMENT_BYTES_MAX,
             io_threads: 1,
@@ -247,6 +265,7 @@ impl Default for Config {
             archive_interval_ms: ARCHIVE_INTERVAL_MS,
             archive_file_bytes_max: tandem_backup::archive::ARCHIVE_FILE_BYTES_MAX,
             rpo_max_ms: 0,
+            anti_entropy_interval_ms: 10_000,
             sentinel_name: "tandem".into(),
             keyspace: Vec::new(),
         }
@@ -288,8 +307,14 @@ impl Config {
                 self.limits.entry_bytes_max
             ));
         }
+        if self.maxmemory_samples == 0 || self.maxmemory_samples > 1024 {
+            return Err(format!("maxmemory_samples ({}) must be between 1 and 1024", self.maxmemory_samples));
+        }
         if self.probe_interval_ms == 0 {
             return Err("probe_interval_ms must be positive".into());
+        }
+        if self.anti_entropy_interval_ms == 0 {
+            return Err("anti_entropy_interval_ms must be positive".into());
         }
         if !self.members.is_empty() && !self.members.iter().any(|(id, _)| *id == self.node_id) {
             return Err(format!("node_id {} is not among members", self.node_id));
@@ -448,6 +473,10 @@ mod tests {
         assert_eq!(c.limits.clients_max, 5);
         assert_eq!(c.limits.bulk_bytes_max, BULK_BYTES_MAX);
         assert!(Config::from_toml("nodeid = 3").is_err());
+        let c = Config::from_toml("maxmemory = \"100mb\"\nmaxmemory_policy = \"allkeys-lru\"\n").unwrap();
+        assert_eq!((c.maxmemory, c.maxmemory_policy), (100 << 20, tandem_core::evict::Policy::AllkeysLru));
+        assert_eq!(Config::from_toml("maxmemory = 4096").unwrap().maxmemory, 4096);
+        assert!(Config::from_toml("maxmemory_policy = \"allkeys-lfu\"").is_err());
         assert!(Config::from_toml("fsync = \"sometimes\"").is_err());
     }
 

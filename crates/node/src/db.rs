@@ -46,6 +46,12 @@ pub enum DbError {
     Decode(String),
 }
 
+/// True if the command in `args` may grow memory (Redis's `denyoom`
+/// flag): refused with -OOM while the store is over `maxmemory`.
+fn denies_oom(args: &[Bytes]) -> bool {
+    args.first().and_then(|name| tandem_core::command::lookup(name)).is_some_and(|spec| spec.flags.contains(&"denyoom"))
+}
+
 /// Wall-clock time in unix milliseconds. The only clock the data path reads.
 pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -189,6 +195,8 @@ pub struct Db {
     lists_changed: watch::Sender<u64>,
     /// Clients blocked right now (bounded by [`BLOCKED_CLIENTS_MAX`]).
     blocked: AtomicU64,
+    /// `maxmemory`: the limit and policy in force.
+    memory: crate::maxmemory::MemoryLimit,
 }
 
 /// Most clients that may block in `BLPOP`/`BRPOP`/`BLMOVE`/`BLMPOP` at
@@ -362,6 +370,12 @@ impl Db {
             watches: Mutex::new(WatchTable::default()),
             lists_changed: watch::channel(0).0,
             blocked: AtomicU64::new(0),
+            memory: crate::maxmemory::MemoryLimit::new(
+                config.maxmemory,
+                config.maxmemory_policy,
+                config.maxmemory_samples,
+                hash_seed.rotate_left(29) ^ 0x6d61_786d_656d,
+            ),
         };
         let report = RecoveryReport { snapshot_lsn, snapshot_keys, replayed, last_lsn, elapsed: started.elapsed() };
         Ok((db, report))
@@ -386,6 +400,9 @@ impl Db {
                 }
                 let now_ms = unix_ms().max(state.last_commit_ms);
                 let state = &mut *state;
+                if let Err(oom) = self.make_room(state, now_ms, || denies_oom(args)) {
+                    return (Frame::Error(oom.into()), None);
+                }
                 // All or nothing: a write over a limit is refused and undone
                 // inside `execute`, before anything is logged.
                 let reply = tandem_core::write::execute(f, &mut state.store, now_ms, args, &mut state.batch);
@@ -453,6 +470,12 @@ impl Db {
         // fit, every effect already applied is undone and EXEC answers the
         // refusal alone, with nothing changed and nothing logged.
         let state = &mut *state;
+        if writes {
+            let deny = || commands.iter().any(|(h, args)| matches!(h, Handler::Write(_)) && denies_oom(args));
+            if let Err(oom) = self.make_room(state, now_ms, deny) {
+                return TxOutcome::Refused(Frame::Error(oom.into()));
+            }
+        }
         debug_assert!(state.batch.is_empty(), "a batch starts empty");
         let mut replies = Vec::with_capacity(commands.len());
         for (handler, args) in commands {
@@ -798,6 +821,73 @@ impl Db {
             return 0;
         }
         n
+    }
+
+    /// The `maxmemory` limit and policy in force.
+    pub fn memory(&self) -> &crate::maxmemory::MemoryLimit {
+        &self.memory
+    }
+
+    /// The store's running estimate of its bytes (`used_memory`).
+    pub fn used_bytes(&self) -> u64 {
+        self.state.read().store.used_bytes() as u64
+    }
+
+    /// Before a write on the leader: while the store is over `maxmemory`,
+    /// evicts keys under the policy (one log entry of `Evict` effects,
+    /// committed before the write's own entry); if it is still over, a
+    /// command that may grow memory (`denyoom()`) is refused with -OOM.
+    /// Called with the state lock held.
+    fn make_room(&self, state: &mut State, now_ms: u64, denyoom: impl FnOnce() -> bool) -> Result<(), &'static str> {
+        let limit = self.memory.max_bytes();
+        if limit == 0 || state.store.used_bytes() as u64 <= limit {
+            return Ok(());
+        }
+        self.evict(state, now_ms, limit);
+        if state.store.used_bytes() as u64 > limit && denyoom() {
+            return Err(crate::maxmemory::OOM_ERROR);
+        }
+        Ok(())
+    }
+
+    /// Evicts up to [`crate::maxmemory::EVICTIONS_PER_PASS_MAX`] keys while
+    /// the store is over `limit`, as one log entry. Returns how many.
+    /// Called with the state lock held, on the leader only.
+    fn evict(&self, state: &mut State, now_ms: u64, limit: u64) -> usize {
+        let policy = self.memory.policy();
+        let mut n = 0;
+        while n < crate::maxmemory::EVICTIONS_PER_PASS_MAX && state.store.used_bytes() as u64 > limit {
+            let random = self.memory.next_random();
+            let Some(key) = tandem_core::evict::choose_victim(&state.store, policy, self.memory.samples(), random)
+            else {
+                break;
+            };
+            if !state.batch.try_emit(&mut state.store, Effect::Evict { key }) {
+                break;
+            }
+            n += 1;
+        }
+        if n == 0 || self.commit(state, now_ms).is_err() {
+            return 0;
+        }
+        self.metrics.evicted_keys.inc_by(n as u64);
+        n
+    }
+
+    /// Evicts keys while the store is over `maxmemory` (the leader's
+    /// background pass, so the store gets under the limit between writes
+    /// too). Returns how many.
+    pub fn evict_sweep(&self) -> usize {
+        let limit = self.memory.max_bytes();
+        if limit == 0 || self.log.failed().is_some() {
+            return 0;
+        }
+        let mut state = self.state.write();
+        if self.writes_stopped.load(Ordering::Acquire) || state.store.used_bytes() as u64 <= limit {
+            return 0;
+        }
+        let now_ms = unix_ms().max(state.last_commit_ms);
+        self.evict(&mut state, now_ms, limit)
     }
 
     /// Waits until `lsn` is durable under the fsync policy. Returns an error

@@ -107,6 +107,9 @@ pub struct EngineEnv {
     pub metrics: Arc<Metrics>,
     /// Becomes true when the node shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// How often a leaderless keyspace compares Merkle trees with each
+    /// other replica (`--anti-entropy-interval-ms`).
+    pub anti_entropy_interval_ms: u64,
 }
 
 impl EngineEnv {

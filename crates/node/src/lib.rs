@@ -15,6 +15,8 @@
 //!   (`HELLO`, `AUTH`, `INFO`, `CONFIG`, `COMMAND`, `CLIENT`, `SAVE`).
 //! - [`admin`]: the HTTP endpoint (`/healthz`, `/status`, `/metrics`,
 //!   `/faults`, `/cluster`, `/events`, `/switchover`, `/backup/*`).
+//! - [`dashboard`]: the live dashboard page at the admin port's `/` and
+//!   the `/dashboard/state` JSON it polls.
 //! - [`failover`]: automatic failover around the control plane (map
 //!   watcher, orchestrator, fencing, switchover).
 //! - [`archive`]: continuous log archiving to the backup repository, the
@@ -45,6 +47,7 @@ pub mod config;
 pub mod conflicts_http;
 pub mod connection;
 pub mod control;
+pub mod dashboard;
 pub mod db;
 pub mod engines;
 pub mod events;
@@ -52,6 +55,7 @@ pub mod failover;
 pub mod faults;
 pub mod keyspaces;
 pub mod leaderless;
+pub mod maxmemory;
 pub mod metrics;
 pub mod multi_leader;
 pub mod node_commands;

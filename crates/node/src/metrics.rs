@@ -128,6 +128,12 @@ pub struct Metrics {
     pub snapshots: Counter,
     /// Keys removed by active expiry.
     pub expired_keys: Counter,
+    /// Keys evicted to stay under `maxmemory` (on the leader that chose them).
+    pub evicted_keys: Counter,
+    /// The `maxmemory` limit in force (0: none).
+    pub maxmemory_bytes: Gauge,
+    /// The store's running estimate of its keys' and values' bytes.
+    pub used_memory_bytes: Gauge,
     /// Commands processed (for INFO), kept outside the registry for speed.
     pub commands_processed: AtomicU64,
     /// Bytes sent to followers.
@@ -180,6 +186,8 @@ pub struct Metrics {
     /// Multi-leader keyspaces: per origin, HLC ms between its newest write
     /// and the newest one applied here.
     pub origin_lag_ms: Family<OriginLabel, Gauge>,
+    /// Leaderless keyspaces (`tandem_leaderless_*`).
+    pub leaderless: crate::leaderless::LeaderlessMetrics,
 }
 
 impl Metrics {
@@ -202,6 +210,9 @@ impl Metrics {
             keys: Gauge::default(),
             snapshots: Counter::default(),
             expired_keys: Counter::default(),
+            evicted_keys: Counter::default(),
+            maxmemory_bytes: Gauge::default(),
+            used_memory_bytes: Gauge::default(),
             commands_processed: AtomicU64::new(0),
             per_command: Vec::new(),
             archive_lsn: Gauge::default(),
@@ -227,6 +238,7 @@ impl Metrics {
             conflicts: Family::default(),
             origin_lag_entries: Family::default(),
             origin_lag_ms: Family::default(),
+            leaderless: Default::default(),
         };
         let names = COMMANDS.iter().map(|c| c.name).chain(std::iter::once("unknown"));
         let per_command = names
@@ -271,6 +283,13 @@ impl Metrics {
         );
         registry.register("archive_failures", "Log archive passes that failed", m.archive_failures.clone());
         registry.register("expired_keys", "Keys removed by active expiry", m.expired_keys.clone());
+        registry.register("evicted_keys", "Keys evicted by this node to stay under maxmemory", m.evicted_keys.clone());
+        registry.register("maxmemory_bytes", "The maxmemory limit in force (0: none)", m.maxmemory_bytes.clone());
+        registry.register(
+            "used_memory_bytes",
+            "The store's estimate of its keys' and values' bytes (what maxmemory limits)",
+            m.used_memory_bytes.clone(),
+        );
         registry.register("failovers", "Failovers this node orchestrated", m.failovers.clone());
         registry.register("switchovers", "Switchovers this node orchestrated", m.switchovers.clone());
         registry.register(
@@ -309,6 +328,7 @@ impl Metrics {
             "Multi-leader keyspaces: per origin, ms between its newest write and the newest applied here",
             m.origin_lag_ms.clone(),
         );
+        m.leaderless.register(&mut registry);
         Metrics { registry, per_command, ..m }
     }
 

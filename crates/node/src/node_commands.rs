@@ -306,7 +306,9 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
         ("databases", "1".into()),
         ("dir", c.data_dir.display().to_string()),
         ("maxclients", c.limits.clients_max.to_string()),
-        ("maxmemory", "0".into()),
+        ("maxmemory", shared.db.memory().max_bytes().to_string()),
+        ("maxmemory-policy", shared.db.memory().policy().to_string()),
+        ("maxmemory-samples", shared.db.memory().samples().to_string()),
         ("port", c.client_addr.port().to_string()),
         ("proto-max-bulk-len", c.limits.bulk_bytes_max.to_string()),
         ("client-query-buffer-limit", c.limits.query_buffer_bytes_max.to_string()),
@@ -329,10 +331,55 @@ fn config(shared: &Shared, args: &[Bytes]) -> Frame {
             }
             Frame::Map(out)
         }
-        "set" => err("ERR CONFIG SET is not supported: Tandem's settings come from its config file, flags and TANDEM_* variables; restart the node to change them"),
+        "set" => config_set(shared, args),
         "resetstat" => command::ok(),
-        _ => err(format!("ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.", String::from_utf8_lossy(&args[1]))),
+        _ => err(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
+            String::from_utf8_lossy(&args[1])
+        )),
     }
+}
+
+/// `CONFIG SET maxmemory BYTES | maxmemory-policy NAME [...]`: the only
+/// settings that change at run time (on this node only; the next write or
+/// background pass on a leader applies them). Every pair is checked before
+/// any is applied.
+fn config_set(shared: &Shared, args: &[Bytes]) -> Frame {
+    if args.len() < 4 || !args.len().is_multiple_of(2) {
+        return command::wrong_arity("config|set");
+    }
+    let mut max = None;
+    let mut policy = None;
+    for pair in args[2..].chunks(2) {
+        let value = String::from_utf8_lossy(&pair[1]);
+        match &lower(&pair[0])[..] {
+            "maxmemory" => match crate::maxmemory::parse_bytes(&value) {
+                Ok(v) => max = Some(v),
+                Err(e) => return err(format!("ERR CONFIG SET failed (possibly related to argument 'maxmemory') - {e}")),
+            },
+            "maxmemory-policy" => match value.parse() {
+                Ok(p) => policy = Some(p),
+                Err(e) => {
+                    return err(format!("ERR CONFIG SET failed (possibly related to argument 'maxmemory-policy') - {e}"))
+                }
+            },
+            other => {
+                return err(format!(
+                    "ERR CONFIG SET of '{other}' is not supported: only maxmemory and maxmemory-policy change at run \
+                     time; the other settings come from the config file, flags and TANDEM_* variables (restart the node)"
+                ))
+            }
+        }
+    }
+    let memory = shared.db.memory();
+    if let Some(v) = max {
+        memory.set_max_bytes(v);
+        shared.metrics.maxmemory_bytes.set(v as i64);
+    }
+    if let Some(p) = policy {
+        memory.set_policy(p);
+    }
+    command::ok()
 }
 
 fn command_info(spec: &CommandSpec) -> Frame {
@@ -433,14 +480,22 @@ pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
         );
     }
     if want("memory") {
-        // Redis's used_memory counts allocator bytes; Tandem reports the
-        // process's resident set (RSS), an honest upper bound.
+        // used_memory is the store's running estimate of its keys and
+        // values (what maxmemory limits, docs/decisions/0019-maxmemory.md);
+        // Redis counts allocator bytes. The process's resident set is
+        // used_memory_rss.
         let rss = crate::metrics::rss_bytes();
+        let used = shared.db.used_bytes();
+        let memory = shared.db.memory();
+        let max = memory.max_bytes();
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\ntandem_memory_source:rss\r\n\r\n",
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nevicted_keys:{}\r\ntandem_memory_source:store_estimate\r\n\r\n",
+            human_bytes(used),
             human_bytes(rss),
-            human_bytes(rss)
+            human_bytes(max),
+            memory.policy(),
+            m.evicted_keys.get(),
         );
     }
     if want("persistence") {
@@ -460,12 +515,13 @@ pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
     if want("stats") {
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\n\r\n",
             m.connections_total.get(),
             m.commands_processed.load(Ordering::Relaxed),
             shared.ops_per_sec.load(Ordering::Relaxed),
             m.connections_rejected.get(),
             m.expired_keys.get(),
+            m.evicted_keys.get(),
         );
     }
     if want("replication") {

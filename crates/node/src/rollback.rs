@@ -133,6 +133,7 @@ fn effect_line(entry: &LogEntry, effect: &Effect) -> Value {
             json!({"op": "set", "key": text(key), "value": text(value), "expire_at_ms": expire_at_ms})
         }
         Effect::Del { key } => json!({"op": "del", "key": text(key)}),
+        Effect::Evict { key } => json!({"op": "evict", "key": text(key)}),
         Effect::Expire { key, expire_at_ms } => json!({"op": "expire", "key": text(key), "expire_at_ms": expire_at_ms}),
         Effect::SAdd { key, members } => {
             json!({"op": "sadd", "key": text(key), "members": members.iter().map(text).collect::<Vec<_>>()})

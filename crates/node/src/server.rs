@@ -208,6 +208,7 @@ pub async fn run(
             faults: repl.faults.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
+            anti_entropy_interval_ms: config.anti_entropy_interval_ms,
         },
         config.members.iter().copied().collect(),
     ));
@@ -370,6 +371,7 @@ async fn background_tasks(shared: Arc<Shared>, mut shutdown: watch::Receiver<boo
                 }
                 let n = shared.db.expire_sweep(EXPIRE_SWEEP_KEYS_MAX);
                 shared.metrics.expired_keys.inc_by(n as u64);
+                shared.db.evict_sweep();
             }
             _ = second.tick() => {
                 let commands = shared.metrics.commands_processed.load(Ordering::Relaxed);
@@ -405,4 +407,6 @@ pub fn refresh_gauges(shared: &Shared) {
         m.role.get_or_create(&crate::metrics::RoleLabel { role: r.to_string() }).set(i64::from(r == role));
     }
     m.memory_rss_bytes.set(crate::metrics::rss_bytes() as i64);
+    m.used_memory_bytes.set(shared.db.used_bytes() as i64);
+    m.maxmemory_bytes.set(shared.db.memory().max_bytes() as i64);
 }

@@ -19,6 +19,8 @@
 //! - [`multi_leader`]: a world of multi-leader replicas (concurrent writes
 //!   everywhere, partitions, resets, crashes, skew) and its convergence
 //!   and conflict checkers.
+//! - [`lab`]: `tandem lab`'s scenarios, measured on these worlds with
+//!   fixed region latencies, rendered as text, JSON and HTML with SVG plots.
 //! - [`sessions`]: clients routing reads with the real `tandem_core::session`
 //!   over a stale topology, counting read-your-writes misses and time travel.
 //!
@@ -39,7 +41,9 @@
 
 pub mod disk;
 pub mod failover;
+pub mod lab;
 pub mod leader_reads;
+pub mod leaderless;
 pub mod multi_leader;
 pub mod rng;
 pub mod schedule;

@@ -215,6 +215,8 @@ pub struct Sim {
     next_token: u64,
     waits: BTreeMap<u64, PendingWait>,
     outcomes: BTreeMap<u64, Outcome>,
+    /// When each wait was released (virtual µs), for the lab's latencies.
+    released_us: BTreeMap<u64, u64>,
     report: SimReport,
 }
 
@@ -310,6 +312,7 @@ impl Sim {
             next_token: 1,
             waits: BTreeMap::new(),
             outcomes: BTreeMap::new(),
+            released_us: BTreeMap::new(),
             report: SimReport { seed, followers, ..SimReport::default() },
         };
         for f in 0..followers {
@@ -577,6 +580,7 @@ impl Sim {
             self.mix(release.token);
             self.trace(|| format!("leader: release {release:?}"));
             self.outcomes.insert(release.token, release.outcome);
+            self.released_us.insert(release.token, self.time.now_us());
         }
         if let Some(at_ms) = self.leader.core.poll_timeout() {
             if !matches!(self.leader.timer_at_ms, Some(armed) if armed <= at_ms) {
@@ -1543,6 +1547,37 @@ impl Sim {
     pub fn follower_applied_lsn(&self, id: NodeId) -> Option<Lsn> {
         let node = &self.followers[(id - 2) as usize];
         node.up.then_some(node.applied)
+    }
+
+    // ------------------------------------------------------------ lab API (additive, see `lab`)
+
+    /// Lab knob: every link's one-way latency (both directions) and every
+    /// disk's fsync latency, replacing what the seed drew.
+    pub fn set_profile(&mut self, link: crate::rng::Latency, fsync: crate::rng::Latency) {
+        for l in &mut self.links {
+            l.to_follower = link;
+            l.to_leader = link;
+        }
+        self.leader.fsync_latency = fsync;
+        for f in &mut self.followers {
+            f.fsync_latency = fsync;
+        }
+    }
+
+    /// Virtual time since the start of the run, in µs.
+    pub fn elapsed_us(&self) -> u64 {
+        self.time.now_us()
+    }
+
+    /// When the wait `token` was released (virtual µs), if it was.
+    pub fn released_at_us(&self, token: u64) -> Option<u64> {
+        self.released_us.get(&token).copied()
+    }
+
+    /// Ground truth: the highest LSN on follower `id`'s disk (what survives
+    /// if it is promoted after the leader dies).
+    pub fn follower_synced_lsn(&self, id: NodeId) -> Lsn {
+        self.followers[(id - 2) as usize].disk.synced_lsn()
     }
 
     /// The string value of `key` on the leader.

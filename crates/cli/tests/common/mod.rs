@@ -758,3 +758,95 @@ pub fn admin_request(addr: SocketAddr, method: &str, path: &str, body: &str, tok
     let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (code, body.to_string())
 }
+
+// ------------------------------------------------------------------ process groups
+
+/// How long a process group may take to stop after SIGTERM.
+pub const GROUP_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A command started in a process group of its own (`tandem up`, a shell
+/// script): everything it starts stays in the group, and the whole group is
+/// stopped when this is dropped, pass or fail.
+pub struct Group {
+    child: Child,
+}
+
+impl Group {
+    /// Spawns `cmd` as the leader of a new process group.
+    pub fn spawn(cmd: &mut Command) -> Group {
+        use std::os::unix::process::CommandExt;
+        let child = cmd.process_group(0).spawn().unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+        Group { child }
+    }
+
+    /// The leader's pid (also the group id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) for the leader to exit.
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_bounded(&mut self.child, timeout)
+    }
+
+    /// True while any process of the group lives.
+    pub fn alive(&self) -> bool {
+        // SAFETY: kill(2) with signal 0 only checks; the group is ours.
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), 0) == 0 }
+    }
+
+    /// SIGTERM to the group (nodes stop gracefully), SIGKILL to whatever
+    /// is left after [`GROUP_STOP_TIMEOUT`]. True if SIGTERM was enough.
+    pub fn stop(&mut self) -> bool {
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on the process group this harness created.
+        unsafe {
+            libc::kill(-pgid, libc::SIGTERM);
+        }
+        let _ = self.wait(GROUP_STOP_TIMEOUT);
+        let stopped = eventually(GROUP_STOP_TIMEOUT, || !self.alive());
+        if !stopped {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+            let _ = self.child.wait();
+        }
+        stopped
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = self.child.try_wait();
+        if self.alive() {
+            self.stop();
+        }
+    }
+}
+
+/// Pids of the running processes whose command line has an argument equal
+/// to `arg` (e.g. a test's unique data directory).
+pub fn pids_with_arg(arg: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                .unwrap_or(true);
+            !zombie && cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes())
+        })
+        .collect()
+}
+
+/// A base port such that `base..=base + span` are all free right now
+/// (for `tandem up --base-port`, whose ports are fixed): first from
+/// `preferred`, then around kernel-chosen ports.
+pub fn free_port_range(span: u16, preferred: &[u16]) -> u16 {
+    let all_free = |base: u16| (base..=base + span).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+    let kernel_chosen = (0..20).map(|_| free_ports(1)[0].clamp(20_000, 65_000 - span));
+    preferred.iter().copied().chain(kernel_chosen).find(|b| all_free(*b)).expect("no free range of ports")
+}

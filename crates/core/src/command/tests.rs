@@ -37,6 +37,17 @@ impl Harness {
         self.run_at(NOW, line)
     }
 
+    /// Runs a request whose arguments are raw bytes (binary values).
+    pub(super) fn run_bytes(&mut self, args: &[&[u8]]) -> Frame {
+        let args: Vec<Bytes> = args.iter().map(|a| Bytes::copy_from_slice(a)).collect();
+        let spec = lookup(&args[0]).expect("known command");
+        let Handler::Write(f) = spec.handler else { panic!("run_bytes runs write commands") };
+        let mut batch = crate::write::Batch::new(crate::write::ENTRY_PAYLOAD_BYTES_MAX);
+        let reply = crate::write::execute(f, &mut self.store, NOW, &args, &mut batch);
+        self.log.extend(batch.take_effects());
+        reply
+    }
+
     /// The state a replica reaches by replaying this harness's log.
     pub(super) fn replayed(&self) -> Store {
         let mut s = Store::new(7);

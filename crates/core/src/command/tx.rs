@@ -116,7 +116,7 @@ impl WatchTable {
         }
         match effect.key() {
             Some(key) => {
-                let deleting = matches!(effect, Effect::Del { .. });
+                let deleting = matches!(effect, Effect::Del { .. } | Effect::Evict { .. });
                 if let Some(watchers) = self.keys.get(key) {
                     for w in watchers {
                         if !(deleting && w.stale) {

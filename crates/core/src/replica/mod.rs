@@ -46,6 +46,7 @@
 //! Given the same inputs at the same times it yields the same outputs: the
 //! transcripts in `testdata/` pin that.
 
+pub mod leaderless;
 pub mod multi_leader;
 pub mod single_leader;
 

@@ -1,0 +1,211 @@
+//! The local replica file of a leaderless keyspace: an append-only log of
+//! versioned key writes and hints, replayed at start.
+//!
+//! Each record is framed as `len: u32 LE | crc32c: u32 LE | postcard body`.
+//! At start the whole file is replayed: a torn tail (a frame cut short or
+//! a bad checksum on the very last frame, what a crash in the middle of an
+//! append leaves) is cut off and reported; a bad frame anywhere else stops
+//! the keyspace with an error naming the file and offset, never skipped.
+//! Appends are made durable per the node's fsync policy before the write
+//! they carry is acknowledged. This module owns the bytes of that file
+//! only; it decides nothing about versions.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tandem_core::repl::NodeId;
+use tandem_core::replica::leaderless::{Record, Version};
+use tandem_storage::log::FsyncPolicy;
+
+/// The file's name in the keyspace's directory.
+pub const FILE_NAME: &str = "replica.log";
+
+/// Frame header: length and checksum.
+const HEADER_BYTES: usize = 8;
+
+/// A frame larger than this is corruption, not a record (the peer frame
+/// limit bounds every record).
+const ENTRY_BYTES_MAX: usize = tandem_core::repl::msg::PEER_FRAME_BYTES_MAX;
+
+/// One entry of the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Entry {
+    /// A write this node holds as one of the key's replicas.
+    Record(Record),
+    /// A write this node holds for `owner` (sloppy quorum).
+    Hint {
+        /// The preference-list replica the write belongs to.
+        owner: NodeId,
+        /// The write.
+        rec: Record,
+    },
+    /// `owner` made the hinted write of `key` at `version` durable.
+    HintDelivered {
+        /// The owner.
+        owner: NodeId,
+        /// The key.
+        key: Bytes,
+        /// The version delivered.
+        version: Version,
+    },
+}
+
+/// The open file.
+pub struct ReplicaLog {
+    path: PathBuf,
+    file: File,
+    fsync: FsyncPolicy,
+    bytes: u64,
+}
+
+/// Replaying or appending failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// An I/O error on the file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A frame in the middle of the file is corrupt.
+    #[error("{path}: corrupt record at offset {offset}: {reason}; the file was left as is (restore the node from its peers or a backup)")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The frame's offset.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl ReplicaLog {
+    /// Opens (or creates) the file in `dir` and returns it with every entry
+    /// in it, in order, and the length of a torn tail that was cut (0: none).
+    pub fn open(dir: &Path, fsync: FsyncPolicy) -> Result<(ReplicaLog, Vec<Entry>, u64), LogError> {
+        let path = dir.join(FILE_NAME);
+        let io = |source| LogError::Io { path: path.clone(), source };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io)?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).map_err(io)?;
+        let (entries, good) = parse(&path, &data)?;
+        let torn = data.len() as u64 - good;
+        if torn > 0 {
+            file.set_len(good).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            file.seek(SeekFrom::End(0)).map_err(io)?;
+        }
+        Ok((ReplicaLog { path, file, fsync, bytes: good }, entries, torn))
+    }
+
+    /// Appends `entries` and makes them durable per the fsync policy.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), LogError> {
+        let mut out = Vec::new();
+        for e in entries {
+            let body = postcard::to_allocvec(e).expect("entries always encode");
+            out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+            out.extend_from_slice(&body);
+        }
+        let io = |source| LogError::Io { path: self.path.clone(), source };
+        self.file.write_all(&out).map_err(io)?;
+        if matches!(self.fsync, FsyncPolicy::Always | FsyncPolicy::Batch) {
+            self.file.sync_data().map_err(io)?;
+        }
+        self.bytes += out.len() as u64;
+        Ok(())
+    }
+
+    /// The file's size.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Parses frames; returns the entries and the length of the good prefix.
+fn parse(path: &Path, data: &[u8]) -> Result<(Vec<Entry>, u64), LogError> {
+    let mut entries = Vec::new();
+    let mut off = 0usize;
+    let corrupt =
+        |offset: usize, reason: String| LogError::Corrupt { path: path.to_path_buf(), offset: offset as u64, reason };
+    while off < data.len() {
+        if data.len() - off < HEADER_BYTES {
+            break; // torn header
+        }
+        let len = u32::from_le_bytes(data[off..off + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(data[off + 4..off + 8].try_into().expect("4 bytes"));
+        if len > ENTRY_BYTES_MAX {
+            return Err(corrupt(off, format!("length {len} exceeds {ENTRY_BYTES_MAX}")));
+        }
+        let end = off + HEADER_BYTES + len;
+        if end > data.len() {
+            break; // torn body
+        }
+        let body = &data[off + HEADER_BYTES..end];
+        if crc32c::crc32c(body) != crc {
+            if end == data.len() {
+                break; // the last frame, half written
+            }
+            return Err(corrupt(off, "checksum mismatch".into()));
+        }
+        let entry = postcard::from_bytes(body).map_err(|e| corrupt(off, format!("undecodable: {e}")))?;
+        entries.push(entry);
+        off = end;
+    }
+    Ok((entries, off as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(k: &str) -> Entry {
+        Entry::Record(Record {
+            key: Bytes::from(k.to_string()),
+            value: Some(Bytes::from_static(b"v")),
+            expires_at_ms: Some(7),
+            version: Version { physical_ms: 1, logical: 2, node: 3 },
+        })
+    }
+
+    #[test]
+    fn replica_log_replays_what_was_appended_and_cuts_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, e, torn) = ReplicaLog::open(dir.path(), FsyncPolicy::Always).unwrap();
+        assert!(e.is_empty() && torn == 0);
+        log.append(&[rec("a"), rec("b")]).unwrap();
+        drop(log);
+        let path = dir.path().join(FILE_NAME);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[9, 0, 0, 0, 1]).unwrap();
+        drop(f);
+        let (_log, e, torn) = ReplicaLog::open(dir.path(), FsyncPolicy::Always).unwrap();
+        assert_eq!(e, vec![rec("a"), rec("b")]);
+        assert_eq!(torn, 5);
+    }
+
+    #[test]
+    fn replica_log_corruption_in_the_middle_names_file_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _, _) = ReplicaLog::open(dir.path(), FsyncPolicy::Never).unwrap();
+        log.append(&[rec("a"), rec("b")]).unwrap();
+        drop(log);
+        let path = dir.path().join(FILE_NAME);
+        let mut data = std::fs::read(&path).unwrap();
+        data[HEADER_BYTES + 1] ^= 0xff;
+        std::fs::write(&path, &data).unwrap();
+        let err = ReplicaLog::open(dir.path(), FsyncPolicy::Never).err().unwrap().to_string();
+        assert!(err.contains("replica.log") && err.contains("offset 0"), "{err}");
+    }
+}
