@@ -100,7 +100,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/cluster/members/{id}", axum::routing::delete(remove_member))
         .merge(crate::backup_http::routes())
         .merge(crate::keyspaces::routes())
-        .merge(crate::dashboard::data_routes());
+        .merge(crate::dashboard::data_routes())
+        .merge(crate::conflicts_http::routes());
     if shared.config.fault_injection {
         guarded = guarded.route(
             "/faults",
@@ -330,15 +331,19 @@ async fn get_faults(State(shared): State<Arc<Shared>>) -> Json<FaultSpec> {
     Json(shared.repl.faults.spec())
 }
 
-/// `POST /faults` with a JSON `FaultSpec` (`{"cut":[2,3],"delay_ms":0}`):
+/// `POST /faults` with a JSON `FaultSpec` (`{"cut":[2,3],"delay_ms":0}`,
+/// or a per-peer one-way delay `{"delay_ms":{"2":100,"3":100}}`):
 /// replaces the injected link faults; `{}` clears them.
 async fn set_faults(State(shared): State<Arc<Shared>>, Json(spec): Json<FaultSpec>) -> axum::response::Response {
-    if spec.cut.len() > FAULT_CUT_PEERS_MAX || spec.delay_ms > FAULT_DELAY_MS_MAX {
+    if spec.cut.len() > FAULT_CUT_PEERS_MAX
+        || spec.delay_ms_max() > FAULT_DELAY_MS_MAX
+        || spec.delay_ms_by_peer.len() > FAULT_CUT_PEERS_MAX
+    {
         let msg = format!(
             "a fault spec cuts at most {FAULT_CUT_PEERS_MAX} peers (FAULT_CUT_PEERS_MAX) and delays at most \
              {FAULT_DELAY_MS_MAX} ms (FAULT_DELAY_MS_MAX); got {} peers and {} ms",
             spec.cut.len(),
-            spec.delay_ms
+            spec.delay_ms_max()
         );
         return (axum::http::StatusCode::BAD_REQUEST, msg).into_response();
     }

@@ -75,6 +75,14 @@ pub trait Engine: Send + Sync + 'static {
     /// Stops the engine's tasks (the keyspace was dropped or the node is
     /// shutting down); its files stay.
     fn stop(&self);
+
+    /// The keyspace's conflict feed, newest first: records with an id
+    /// above `since`, at most `count`, as JSON objects (`id`, `at_ms`,
+    /// `keyspace`, `key`, `policy`, `outcome`, `versions`). Engines that
+    /// keep no feed return none.
+    fn conflicts(&self, _since: u64, _count: usize) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
 }
 
 /// What every engine is given.
@@ -174,6 +182,11 @@ impl Engines {
     /// The engine of keyspace `name`, if one runs here.
     pub fn get(&self, name: &str) -> Option<Arc<dyn Engine>> {
         self.running.read().get(name).map(|(_, e)| e.clone())
+    }
+
+    /// Every running engine, by keyspace name.
+    pub fn all(&self) -> Vec<(String, Arc<dyn Engine>)> {
+        self.running.read().iter().map(|(n, (_, e))| (n.clone(), e.clone())).collect()
     }
 
     /// Stops every engine (node shutdown).

@@ -29,6 +29,8 @@
 //!   (one engine per keyspace), the seam the connection layer and the peer
 //!   listener reach them through; [`multi_leader`] and [`leaderless`] are
 //!   the two engines.
+//! - [`conflicts_http`]: `GET /conflicts`, the conflict feed of the
+//!   multi-leader and leaderless keyspaces.
 //! - [`events`]: the event log (failovers, RTO, rollbacks) behind `/events`.
 //! - [`rollback`]: rollback files (entries a node had to remove on rejoin).
 //! - [`control`]: the control plane, a Raft group (openraft) over the
@@ -42,6 +44,7 @@ pub mod archive;
 pub mod backlog;
 pub mod backup_http;
 pub mod config;
+pub mod conflicts_http;
 pub mod connection;
 pub mod control;
 pub mod dashboard;

@@ -60,6 +60,24 @@ pub struct ReplicaLabel {
     pub replica: u64,
 }
 
+/// Label: a keyspace and its conflict policy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConflictLabel {
+    /// The keyspace.
+    pub keyspace: String,
+    /// Its conflict policy (`lww`, `siblings`, `crdt`).
+    pub policy: String,
+}
+
+/// Label: a keyspace and an origin node of its writes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabel {
+    /// The keyspace.
+    pub keyspace: String,
+    /// The origin node.
+    pub origin: u64,
+}
+
 /// Label: an error kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabel {
@@ -160,6 +178,14 @@ pub struct Metrics {
     pub ack_wait_seconds: Family<PolicyLabel, Histogram, fn() -> Histogram>,
     /// Resident memory of the process.
     pub memory_rss_bytes: Gauge,
+    /// Conflicts resolved (discarded, kept as siblings, merged), by
+    /// keyspace and policy.
+    pub conflicts: Family<ConflictLabel, Counter>,
+    /// Multi-leader keyspaces: per origin, its writes not yet applied here.
+    pub origin_lag_entries: Family<OriginLabel, Gauge>,
+    /// Multi-leader keyspaces: per origin, HLC ms between its newest write
+    /// and the newest one applied here.
+    pub origin_lag_ms: Family<OriginLabel, Gauge>,
     /// Leaderless keyspaces (`tandem_leaderless_*`).
     pub leaderless: crate::leaderless::LeaderlessMetrics,
 }
@@ -209,6 +235,9 @@ impl Metrics {
             epoch: Gauge::default(),
             ack_wait_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             memory_rss_bytes: Gauge::default(),
+            conflicts: Family::default(),
+            origin_lag_entries: Family::default(),
+            origin_lag_ms: Family::default(),
             leaderless: Default::default(),
         };
         let names = COMMANDS.iter().map(|c| c.name).chain(std::iter::once("unknown"));
@@ -284,6 +313,21 @@ impl Metrics {
             m.ack_wait_seconds.clone(),
         );
         registry.register("memory_rss_bytes", "Resident memory of the process", m.memory_rss_bytes.clone());
+        registry.register(
+            "conflicts",
+            "Conflicts resolved in multi-leader and leaderless keyspaces, by keyspace and policy",
+            m.conflicts.clone(),
+        );
+        registry.register(
+            "origin_lag_entries",
+            "Multi-leader keyspaces: per origin, writes not yet applied here",
+            m.origin_lag_entries.clone(),
+        );
+        registry.register(
+            "origin_lag_ms",
+            "Multi-leader keyspaces: per origin, ms between its newest write and the newest applied here",
+            m.origin_lag_ms.clone(),
+        );
         m.leaderless.register(&mut registry);
         Metrics { registry, per_command, ..m }
     }

@@ -83,7 +83,7 @@ pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &Comm
             String::from_utf8_lossy(&args[1])
         )),
         "consistency" => consistency(client, args),
-        "conflicts" => err("ERR no multi-leader or leaderless keyspace keeps a conflict feed in this version"),
+        "conflicts" => conflicts(shared, args),
         "subscribe" => match crate::sentinel::subscribe_channels(args) {
             Ok(channels) => {
                 // The connection enters subscribe mode and confirms them.
@@ -811,6 +811,25 @@ fn replication_info(shared: &Shared, last_lsn: u64, epoch: u64) -> String {
 
 /// `CONSISTENCY [W n R n | RESET]`: shows or overrides, for this
 /// connection, the W and R of every leaderless keyspace it writes or reads.
+/// `CONFLICTS [COUNT n]`: the newest conflict records of every
+/// multi-leader (and leaderless) keyspace on this node, newest first, one
+/// JSON object per element (the `GET /conflicts` format).
+fn conflicts(shared: &Shared, args: &[Bytes]) -> Frame {
+    use crate::conflicts_http::{CONFLICTS_COUNT_DEFAULT, CONFLICTS_COUNT_MAX};
+    let count = match args.len() {
+        1 => CONFLICTS_COUNT_DEFAULT,
+        3 if lower(&args[1]) == "count" => {
+            match std::str::from_utf8(&args[2]).ok().and_then(|s| s.parse::<usize>().ok()) {
+                Some(n) if (1..=CONFLICTS_COUNT_MAX).contains(&n) => n,
+                _ => return err(format!("ERR COUNT must be an integer from 1 to {CONFLICTS_COUNT_MAX}")),
+            }
+        }
+        _ => return err("ERR syntax error: CONFLICTS [COUNT n]"),
+    };
+    let items = crate::multi_leader::conflicts(&shared.engines, None, 0, count);
+    Frame::Array(items.into_iter().map(|v| Frame::Bulk(Bytes::from(v.to_string()))).collect())
+}
+
 fn consistency(client: &mut ClientState, args: &[Bytes]) -> Frame {
     let show = |c: &Option<(u8, u8)>| match c {
         Some((w, r)) => Frame::Array(vec![

@@ -16,6 +16,9 @@
 //! - [`failover`]: a separate world for leader failover: every node can lead,
 //!   a control-plane register, leases under clock drift, fencing, rollback
 //!   records; its own checkers (see the module doc).
+//! - [`multi_leader`]: a world of multi-leader replicas (concurrent writes
+//!   everywhere, partitions, resets, crashes, skew) and its convergence
+//!   and conflict checkers.
 //! - [`lab`]: `tandem lab`'s scenarios, measured on these worlds with
 //!   fixed region latencies, rendered as text, JSON and HTML with SVG plots.
 //! - [`sessions`]: clients routing reads with the real `tandem_core::session`
@@ -41,6 +44,7 @@ pub mod failover;
 pub mod lab;
 pub mod leader_reads;
 pub mod leaderless;
+pub mod multi_leader;
 pub mod rng;
 pub mod schedule;
 pub mod sessions;

@@ -519,7 +519,7 @@ impl ControlPlane {
                 if cp.faults.is_cut(peer) {
                     return;
                 }
-                if let Some(delay) = cp.faults.send_delay() {
+                if let Some(delay) = cp.faults.send_delay(peer) {
                     tokio::time::sleep(delay).await;
                 }
                 let _ = tx.send(PeerMsg::ControlResponse { id, body: answer }).await;

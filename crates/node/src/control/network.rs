@@ -179,7 +179,7 @@ impl PeerPool {
         if self.faults.is_cut(peer) {
             return Err(ControlError::Cut { peer });
         }
-        if let Some(delay) = self.faults.send_delay() {
+        if let Some(delay) = self.faults.send_delay(peer) {
             tokio::time::sleep(delay).await;
         }
         let tx = tokio::time::timeout_at(deadline, self.sender(peer, addr))

@@ -120,9 +120,9 @@ impl Cluster {
     /// Cuts every link between `island` and the other nodes, both ways.
     fn isolate(&self, island: NodeId) {
         let others: Vec<_> = self.nodes.iter().map(|n| n.id).filter(|id| *id != island).collect();
-        self.node(island).faults.set(&FaultSpec { cut: others.clone(), delay_ms: 0 });
+        self.node(island).faults.set(&FaultSpec { cut: others.clone(), delay_ms: 0, ..Default::default() });
         for id in others {
-            self.node(id).faults.set(&FaultSpec { cut: vec![island], delay_ms: 0 });
+            self.node(id).faults.set(&FaultSpec { cut: vec![island], delay_ms: 0, ..Default::default() });
         }
     }
 
@@ -322,12 +322,12 @@ async fn control_call_app_round_trip_and_errors() {
     assert_eq!(&answer[..], b"1:probe");
     assert_eq!(c.cp(1).call_app(3, Bytes::new(), timeout).await, Err(ControlError::NoAppHandler(3)));
     assert_eq!(c.cp(1).call_app(9, Bytes::new(), timeout).await, Err(ControlError::UnknownMember(9)));
-    c.node(1).faults.set(&FaultSpec { cut: vec![2], delay_ms: 0 });
+    c.node(1).faults.set(&FaultSpec { cut: vec![2], delay_ms: 0, ..Default::default() });
     assert_eq!(c.cp(1).call_app(2, Bytes::new(), timeout).await, Err(ControlError::Cut { peer: 2 }));
     c.heal();
     // An injected delay is added before each send, in both directions.
-    c.node(1).faults.set(&FaultSpec { cut: vec![], delay_ms: 100 });
-    c.node(2).faults.set(&FaultSpec { cut: vec![], delay_ms: 100 });
+    c.node(1).faults.set(&FaultSpec { cut: vec![], delay_ms: 100, ..Default::default() });
+    c.node(2).faults.set(&FaultSpec { cut: vec![], delay_ms: 100, ..Default::default() });
     let t0 = std::time::Instant::now();
     c.cp(1).call_app(2, Bytes::from_static(b"slow"), timeout).await.unwrap();
     assert!(t0.elapsed() >= Duration::from_millis(200), "delay not applied: {:?}", t0.elapsed());

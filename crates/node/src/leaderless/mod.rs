@@ -592,7 +592,7 @@ impl Inner {
                 Some(c) => c,
                 None => (dial(&self.env, peer, &self.name).await.map_err(|e| e.to_string())?, BytesMut::new()),
             };
-            if let Some(d) = self.env.faults.send_delay() {
+            if let Some(d) = self.env.faults.send_delay(peer) {
                 tokio::time::sleep(d).await;
             }
             let exchange = async {
@@ -640,7 +640,7 @@ impl Inner {
             };
             let answer = self.answer(peer, req).await;
             let body = Bytes::from(postcard::to_allocvec(&answer).expect("answers always encode"));
-            if let Some(d) = self.env.faults.send_delay() {
+            if let Some(d) = self.env.faults.send_delay(peer) {
                 tokio::time::sleep(d).await;
             }
             if wire::write_frame(&mut stream, &PeerMsg::Keyspace { body }).await.is_err() {

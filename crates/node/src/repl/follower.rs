@@ -265,7 +265,7 @@ async fn stream_loop(
                 }
                 // Lease grants go out before the (possibly slow) apply.
                 if !replies.is_empty() {
-                    if let Some(d) = params.faults.send_delay() {
+                    if let Some(d) = params.faults.send_delay(params.leader_id) {
                         tokio::time::sleep(d).await;
                     }
                     out.clear();
@@ -296,7 +296,7 @@ async fn stream_loop(
         // Only what is both in the local log and durable counts as flushed.
         core.handle_flushed((*durable.borrow_and_update()).min(db.last_lsn()).min(core.last_lsn()));
         if let Some(ack) = core.poll_ack(unix_ms()) {
-            if let Some(d) = params.faults.send_delay() {
+            if let Some(d) = params.faults.send_delay(params.leader_id) {
                 tokio::time::sleep(d).await;
             }
             out.clear();

@@ -217,7 +217,7 @@ impl LeaderHandle {
                 if faults.is_cut(node_id) || read_task.is_finished() {
                     return Ok(());
                 }
-                if let Some(d) = faults.send_delay() {
+                if let Some(d) = faults.send_delay(node_id) {
                     tokio::time::sleep(d).await;
                 }
                 match t {

@@ -44,6 +44,14 @@ pub const IN_FLIGHT_ENTRIES_MAX: u64 = 4_096;
 /// Most records the conflict feed keeps (oldest dropped first).
 pub const CONFLICT_FEED_MAX: usize = 10_000;
 
+/// Most bytes of one write's entry (the key's whole encoded state); a
+/// write past it is refused, since every write ships the whole key.
+pub const ENTRY_BYTES_MAX: usize = 64 << 20;
+
+/// Most bytes of entries in one [`MlMsg::Entries`] message (at least one
+/// entry goes in any message).
+pub const BATCH_BYTES_MAX: usize = 64 << 20;
+
 /// Most client requests waiting for local durability.
 pub const PENDING_REPLIES_MAX: usize = 65_536;
 
@@ -171,6 +179,8 @@ pub struct MultiLeaderReplica {
     keys: BTreeMap<Bytes, KeyValue>,
     /// Our durable writes, seq `i + 1` at index `i`.
     own: Vec<MlEntry>,
+    /// Encoded size of each of `own`.
+    own_bytes: Vec<usize>,
     /// Our writes appended but not yet durable: (log index, entry).
     own_pending: VecDeque<(u64, MlEntry)>,
     /// Highest seq given to a write of ours.
@@ -209,6 +219,7 @@ impl MultiLeaderReplica {
             hlc: HlcClock::new(node),
             keys: BTreeMap::new(),
             own: Vec::new(),
+            own_bytes: Vec::new(),
             own_pending: VecDeque::new(),
             own_seq: 0,
             log_index: 0,
@@ -242,6 +253,7 @@ impl MultiLeaderReplica {
         self.durable.observe(entry.origin, entry.seq);
         if entry.origin == self.node {
             self.own_seq = entry.seq;
+            self.own_bytes.push(encoded_len(&entry));
             self.own.push(entry);
         } else if let Some(p) = self.peers.get_mut(&entry.origin) {
             p.applied_ms = entry.hlc.physical_ms;
@@ -316,6 +328,19 @@ impl MultiLeaderReplica {
             };
             exec::execute(&mut ctx, args)
         };
+        for (key, value) in &out.writes {
+            let bytes = postcard::experimental::serialized_size(value).unwrap_or(usize::MAX);
+            if bytes > ENTRY_BYTES_MAX {
+                self.replies.push_back(MlOutput::Reply {
+                    token,
+                    frame: Frame::error(format!(
+                        "ERR the write would make {} a {bytes}-byte state, past ENTRY_BYTES_MAX ({ENTRY_BYTES_MAX}): every write ships the whole key",
+                        String::from_utf8_lossy(key)
+                    )),
+                });
+                return;
+            }
+        }
         for (key, value) in out.writes {
             self.own_seq += 1;
             let entry = MlEntry { origin: self.node, seq: self.own_seq, hlc: self.hlc.last(), key, value };
@@ -341,6 +366,7 @@ impl MultiLeaderReplica {
         while self.own_pending.front().is_some_and(|(i, _)| *i <= self.durable_index) {
             let (_, e) = self.own_pending.pop_front().expect("checked");
             self.durable.observe(self.node, e.seq);
+            self.own_bytes.push(encoded_len(&e));
             self.own.push(e);
         }
         while self.pending_replies.front().is_some_and(|(i, _, _)| *i <= self.durable_index) {
@@ -454,7 +480,15 @@ impl MultiLeaderReplica {
             }
             let room = (IN_FLIGHT_ENTRIES_MAX - (p.sent - p.acked)) as usize;
             let from = p.sent as usize;
-            let to = (from + ENTRIES_PER_BATCH_MAX.min(room)).min(self.own.len());
+            let mut to = from;
+            let mut bytes = 0;
+            while to < self.own.len()
+                && to - from < ENTRIES_PER_BATCH_MAX.min(room)
+                && (to == from || bytes + self.own_bytes[to] <= BATCH_BYTES_MAX)
+            {
+                bytes += self.own_bytes[to];
+                to += 1;
+            }
             let batch = self.own[from..to].to_vec();
             self.peers.get_mut(&peer).expect("checked").sent = to as u64;
             self.send_entries(peer, batch);
@@ -563,6 +597,10 @@ impl MultiLeaderReplica {
     pub fn unshipped(&self, peer: NodeId) -> u64 {
         self.own_seq - self.peers.get(&peer).map_or(0, |p| p.acked)
     }
+}
+
+fn encoded_len(e: &MlEntry) -> usize {
+    postcard::experimental::serialized_size(e).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
