@@ -36,9 +36,27 @@ enum KeyspaceCommand {
         /// The key prefix that selects it.
         #[arg(long)]
         prefix: String,
-        /// Replication mode.
+        /// Replication mode: single-leader, multi-leader or leaderless.
         #[arg(long, default_value = "single-leader")]
         mode: String,
+        /// Multi-leader and leaderless: how concurrent writes to one key
+        /// are resolved: lww (default), siblings or crdt.
+        #[arg(long)]
+        conflict: Option<String>,
+        /// Leaderless: replicas of each key (default 3).
+        #[arg(long)]
+        n: Option<u8>,
+        /// Leaderless: replicas that must take a write before it is
+        /// acknowledged (default a majority of N).
+        #[arg(long)]
+        w: Option<u8>,
+        /// Leaderless: replicas a read waits for (default a majority of N).
+        #[arg(long)]
+        r: Option<u8>,
+        /// Leaderless: sloppy quorum; writes for a down replica go to the
+        /// next healthy node with a hint (hinted handoff).
+        #[arg(long)]
+        sloppy: bool,
         /// Ack policy of its writes: async, "any K", "first K (A,B,..)", all
         /// (default: the node's --ack).
         #[arg(long)]
@@ -65,9 +83,11 @@ enum KeyspaceCommand {
 /// Runs `tandem keyspace ...`.
 pub fn run(args: KeyspaceArgs) -> ExitCode {
     let result = match &args.command {
-        KeyspaceCommand::Create { name, prefix, mode, ack, ack_level } => {
-            let body =
-                serde_json::json!({ "name": name, "prefix": prefix, "mode": mode, "ack": ack, "ack_level": ack_level });
+        KeyspaceCommand::Create { name, prefix, mode, ack, ack_level, conflict, n, w, r, sloppy } => {
+            let body = serde_json::json!({
+                "name": name, "prefix": prefix, "mode": mode, "ack": ack, "ack_level": ack_level,
+                "conflict": conflict, "n": n, "w": w, "r": r, "sloppy": sloppy,
+            });
             http(&args.admin, "POST", "/keyspaces", Some(&body.to_string()))
         }
         KeyspaceCommand::List => http(&args.admin, "GET", "/keyspaces", None),
@@ -94,7 +114,12 @@ pub fn run(args: KeyspaceArgs) -> ExitCode {
     }
     match &args.command {
         KeyspaceCommand::List => print_table(json.get("keyspaces").and_then(|k| k.as_array()).map_or(&[][..], |v| v)),
-        KeyspaceCommand::Create { .. } => print_table(std::slice::from_ref(&json)),
+        KeyspaceCommand::Create { .. } => {
+            if let Some(w) = json.get("warning").and_then(|w| w.as_str()) {
+                eprintln!("warning: {w}");
+            }
+            print_table(std::slice::from_ref(&json))
+        }
         KeyspaceCommand::Drop { name, .. } => {
             let keys = json.get("keys").and_then(|k| k.as_u64()).unwrap_or(0);
             println!("dropped keyspace {name} ({keys} keys on that node now belong to the keyspace their prefix matches next)");
@@ -129,11 +154,28 @@ fn print_table(rows: &[serde_json::Value]) {
             s(r, &["name"]),
             s(r, &["prefix"]),
             s(r, &["mode"]),
-            s(r, &["policy", "ack"]),
+            policy_text(r, &s),
             s(r, &["policy", "ack_level"]),
             s(r, &["state", "leader"]),
             s(r, &["state", "epoch"]),
             s(r, &["state", "last_lsn"]),
         );
+    }
+}
+
+/// The ACK column: a single-leader keyspace's ack policy, else the mode's
+/// policy in short (`lww`, `N=3 W=2 R=2 lww`).
+fn policy_text(r: &serde_json::Value, s: &dyn Fn(&serde_json::Value, &[&str]) -> String) -> String {
+    match r.get("mode").and_then(|m| m.as_str()) {
+        Some("multi-leader") => s(r, &["policy", "conflict"]),
+        Some("leaderless") => format!(
+            "N={} W={} R={} {}{}",
+            s(r, &["policy", "n"]),
+            s(r, &["policy", "w"]),
+            s(r, &["policy", "r"]),
+            s(r, &["policy", "conflict"]),
+            if r.pointer("/policy/sloppy").and_then(|v| v.as_bool()) == Some(true) { " sloppy" } else { "" }
+        ),
+        _ => s(r, &["policy", "ack"]),
     }
 }

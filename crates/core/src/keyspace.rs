@@ -30,10 +30,19 @@ pub const KEYSPACE_NAME_BYTES_MAX: usize = 64;
 pub const KEYSPACE_PREFIX_BYTES_MAX: usize = 256;
 
 /// How a keyspace is replicated, with the mode's policy.
+///
+/// Variants are only ever appended (the cluster map stores this enum by
+/// variant index).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mode {
     /// One leader appends to the log and streams it to followers.
     SingleLeader(SingleLeaderPolicy),
+    /// Every node accepts writes and streams its own to every other node;
+    /// concurrent writes are resolved by the keyspace's conflict policy.
+    MultiLeader(MultiLeaderPolicy),
+    /// No leader: each key lives on N nodes of a consistent-hash ring; a
+    /// write waits for W of them, a read asks R.
+    Leaderless(LeaderlessPolicy),
 }
 
 impl Mode {
@@ -41,8 +50,131 @@ impl Mode {
     pub fn name(&self) -> &'static str {
         match self {
             Mode::SingleLeader(_) => "single-leader",
+            Mode::MultiLeader(_) => "multi-leader",
+            Mode::Leaderless(_) => "leaderless",
         }
     }
+
+    /// True for the mode whose data lives in the node's shared log and
+    /// store; the other modes each run their own replica per keyspace.
+    pub fn is_single_leader(&self) -> bool {
+        matches!(self, Mode::SingleLeader(_))
+    }
+}
+
+/// What happens when two writes to one key are concurrent (neither saw the
+/// other): shared by multi-leader and leaderless keyspaces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConflictPolicy {
+    /// Last writer wins: the highest hybrid-logical-clock timestamp, node id
+    /// breaking ties; every discarded value goes to the conflict feed.
+    #[default]
+    Lww,
+    /// Concurrent values are all kept as siblings until a client resolves
+    /// them.
+    Siblings,
+    /// Per-type merges (counters, observed-remove sets and maps).
+    Crdt,
+}
+
+impl ConflictPolicy {
+    /// The policy's name as users type it (`--conflict lww`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ConflictPolicy::Lww => "lww",
+            ConflictPolicy::Siblings => "siblings",
+            ConflictPolicy::Crdt => "crdt",
+        }
+    }
+}
+
+impl fmt::Display for ConflictPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ConflictPolicy {
+    type Err = KeyspaceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "lww" => Ok(ConflictPolicy::Lww),
+            "siblings" => Ok(ConflictPolicy::Siblings),
+            "crdt" => Ok(ConflictPolicy::Crdt),
+            other => Err(KeyspaceError::UnknownConflictPolicy(other.to_string())),
+        }
+    }
+}
+
+/// The policy of a multi-leader keyspace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiLeaderPolicy {
+    /// How concurrent writes to one key are resolved.
+    pub conflict: ConflictPolicy,
+}
+
+/// Most replicas of a key in a leaderless keyspace.
+pub const LEADERLESS_N_MAX: u8 = 16;
+
+/// The policy of a leaderless keyspace: `N` replicas per key, a write waits
+/// for `W` of them, a read for `R`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderlessPolicy {
+    /// Replicas of each key (its preference list's length).
+    pub n: u8,
+    /// Replicas that must make a write durable before it is acknowledged.
+    pub w: u8,
+    /// Replicas a read waits for.
+    pub r: u8,
+    /// Sloppy quorum: while a preference-list replica is down, its writes go
+    /// to the next healthy node with a hint and are handed back later.
+    pub sloppy: bool,
+    /// How concurrent versions of a key are resolved.
+    pub conflict: ConflictPolicy,
+}
+
+impl LeaderlessPolicy {
+    /// Checks `1 <= W, R <= N <= LEADERLESS_N_MAX` (the member count is
+    /// checked where the cluster map is known).
+    pub fn validate(&self) -> Result<(), KeyspaceError> {
+        let ok = self.n >= 1
+            && self.n <= LEADERLESS_N_MAX
+            && (1..=self.n).contains(&self.w)
+            && (1..=self.n).contains(&self.r);
+        if ok {
+            Ok(())
+        } else {
+            Err(KeyspaceError::InvalidQuorum { n: self.n, w: self.w, r: self.r })
+        }
+    }
+
+    /// True when a read need not overlap the latest acknowledged write
+    /// (`W + R <= N`): reads may be stale.
+    pub fn reads_may_be_stale(&self) -> bool {
+        u16::from(self.w) + u16::from(self.r) <= u16::from(self.n)
+    }
+}
+
+/// Everything a keyspace's mode may be given when it is created (the
+/// fields of `tandem keyspace create`, `POST /keyspaces` and a
+/// `[[keyspace]]` table); each mode takes its own and refuses the others'.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModeOptions {
+    /// Single-leader: ack policy.
+    pub ack: Option<AckPolicy>,
+    /// Single-leader: ack level.
+    pub ack_level: Option<AckLevel>,
+    /// Multi-leader and leaderless: conflict policy (default `lww`).
+    pub conflict: Option<ConflictPolicy>,
+    /// Leaderless: replicas per key (default 3).
+    pub n: Option<u8>,
+    /// Leaderless: write quorum (default a majority of N).
+    pub w: Option<u8>,
+    /// Leaderless: read quorum (default a majority of N).
+    pub r: Option<u8>,
+    /// Leaderless: sloppy quorum with hinted handoff.
+    pub sloppy: bool,
 }
 
 /// The policy of a single-leader keyspace. `None` fields fall back to the
@@ -111,8 +243,29 @@ pub enum KeyspaceError {
     #[error("no keyspace named {0:?}")]
     Unknown(String),
     /// An unknown `--mode`.
-    #[error("unknown mode {0:?} (this version knows: single-leader)")]
+    #[error("unknown mode {0:?} (this version knows: single-leader, multi-leader, leaderless)")]
     UnknownMode(String),
+    /// An unknown `--conflict`.
+    #[error("unknown conflict policy {0:?} (lww, siblings or crdt)")]
+    UnknownConflictPolicy(String),
+    /// N, W, R out of range.
+    #[error("invalid quorum N={n} W={w} R={r}: need 1 <= W <= N, 1 <= R <= N and N <= {LEADERLESS_N_MAX}")]
+    InvalidQuorum {
+        /// Replicas per key.
+        n: u8,
+        /// Write quorum.
+        w: u8,
+        /// Read quorum.
+        r: u8,
+    },
+    /// An option that the chosen mode does not take.
+    #[error("--{option} does not apply to a {mode} keyspace")]
+    OptionNotForMode {
+        /// The option's name.
+        option: &'static str,
+        /// The mode.
+        mode: &'static str,
+    },
 }
 
 /// A command whose keys belong to more than one keyspace; refused before it
@@ -158,10 +311,47 @@ pub fn validate_name(name: &str) -> Result<(), KeyspaceError> {
     }
 }
 
-/// Parses a mode name (`single-leader`) with its policy.
-pub fn parse_mode(mode: &str, ack: Option<AckPolicy>, ack_level: Option<AckLevel>) -> Result<Mode, KeyspaceError> {
+/// Parses a mode name (`single-leader`, `multi-leader`, `leaderless`) with
+/// its policy, refusing options that belong to another mode.
+pub fn parse_mode(mode: &str, o: ModeOptions) -> Result<Mode, KeyspaceError> {
+    let refuse = |option: &'static str, mode: &'static str| Err(KeyspaceError::OptionNotForMode { option, mode });
     match mode.to_ascii_lowercase().as_str() {
-        "single-leader" | "single_leader" => Ok(Mode::SingleLeader(SingleLeaderPolicy { ack, ack_level })),
+        "single-leader" | "single_leader" => {
+            let name = "single-leader";
+            if o.conflict.is_some() {
+                return refuse("conflict", name);
+            }
+            if o.n.is_some() || o.w.is_some() || o.r.is_some() || o.sloppy {
+                return refuse("n/--w/--r/--sloppy", name);
+            }
+            Ok(Mode::SingleLeader(SingleLeaderPolicy { ack: o.ack, ack_level: o.ack_level }))
+        }
+        "multi-leader" | "multi_leader" => {
+            let name = "multi-leader";
+            if o.ack.is_some() || o.ack_level.is_some() {
+                return refuse("ack/--ack-level", name);
+            }
+            if o.n.is_some() || o.w.is_some() || o.r.is_some() || o.sloppy {
+                return refuse("n/--w/--r/--sloppy", name);
+            }
+            Ok(Mode::MultiLeader(MultiLeaderPolicy { conflict: o.conflict.unwrap_or_default() }))
+        }
+        "leaderless" => {
+            if o.ack.is_some() || o.ack_level.is_some() {
+                return refuse("ack/--ack-level", "leaderless");
+            }
+            let n = o.n.unwrap_or(3);
+            let majority = n / 2 + 1;
+            let policy = LeaderlessPolicy {
+                n,
+                w: o.w.unwrap_or(majority),
+                r: o.r.unwrap_or(majority),
+                sloppy: o.sloppy,
+                conflict: o.conflict.unwrap_or_default(),
+            };
+            policy.validate()?;
+            Ok(Mode::Leaderless(policy))
+        }
         other => Err(KeyspaceError::UnknownMode(other.to_string())),
     }
 }
@@ -317,6 +507,28 @@ mod tests {
         assert_eq!(ks.remove("nope"), Err(KeyspaceError::Unknown("nope".into())));
         assert_eq!(ks.remove("carts").unwrap().name, "carts");
         assert!(ks.is_empty());
+    }
+
+    #[test]
+    fn each_mode_takes_its_own_options_and_refuses_the_others() {
+        let ll = |n, w, r| ModeOptions { n: Some(n), w: Some(w), r: Some(r), ..ModeOptions::default() };
+        let Mode::Leaderless(p) = parse_mode("leaderless", ll(3, 2, 2)).unwrap() else { panic!() };
+        assert!(!p.reads_may_be_stale());
+        let Mode::Leaderless(p) = parse_mode("leaderless", ll(3, 1, 1)).unwrap() else { panic!() };
+        assert!(p.reads_may_be_stale());
+        let Mode::Leaderless(p) = parse_mode("leaderless", ModeOptions::default()).unwrap() else { panic!() };
+        assert_eq!((p.n, p.w, p.r, p.conflict), (3, 2, 2, ConflictPolicy::Lww));
+        assert!(matches!(parse_mode("leaderless", ll(3, 4, 1)), Err(KeyspaceError::InvalidQuorum { .. })));
+        assert!(matches!(parse_mode("leaderless", ll(3, 0, 1)), Err(KeyspaceError::InvalidQuorum { .. })));
+        let crdt = ModeOptions { conflict: Some(ConflictPolicy::Crdt), ..ModeOptions::default() };
+        assert_eq!(
+            parse_mode("multi-leader", crdt.clone()).unwrap(),
+            Mode::MultiLeader(MultiLeaderPolicy { conflict: ConflictPolicy::Crdt })
+        );
+        assert!(matches!(parse_mode("single-leader", crdt), Err(KeyspaceError::OptionNotForMode { .. })));
+        let ack = ModeOptions { ack: Some(AckPolicy::All), ..ModeOptions::default() };
+        assert!(matches!(parse_mode("multi-leader", ack), Err(KeyspaceError::OptionNotForMode { .. })));
+        assert!(matches!("most".parse::<ConflictPolicy>(), Err(KeyspaceError::UnknownConflictPolicy(_))));
     }
 
     #[test]

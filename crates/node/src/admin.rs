@@ -94,7 +94,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/cluster/members", axum::routing::post(add_member))
         .route("/cluster/members/{id}", axum::routing::delete(remove_member))
         .merge(crate::backup_http::routes())
-        .merge(crate::keyspaces::routes());
+        .merge(crate::keyspaces::routes())
+        .merge(crate::dashboard::data_routes());
     if shared.config.fault_injection {
         guarded = guarded.route(
             "/faults",
@@ -104,7 +105,13 @@ fn router(shared: Arc<Shared>) -> Router {
     let guarded = guarded.layer(axum::middleware::from_fn_with_state(shared.clone(), require_token));
     // A load balancer probes these without credentials; they reveal only
     // whether this node serves (and takes writes).
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).merge(guarded).with_state(shared)
+    // The dashboard page holds no data; it asks for the token itself.
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(crate::dashboard::page_routes())
+        .merge(guarded)
+        .with_state(shared)
 }
 
 /// Refuses a request without the admin token (when one is configured).

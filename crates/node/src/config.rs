@@ -149,13 +149,25 @@ pub struct KeyspaceConfig {
     pub name: String,
     /// Keys with this prefix belong to it (the longest matching prefix wins).
     pub prefix: String,
-    /// Replication mode: `single-leader`.
+    /// Replication mode: `single-leader`, `multi-leader` or `leaderless`.
     #[serde(default = "default_keyspace_mode")]
     pub mode: String,
-    /// Ack policy (`async`, `any k`, `first k (a,b)`, `all`); none: `ack`.
+    /// Single-leader: ack policy (`async`, `any k`, `first k (a,b)`, `all`);
+    /// none: `ack`.
     pub ack: Option<String>,
-    /// `flush` or `apply`; none: `ack_level`.
+    /// Single-leader: `flush` or `apply`; none: `ack_level`.
     pub ack_level: Option<String>,
+    /// Multi-leader and leaderless: `lww` (default), `siblings` or `crdt`.
+    pub conflict: Option<String>,
+    /// Leaderless: replicas per key (default 3).
+    pub n: Option<u8>,
+    /// Leaderless: write quorum (default a majority of `n`).
+    pub w: Option<u8>,
+    /// Leaderless: read quorum (default a majority of `n`).
+    pub r: Option<u8>,
+    /// Leaderless: sloppy quorum with hinted handoff.
+    #[serde(default)]
+    pub sloppy: bool,
 }
 
 fn default_keyspace_mode() -> String {
@@ -339,6 +351,11 @@ impl Config {
                     mode: k.mode.clone(),
                     ack: k.ack.clone(),
                     ack_level: k.ack_level.clone(),
+                    conflict: k.conflict.clone(),
+                    n: k.n,
+                    w: k.w,
+                    r: k.r,
+                    sloppy: k.sloppy,
                 })
                 .map_err(|e| format!("[[keyspace]] {:?}: {e}", k.name))
             })

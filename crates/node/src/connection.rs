@@ -60,6 +60,9 @@ pub struct ClientState {
     pub tx: Option<Transaction>,
     /// Keys this connection `WATCH`es, each with whether it was live then.
     pub watched: Vec<(Bytes, bool)>,
+    /// Leaderless keyspaces: the `(W, R)` set by `CONSISTENCY W n R n`
+    /// (`None`: each keyspace's own).
+    pub consistency: Option<(u8, u8)>,
 }
 
 /// A transaction being queued.
@@ -105,6 +108,7 @@ pub async fn serve(
         subscribe: None,
         tx: None,
         watched: Vec::new(),
+        consistency: None,
     };
     let limits = shared.config.resp_limits();
     let query_max = shared.config.limits.query_buffer_bytes_max;
@@ -310,6 +314,31 @@ async fn dispatch(
         abort_tx(client);
         return (spec.index(), reply(command::wrong_arity(spec.name)), None);
     }
+    let route = match shared.keyspaces.route(spec, args) {
+        Ok(r) => r,
+        Err(cross) => {
+            abort_tx(client);
+            return (spec.index(), reply(Frame::Error(cross.to_resp())), None);
+        }
+    };
+    if !route.single_leader {
+        // A multi-leader or leaderless keyspace: its own replica answers,
+        // under its own rules (no leader, no lease, no shared log).
+        let name = route.keyspace.unwrap_or_default();
+        if client.tx.is_some() {
+            abort_tx(client);
+            let e = format!("ERR MULTI cannot include commands on keyspace '{name}': it is not single-leader");
+            return (spec.index(), reply(Frame::Error(e)), None);
+        }
+        let frame = match shared.engines.get(&name) {
+            Some(engine) => engine.execute(client, spec, args).await,
+            None => Frame::Error(format!(
+                "TRYAGAIN keyspace '{name}' has no replica on node {} (starting, or failed to start: see its log)",
+                shared.config.node_id
+            )),
+        };
+        return (spec.index(), reply(frame), None);
+    }
     if let Handler::Read(_) = spec.handler {
         // A leader that lost its lease must not answer from its (possibly
         // overwritten) state; `ECHO` and friends touch no key and pass.
@@ -319,13 +348,6 @@ async fn dispatch(
             }
         }
     }
-    let route = match shared.keyspaces.route(spec, args) {
-        Ok(r) => r,
-        Err(cross) => {
-            abort_tx(client);
-            return (spec.index(), reply(Frame::Error(cross.to_resp())), None);
-        }
-    };
     if let Some(queued) = client.tx.as_ref().map(|t| t.queue.len()) {
         match tx::queue_decision(spec, queued) {
             Err(e) => {

@@ -307,7 +307,7 @@ impl Failover {
         let node = self.repl.default_durability();
         let mut policies = vec![map.ack_policy.clone().unwrap_or_else(|| node.policy.clone())];
         for def in map.keyspaces.values() {
-            let tandem_core::keyspace::Mode::SingleLeader(p) = &def.mode;
+            let tandem_core::keyspace::Mode::SingleLeader(p) = &def.mode else { continue };
             let policy = p.durability(node).policy;
             if !policies.contains(&policy) {
                 policies.push(policy);

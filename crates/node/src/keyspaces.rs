@@ -26,7 +26,9 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use serde::Deserialize;
 use tandem_core::command::CommandSpec;
-use tandem_core::keyspace::{self, CrossKeyspace, KeyspaceDef, Keyspaces, Mode, DEFAULT_KEYSPACE};
+use tandem_core::keyspace::{
+    self, ConflictPolicy, CrossKeyspace, KeyspaceDef, Keyspaces, Mode, ModeOptions, DEFAULT_KEYSPACE,
+};
 use tandem_core::repl::{AckLevel, AckPolicy, Durability};
 use tokio::sync::watch;
 
@@ -61,8 +63,13 @@ pub struct Resolved {
 pub struct Route {
     /// The keyspace's name; `None` for `default`.
     pub keyspace: Option<String>,
-    /// Its durability; `None` for `default` (the node's own).
+    /// Its durability; `None` for `default` (the node's own) and for
+    /// keyspaces that are not single-leader.
     pub durability: Option<Durability>,
+    /// False when the keyspace is multi-leader or leaderless: the command
+    /// goes to that keyspace's engine (`crate::engines`), not the shared
+    /// log and store.
+    pub single_leader: bool,
 }
 
 impl KeyspaceTable {
@@ -83,9 +90,9 @@ impl KeyspaceTable {
         let durability = router
             .defs()
             .into_iter()
-            .map(|d| {
-                let Mode::SingleLeader(p) = &d.mode;
-                (d.name.clone(), p.durability(&self.node_default))
+            .filter_map(|d| match &d.mode {
+                Mode::SingleLeader(p) => Some((d.name.clone(), p.durability(&self.node_default))),
+                _ => None,
             })
             .collect();
         let any = !router.is_empty();
@@ -107,23 +114,33 @@ impl KeyspaceTable {
     /// keyspaces. The fast path (only `default`) takes no lock.
     pub fn route(&self, spec: &CommandSpec, args: &[Bytes]) -> Result<Route, CrossKeyspace> {
         if !self.any.load(Ordering::Acquire) || !spec.has_keys() {
-            return Ok(Route { keyspace: None, durability: None });
+            return Ok(Route { keyspace: None, durability: None, single_leader: true });
         }
         let current = self.current();
         let def = current.router.route(spec.keys(args))?;
         Ok(match def {
-            None => Route { keyspace: None, durability: None },
-            Some(d) => Route { keyspace: Some(d.name.clone()), durability: current.durability.get(&d.name).cloned() },
+            None => Route { keyspace: None, durability: None, single_leader: true },
+            Some(d) => Route {
+                keyspace: Some(d.name.clone()),
+                durability: current.durability.get(&d.name).cloned(),
+                single_leader: d.mode.is_single_leader(),
+            },
         })
     }
 }
 
-/// Keeps `table` equal to the keyspaces of the control plane's map.
-pub async fn follow_map(table: Arc<KeyspaceTable>, mut map: watch::Receiver<ClusterMap>) {
+/// Keeps `table` equal to the keyspaces of the control plane's map, and
+/// `engines` running for its multi-leader and leaderless keyspaces.
+pub async fn follow_map(
+    table: Arc<KeyspaceTable>,
+    engines: Arc<crate::engines::Engines>,
+    mut map: watch::Receiver<ClusterMap>,
+) {
     loop {
         let router = map.borrow_and_update().keyspace_router();
         if router != table.current().router {
             tracing::info!(keyspaces = router.defs().len(), "keyspaces changed");
+            engines.sync(&router);
             table.set(router);
         }
         if map.changed().await.is_err() {
@@ -184,8 +201,41 @@ fn policy_json(d: &Durability) -> serde_json::Value {
     serde_json::json!({ "ack": d.policy.to_string(), "ack_level": d.level.to_string(), "ack_timeout_ms": d.timeout_ms })
 }
 
+/// The JSON of a keyspace that is not single-leader: its definition and
+/// its engine's state on this node.
+fn engine_keyspace_json(shared: &Shared, def: &KeyspaceDef) -> serde_json::Value {
+    let policy = match &def.mode {
+        Mode::SingleLeader(_) => serde_json::Value::Null,
+        Mode::MultiLeader(p) => serde_json::json!({ "conflict": p.conflict.name() }),
+        Mode::Leaderless(p) => serde_json::json!({
+            "n": p.n, "w": p.w, "r": p.r, "sloppy": p.sloppy, "conflict": p.conflict.name(),
+        }),
+    };
+    let state = match shared.engines.get(&def.name) {
+        Some(engine) => engine.status(),
+        None => serde_json::json!({ "error": "this node runs no replica of the keyspace (see its log)" }),
+    };
+    serde_json::json!({
+        "name": def.name,
+        "prefix": String::from_utf8_lossy(&def.prefix),
+        "mode": def.mode.name(),
+        "policy": policy,
+        "state": state,
+    })
+}
+
 /// The JSON of one keyspace: definition, policy in force and this node's
 /// view of its mode's state.
+fn def_json(shared: &Shared, def: &KeyspaceDef) -> serde_json::Value {
+    if !def.mode.is_single_leader() {
+        return engine_keyspace_json(shared, def);
+    }
+    let current = shared.keyspaces.current();
+    let d = current.durability.get(&def.name).cloned().unwrap_or_else(|| shared.keyspaces.node_default().clone());
+    keyspace_json(shared, &def.name, &def.prefix, &d)
+}
+
+/// The JSON of one single-leader keyspace.
 fn keyspace_json(shared: &Shared, name: &str, prefix: &[u8], durability: &Durability) -> serde_json::Value {
     let (last_lsn, epoch) = shared.db.with_state(|s| (s.last_lsn, s.epoch));
     let leader = match &shared.control {
@@ -211,8 +261,7 @@ pub fn list_json(shared: &Shared) -> serde_json::Value {
     let current = shared.keyspaces.current();
     let mut out = vec![keyspace_json(shared, DEFAULT_KEYSPACE, b"", shared.keyspaces.node_default())];
     for def in current.router.defs() {
-        let d = current.durability.get(&def.name).cloned().unwrap_or_else(|| shared.keyspaces.node_default().clone());
-        out.push(keyspace_json(shared, &def.name, &def.prefix, &d));
+        out.push(def_json(shared, def));
     }
     serde_json::json!({
         "node_id": shared.config.node_id,
@@ -226,7 +275,7 @@ async fn list(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
 }
 
 /// The body of `POST /keyspaces` (what `tandem keyspace create` sends).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     /// The keyspace's name.
@@ -241,6 +290,21 @@ pub struct CreateRequest {
     pub ack: Option<String>,
     /// `flush` or `apply`; none: the node's configuration.
     pub ack_level: Option<String>,
+    /// Multi-leader and leaderless: `lww`, `siblings` or `crdt`.
+    #[serde(default)]
+    pub conflict: Option<String>,
+    /// Leaderless: replicas per key.
+    #[serde(default)]
+    pub n: Option<u8>,
+    /// Leaderless: write quorum.
+    #[serde(default)]
+    pub w: Option<u8>,
+    /// Leaderless: read quorum.
+    #[serde(default)]
+    pub r: Option<u8>,
+    /// Leaderless: sloppy quorum with hinted handoff.
+    #[serde(default)]
+    pub sloppy: bool,
 }
 
 fn default_mode() -> String {
@@ -257,16 +321,31 @@ fn error(status: StatusCode, message: impl Into<String>) -> Reply {
 pub fn definition(req: &CreateRequest) -> Result<KeyspaceDef, String> {
     let ack = req.ack.as_deref().map(str::parse::<AckPolicy>).transpose().map_err(|e| e.to_string())?;
     let ack_level = req.ack_level.as_deref().map(str::parse::<AckLevel>).transpose().map_err(|e| e.to_string())?;
-    let mode = keyspace::parse_mode(&req.mode, ack, ack_level).map_err(|e| e.to_string())?;
+    let conflict = req.conflict.as_deref().map(str::parse::<ConflictPolicy>).transpose().map_err(|e| e.to_string())?;
+    let options = ModeOptions { ack, ack_level, conflict, n: req.n, w: req.w, r: req.r, sloppy: req.sloppy };
+    let mode = keyspace::parse_mode(&req.mode, options).map_err(|e| e.to_string())?;
     let def = KeyspaceDef { name: req.name.clone(), prefix: Bytes::copy_from_slice(req.prefix.as_bytes()), mode };
     Keyspaces::new([def.clone()]).map_err(|e| e.to_string())?;
     Ok(def)
 }
 
 /// Refuses a policy the cluster's members cannot meet (e.g. `any 3` with
-/// two followers), whoever leads.
+/// two followers, whoever leads; a leaderless N above the member count).
 fn check_policy_against_members(def: &KeyspaceDef, map: &ClusterMap) -> Result<(), String> {
-    let Mode::SingleLeader(p) = &def.mode;
+    let p = match &def.mode {
+        Mode::SingleLeader(p) => p,
+        Mode::MultiLeader(_) => return Ok(()),
+        Mode::Leaderless(p) => {
+            let members = map.members.len();
+            if usize::from(p.n) > members {
+                return Err(format!(
+                    "keyspace {:?}: N={} replicas per key but the cluster has {members} members",
+                    def.name, p.n
+                ));
+            }
+            return Ok(());
+        }
+    };
     let Some(policy) = &p.ack else { return Ok(()) };
     for leader in map.members.keys() {
         let followers: Vec<u64> = map.members.keys().copied().filter(|id| id != leader).collect();
@@ -292,11 +371,20 @@ async fn create(State(shared): State<Arc<Shared>>, Json(req): Json<CreateRequest
     }
     match control.propose(ControlCmd::CreateKeyspace(def.clone())).await {
         Ok(ControlResp::Applied(map)) => {
-            shared.keyspaces.set(map.keyspace_router());
-            let current = shared.keyspaces.current();
-            let d =
-                current.durability.get(&def.name).cloned().unwrap_or_else(|| shared.keyspaces.node_default().clone());
-            (StatusCode::CREATED, Json(keyspace_json(&shared, &def.name, &def.prefix, &d)))
+            let router = map.keyspace_router();
+            shared.engines.sync(&router);
+            shared.keyspaces.set(router);
+            let mut body = def_json(&shared, &def);
+            if let Mode::Leaderless(p) = &def.mode {
+                if p.reads_may_be_stale() {
+                    body["warning"] = serde_json::json!(format!(
+                        "W + R <= N ({} + {} <= {}): a read need not overlap the latest acknowledged write, so \
+                         reads may be stale",
+                        p.w, p.r, p.n
+                    ));
+                }
+            }
+            (StatusCode::CREATED, Json(body))
         }
         Ok(ControlResp::Rejected { reason, .. }) => error(StatusCode::CONFLICT, reason),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("the control plane did not commit the change: {e}")),
@@ -314,6 +402,9 @@ pub struct DropQuery {
 /// Counts this node's keys that belong to keyspace `name`, scanning in
 /// short lock holds.
 pub async fn count_keys(shared: &Shared, router: &Keyspaces, name: &str) -> u64 {
+    if let Some(engine) = shared.engines.get(name) {
+        return engine.key_count();
+    }
     let mut cursor = 0;
     let mut count = 0u64;
     loop {
@@ -360,7 +451,9 @@ async fn drop_keyspace(
     }
     match control.propose(ControlCmd::DropKeyspace { name: name.clone() }).await {
         Ok(ControlResp::Applied(map)) => {
-            shared.keyspaces.set(map.keyspace_router());
+            let router = map.keyspace_router();
+            shared.engines.sync(&router);
+            shared.keyspaces.set(router);
             (StatusCode::OK, Json(serde_json::json!({ "dropped": name, "keys": keys })))
         }
         Ok(ControlResp::Rejected { reason, .. }) => error(StatusCode::CONFLICT, reason),
@@ -384,6 +477,7 @@ mod tests {
             mode: "single-leader".into(),
             ack: Some("any 2".into()),
             ack_level: Some("apply".into()),
+            ..CreateRequest::default()
         };
         let table = KeyspaceTable::new(vec![definition(&req).unwrap()], node_default()).unwrap();
         let set = tandem_core::command::lookup(b"set").unwrap();
@@ -402,13 +496,8 @@ mod tests {
 
     #[test]
     fn a_bad_keyspace_request_is_refused_with_the_reason() {
-        let mut req = CreateRequest {
-            name: "x".into(),
-            prefix: "x:".into(),
-            mode: "multi-leader".into(),
-            ack: None,
-            ack_level: None,
-        };
+        let mut req =
+            CreateRequest { name: "x".into(), prefix: "x:".into(), mode: "ring".into(), ..CreateRequest::default() };
         assert!(definition(&req).unwrap_err().contains("unknown mode"));
         req.mode = "single-leader".into();
         req.ack = Some("most".into());

@@ -15,6 +15,8 @@
 //!   (`HELLO`, `AUTH`, `INFO`, `CONFIG`, `COMMAND`, `CLIENT`, `SAVE`).
 //! - [`admin`]: the HTTP endpoint (`/healthz`, `/status`, `/metrics`,
 //!   `/faults`, `/cluster`, `/events`, `/switchover`, `/backup/*`).
+//! - [`dashboard`]: the live dashboard page at the admin port's `/` and
+//!   the `/dashboard/state` JSON it polls.
 //! - [`failover`]: automatic failover around the control plane (map
 //!   watcher, orchestrator, fencing, switchover).
 //! - [`archive`]: continuous log archiving to the backup repository, the
@@ -23,6 +25,10 @@
 //! - [`faults`]: injected link faults (cut peers, added delay).
 //! - [`keyspaces`]: the keyspaces in force (cluster map or config file),
 //!   routing a command to its keyspace and ack policy, `/keyspaces`.
+//! - [`engines`]: the replicas of multi-leader and leaderless keyspaces
+//!   (one engine per keyspace), the seam the connection layer and the peer
+//!   listener reach them through; [`multi_leader`] and [`leaderless`] are
+//!   the two engines.
 //! - [`events`]: the event log (failovers, RTO, rollbacks) behind `/events`.
 //! - [`rollback`]: rollback files (entries a node had to remove on rejoin).
 //! - [`control`]: the control plane, a Raft group (openraft) over the
@@ -38,12 +44,16 @@ pub mod backup_http;
 pub mod config;
 pub mod connection;
 pub mod control;
+pub mod dashboard;
 pub mod db;
+pub mod engines;
 pub mod events;
 pub mod failover;
 pub mod faults;
 pub mod keyspaces;
+pub mod leaderless;
 pub mod metrics;
+pub mod multi_leader;
 pub mod node_commands;
 pub mod peer_auth;
 pub mod repl;

@@ -75,6 +75,15 @@ pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &Comm
         "ackpolicy" => ackpolicy(shared, client, args),
         "switchover" => switchover(shared, args).await,
         "sentinel" => crate::sentinel::command(shared, args),
+        // On a key of a multi-leader or leaderless keyspace the keyspace's
+        // engine answers these; here the key is single-leader.
+        "siblings" | "resolve" => err(format!(
+            "ERR {} works on keys of a multi-leader or leaderless keyspace; '{}' belongs to a single-leader keyspace",
+            spec.name.to_ascii_uppercase(),
+            String::from_utf8_lossy(&args[1])
+        )),
+        "consistency" => consistency(client, args),
+        "conflicts" => err("ERR no multi-leader or leaderless keyspace keeps a conflict feed in this version"),
         "subscribe" => match crate::sentinel::subscribe_channels(args) {
             Ok(channels) => {
                 // The connection enters subscribe mode and confirms them.
@@ -742,4 +751,36 @@ fn replication_info(shared: &Shared, last_lsn: u64, epoch: u64) -> String {
         }
     }
     out
+}
+
+/// `CONSISTENCY [W n R n | RESET]`: shows or overrides, for this
+/// connection, the W and R of every leaderless keyspace it writes or reads.
+fn consistency(client: &mut ClientState, args: &[Bytes]) -> Frame {
+    let show = |c: &Option<(u8, u8)>| match c {
+        Some((w, r)) => Frame::Array(vec![
+            Frame::Bulk(Bytes::from_static(b"w")),
+            Frame::Integer(i64::from(*w)),
+            Frame::Bulk(Bytes::from_static(b"r")),
+            Frame::Integer(i64::from(*r)),
+        ]),
+        None => Frame::Bulk(Bytes::from_static(b"keyspace defaults")),
+    };
+    match args.len() {
+        1 => show(&client.consistency),
+        2 if args[1].eq_ignore_ascii_case(b"reset") => {
+            client.consistency = None;
+            command::ok()
+        }
+        5 if args[1].eq_ignore_ascii_case(b"w") && args[3].eq_ignore_ascii_case(b"r") => {
+            let parse = |b: &Bytes| std::str::from_utf8(b).ok().and_then(|t| t.parse::<u8>().ok()).filter(|n| *n >= 1);
+            match (parse(&args[2]), parse(&args[4])) {
+                (Some(w), Some(r)) => {
+                    client.consistency = Some((w, r));
+                    command::ok()
+                }
+                _ => err("ERR W and R must be integers from 1 to N"),
+            }
+        }
+        _ => err("ERR syntax error: CONSISTENCY [W n R n | RESET]"),
+    }
 }

@@ -74,6 +74,8 @@ pub struct Shared {
     pub archive: Option<Arc<crate::archive::ArchiveState>>,
     /// The keyspaces in force and the routing of commands to them.
     pub keyspaces: Arc<crate::keyspaces::KeyspaceTable>,
+    /// The replicas of the multi-leader and leaderless keyspaces.
+    pub engines: Arc<crate::engines::Engines>,
     next_client_id: AtomicU64,
     snapshot_running: std::sync::atomic::AtomicBool,
 }
@@ -196,8 +198,26 @@ pub async fn run(
         )
         .map_err(NodeError::Config)?,
     );
+    let engines = Arc::new(crate::engines::Engines::new(
+        crate::engines::EngineEnv {
+            node_id: config.node_id,
+            data_dir: config.data_dir.clone(),
+            fsync: config.fsync,
+            peers: watch::channel(Default::default()).1,
+            peer_key: repl.peer_key().clone(),
+            faults: repl.faults.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown_rx.clone(),
+        },
+        config.members.iter().copied().collect(),
+    ));
+    repl.set_engines(engines.clone());
+    if control.is_none() {
+        engines.sync(&keyspaces.current().router);
+    }
     if let Some(control) = &control {
-        tokio::spawn(crate::keyspaces::follow_map(keyspaces.clone(), control.map()));
+        tokio::spawn(crate::engines::follow_members(engines.clone(), control.map()));
+        tokio::spawn(crate::keyspaces::follow_map(keyspaces.clone(), engines.clone(), control.map()));
         if !keyspace_defs.is_empty() {
             tokio::spawn(crate::keyspaces::seed_map(control.clone(), keyspace_defs));
         }
@@ -205,6 +225,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         archive,
         keyspaces,
+        engines,
         config,
         db,
         metrics,
@@ -270,6 +291,7 @@ pub async fn run(
         cp.shutdown().await;
     }
     repl.shutdown();
+    shared.engines.stop_all();
     let db = shared.db.clone();
     let changed = db.entries_since_snapshot() > 0;
     tokio::task::spawn_blocking(move || -> Result<(), DbError> {

@@ -181,6 +181,22 @@ pub enum PeerMsg {
         /// The encoded answer.
         body: Bytes,
     },
+    /// First message of a connection that belongs to one multi-leader or
+    /// leaderless keyspace's replica: the rest of the connection carries
+    /// [`PeerMsg::Keyspace`] frames in both directions, whose bodies only
+    /// that keyspace's replica reads.
+    KeyspaceHello {
+        /// The caller's node id (it must be the id the peer authenticated
+        /// as in the node's peer handshake).
+        node_id: NodeId,
+        /// The keyspace the connection is for.
+        keyspace: String,
+    },
+    /// One message of a keyspace connection (the replica's own encoding).
+    Keyspace {
+        /// The encoded message.
+        body: Bytes,
+    },
 }
 
 /// A peer message could not be decoded.
@@ -228,6 +244,8 @@ impl PeerMsg {
             PeerMsg::SnapshotChunk { .. } => "snapshot_chunk",
             PeerMsg::SnapshotEnd { .. } => "snapshot_end",
             PeerMsg::LeaseRequest { .. } => "lease_request",
+            PeerMsg::KeyspaceHello { .. } => "keyspace_hello",
+            PeerMsg::Keyspace { .. } => "keyspace",
             PeerMsg::LeaseGrant { .. } => "lease_grant",
             PeerMsg::Refuse { .. } => "refuse",
             PeerMsg::ControlHello { .. } => "control_hello",

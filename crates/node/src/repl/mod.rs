@@ -94,6 +94,9 @@ pub struct Replication {
     pub faults: Arc<Faults>,
     /// The control plane, which answers `ControlHello` connections.
     control: RwLock<Option<Arc<crate::control::ControlPlane>>>,
+    /// The multi-leader and leaderless keyspaces' engines, which answer
+    /// `KeyspaceHello` connections.
+    engines: RwLock<Option<Arc<crate::engines::Engines>>>,
     /// Lease timing when automatic failover is on (`None`: static roles,
     /// no leases).
     pub lease: Option<LeaseConfig>,
@@ -146,6 +149,7 @@ impl Replication {
             peer_key,
             faults,
             control: RwLock::new(None),
+            engines: RwLock::new(None),
             lease,
             grantor,
             events,
@@ -169,6 +173,16 @@ impl Replication {
             None => repl.become_idle("waiting for the control plane to choose a leader".into()),
         }
         Ok(repl)
+    }
+
+    /// Hands keyspace connections (`KeyspaceHello`) to `engines`.
+    pub fn set_engines(&self, engines: Arc<crate::engines::Engines>) {
+        *self.engines.write() = Some(engines);
+    }
+
+    /// The key that proves this node to peers.
+    pub fn peer_key(&self) -> &PeerKey {
+        &self.peer_key
     }
 
     /// Hands control connections (`ControlHello`) to `control`.
@@ -555,7 +569,9 @@ impl Replication {
     ) {
         let refuse = |reason: String| PeerMsg::Refuse { reason };
         let claimed = match &first {
-            PeerMsg::ControlHello { node_id } | PeerMsg::Subscribe { node_id, .. } => Some(*node_id),
+            PeerMsg::ControlHello { node_id }
+            | PeerMsg::Subscribe { node_id, .. }
+            | PeerMsg::KeyspaceHello { node_id, .. } => Some(*node_id),
             _ => None,
         };
         if let Some(claimed) = claimed.filter(|c| *c != peer) {
@@ -570,6 +586,15 @@ impl Replication {
             let reason = match control {
                 Some(cp) => return cp.serve_connection(stream, buf, peer).await,
                 None => format!("node {} runs no control plane", self.config.node_id),
+            };
+            let _ = wire::write_frame(&mut stream, &refuse(reason)).await;
+            return;
+        }
+        if let PeerMsg::KeyspaceHello { keyspace, .. } = &first {
+            let engine = self.engines.read().as_ref().and_then(|e| e.get(keyspace));
+            let reason = match engine {
+                Some(engine) => return engine.serve_peer(stream, buf, peer).await,
+                None => format!("node {} runs no replica of keyspace {keyspace:?}", self.config.node_id),
             };
             let _ = wire::write_frame(&mut stream, &refuse(reason)).await;
             return;
