@@ -118,11 +118,14 @@ fn a_restore_killed_at_any_moment_never_leaves_a_directory_that_starts_as_an_emp
                 refused += 1;
                 tandem_ok(&["restore", "--repo", s(&repo), "--data-dir", s(&target), "--latest"]);
                 assert_eq!(dbsize(&TestServer::start(&target, &[])), 20_000, "the rerun restore is complete");
+                let staging = dir.path().join(format!(".restored-{round}.restoring"));
+                assert!(!staging.exists(), "a completed restore leaves no staging directory");
             }
+            // A kill after the swap but before the swapped-out directory was
+            // removed may leave `.restored-N.restoring` behind (garbage, never
+            // started as a node); what matters is that the target is whole.
             Ok(server) => assert_eq!(dbsize(&server), 20_000, "a directory that starts holds the whole restore"),
         }
-        let staging = dir.path().join(format!(".restored-{round}.restoring"));
-        assert!(!staging.exists(), "a complete restore leaves no staging directory");
     }
     eprintln!("{refused} of 4 kills landed before the restore finished");
 }
