@@ -53,7 +53,9 @@ fn the_client_port_speaks_tls_to_redis_cli_and_refuses_plain_text() {
     assert!(!ok, "redis-cli without the CA connected");
     // The admin port serves HTTPS only: a plain HTTP request gets no answer.
     assert!(common::http_get(server.admin_addr(), "/healthz").is_err(), "plain HTTP answered on the HTTPS admin port");
-    server.assert_alive();
+    // After all that the node still serves TLS clients.
+    let (ok, out, err) = redis_cli_output(server.client_addr(), &["--tls", "--cacert", &ca, "PING"]);
+    assert!(ok && out.trim() == "PONG", "the node stopped serving TLS clients: {out} {err}\n{}", server.stderr());
 }
 
 #[test]
