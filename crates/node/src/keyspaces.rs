@@ -324,6 +324,17 @@ pub fn definition(req: &CreateRequest) -> Result<KeyspaceDef, String> {
     let conflict = req.conflict.as_deref().map(str::parse::<ConflictPolicy>).transpose().map_err(|e| e.to_string())?;
     let options = ModeOptions { ack, ack_level, conflict, n: req.n, w: req.w, r: req.r, sloppy: req.sloppy };
     let mode = keyspace::parse_mode(&req.mode, options).map_err(|e| e.to_string())?;
+    // Refused here, at create time, rather than by an engine that then
+    // cannot start on any node.
+    if let Mode::Leaderless(p) = &mode {
+        if p.conflict != ConflictPolicy::Lww {
+            return Err(format!(
+                "conflict policy {} is not built for leaderless keyspaces in this version (only lww; siblings and \
+                 crdt work in multi-leader keyspaces)",
+                p.conflict
+            ));
+        }
+    }
     let def = KeyspaceDef { name: req.name.clone(), prefix: Bytes::copy_from_slice(req.prefix.as_bytes()), mode };
     Keyspaces::new([def.clone()]).map_err(|e| e.to_string())?;
     Ok(def)
@@ -492,6 +503,23 @@ mod tests {
         let args: Vec<Bytes> =
             ["mset", "inv:1", "a", "x", "b"].iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect();
         assert!(table.route(mset, &args).is_err());
+    }
+
+    #[test]
+    fn a_leaderless_keyspace_with_a_conflict_policy_it_lacks_is_refused_at_create() {
+        let mut req = CreateRequest {
+            name: "votes".into(),
+            prefix: "v:".into(),
+            mode: "leaderless".into(),
+            conflict: Some("siblings".into()),
+            ..CreateRequest::default()
+        };
+        assert!(definition(&req).unwrap_err().contains("not built for leaderless"));
+        req.conflict = Some("lww".into());
+        assert!(definition(&req).is_ok());
+        req.mode = "multi-leader".into();
+        req.conflict = Some("siblings".into());
+        assert!(definition(&req).is_ok());
     }
 
     #[test]

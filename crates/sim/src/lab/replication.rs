@@ -24,14 +24,18 @@ const WRITE_GAP_MS: u64 = 5;
 /// How often (in writes) the "leader dies now" loss is evaluated.
 const CRASH_PROBE_EVERY: u64 = 10;
 
+/// The ack policies both scenarios compare, with their names.
+fn policies() -> [(&'static str, AckPolicy); 3] {
+    [("async", AckPolicy::Async), ("any 1", AckPolicy::Any(1)), ("all", AckPolicy::All)]
+}
+
 /// `sync-vs-async`.
 pub fn sync_vs_async(seed: u64) -> Result<LabReport, String> {
-    let policies = [("async", AckPolicy::Async), ("any 1", AckPolicy::Any(1)), ("all", AckPolicy::All)];
     let mut rows = Vec::new();
     let mut cdfs = Vec::new();
     let mut loss_series = Vec::new();
     let mut summary = Vec::new();
-    for (name, policy) in policies {
+    for (name, policy) in policies() {
         let config = SimConfig { followers: Some(2), faults: false, ..SimConfig::default() };
         let mut sim = Sim::new(seed, &config, true);
         sim.set_profile(REGION_LINK, DISK_FSYNC);
@@ -135,12 +139,11 @@ const FAILOVER_SEEDS: u64 = 60;
 
 /// `failover`.
 pub fn failover(seed: u64) -> Result<LabReport, String> {
-    let policies = [("async", AckPolicy::Async), ("any 1", AckPolicy::Any(1)), ("all", AckPolicy::All)];
     let mut rows = Vec::new();
     let mut bars = Vec::new();
     let mut recovery = Vec::new();
     let mut totals = Vec::new();
-    for (name, policy) in policies {
+    for (name, policy) in policies() {
         let config = FailoverConfig { nodes: Some(3), policy: Some(policy), ..FailoverConfig::default() };
         let (mut acked, mut failovers, mut crashes, mut lost, mut rolled_back) = (0, 0, 0, 0, 0);
         let mut rec: Vec<f64> = Vec::new();
