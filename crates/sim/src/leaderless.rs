@@ -6,8 +6,12 @@
 //! random coordinators while nodes crash and recover (at most `down_max`
 //! at a time; a crashed node keeps what it made durable, as the node does
 //! with its fsynced replica file; torn writes are not modelled here) and
-//! replies take random, sometimes long, delays. Then every node comes back,
-//! hints are handed off and anti-entropy runs between every pair.
+//! replies take random, sometimes long, delays. With `partitions`, the
+//! network also splits the nodes in two sides for a while (messages across
+//! the cut are lost, so coordinators decide on their deadline); with `ttl`,
+//! some writes carry an absolute expiry time (`SET .. PX`) that runs out
+//! during the run. Then every node comes back, partitions heal, hints are
+//! handed off and anti-entropy runs between every pair.
 //!
 //! # Checkers
 //! 1. With `W + R > N`: every successful read returns a version at least as
@@ -20,7 +24,9 @@
 //! 3. After heal + anti-entropy, all replicas of every key hold the same
 //!    version, at least as new as the newest acknowledged write; a key
 //!    whose newest acknowledged write was a delete reads as deleted (no
-//!    resurrection).
+//!    resurrection); where that version is the acknowledged one, the
+//!    replicas hold that very write, expiry time included, so every replica
+//!    expires it at the same instant.
 //!
 //! Never reads a real clock or RNG; iteration is over ordered maps only.
 
@@ -54,6 +60,10 @@ pub struct LeaderlessConfig {
     pub sloppy: bool,
     /// Nodes down at the same time at most.
     pub down_max: u64,
+    /// Split the network in two sides from time to time.
+    pub partitions: bool,
+    /// Some writes carry an expiry time.
+    pub ttl: bool,
     /// Client operations.
     pub ops: u64,
     /// Distinct keys.
@@ -64,7 +74,19 @@ pub struct LeaderlessConfig {
 
 impl Default for LeaderlessConfig {
     fn default() -> Self {
-        LeaderlessConfig { members: 5, n: 3, w: 2, r: 2, sloppy: false, down_max: 1, ops: 150, keys: 6, verbose: false }
+        LeaderlessConfig {
+            members: 5,
+            n: 3,
+            w: 2,
+            r: 2,
+            sloppy: false,
+            down_max: 1,
+            partitions: false,
+            ttl: false,
+            ops: 150,
+            keys: 6,
+            verbose: false,
+        }
     }
 }
 
@@ -88,6 +110,14 @@ pub struct LeaderlessReport {
     pub read_repairs: u64,
     /// Keys exchanged by the final anti-entropy.
     pub ae_keys: u64,
+    /// Partitions that happened.
+    pub partitions: u64,
+    /// Messages lost to a partition.
+    pub cut_messages: u64,
+    /// Writes acknowledged with an expiry time.
+    pub ttl_writes: u64,
+    /// Acknowledged writes whose expiry time passed before the end.
+    pub expired: u64,
     /// Events run.
     pub events: u64,
 }
@@ -96,7 +126,7 @@ impl fmt::Display for LeaderlessReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {}: {} writes acked, {} failed, {} reads ({} stale), {} hints, {} read repairs, {} keys by anti-entropy, {} events",
+            "seed {}: {} writes acked, {} failed, {} reads ({} stale), {} hints, {} read repairs, {} keys by anti-entropy, {} partitions ({} messages cut), {} TTL writes ({} expired), {} events",
             self.seed,
             self.writes_acked,
             self.writes_failed,
@@ -105,6 +135,10 @@ impl fmt::Display for LeaderlessReport {
             self.hints,
             self.read_repairs,
             self.ae_keys,
+            self.partitions,
+            self.cut_messages,
+            self.ttl_writes,
+            self.expired,
             self.events
         )
     }
@@ -130,6 +164,8 @@ enum Ev {
     Timeout { req: u64 },
     Crash,
     Recover(NodeId),
+    Partition,
+    Heal,
 }
 
 impl Coded for Ev {
@@ -140,6 +176,8 @@ impl Coded for Ev {
             Ev::Timeout { req } => 3 + req * 11,
             Ev::Crash => 4,
             Ev::Recover(n) => 5 + n * 13,
+            Ev::Partition => 6,
+            Ev::Heal => 7,
         }
     }
 }
@@ -171,6 +209,8 @@ struct World {
     hinted: Vec<(NodeId, Bytes, Version)>,
     report: LeaderlessReport,
     ops_left: u64,
+    /// The side of each node while the network is split (`None`: whole).
+    side: Option<BTreeMap<NodeId, bool>>,
 }
 
 impl World {
@@ -217,7 +257,37 @@ impl World {
                     Pending::Read { coord, .. } => Decision::Read(coord.on_timeout(now)),
                 })
             }
-            Ev::Deliver { from, to, msg } => self.deliver(from, to, msg),
+            Ev::Deliver { from, to, msg } => {
+                if self.side.as_ref().is_some_and(|s| s[&from] != s[&to]) {
+                    self.report.cut_messages += 1;
+                    self.t.trace(|| format!("cut {from}->{to}: {msg:?}"));
+                    return Ok(());
+                }
+                self.deliver(from, to, msg)
+            }
+            Ev::Partition => {
+                if self.side.is_none() {
+                    // Each node falls on one side at random; both sides
+                    // may hold a coordinator and some replicas of a key.
+                    let side: BTreeMap<NodeId, bool> =
+                        self.nodes.keys().map(|&id| (id, self.rng.chance(0.5))).collect();
+                    self.t.trace(|| format!("partition {side:?}"));
+                    self.side = Some(side);
+                    self.report.partitions += 1;
+                    let heal = self.rng.range(20_000, 150_000);
+                    self.t.schedule(heal, Ev::Heal);
+                }
+                if self.ops_left > 0 {
+                    let next = self.rng.range(30_000, 200_000);
+                    self.t.schedule(next, Ev::Partition);
+                }
+                Ok(())
+            }
+            Ev::Heal => {
+                self.t.trace(|| "heal".to_string());
+                self.side = None;
+                Ok(())
+            }
         }
     }
 
@@ -241,7 +311,11 @@ impl World {
             let node = self.nodes.get_mut(&coordinator).expect("member");
             let version = node.clock.next(self.t.now_us() / 1000 + node.skew_ms, None);
             let value = if self.rng.chance(0.2) { None } else { Some(Bytes::from(format!("v{req}"))) };
-            let rec = Record { key, value, expires_at_ms: None, version };
+            // An absolute expiry time from the coordinator's (skewed) clock,
+            // as the node turns `SET .. PX ms` into one.
+            let expires_at_ms = (self.cfg.ttl && value.is_some() && self.rng.chance(0.4))
+                .then(|| version.physical_ms + self.rng.range(5, 300));
+            let rec = Record { key, value, expires_at_ms, version };
             self.t.trace(|| format!("write {req} via {coordinator}: {rec:?}"));
             for &t in &pref {
                 self.send(coordinator, t, Msg::Write { req, rec: rec.clone(), hint_for: None });
@@ -343,6 +417,9 @@ impl World {
             (Decision::Write(Some(WriteOutcome::Ok { .. })), Pending::Write { rec, .. }) => {
                 self.report.writes_acked += 1;
                 let rec = rec.clone();
+                if rec.expires_at_ms.is_some() {
+                    self.report.ttl_writes += 1;
+                }
                 self.t.trace(|| format!("write {req} acked"));
                 if self.acked.get(&rec.key).is_none_or(|a| a.version < rec.version) {
                     self.acked.insert(rec.key.clone(), rec);
@@ -393,6 +470,7 @@ impl World {
         for n in self.nodes.values_mut() {
             n.up = true;
         }
+        self.side = None;
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for &holder in &ids {
             for owner in self.nodes[&holder].hints.owners() {
@@ -435,6 +513,24 @@ impl World {
                 }
                 if acked.value.is_none() && now.version == acked.version && now.value.is_some() {
                     return Err(format!("{key:?} was resurrected"));
+                }
+                if now.version == acked.version && now != acked {
+                    return Err(format!("{key:?} holds {now:?} under the version of the acknowledged {acked:?}"));
+                }
+                if let Some(at) = acked.expires_at_ms.filter(|_| now.version == acked.version) {
+                    if at <= self.now_ms() {
+                        self.report.expired += 1;
+                    }
+                    // Every replica shows the value until `at` and none from `at` on.
+                    for p in &pref {
+                        let r = self.nodes[p].store.get(&key);
+                        let (before, after) = (r.and_then(|r| r.live_value(at - 1)), r.and_then(|r| r.live_value(at)));
+                        if before.is_none() || after.is_some() {
+                            return Err(format!(
+                                "{key:?} expiring at {at} ms is {before:?} / {after:?} on {p} around it"
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -503,9 +599,13 @@ pub fn run_leaderless_seed(seed: u64, cfg: &LeaderlessConfig) -> Result<Leaderle
         hinted: Vec::new(),
         report: LeaderlessReport { seed, ..Default::default() },
         ops_left: cfg.ops,
+        side: None,
     };
     w.t.schedule(0, Ev::Op);
     w.t.schedule(5_000, Ev::Crash);
+    if cfg.partitions {
+        w.t.schedule(10_000, Ev::Partition);
+    }
     let fail = |w: &World, message: String| SimFailure {
         seed,
         at_ms: w.now_ms(),
