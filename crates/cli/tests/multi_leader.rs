@@ -186,3 +186,78 @@ fn killed_node_keeps_acknowledged_writes_and_ships_its_unshipped_writes_on_retur
     let state = engine_state(cluster.node(1));
     assert_eq!(state["origins"]["3"]["applied"], 21, "{state}");
 }
+
+fn info_multileader(node: &TestServer) -> String {
+    node.raw().cmd(&["INFO", "multileader"]).text()
+}
+
+/// The value of `field` in the `INFO` line `line` (`name:a=1,b=2`).
+fn info_field(info: &str, line: &str, field: &str) -> Option<u64> {
+    let rest = info.lines().find_map(|l| l.strip_prefix(&format!("{line}:")))?;
+    rest.split(',').find_map(|kv| kv.strip_prefix(&format!("{field}="))).and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn every_node_reports_per_origin_progress_and_lag_in_info_status_and_metrics() {
+    let cluster = cluster_with_carts();
+    let mut c1 = cluster.node(1).raw();
+    for i in 0..4 {
+        assert_eq!(c1.cmd(&["SADD", "cart:p", &format!("a{i}")]), Resp::Integer(1));
+    }
+    let mut c2 = cluster.node(2).raw();
+    for i in 0..3 {
+        assert!(matches!(c2.cmd(&["INCRBY", "cart:n", &i.to_string()]), Resp::Integer(_)));
+    }
+    // Every node applies 4 writes of origin 1 and 3 of origin 2, and says
+    // so in INFO, /status and /metrics.
+    for id in 1..=3 {
+        let node = cluster.node(id);
+        let caught_up = eventually(CONVERGE, || {
+            let info = info_multileader(node);
+            info_field(&info, "ml_carts_origin_1", "applied") == Some(4)
+                && info_field(&info, "ml_carts_origin_2", "applied") == Some(3)
+                && info_field(&info, "ml_carts_origin_2", "lag_entries") == Some(0)
+        });
+        assert!(caught_up, "node {id}: {}", info_multileader(node));
+        let info = info_multileader(node);
+        assert!(info.starts_with("# Multileader"), "{info}");
+        assert_eq!(info_field(&info, "ml_carts_origin_3", "applied"), Some(0), "{info}");
+        let status: serde_json::Value = serde_json::from_str(&node.admin_get("/status")).unwrap();
+        let origins = &status["multi_leader"]["carts"]["origins"];
+        assert_eq!(origins["1"]["applied"], 4, "{status}");
+        assert_eq!(origins["2"]["applied"], 3, "{status}");
+        assert!(origins["2"]["lag_ms"].is_u64(), "{status}");
+        let metrics = eventually(CONVERGE, || {
+            let m = node.admin_get("/metrics");
+            m.contains(r#"tandem_origin_applied{keyspace="carts",origin="1"} 4"#)
+                && m.contains(r#"tandem_origin_applied{keyspace="carts",origin="2"} 3"#)
+                && m.contains(r#"tandem_origin_lag_entries{keyspace="carts",origin="1"} 0"#)
+        });
+        assert!(metrics, "node {id}: {}", node.admin_get("/metrics"));
+    }
+    // Cut node 3 off: node 1's writes wait for it, and node 1 reports how
+    // many and for how long.
+    faults(cluster.node(1), r#"{"cut":[3]}"#);
+    faults(cluster.node(3), r#"{"cut":[1]}"#);
+    for i in 0..5 {
+        assert_eq!(c1.cmd(&["SADD", "cart:p", &format!("b{i}")]), Resp::Integer(1));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let n1 = cluster.node(1);
+    let behind = eventually(CONVERGE, || {
+        let info = info_multileader(n1);
+        info_field(&info, "ml_carts_peer_3", "unshipped") == Some(5)
+            && info_field(&info, "ml_carts_peer_3", "unshipped_ms").is_some_and(|ms| ms >= 300)
+            && info_field(&info, "ml_carts_peer_2", "unshipped") == Some(0)
+    });
+    assert!(behind, "{}", info_multileader(n1));
+    let info3 = info_multileader(cluster.node(3));
+    assert_eq!(info_field(&info3, "ml_carts_origin_1", "applied"), Some(4), "{info3}");
+    faults(cluster.node(1), "{}");
+    faults(cluster.node(3), "{}");
+    let healed = eventually(CONVERGE, || {
+        info_field(&info_multileader(cluster.node(3)), "ml_carts_origin_1", "applied") == Some(9)
+            && info_field(&info_multileader(n1), "ml_carts_peer_3", "unshipped") == Some(0)
+    });
+    assert!(healed, "{}\n{}", info_multileader(n1), info_multileader(cluster.node(3)));
+}

@@ -63,6 +63,9 @@ pub struct Status {
     pub replication: serde_json::Value,
     /// Log archiving to the backup repository (null when off).
     pub archive: serde_json::Value,
+    /// Each multi-leader keyspace by name: per-origin progress and lag
+    /// (the `state` that `GET /keyspaces` shows).
+    pub multi_leader: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Serves the admin endpoint until shutdown.
@@ -188,6 +191,7 @@ pub fn status_of(shared: &Shared) -> Status {
         log_status: shared.db.log().failed().map_or_else(|| "ok".to_string(), |e| e.to_string()),
         replication,
         archive: shared.archive.as_ref().map_or(serde_json::Value::Null, |a| a.status_json(last_lsn, last_commit_ms)),
+        multi_leader: crate::multi_leader::status_all(&shared.engines),
     }
 }
 

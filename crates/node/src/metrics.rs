@@ -183,6 +183,9 @@ pub struct Metrics {
     pub conflicts: Family<ConflictLabel, Counter>,
     /// Multi-leader keyspaces: per origin, its writes not yet applied here.
     pub origin_lag_entries: Family<OriginLabel, Gauge>,
+    /// Multi-leader keyspaces: per origin, its writes applied here (the
+    /// node's progress: one component of its version vector).
+    pub origin_applied: Family<OriginLabel, Gauge>,
     /// Multi-leader keyspaces: per origin, HLC ms between its newest write
     /// and the newest one applied here.
     pub origin_lag_ms: Family<OriginLabel, Gauge>,
@@ -237,6 +240,7 @@ impl Metrics {
             memory_rss_bytes: Gauge::default(),
             conflicts: Family::default(),
             origin_lag_entries: Family::default(),
+            origin_applied: Family::default(),
             origin_lag_ms: Family::default(),
             leaderless: Default::default(),
         };
@@ -322,6 +326,11 @@ impl Metrics {
             "origin_lag_entries",
             "Multi-leader keyspaces: per origin, writes not yet applied here",
             m.origin_lag_entries.clone(),
+        );
+        registry.register(
+            "origin_applied",
+            "Multi-leader keyspaces: per origin, its writes applied here (this node's progress)",
+            m.origin_applied.clone(),
         );
         registry.register(
             "origin_lag_ms",

@@ -527,6 +527,9 @@ pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
     if want("replication") {
         out.push_str(&replication_info(shared, last_lsn, epoch));
     }
+    if want("multileader") {
+        out.push_str(&crate::multi_leader::info_section(&shared.engines));
+    }
     if want("keyspace") {
         out.push_str("# Keyspace\r\n");
         if keys > 0 {

@@ -249,11 +249,29 @@ impl Engine for MlEngine {
         let now = unix_ms();
         let mut origins = serde_json::Map::new();
         let mut peers = serde_json::Map::new();
+        // This node as an origin too: everything it wrote is applied here.
+        let own = r.applied().get(r.node());
+        let label = OriginLabel { keyspace: self.name.clone(), origin: r.node() };
+        self.env.metrics.origin_applied.get_or_create(&label).set(own as i64);
+        self.env.metrics.origin_lag_entries.get_or_create(&label).set(0);
+        self.env.metrics.origin_lag_ms.get_or_create(&label).set(0);
+        origins.insert(
+            r.node().to_string(),
+            json!({
+                "applied": own,
+                "durable": r.durable().get(r.node()),
+                "head": own,
+                "lag_entries": 0,
+                "lag_ms": 0,
+                "self": true,
+            }),
+        );
         for (id, p) in r.peers() {
             let applied = r.applied().get(*id);
             let lag_entries = p.head.saturating_sub(applied);
             let lag_ms = if lag_entries == 0 { 0 } else { p.head_ms.saturating_sub(p.applied_ms) };
             let label = OriginLabel { keyspace: self.name.clone(), origin: *id };
+            self.env.metrics.origin_applied.get_or_create(&label).set(applied as i64);
             self.env.metrics.origin_lag_entries.get_or_create(&label).set(lag_entries as i64);
             self.env.metrics.origin_lag_ms.get_or_create(&label).set(lag_ms as i64);
             origins.insert(
@@ -274,6 +292,7 @@ impl Engine for MlEngine {
                     "sent": p.sent,
                     "acked": p.acked,
                     "unshipped": r.unshipped(*id),
+                    "unshipped_ms": r.unshipped_ms(*id, now),
                 }),
             );
         }
@@ -503,4 +522,62 @@ pub fn conflicts(
     all.sort_by_key(|v| std::cmp::Reverse((v["at_ms"].as_u64().unwrap_or(0), v["id"].as_u64().unwrap_or(0))));
     all.truncate(count);
     all
+}
+
+/// The `state` of every multi-leader keyspace on this node, by name (what
+/// `/status` shows as `multi_leader`): per-origin progress and lag.
+pub fn status_all(engines: &engines::Engines) -> serde_json::Map<String, serde_json::Value> {
+    engines
+        .all()
+        .into_iter()
+        .map(|(name, e)| (name, e.status()))
+        .filter(|(_, s)| s["engine"] == "multi-leader")
+        .collect()
+}
+
+/// `INFO multileader`: per multi-leader keyspace one summary line, then
+/// one line per origin with its progress here and the lag behind it, e.g.
+/// `ml_carts_origin_2:applied=10,durable=10,head=12,lag_entries=2,lag_ms=30`
+/// (this node's view: the origin's head as last announced to it), then one
+/// line per peer with this node's own writes that peer lacks, e.g.
+/// `ml_carts_peer_3:stream_out=0,sent=4,acked=4,unshipped=5,unshipped_ms=812`
+/// (the peer's lag behind this node, seen from here: it stays true while
+/// the peer is cut off and cannot announce anything).
+pub fn info_section(engines: &engines::Engines) -> String {
+    use std::fmt::Write as _;
+    let all = status_all(engines);
+    let mut out = format!("# Multileader\r\nml_keyspaces:{}\r\n", all.len());
+    for (name, s) in &all {
+        let _ = write!(
+            out,
+            "ml_{name}:conflict={},own_writes={},keys={},conflicts_total={},log_error={}\r\n",
+            s["conflict"].as_str().unwrap_or(""),
+            s["own_writes"],
+            s["keys"],
+            s["conflicts_total"],
+            s["log_error"].as_str().unwrap_or("none"),
+        );
+        let Some(origins) = s["origins"].as_object() else { continue };
+        for (id, o) in origins {
+            let _ = write!(
+                out,
+                "ml_{name}_origin_{id}:applied={},durable={},head={},lag_entries={},lag_ms={}\r\n",
+                o["applied"], o["durable"], o["head"], o["lag_entries"], o["lag_ms"],
+            );
+        }
+        let Some(peers) = s["peers"].as_object() else { continue };
+        for (id, p) in peers {
+            let _ = write!(
+                out,
+                "ml_{name}_peer_{id}:stream_out={},sent={},acked={},unshipped={},unshipped_ms={}\r\n",
+                u8::from(p["stream_out"] == true),
+                p["sent"],
+                p["acked"],
+                p["unshipped"],
+                p["unshipped_ms"],
+            );
+        }
+    }
+    out.push_str("\r\n");
+    out
 }

@@ -597,6 +597,14 @@ impl MultiLeaderReplica {
     pub fn unshipped(&self, peer: NodeId) -> u64 {
         self.own_seq - self.peers.get(&peer).map_or(0, |p| p.acked)
     }
+
+    /// How long (ms, on our HLC's physical part) the oldest of our durable
+    /// writes that `peer` does not have durably has waited: `peer`'s lag
+    /// behind us as this node sees it (0 when it has all of them).
+    pub fn unshipped_ms(&self, peer: NodeId, now_ms: u64) -> u64 {
+        let acked = self.peers.get(&peer).map_or(0, |p| p.acked) as usize;
+        self.own.get(acked).map_or(0, |e| now_ms.saturating_sub(e.hlc.physical_ms))
+    }
 }
 
 fn encoded_len(e: &MlEntry) -> usize {

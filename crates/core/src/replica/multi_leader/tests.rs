@@ -239,3 +239,22 @@ fn unsupported_command_names_the_keyspace_and_policy() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn sender_reports_how_many_writes_a_cut_off_peer_lacks_and_for_how_long() {
+    let mut net = Net::new(3, ConflictPolicy::Crdt);
+    net.cut = vec![(1, 3)];
+    net.cmd(1, 1, "INCRBY c 1");
+    let first_ms = net.now;
+    net.cmd(1, 2, "INCRBY c 2");
+    let n1 = &net.nodes[0];
+    assert_eq!(n1.unshipped(3), 2);
+    assert_eq!(n1.unshipped_ms(3, first_ms + 500), 500, "age of the oldest write peer 3 lacks");
+    assert_eq!(n1.unshipped(2), 0);
+    assert_eq!(n1.unshipped_ms(2, first_ms + 500), 0);
+    net.cut.clear();
+    net.connect_all();
+    assert_eq!(net.nodes[0].unshipped(3), 0);
+    assert_eq!(net.nodes[0].unshipped_ms(3, first_ms + 500), 0);
+    assert_eq!(net.nodes[2].applied().get(1), 2);
+}
