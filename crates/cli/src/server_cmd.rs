@@ -101,7 +101,8 @@ pub struct ServerArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "TANDEM_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// PEM CA certificates (checked at start; peer mutual TLS is not built yet).
+    /// PEM CA certificates: with --tls-cert and --tls-key, every peer
+    /// connection is mutual TLS, both sides' certificates must chain to it.
     #[arg(long, env = "TANDEM_TLS_CA")]
     tls_ca: Option<PathBuf>,
     /// Most bytes the keys and values may take (INFO memory used_memory):

@@ -31,13 +31,12 @@ use tandem_core::keyspace::{KeyspaceDef, Keyspaces, Mode};
 use tandem_core::repl::{NodeId, PeerMsg};
 use tandem_core::resp::Frame;
 use tandem_storage::log::FsyncPolicy;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::connection::ClientState;
 use crate::faults::Faults;
 use crate::metrics::Metrics;
-use crate::peer_auth::PeerKey;
+use crate::peer_auth::{PeerKey, PeerStream};
 use crate::repl::wire;
 
 /// A boxed future, for the object-safe [`Engine`] methods.
@@ -62,7 +61,7 @@ pub trait Engine: Send + Sync + 'static {
     /// Serves a peer connection opened for this keyspace: the peer
     /// authenticated as `peer` and sent [`PeerMsg::KeyspaceHello`]; `buf`
     /// holds bytes already read after that message.
-    fn serve_peer(self: Arc<Self>, stream: TcpStream, buf: BytesMut, peer: NodeId) -> BoxFuture<'static, ()>;
+    fn serve_peer(self: Arc<Self>, stream: PeerStream, buf: BytesMut, peer: NodeId) -> BoxFuture<'static, ()>;
 
     /// This node's state of the keyspace, for `GET /keyspaces` and
     /// `tandem keyspace list` (the `state` object).
@@ -231,16 +230,14 @@ pub enum DialError {
 /// peer handshake (the peer proves it is `peer`), then
 /// [`PeerMsg::KeyspaceHello`]. Frames then go with [`wire::write_frame`]
 /// and [`wire::read_frame`] as [`PeerMsg::Keyspace`].
-pub async fn dial(env: &EngineEnv, peer: NodeId, keyspace: &str) -> Result<TcpStream, DialError> {
+pub async fn dial(env: &EngineEnv, peer: NodeId, keyspace: &str) -> Result<PeerStream, DialError> {
     if env.faults.is_cut(peer) {
         return Err(DialError::Cut(peer));
     }
     let addr = *env.peers.borrow().get(&peer).ok_or(DialError::UnknownPeer(peer))?;
     let fail = |reason: String| DialError::Connect { peer, addr, reason };
     let connect = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| fail(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        env.peer_key.dial(&mut stream, peer).await.map_err(|e| fail(e.to_string()))?;
+        let mut stream = env.peer_key.connect(&addr.to_string(), peer, DIAL_TIMEOUT).await.map_err(fail)?;
         let hello = PeerMsg::KeyspaceHello { node_id: env.node_id, keyspace: keyspace.to_string() };
         wire::write_frame(&mut stream, &hello).await.map_err(|e| fail(e.to_string()))?;
         Ok(stream)

@@ -20,14 +20,29 @@
 //! the peer port costs no memory. After the handshake, the caller accepts
 //! messages only on behalf of the id the peer authenticated as.
 //!
+//! With `--tls-ca` the handshake runs inside mutual TLS
+//! ([`crate::tls::PeerTls`]): [`PeerKey::connect`] and
+//! [`PeerKey::accept_tcp`] are the only ways to open or accept a peer
+//! connection, so every peer link (replication, control plane, keyspace
+//! engines) gets the same TLS and the same handshake. A dialer without a
+//! certificate from the CA fails the TLS handshake, before any byte of the
+//! peer protocol is read.
+//!
 //! This module must never read a peer message (`PeerMsg`) or decide what a
 //! peer may do; it only says who is on the other end.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tandem_core::repl::NodeId;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::tls::PeerTls;
 
 /// Starts every handshake message that names a node.
 const MAGIC: &[u8; 8] = b"TNDMPEER";
@@ -57,6 +72,10 @@ pub enum AuthError {
     /// The socket failed or closed.
     #[error("peer handshake: {0}")]
     Io(#[from] std::io::Error),
+    /// The mutual TLS handshake failed (no certificate, or one that does not
+    /// chain to `--tls-ca`, or plain text on a TLS peer port).
+    #[error("peer TLS handshake: {0}")]
+    Tls(std::io::Error),
     /// The peer does not speak this handshake (junk, an old node, another
     /// service).
     #[error("peer handshake: not a Tandem peer handshake (bad magic or version)")]
@@ -83,6 +102,59 @@ pub enum AuthError {
 pub struct PeerKey {
     me: NodeId,
     secret: std::sync::Arc<[u8]>,
+    tls: Option<PeerTls>,
+}
+
+/// A peer connection: plain TCP, or TCP under mutual TLS (`--tls-ca`).
+pub enum PeerStream {
+    /// No `--tls-ca`: the cluster-secret handshake alone authenticates.
+    Plain(TcpStream),
+    /// Mutual TLS verified against the CA.
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+/// The read half of a [`PeerStream`].
+pub type PeerReader = tokio::io::ReadHalf<PeerStream>;
+/// The write half of a [`PeerStream`] (flush after a burst: TLS buffers).
+pub type PeerWriter = tokio::io::WriteHalf<PeerStream>;
+
+impl PeerStream {
+    /// Splits into a read half and a write half usable from two tasks.
+    pub fn into_split(self) -> (PeerReader, PeerWriter) {
+        tokio::io::split(self)
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            PeerStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
 impl std::fmt::Debug for PeerKey {
@@ -95,7 +167,55 @@ impl PeerKey {
     /// The key of node `me` for `secret` (`None`: the empty secret, which
     /// anyone can use: the node warns about it at start).
     pub fn new(me: NodeId, secret: Option<&str>) -> PeerKey {
-        PeerKey { me, secret: secret.unwrap_or("").as_bytes().into() }
+        PeerKey { me, secret: secret.unwrap_or("").as_bytes().into(), tls: None }
+    }
+
+    /// The same key with peer connections under mutual TLS (`Some`).
+    pub fn with_tls(mut self, tls: Option<PeerTls>) -> PeerKey {
+        self.tls = tls;
+        self
+    }
+
+    /// Whether peer connections run under mutual TLS.
+    pub fn tls(&self) -> Option<&PeerTls> {
+        self.tls.as_ref()
+    }
+
+    /// Opens an authenticated connection to node `expected` at `addr`
+    /// (`host:port`): TCP, mutual TLS when configured, then the handshake,
+    /// all within `timeout`. Every peer dial goes through here.
+    pub async fn connect(&self, addr: &str, expected: NodeId, timeout: Duration) -> Result<PeerStream, String> {
+        let open = async {
+            let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
+            let _ = tcp.set_nodelay(true);
+            let mut stream = match &self.tls {
+                None => PeerStream::Plain(tcp),
+                Some(tls) => PeerStream::Tls(Box::new(tokio_rustls::TlsStream::Client(
+                    tls.connect(tcp, addr).await.map_err(|e| format!("TLS to {addr}: {e}"))?,
+                ))),
+            };
+            self.dial(&mut stream, expected).await.map_err(|e| format!("{addr}: {e}"))?;
+            Ok(stream)
+        };
+        tokio::time::timeout(timeout, open)
+            .await
+            .map_err(|_| format!("connecting to {addr} timed out after {timeout:?}"))?
+    }
+
+    /// Acceptor side of a connection accepted on the peer port: mutual TLS
+    /// when configured (the dialer's certificate must chain to the CA),
+    /// then the handshake. Returns the stream and the node id the dialer
+    /// proved. Every peer accept goes through here.
+    pub async fn accept_tcp(&self, tcp: TcpStream) -> Result<(PeerStream, NodeId), AuthError> {
+        let _ = tcp.set_nodelay(true);
+        let mut stream = match &self.tls {
+            None => PeerStream::Plain(tcp),
+            Some(tls) => PeerStream::Tls(Box::new(tokio_rustls::TlsStream::Server(
+                tls.accept(tcp).await.map_err(AuthError::Tls)?,
+            ))),
+        };
+        let peer = self.accept(&mut stream).await?;
+        Ok((stream, peer))
     }
 
     /// This node's id.
@@ -135,6 +255,7 @@ impl PeerKey {
         hello.extend_from_slice(&self.me.to_le_bytes());
         hello.extend_from_slice(&nonce);
         stream.write_all(&hello).await?;
+        stream.flush().await?;
 
         let mut challenge = [0u8; CHALLENGE_BYTES];
         stream.read_exact(&mut challenge).await?;
@@ -149,6 +270,7 @@ impl PeerKey {
         }
         let proof = self.mac(LABEL_DIALER, self.me, &nonce, acceptor, acceptor_nonce);
         stream.write_all(&proof).await?;
+        stream.flush().await?;
         let mut verdict = [0u8; 1];
         stream.read_exact(&mut verdict).await?;
         if verdict[0] != 1 {
@@ -172,15 +294,18 @@ impl PeerKey {
         challenge.extend_from_slice(&nonce);
         challenge.extend_from_slice(&self.mac(LABEL_ACCEPTOR, dialer, dialer_nonce, self.me, &nonce));
         stream.write_all(&challenge).await?;
+        stream.flush().await?;
 
         let mut proof = [0u8; PROOF_BYTES];
         stream.read_exact(&mut proof).await?;
         let want = self.mac(LABEL_DIALER, dialer, dialer_nonce, self.me, &nonce);
         if !bool::from(want.ct_eq(&proof)) {
             let _ = stream.write_all(&[0]).await;
+            let _ = stream.flush().await;
             return Err(AuthError::BadProof(dialer));
         }
         stream.write_all(&[1]).await?;
+        stream.flush().await?;
         Ok(dialer)
     }
 }

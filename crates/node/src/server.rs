@@ -182,7 +182,8 @@ pub async fn run(
     // Automatic failover: the control plane (Raft over the cluster map) and
     // the failover tasks on top of it.
     let (control, failover) = if config.automatic_failover() {
-        let control = ControlPlane::start(control_config(&config, repl.faults.clone())).await?;
+        let control =
+            ControlPlane::start(control_config(&config, repl.faults.clone(), repl.peer_key().tls().cloned())).await?;
         repl.set_control(control.clone());
         repl.events.forward_to(control.clone());
         let failover =
@@ -317,12 +318,17 @@ pub async fn run(
 }
 
 /// The control plane's settings from the node's configuration.
-fn control_config(config: &Config, faults: Arc<Faults>) -> crate::control::ControlConfig {
+fn control_config(
+    config: &Config,
+    faults: Arc<Faults>,
+    peer_tls: Option<crate::tls::PeerTls>,
+) -> crate::control::ControlConfig {
     crate::control::ControlConfig {
         node_id: config.node_id,
         members: config.members.clone(),
         dir: config.data_dir.join("control"),
         cluster_secret: config.cluster_secret.clone(),
+        peer_tls,
         faults,
         heartbeat_ms: config.control_heartbeat_ms,
         election_timeout_min_ms: config.control_election_timeout_min_ms,

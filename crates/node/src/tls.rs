@@ -3,11 +3,16 @@
 //! Owns loading the PEM files named by `--tls-cert`, `--tls-key` and
 //! `--tls-ca` into rustls configurations, the TLS handshake of accepted
 //! client connections (bounded in time and in number at once), and the
-//! HTTPS listener the admin port serves through. With a certificate and
+//! HTTPS listener the admin port serves through, and the mutual TLS of the
+//! peer port ([`PeerTls`], with `--tls-ca`). With a certificate and
 //! key, the client port speaks only TLS (a plain RESP client's bytes fail
 //! the handshake and the connection is closed) and the admin port only
 //! HTTPS. Clients are not asked for certificates (`AUTH` / `requirepass`
-//! authenticates them). See docs/security.md.
+//! authenticates them). Peers are: with `--tls-ca`, every peer connection
+//! is TLS both ways, the acceptor requires a client certificate chaining to
+//! the CA and the dialer verifies the acceptor's certificate against the
+//! same CA for the host of the peer address it dialed (decision 0023). See
+//! docs/security.md.
 //!
 //! Must never: fall back to plain text on a port configured for TLS, or
 //! read a file after start (certificates are loaded once).
@@ -19,13 +24,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::ServerName;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::Config;
 
@@ -147,6 +154,82 @@ impl Tls {
     }
 }
 
+/// Mutual TLS on the peer port (`--tls-cert`, `--tls-key` and `--tls-ca`):
+/// the node's certificate serves both as its server identity (when it
+/// accepts) and as its client certificate (when it dials); the other side's
+/// certificate must chain to the CA.
+#[derive(Clone)]
+pub struct PeerTls {
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerTls")
+    }
+}
+
+impl PeerTls {
+    /// Loads the peer-port TLS (`None` without `--tls-ca`: peers then
+    /// speak plain TCP, authenticated by the cluster-secret handshake only).
+    pub fn load(config: &Config) -> Result<Option<PeerTls>, String> {
+        let Some(ca) = &config.tls_ca else { return Ok(None) };
+        let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+            return Err("--tls-ca needs --tls-cert and --tls-key".into());
+        };
+        let mut roots = RootCertStore::empty();
+        for c in load_certs(ca, "TLS CA (--tls-ca)")? {
+            roots
+                .add(c)
+                .map_err(|e| format!("the TLS CA (--tls-ca) {} is not a usable CA certificate: {e}", ca.display()))?;
+        }
+        let roots = Arc::new(roots);
+        let certs = load_certs(cert, "TLS certificate (--tls-cert)")?;
+        let key = load_key(key)?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .build()
+            .map_err(|e| format!("TLS: the CA cannot verify peers: {e}"))?;
+        let server = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs.clone(), key.clone_key())
+            .map_err(|e| format!("TLS: the certificate and key do not make a peer identity: {e}"))?;
+        let client = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| format!("TLS: the certificate and key do not make a peer client identity: {e}"))?;
+        Ok(Some(PeerTls {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            connector: TlsConnector::from(Arc::new(client)),
+        }))
+    }
+
+    /// Acceptor side: the TLS handshake of an accepted peer connection; the
+    /// dialer must present a certificate chaining to the CA.
+    pub async fn accept(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+        self.acceptor.accept(stream).await
+    }
+
+    /// Dialer side: the TLS handshake to the peer at `addr` (`host:port`),
+    /// whose certificate must chain to the CA and name `host`.
+    pub async fn connect(
+        &self,
+        stream: TcpStream,
+        addr: &str,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_string()).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host:?} is not a TLS server name: {e}"))
+        })?;
+        self.connector.connect(name, stream).await
+    }
+}
+
 /// Checks the TLS settings: a certificate needs its key and the reverse;
 /// the files must load.
 pub fn validate(config: &Config) -> Result<(), String> {
@@ -158,9 +241,7 @@ pub fn validate(config: &Config) -> Result<(), String> {
     if config.tls_ca.is_some() && config.tls_cert.is_none() {
         return Err("--tls-ca needs --tls-cert and --tls-key".into());
     }
-    if let Some(ca) = &config.tls_ca {
-        load_certs(ca, "TLS CA (--tls-ca)")?;
-    }
+    PeerTls::load(config)?;
     Tls::load(config).map(|_| ())
 }
 

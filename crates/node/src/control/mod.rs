@@ -35,7 +35,6 @@ use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tandem_core::repl::{NodeId, PeerMsg};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::faults::Faults;
@@ -167,6 +166,8 @@ pub struct ControlConfig {
     pub dir: PathBuf,
     /// The cluster secret (`None`: the empty secret).
     pub cluster_secret: Option<String>,
+    /// Mutual TLS on peer links (`--tls-ca`), `None`: plain TCP.
+    pub peer_tls: Option<crate::tls::PeerTls>,
     /// The node's injected link faults.
     pub faults: Arc<Faults>,
     /// Raft heartbeat interval.
@@ -187,6 +188,7 @@ impl ControlConfig {
             members,
             dir,
             cluster_secret: None,
+            peer_tls: None,
             faults,
             heartbeat_ms: HEARTBEAT_MS_DEFAULT,
             election_timeout_min_ms: ELECTION_TIMEOUT_MIN_MS_DEFAULT,
@@ -255,7 +257,8 @@ impl ControlPlane {
         }
         .validate()
         .map_err(|e| ControlError::Raft(format!("invalid control-plane timing: {e}")))?;
-        let key = crate::peer_auth::PeerKey::new(cfg.node_id, cfg.cluster_secret.as_deref());
+        let key =
+            crate::peer_auth::PeerKey::new(cfg.node_id, cfg.cluster_secret.as_deref()).with_tls(cfg.peer_tls.clone());
         let pool = Arc::new(PeerPool::new(key.clone(), cfg.faults.clone()));
         let raft = Raft::new(cfg.node_id, Arc::new(raft_config), NetworkFactory { pool: pool.clone() }, log, sm)
             .await
@@ -475,7 +478,7 @@ impl ControlPlane {
     /// Answers the RPCs arriving on an accepted control connection (after
     /// `handle_peer` checked its `ControlHello`) until it closes, the link
     /// to `peer` is cut, or the control plane shuts down.
-    pub async fn serve_connection(self: Arc<Self>, stream: TcpStream, buf: BytesMut, peer: NodeId) {
+    pub async fn serve_connection(self: Arc<Self>, stream: crate::peer_auth::PeerStream, buf: BytesMut, peer: NodeId) {
         if self.faults.is_cut(peer) {
             return tracing::debug!(peer, "control connection dropped: link cut");
         }

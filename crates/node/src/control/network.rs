@@ -29,7 +29,6 @@ use openraft::BasicNode;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tandem_core::repl::{NodeId, PeerMsg};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -236,17 +235,7 @@ impl PeerPool {
         peer: NodeId,
         addr: &str,
     ) -> Result<(mpsc::Sender<PeerMsg>, tokio::task::JoinHandle<()>), String> {
-        let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("connect to {addr}: {e}")),
-            Err(_) => return Err(format!("connect to {addr} timed out after {CONNECT_TIMEOUT:?}")),
-        };
-        let _ = stream.set_nodelay(true);
-        match tokio::time::timeout(CONNECT_TIMEOUT, self.key.dial(&mut stream, peer)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("{addr}: {e}")),
-            Err(_) => return Err(format!("peer handshake with {addr} timed out after {CONNECT_TIMEOUT:?}")),
-        }
+        let mut stream = self.key.connect(addr, peer, CONNECT_TIMEOUT).await?;
         let hello = PeerMsg::ControlHello { node_id: self.me };
         wire::write_frame(&mut stream, &hello).await.map_err(|e| format!("hello to {addr}: {e}"))?;
         let (tx, rx) = mpsc::channel(OUTGOING_QUEUE_FRAMES_MAX);
@@ -272,7 +261,7 @@ impl PeerPool {
 /// to their callers. Ends (failing every pending call) when the socket
 /// fails, the peer refuses us, or the link to the peer is cut.
 async fn run_link(
-    stream: TcpStream,
+    stream: crate::peer_auth::PeerStream,
     mut rx: mpsc::Receiver<PeerMsg>,
     pending: Pending,
     faults: Arc<Faults>,

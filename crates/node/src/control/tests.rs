@@ -37,10 +37,10 @@ struct TestNode {
 
 async fn accept_loop(listener: TcpListener, slot: Slot, key: PeerKey) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { return };
+        let Ok((stream, _)) = listener.accept().await else { return };
         let (slot, key) = (slot.clone(), key.clone());
         tokio::spawn(async move {
-            let Ok(peer) = key.accept(&mut stream).await else { return };
+            let Ok((mut stream, peer)) = key.accept_tcp(stream).await else { return };
             let mut buf = BytesMut::new();
             let Ok(PeerMsg::ControlHello { node_id }) = wire::read_frame(&mut stream, &mut buf).await else {
                 return;

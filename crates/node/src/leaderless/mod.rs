@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::peer_auth::PeerStream;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,6 @@ use tandem_core::replica::leaderless::{
     Clock, Hints, ReadCoordinator, ReadOutcome, Record, ReplicaStore, Ring, Version, WriteCoordinator, WriteOutcome,
 };
 use tandem_core::resp::Frame;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use self::log::{Entry, ReplicaLog};
@@ -153,7 +153,7 @@ struct Inner {
     policy: LeaderlessPolicy,
     state: Mutex<State>,
     log: Mutex<ReplicaLog>,
-    pool: Mutex<BTreeMap<NodeId, Vec<(TcpStream, BytesMut)>>>,
+    pool: Mutex<BTreeMap<NodeId, Vec<(PeerStream, BytesMut)>>>,
     ring: Mutex<Arc<Ring>>,
     started: Instant,
     stop_tx: watch::Sender<bool>,
@@ -187,7 +187,7 @@ impl Engine for LeaderlessEngine {
         Box::pin(self.inner.clone().execute(consistency, spec.name, args))
     }
 
-    fn serve_peer(self: Arc<Self>, stream: TcpStream, buf: BytesMut, peer: NodeId) -> BoxFuture<'static, ()> {
+    fn serve_peer(self: Arc<Self>, stream: PeerStream, buf: BytesMut, peer: NodeId) -> BoxFuture<'static, ()> {
         Box::pin(self.inner.clone().serve_peer(stream, buf, peer))
     }
 
@@ -627,7 +627,7 @@ impl Inner {
     }
 
     /// Answers the requests of one peer connection, one at a time.
-    async fn serve_peer(self: Arc<Self>, mut stream: TcpStream, mut buf: BytesMut, peer: NodeId) {
+    async fn serve_peer(self: Arc<Self>, mut stream: PeerStream, mut buf: BytesMut, peer: NodeId) {
         loop {
             let Ok(frame) = wire::read_frame(&mut stream, &mut buf).await else { return };
             if self.stopped() || self.env.faults.is_cut(peer) {

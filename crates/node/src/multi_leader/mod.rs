@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::peer_auth::PeerStream;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use serde_json::json;
@@ -30,7 +31,6 @@ use tandem_core::keyspace::{ConflictPolicy, KeyspaceDef, Mode};
 use tandem_core::repl::{NodeId, PeerMsg};
 use tandem_core::replica::multi_leader::{FeedItem, MlMsg, MlOutput, MultiLeaderReplica, Stream};
 use tandem_core::resp::Frame;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -240,7 +240,7 @@ impl Engine for MlEngine {
         })
     }
 
-    fn serve_peer(self: Arc<Self>, stream: TcpStream, buf: BytesMut, peer: NodeId) -> BoxFuture<'static, ()> {
+    fn serve_peer(self: Arc<Self>, stream: PeerStream, buf: BytesMut, peer: NodeId) -> BoxFuture<'static, ()> {
         Box::pin(run_conn(self, peer, Stream::In, stream, buf))
     }
 
@@ -430,7 +430,7 @@ async fn dial_loop(engine: Arc<MlEngine>, peer: NodeId) {
 
 /// Runs one connection with `peer` until it fails, the link is cut or the
 /// engine stops.
-async fn run_conn(engine: Arc<MlEngine>, peer: NodeId, stream: Stream, tcp: TcpStream, mut buf: BytesMut) {
+async fn run_conn(engine: Arc<MlEngine>, peer: NodeId, stream: Stream, tcp: PeerStream, mut buf: BytesMut) {
     if engine.env.faults.is_cut(peer) {
         return;
     }

@@ -22,7 +22,6 @@ use tandem_core::repl::{Follower, FollowerStatus, PeerMsg, WireEntry};
 use tandem_core::replica::single_leader;
 use tandem_core::Lsn;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::wire::{encode_frame, read_frame, write_frame};
@@ -171,15 +170,11 @@ async fn session(
     if params.faults.is_cut(params.leader_id) {
         return Err(no_stream(format!("the link to node {} is cut (fault injection)", params.leader_id)));
     }
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(params.leader_peer_addr))
+    let stream = params
+        .peer_key
+        .connect(&params.leader_peer_addr.to_string(), params.leader_id, Duration::from_secs(5))
         .await
-        .map_err(|_| no_stream("connect timed out".into()))?
-        .map_err(|e| no_stream(format!("connect: {e}")))?;
-    let _ = stream.set_nodelay(true);
-    tokio::time::timeout(Duration::from_secs(5), params.peer_key.dial(&mut stream, params.leader_id))
-        .await
-        .map_err(|_| no_stream("peer handshake timed out".into()))?
-        .map_err(|e| no_stream(e.to_string()))?;
+        .map_err(no_stream)?;
     let (mut reader, mut writer) = stream.into_split();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     core.set_history(db.history());
@@ -243,7 +238,7 @@ async fn stream_loop(
     params: &FollowerParams,
     core: &mut Follower,
     status: &Mutex<FollowerStatus>,
-    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    writer: &mut crate::peer_auth::PeerWriter,
     inbox: &mut mpsc::Receiver<Result<PeerMsg, String>>,
 ) -> Result<(), String> {
     let mut durable = db.durable();
@@ -273,6 +268,7 @@ async fn stream_loop(
                         encode_frame(&reply, &mut out);
                     }
                     writer.write_all(&out).await.map_err(|e| e.to_string())?;
+                    writer.flush().await.map_err(|e| e.to_string())?;
                 }
             }
             _ = tokio::time::sleep_until(next_ready.unwrap_or_else(tokio::time::Instant::now)), if next_ready.is_some() => {}
@@ -302,6 +298,7 @@ async fn stream_loop(
             out.clear();
             encode_frame(&ack, &mut out);
             writer.write_all(&out).await.map_err(|e| e.to_string())?;
+            writer.flush().await.map_err(|e| e.to_string())?;
         }
         *status.lock() = core.status(unix_ms());
     }
@@ -401,7 +398,7 @@ async fn receive_snapshot(
     metrics: &Metrics,
     core: &mut Follower,
     history: &EpochHistory,
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    reader: &mut crate::peer_auth::PeerReader,
     buf: &mut BytesMut,
 ) -> Result<(), String> {
     // Lease requests may arrive before the snapshot starts and between its

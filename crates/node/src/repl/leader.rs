@@ -21,7 +21,6 @@ use tandem_core::repl::{Durability, Leader, PeerMsg};
 use tandem_core::replica::single_leader::LEASE_REQUESTS_PER_LEASE;
 use tandem_core::store::BUCKETS;
 use tandem_core::Lsn;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::wire::{read_frame, write_frame, WireError};
@@ -145,7 +144,7 @@ impl LeaderHandle {
         db: Arc<Db>,
         metrics: Arc<Metrics>,
         faults: Arc<Faults>,
-        stream: TcpStream,
+        stream: crate::peer_auth::PeerStream,
         first: PeerMsg,
     ) {
         let PeerMsg::Subscribe { node_id, epoch, last_lsn, client_addr, history, .. } = first else {
@@ -255,6 +254,7 @@ impl LeaderHandle {
                         out.clear();
                         super::wire::encode_frame(&msg, &mut out);
                         tokio::io::AsyncWriteExt::write_all(&mut writer, &out).await?;
+                        tokio::io::AsyncWriteExt::flush(&mut writer).await?;
                         metrics.repl_bytes_sent.inc_by(out.len() as u64);
                         let _ = events.send(Event::Sent { to: node_id, session, last_lsn: last, bytes }).await;
                     }
@@ -287,7 +287,7 @@ async fn send_snapshot(
     db: &Arc<Db>,
     metrics: &Metrics,
     follower: u64,
-    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    writer: &mut crate::peer_auth::PeerWriter,
 ) -> Result<Lsn, WireError> {
     let start_lsn = db.last_lsn();
     tracing::info!(follower, start_lsn, "sending a snapshot");

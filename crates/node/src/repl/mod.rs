@@ -132,7 +132,8 @@ impl Replication {
         events: Arc<Events>,
     ) -> Result<Replication, String> {
         let default_durability = config.durability()?;
-        let peer_key = PeerKey::new(config.node_id, config.cluster_secret.as_deref());
+        let peer_key =
+            PeerKey::new(config.node_id, config.cluster_secret.as_deref()).with_tls(crate::tls::PeerTls::load(config)?);
         let automatic = config.automatic_failover();
         let lease = automatic.then(|| config.lease_config());
         if let Some(l) = &lease {
@@ -530,20 +531,20 @@ impl Replication {
                     }
                 },
             };
-            let _ = stream.set_nodelay(true);
             let repl = self.clone();
             tokio::spawn(async move {
-                let mut stream = stream;
-                // Nothing but the fixed-size handshake is read before the
-                // peer proves it holds the cluster secret.
-                let peer = match tokio::time::timeout(PEER_HANDSHAKE_TIMEOUT, repl.peer_key.accept(&mut stream)).await {
-                    Ok(Ok(peer)) => peer,
-                    Ok(Err(e)) => {
-                        repl.metrics.error("peer_auth");
-                        return tracing::warn!(%addr, error = %e, "refused a peer connection");
-                    }
-                    Err(_) => return tracing::debug!(%addr, "peer handshake timed out"),
-                };
+                // Nothing but the TLS handshake (with `--tls-ca`) and the
+                // fixed-size peer handshake is read before the peer proves
+                // it holds the cluster secret (and a certificate of the CA).
+                let (mut stream, peer) =
+                    match tokio::time::timeout(PEER_HANDSHAKE_TIMEOUT, repl.peer_key.accept_tcp(stream)).await {
+                        Ok(Ok(accepted)) => accepted,
+                        Ok(Err(e)) => {
+                            repl.metrics.error("peer_auth");
+                            return tracing::warn!(%addr, error = %e, "refused a peer connection");
+                        }
+                        Err(_) => return tracing::debug!(%addr, "peer handshake timed out"),
+                    };
                 let mut buf = BytesMut::with_capacity(4096);
                 let first =
                     match tokio::time::timeout(PEER_HANDSHAKE_TIMEOUT, wire::read_frame(&mut stream, &mut buf)).await {
@@ -561,7 +562,7 @@ impl Replication {
     /// first message must speak for `peer` and no other node.
     async fn handle_peer(
         &self,
-        mut stream: tokio::net::TcpStream,
+        mut stream: crate::peer_auth::PeerStream,
         buf: BytesMut,
         first: PeerMsg,
         addr: SocketAddr,

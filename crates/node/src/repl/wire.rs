@@ -83,6 +83,8 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, msg: &PeerMsg) -
     let mut out = Vec::new();
     encode_frame(msg, &mut out);
     writer.write_all(&out).await?;
+    // Under TLS the last record may sit in the session until flushed.
+    writer.flush().await?;
     Ok(())
 }
 
