@@ -20,12 +20,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tandem_core::resp::{self, Frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use tandem_core::resp::Frame;
 use tokio::sync::watch;
 
-use crate::connection::ClientState;
 use crate::repl::RoleView;
 use crate::server::Shared;
 
