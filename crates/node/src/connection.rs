@@ -53,8 +53,8 @@ pub struct ClientState {
     pub last_write_lsn: Lsn,
     /// Ack policy set by `ACKPOLICY SET` (None: the keyspace default).
     pub durability: Option<Durability>,
-    /// Set by `SUBSCRIBE`: the connection enters subscribe mode with these
-    /// channels (`crate::sentinel`).
+    /// Set by `(P)SUBSCRIBE` / `(P)UNSUBSCRIBE`: the connection enters
+    /// subscribe mode starting with this request (`crate::pubsub`).
     pub subscribe: Option<Vec<Bytes>>,
     /// The open transaction (`MULTI` .. `EXEC`), if any.
     pub tx: Option<Transaction>,
@@ -162,7 +162,7 @@ pub async fn serve<S: ClientStream>(
             if let Frame::Error(e) = &outcome.reply {
                 shared.metrics.error(e.split(' ').next().unwrap_or("ERR"));
             }
-            if let Some(channels) = client.subscribe.take() {
+            if let Some(request) = client.subscribe.take() {
                 // Subscribe mode: answer what came before, then hand the
                 // connection over until it unsubscribes from everything.
                 pending.push((index, started));
@@ -170,12 +170,12 @@ pub async fn serve<S: ClientStream>(
                     break 'conn;
                 }
                 wait_lsn = 0;
-                if !crate::sentinel::serve_subscribed(
+                if !crate::pubsub::serve_subscribed(
                     &shared,
                     &mut stream,
                     &mut input,
                     &mut client,
-                    channels,
+                    request,
                     &mut shutdown,
                 )
                 .await
@@ -297,7 +297,7 @@ fn protocol_error_text(e: &ProtocolError) -> String {
 /// Executes one request. Returns the command's index in `COMMANDS` (or
 /// `COMMANDS.len()` if unknown) for metrics, the outcome, and the
 /// durability of the keyspace it touched (`None`: the default keyspace).
-async fn dispatch(
+pub(crate) async fn dispatch(
     shared: &Arc<Shared>,
     client: &mut ClientState,
     args: &[Bytes],

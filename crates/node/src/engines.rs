@@ -123,6 +123,9 @@ pub struct Engines {
     env: EngineEnv,
     peers_tx: watch::Sender<BTreeMap<NodeId, SocketAddr>>,
     running: RwLock<BTreeMap<String, Running>>,
+    /// The node's pub/sub hub: its peer stream ([`crate::pubsub::PEER_STREAM`])
+    /// arrives like a keyspace's and dials peers with [`dial`].
+    pub pubsub: Arc<crate::pubsub::Hub>,
 }
 
 /// A running engine and the definition it was started with.
@@ -134,7 +137,12 @@ impl Engines {
     pub fn new(mut env: EngineEnv, peers: BTreeMap<NodeId, SocketAddr>) -> Engines {
         let (peers_tx, peers_rx) = watch::channel(peers);
         env.peers = peers_rx;
-        Engines { env, peers_tx, running: RwLock::new(BTreeMap::new()) }
+        Engines { env, peers_tx, running: RwLock::new(BTreeMap::new()), pubsub: Arc::new(crate::pubsub::Hub::new()) }
+    }
+
+    /// What every engine is given (the members, the peer key, faults).
+    pub fn env(&self) -> &EngineEnv {
+        &self.env
     }
 
     /// The cluster's members changed.

@@ -60,6 +60,7 @@ pub mod metrics;
 pub mod multi_leader;
 pub mod node_commands;
 pub mod peer_auth;
+pub mod pubsub;
 pub mod repl;
 pub mod rollback;
 pub mod sentinel;

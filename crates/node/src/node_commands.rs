@@ -84,14 +84,13 @@ pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &Comm
         )),
         "consistency" => consistency(client, args),
         "conflicts" => conflicts(shared, args),
-        "subscribe" => match crate::sentinel::subscribe_channels(args) {
-            Ok(channels) => {
-                // The connection enters subscribe mode and confirms them.
-                client.subscribe = Some(channels);
-                return crate::connection::reply(Frame::Null);
-            }
-            Err(e) => e,
-        },
+        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" => {
+            // The connection enters subscribe mode and answers there.
+            client.subscribe = Some(args.to_vec());
+            return crate::connection::reply(Frame::Null);
+        }
+        "publish" => crate::pubsub::publish(shared, args),
+        "pubsub" => crate::pubsub::pubsub_command(shared, args),
         "multi" => {
             client.tx = Some(Transaction::default());
             command::ok()

@@ -9,8 +9,8 @@
 //!   replication role (a leader knows itself and its followers; a follower
 //!   knows its leader). A view that cannot vouch for the leader (no lease,
 //!   link down) flags the master `s_down`, so clients ask another node.
-//! - `SUBSCRIBE +switch-master`: a minimal subscribe mode for that one
-//!   channel (Tandem has no general pub/sub); the message is
+//! - `+switch-master`: [`watch_switch_master`] publishes on this node's
+//!   pub/sub hub (`crate::pubsub`) when the leader changes; the message is
 //!   `NAME old-ip old-port new-ip new-port`, as Redis Sentinel sends it.
 //!
 //! The service name is `--sentinel-name` (default `tandem`). This module
@@ -20,21 +20,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tandem_core::resp::{self, Frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use tandem_core::resp::Frame;
 use tokio::sync::watch;
 
-use crate::connection::ClientState;
 use crate::repl::RoleView;
 use crate::server::Shared;
 
-/// The one channel `SUBSCRIBE` offers.
+/// The channel Sentinel clients subscribe to.
 pub const SWITCH_MASTER_CHANNEL: &str = "+switch-master";
 /// How often a subscribed connection looks at the leader.
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
-/// Requests a subscribed connection may buffer before it is closed.
-const SUBSCRIBED_INPUT_BYTES_MAX: usize = 64 * 1024;
 
 /// One node as Sentinel describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,141 +185,26 @@ pub fn command(shared: &Shared, args: &[Bytes]) -> Frame {
     }
 }
 
-/// `SUBSCRIBE channel ...` outside subscribe mode: the channels, or the
-/// error to answer.
-pub fn subscribe_channels(args: &[Bytes]) -> Result<Vec<Bytes>, Frame> {
-    for ch in &args[1..] {
-        if &ch[..] != SWITCH_MASTER_CHANNEL.as_bytes() {
-            return Err(Frame::Error(format!(
-                "ERR only the {SWITCH_MASTER_CHANNEL} channel can be subscribed to (Tandem has no general \
-                 pub/sub): '{}'",
-                String::from_utf8_lossy(ch)
-            )));
-        }
-    }
-    Ok(args[1..].to_vec())
-}
-
-fn confirm(kind: &str, channel: &Bytes, count: usize) -> Frame {
-    Frame::Push(vec![bulk(kind), Frame::Bulk(channel.clone()), Frame::Integer(count as i64)])
-}
-
-/// Serves a connection in subscribe mode until it unsubscribes from every
-/// channel (returns true: back to normal commands) or leaves, breaks the
-/// protocol or the node shuts down (false). `channels` were just subscribed.
-pub async fn serve_subscribed(
-    shared: &Arc<Shared>,
-    stream: &mut impl crate::tls::ClientStream,
-    input: &mut BytesMut,
-    client: &mut ClientState,
-    channels: Vec<Bytes>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> bool {
-    let mut output = BytesMut::new();
-    let mut subscribed: Vec<Bytes> = Vec::new();
-    for ch in channels {
-        if !subscribed.contains(&ch) {
-            subscribed.push(ch.clone());
-        }
-        resp::encode(&confirm("subscribe", &ch, subscribed.len()), client.protocol, &mut output);
-    }
-    let mut last_master = view(shared).master.map(|m| m.addr);
+/// Publishes `+switch-master` on this node's hub (local subscribers
+/// only: every node runs its own watcher) whenever the leader this node
+/// vouches for changes, until the node shuts down.
+pub async fn watch_switch_master(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut last_master = view(&shared).master.filter(|m| m.up).map(|m| m.addr);
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
-    let limits = shared.config.resp_limits();
     loop {
-        if !output.is_empty() {
-            if stream.write_all(&output).await.is_err() {
-                return false;
-            }
-            output.clear();
-        }
-        if subscribed.is_empty() {
-            return true;
-        }
-        // Requests already buffered first.
-        match resp::parse_command(input, &limits) {
-            Ok(Some(args)) if !args.is_empty() => {
-                let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-                match name.as_str() {
-                    "subscribe" if args.len() > 1 => match subscribe_channels(&args) {
-                        Ok(chs) => {
-                            for ch in chs {
-                                if !subscribed.contains(&ch) {
-                                    subscribed.push(ch.clone());
-                                }
-                                resp::encode(
-                                    &confirm("subscribe", &ch, subscribed.len()),
-                                    client.protocol,
-                                    &mut output,
-                                );
-                            }
-                        }
-                        Err(e) => resp::encode(&e, client.protocol, &mut output),
-                    },
-                    "unsubscribe" => {
-                        let chs: Vec<Bytes> = if args.len() > 1 { args[1..].to_vec() } else { subscribed.clone() };
-                        for ch in chs {
-                            subscribed.retain(|c| c != &ch);
-                            resp::encode(&confirm("unsubscribe", &ch, subscribed.len()), client.protocol, &mut output);
-                        }
-                    }
-                    "ping" => {
-                        let payload = args.get(1).cloned().unwrap_or_default();
-                        resp::encode(
-                            &Frame::Array(vec![bulk("pong"), Frame::Bulk(payload)]),
-                            client.protocol,
-                            &mut output,
-                        );
-                    }
-                    "quit" => {
-                        resp::encode(&Frame::Simple(Bytes::from_static(b"OK")), client.protocol, &mut output);
-                        let _ = stream.write_all(&output).await;
-                        return false;
-                    }
-                    other => resp::encode(
-                        &Frame::Error(format!(
-                            "ERR Can't execute '{other}': only SUBSCRIBE / UNSUBSCRIBE / PING / QUIT are allowed in \
-                             this context"
-                        )),
-                        client.protocol,
-                        &mut output,
-                    ),
-                }
-                continue;
-            }
-            Ok(Some(_)) => continue,
-            Ok(None) => {}
-            Err(_) => return false,
-        }
-        if input.len() > SUBSCRIBED_INPUT_BYTES_MAX {
-            return false;
-        }
         tokio::select! {
-            _ = shutdown.changed() => return false,
-            r = stream.read_buf(input) => match r {
-                Ok(0) | Err(_) => return false,
-                Ok(_) => {}
-            },
-            _ = tick.tick() => {
-                let now = view(shared).master.filter(|m| m.up).map(|m| m.addr);
-                if let Some(new) = now {
-                    if let Some(old) = last_master.filter(|old| *old != new) {
-                        let payload = format!(
-                            "{} {} {} {} {}",
-                            shared.config.sentinel_name,
-                            old.ip(),
-                            old.port(),
-                            new.ip(),
-                            new.port()
-                        );
-                        let msg = Frame::Push(vec![bulk("message"), bulk(SWITCH_MASTER_CHANNEL), bulk(payload)]);
-                        if subscribed.iter().any(|c| &c[..] == SWITCH_MASTER_CHANNEL.as_bytes()) {
-                            resp::encode(&msg, client.protocol, &mut output);
-                        }
-                    }
-                    last_master = Some(new);
-                }
-            }
+            _ = shutdown.changed() => return,
+            _ = tick.tick() => {}
         }
+        let Some(new) = view(&shared).master.filter(|m| m.up).map(|m| m.addr) else { continue };
+        if let Some(old) = last_master.filter(|old| *old != new) {
+            let payload =
+                format!("{} {} {} {} {}", shared.config.sentinel_name, old.ip(), old.port(), new.ip(), new.port());
+            shared
+                .engines
+                .pubsub
+                .deliver_local(&Bytes::from_static(SWITCH_MASTER_CHANNEL.as_bytes()), &Bytes::from(payload));
+        }
+        last_master = Some(new);
     }
 }

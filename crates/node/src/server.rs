@@ -247,6 +247,7 @@ pub async fn run(
     let admin = tokio::spawn(crate::admin::serve(shared.clone(), admin_listener, shutdown_rx.clone()));
     let background = tokio::spawn(background_tasks(shared.clone(), shutdown_rx.clone()));
     let peers = tokio::spawn(repl.clone().serve_peers(peer_listener, shutdown_rx.clone()));
+    tokio::spawn(crate::sentinel::watch_switch_master(shared.clone(), shutdown_rx.clone()));
     tracing::info!(
         client = %shared.config.client_addr,
         admin = %shared.config.admin_addr,

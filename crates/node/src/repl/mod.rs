@@ -592,6 +592,12 @@ impl Replication {
             return;
         }
         if let PeerMsg::KeyspaceHello { keyspace, .. } = &first {
+            if keyspace == crate::pubsub::PEER_STREAM {
+                let hub = self.engines.read().as_ref().map(|e| e.pubsub.clone());
+                if let Some(hub) = hub {
+                    return hub.serve_peer(stream, buf, peer).await;
+                }
+            }
             let engine = self.engines.read().as_ref().and_then(|e| e.get(keyspace));
             let reason = match engine {
                 Some(engine) => return engine.serve_peer(stream, buf, peer).await,
