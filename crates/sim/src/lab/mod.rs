@@ -13,6 +13,7 @@
 //! Must never read a real clock or a real RNG (the simulator's rule), or
 //! print anything itself: the CLI decides where reports go.
 
+mod conflicts;
 pub mod plot;
 mod replication;
 mod sessions;
@@ -49,6 +50,11 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "failover",
         question: "When leaders crash and get partitioned, how many acknowledged writes does each ack policy lose, and are they all accounted for?",
         run: replication::failover,
+    },
+    Scenario {
+        name: "conflicts",
+        question: "When two regions write the same keys, what does last-writer-wins silently drop, and what do siblings and a CRDT keep?",
+        run: conflicts::conflicts,
     },
 ];
 
