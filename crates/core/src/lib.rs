@@ -12,6 +12,8 @@
 //!   encodes/decodes snapshot chunks.
 //! - [`command`]: the command table (names, arity, flags) and the data
 //!   commands' execution: turns a request into a reply plus row effects.
+//! - [`encoding`]: Redis's compact-encoding thresholds and the encoding
+//!   name `OBJECT ENCODING` reports from them.
 //! - [`evict`]: `maxmemory` policies and the sampled choice of the key to
 //!   evict.
 //! - [`write`]: one write all or nothing: the size budget and undo behind
@@ -33,6 +35,7 @@
 pub mod command;
 pub mod conflict;
 pub mod effect;
+pub mod encoding;
 pub mod evict;
 pub mod failover;
 pub mod glob;

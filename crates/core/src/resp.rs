@@ -82,6 +82,11 @@ pub enum Frame {
     BigNumber(Bytes),
     /// RESP3 `>N` out-of-band message; RESP2: array.
     Push(Vec<Frame>),
+    /// Pairs such as member/score (`ZRANGE .. WITHSCORES`, `HRANDFIELD ..
+    /// WITHVALUES`): RESP3 an array of two-element arrays, RESP2 one flat
+    /// array `k1 v1 k2 v2 ..` (Redis 7's shapes). Never decoded: a peer
+    /// reads it back as arrays.
+    Pairs(Vec<(Frame, Frame)>),
 }
 
 impl Frame {
@@ -814,6 +819,16 @@ pub fn encode(frame: &Frame, proto: Protocol, out: &mut BytesMut) {
                 put_header(out, b'*', 2 * pairs.len() as i64);
             }
             for (key, value) in pairs {
+                encode(key, proto, out);
+                encode(value, proto, out);
+            }
+        }
+        Frame::Pairs(pairs) => {
+            put_header(out, b'*', if resp3 { pairs.len() } else { 2 * pairs.len() } as i64);
+            for (key, value) in pairs {
+                if resp3 {
+                    out.put_slice(b"*2\r\n");
+                }
                 encode(key, proto, out);
                 encode(value, proto, out);
             }

@@ -528,6 +528,11 @@ pub struct Store {
     /// Access counter behind the slots' LRU stamps (wraps; ages are
     /// compared with wrapping arithmetic).
     clock: AtomicU32,
+    /// The thresholds behind the encoding names `OBJECT ENCODING` reports.
+    encoding: crate::encoding::EncodingLimits,
+    /// Counts calls to [`Store::call_nonce`]: random replies (`RANDOMKEY`,
+    /// `SRANDMEMBER`, ...) differ between calls in the same millisecond.
+    nonce: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -543,7 +548,28 @@ impl Store {
             expire_cursor: 0,
             slot_bytes: 0,
             clock: AtomicU32::new(0),
+            encoding: crate::encoding::EncodingLimits::default(),
+            nonce: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A number that differs on every call (a counter): mixed into the
+    /// seed of a command's random choices so that two calls in the same
+    /// millisecond choose independently. Deterministic for a given
+    /// sequence of calls (no clock, no OS randomness).
+    pub fn call_nonce(&self) -> u64 {
+        self.nonce.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The encoding thresholds (`CONFIG GET hash-max-listpack-entries` ...).
+    pub fn encoding_limits(&self) -> crate::encoding::EncodingLimits {
+        self.encoding
+    }
+
+    /// Replaces the encoding thresholds (`CONFIG SET`; names only, no data
+    /// changes).
+    pub fn set_encoding_limits(&mut self, limits: crate::encoding::EncodingLimits) {
+        self.encoding = limits;
     }
 
     /// The running estimate of the bytes the keys and values take (what
@@ -560,6 +586,15 @@ impl Store {
             .flat_map(|b| b.iter())
             .map(|s| s.cost() + s.set_index().map_or(0, |i| obj_cost(self.sets.get(i))))
             .sum()
+    }
+
+    /// The bytes `key` and its value are charged in the estimate behind
+    /// [`Store::used_bytes`] (`MEMORY USAGE`); `None` if the key does not
+    /// exist or has expired at `now_ms`.
+    pub fn key_bytes(&self, key: &[u8], now_ms: u64) -> Option<usize> {
+        self.get(key, now_ms)?;
+        let slot = self.slot(key)?;
+        Some(slot.cost() + slot.set_index().map_or(0, |i| obj_cost(self.sets.get(i))))
     }
 
     fn tick(&self) -> u32 {

@@ -669,7 +669,21 @@ impl Db {
 
     /// A fresh store with this node's hash seed, for a snapshot install.
     pub fn new_store(&self) -> Store {
-        Store::new(self.with_state(|s| s.store.hash_seed()))
+        let (seed, limits) = self.with_state(|s| (s.store.hash_seed(), s.store.encoding_limits()));
+        let mut store = Store::new(seed);
+        store.set_encoding_limits(limits);
+        store
+    }
+
+    /// The encoding thresholds `OBJECT ENCODING` reports with.
+    pub fn encoding_limits(&self) -> tandem_core::encoding::EncodingLimits {
+        self.with_state(|s| s.store.encoding_limits())
+    }
+
+    /// Replaces the encoding thresholds (`CONFIG SET`: names only, no data
+    /// changes, nothing logged: like Redis, a node-local setting).
+    pub fn set_encoding_limits(&self, limits: tandem_core::encoding::EncodingLimits) {
+        self.state.write().store.set_encoding_limits(limits);
     }
 
     /// Entries from `from_lsn` on (about `max_bytes`), from memory if

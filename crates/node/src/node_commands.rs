@@ -59,6 +59,7 @@ pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &Comm
         "hello" => hello(shared, client, args),
         "client" => client_cmd(shared, client, args),
         "config" => config(shared, args),
+        "function" => function(args),
         "command" => command_cmd(args),
         "info" => info(shared, args),
         "save" => save(shared).await,
@@ -298,7 +299,7 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
         "batch" => "always".to_string(),
         other => other.to_string(),
     };
-    vec![
+    let mut params = vec![
         ("appendfsync", appendfsync),
         ("appendonly", "yes".into()),
         ("bind", c.client_addr.ip().to_string()),
@@ -315,7 +316,15 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
         ("timeout", "0".into()),
         ("tandem-fsync", c.fsync.to_string()),
         ("tandem-snapshot-entries", c.snapshot_entries.to_string()),
-    ]
+    ];
+    let limits = shared.db.encoding_limits();
+    params.extend(
+        tandem_core::encoding::SETTINGS
+            .iter()
+            .chain(tandem_core::encoding::ALIASES.iter().map(|(alias, _)| alias))
+            .map(|name| (*name, limits.get(name).unwrap_or_default())),
+    );
+    params
 }
 
 fn config(shared: &Shared, args: &[Bytes]) -> Frame {
@@ -339,7 +348,7 @@ fn config(shared: &Shared, args: &[Bytes]) -> Frame {
     }
 }
 
-/// `CONFIG SET maxmemory BYTES | maxmemory-policy NAME [...]`: the only
+/// `CONFIG SET maxmemory BYTES | maxmemory-policy NAME | hash-max-listpack-entries N ...`: the only
 /// settings that change at run time (on this node only; the next write or
 /// background pass on a leader applies them). Every pair is checked before
 /// any is applied.
@@ -349,26 +358,45 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> Frame {
     }
     let mut max = None;
     let mut policy = None;
+    let mut limits = shared.db.encoding_limits();
+    let mut limits_changed = false;
     for pair in args[2..].chunks(2) {
         let value = String::from_utf8_lossy(&pair[1]);
-        match &lower(&pair[0])[..] {
+        let name = lower(&pair[0]);
+        match limits.set(&name, &value) {
+            Ok(true) => {
+                limits_changed = true;
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => return err(format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {e}")),
+        }
+        match &name[..] {
             "maxmemory" => match crate::maxmemory::parse_bytes(&value) {
                 Ok(v) => max = Some(v),
-                Err(e) => return err(format!("ERR CONFIG SET failed (possibly related to argument 'maxmemory') - {e}")),
+                Err(e) => {
+                    return err(format!("ERR CONFIG SET failed (possibly related to argument 'maxmemory') - {e}"))
+                }
             },
             "maxmemory-policy" => match value.parse() {
                 Ok(p) => policy = Some(p),
                 Err(e) => {
-                    return err(format!("ERR CONFIG SET failed (possibly related to argument 'maxmemory-policy') - {e}"))
+                    return err(format!(
+                        "ERR CONFIG SET failed (possibly related to argument 'maxmemory-policy') - {e}"
+                    ))
                 }
             },
             other => {
                 return err(format!(
-                    "ERR CONFIG SET of '{other}' is not supported: only maxmemory and maxmemory-policy change at run \
-                     time; the other settings come from the config file, flags and TANDEM_* variables (restart the node)"
+                    "ERR CONFIG SET of '{other}' is not supported: only maxmemory, maxmemory-policy and the encoding \
+                     thresholds (hash-max-listpack-*, ...) change at run time; the other settings come from the config \
+                     file, flags and TANDEM_* variables (restart the node)"
                 ))
             }
         }
+    }
+    if limits_changed {
+        shared.db.set_encoding_limits(limits);
     }
     let memory = shared.db.memory();
     if let Some(v) = max {
@@ -379,6 +407,22 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> Frame {
         memory.set_policy(p);
     }
     command::ok()
+}
+
+/// `FUNCTION`: Tandem has no Redis 7 functions (scripts run with EVAL),
+/// so the library list is empty and FLUSH has nothing to remove; every
+/// other subcommand, which would load or call a function, is refused.
+fn function(args: &[Bytes]) -> Frame {
+    match (&lower(&args[1])[..], args.len()) {
+        ("flush", 2) => command::ok(),
+        ("flush", 3) if matches!(&lower(&args[2])[..], "async" | "sync") => command::ok(),
+        ("list", _) => Frame::Array(vec![]),
+        ("stats", 2) => Frame::Map(vec![(bulk("running_script"), Frame::Null), (bulk("engines"), Frame::Map(vec![]))]),
+        (sub, _) => err(format!(
+            "ERR FUNCTION {} is not supported: Tandem has no Redis functions; use EVAL / EVALSHA",
+            sub.to_ascii_uppercase()
+        )),
+    }
 }
 
 fn command_info(spec: &CommandSpec) -> Frame {
@@ -473,9 +517,10 @@ pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
     if want("clients") {
         let _ = write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n\r\n",
             m.connections.get(),
-            shared.config.limits.clients_max
+            shared.config.limits.clients_max,
+            shared.db.blocked_clients()
         );
     }
     if want("memory") {

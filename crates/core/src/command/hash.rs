@@ -188,10 +188,11 @@ pub(super) fn hstrlen(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
 pub(super) struct Rng(u64);
 
 impl Rng {
-    /// Seeded from the caller's time and the key, so two calls in the same
-    /// millisecond on different keys differ.
-    pub(super) fn for_read(now_ms: u64, key: &[u8]) -> Rng {
-        Rng(now_ms ^ xxhash_rust::xxh3::xxh3_64(key).rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15)
+    /// Seeded from the caller's time, the key and the store's call
+    /// counter, so two calls in the same millisecond differ.
+    pub(super) fn for_read(store: &crate::store::Store, now_ms: u64, key: &[u8]) -> Rng {
+        let nonce = store.call_nonce().wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        Rng(now_ms ^ nonce ^ xxhash_rust::xxh3::xxh3_64(key).rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15)
     }
 
     pub(super) fn next(&mut self) -> u64 {
@@ -232,7 +233,7 @@ pub(super) fn random_indexes(rng: &mut Rng, len: usize, count: i64) -> Result<Ve
 
 pub(super) fn hrandfield(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     let h = tri!(hash_of(cx, &args[1]));
-    let mut rng = Rng::for_read(cx.now_ms, &args[1]);
+    let mut rng = Rng::for_read(cx.store, cx.now_ms, &args[1]);
     let Some(raw_count) = args.get(2) else {
         return match h {
             Some(h) if !h.is_empty() => bulk(h.iter().nth(rng.below(h.len())).map(|(f, _)| f).expect("in range")),
@@ -248,27 +249,10 @@ pub(super) fn hrandfield(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     let Some(h) = h else { return Frame::Array(Vec::new()) };
     let entries: Vec<(&[u8], &[u8])> = h.iter().map(|(f, v)| (&f[..], &v[..])).collect();
     let picks = tri!(random_indexes(&mut rng, entries.len(), count));
-    let mut out = Vec::with_capacity(picks.len() * (1 + with_values as usize));
-    for i in picks {
-        let (f, v) = entries[i];
-        if with_values {
-            out.push(Frame::Array(vec![bulk(f), bulk(v)]));
-        } else {
-            out.push(bulk(f));
-        }
-    }
     if with_values {
-        // RESP2 clients expect a flat field/value list.
-        return Frame::Array(
-            out.into_iter()
-                .flat_map(|p| match p {
-                    Frame::Array(v) => v,
-                    other => vec![other],
-                })
-                .collect(),
-        );
+        return Frame::Pairs(picks.into_iter().map(|i| (bulk(entries[i].0), bulk(entries[i].1))).collect());
     }
-    Frame::Array(out)
+    Frame::Array(picks.into_iter().map(|i| bulk(entries[i].0)).collect())
 }
 
 /// Parses `cursor [MATCH p] [COUNT n]` of the `*SCAN` family.

@@ -154,7 +154,7 @@ pub(super) fn randomkey(cx: &ReadCtx<'_>, _: &[Bytes]) -> Frame {
     if cx.store.is_empty() {
         return Frame::Null;
     }
-    let mut rng = Rng::for_read(cx.now_ms, b"randomkey");
+    let mut rng = Rng::for_read(cx.store, cx.now_ms, b"randomkey");
     let start = rng.below(BUCKETS) as u64;
     for cursor in [start, 0] {
         let mut found: Vec<Bytes> = Vec::new();
@@ -186,26 +186,31 @@ pub(super) fn pexpiretime(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     int(expiretime_ms(cx, &args[1]))
 }
 
-/// The encoding Redis 7.0 would report for this value with its default
+/// The encoding Redis 7.0 would report for this value under the store's
 /// thresholds (Tandem stores every type in one representation; clients
 /// and tests read this name, so it follows Redis's rules).
-fn encoding_name(v: ValueRef<'_>) -> &'static str {
-    const SMALL: usize = 128;
-    const SMALL_VALUE: usize = 64;
+fn encoding_name(v: ValueRef<'_>, limits: &crate::encoding::EncodingLimits) -> &'static str {
     match v {
         ValueRef::Str(s) if s.len() <= 20 && parse_i64(s).is_some() => "int",
         ValueRef::Str(s) if s.len() <= 44 => "embstr",
         ValueRef::Str(_) => "raw",
-        ValueRef::Set(s) if s.len() <= 512 && s.iter().all(|m| parse_i64(m).is_some()) => "intset",
+        ValueRef::Set(s) if s.len() <= limits.set_intset_entries && s.iter().all(|m| parse_i64(m).is_some()) => {
+            "intset"
+        }
         ValueRef::Set(_) => "hashtable",
         ValueRef::Hash(h)
-            if h.len() <= SMALL && h.iter().all(|(f, v)| f.len() <= SMALL_VALUE && v.len() <= SMALL_VALUE) =>
+            if h.len() <= limits.hash_entries
+                && h.iter().all(|(f, v)| f.len() <= limits.hash_value && v.len() <= limits.hash_value) =>
         {
             "listpack"
         }
         ValueRef::Hash(_) => "hashtable",
         ValueRef::List(_) => "quicklist",
-        ValueRef::ZSet(z) if z.len() <= SMALL && z.scores.keys().all(|m| m.len() <= SMALL_VALUE) => "listpack",
+        ValueRef::ZSet(z)
+            if z.len() <= limits.zset_entries && z.scores.keys().all(|m| m.len() <= limits.zset_value) =>
+        {
+            "listpack"
+        }
         ValueRef::ZSet(_) => "skiplist",
     }
 }
@@ -239,12 +244,40 @@ pub(super) fn object(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     }
     let Some((value, _)) = cx.store.get(&args[2], cx.now_ms) else { return Frame::Null };
     match &sub[..] {
-        b"encoding" => Frame::Bulk(Bytes::from_static(encoding_name(value).as_bytes())),
+        b"encoding" => Frame::Bulk(Bytes::from_static(encoding_name(value, &cx.store.encoding_limits()).as_bytes())),
         b"freq" => error(
             "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
         ),
         b"idletime" => int(0),
         _ => int(1),
+    }
+}
+
+/// `MEMORY USAGE key [SAMPLES n]`: the bytes the key and its value are
+/// charged in `used_memory` (the store's estimate, see `INFO memory`);
+/// every element is counted, so SAMPLES is accepted and not needed.
+/// `MEMORY DOCTOR` / `STATS` / `MALLOC-STATS` / `PURGE` have no Tandem
+/// meaning and are refused with an error that says so.
+pub(super) fn memory(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
+    let sub = args[1].to_ascii_lowercase();
+    match &sub[..] {
+        b"usage" if args.len() == 3 || (args.len() == 5 && args[3].eq_ignore_ascii_case(b"samples")) => {
+            if args.len() == 5 && parse_i64(&args[4]).is_none_or(|n| n < 0) {
+                return error("ERR value is out of range, must be positive");
+            }
+            cx.store.key_bytes(&args[2], cx.now_ms).map_or(Frame::Null, |b| int(b as i64))
+        }
+        b"usage" => error("ERR syntax error"),
+        b"help" => Frame::Array(
+            ["MEMORY <subcommand> [<arg> ...]. Subcommands are:", "USAGE <key> [SAMPLES <count>]"]
+                .iter()
+                .map(|l| Frame::Simple(Bytes::from_static(l.as_bytes())))
+                .collect(),
+        ),
+        _ => error(format!(
+            "ERR unknown subcommand '{}' (Tandem answers MEMORY USAGE; see INFO memory). Try MEMORY HELP.",
+            String::from_utf8_lossy(&args[1])
+        )),
     }
 }
 

@@ -46,7 +46,7 @@ pub(super) fn spop(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
             return if count.is_some() { Frame::Set(Vec::new()) } else { Frame::Null };
         };
         let members: Vec<&Box<[u8]>> = set.iter().collect();
-        let mut rng = Rng::for_read(cx.now_ms, key);
+        let mut rng = Rng::for_read(cx.store, cx.now_ms, key);
         let want = count.unwrap_or(1).min(members.len()) as i64;
         tri!(random_indexes(&mut rng, members.len(), want))
             .into_iter()
@@ -65,7 +65,7 @@ pub(super) fn spop(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
 
 pub(super) fn srandmember(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     let set = tri!(set_of(cx, &args[1]));
-    let mut rng = Rng::for_read(cx.now_ms, &args[1]);
+    let mut rng = Rng::for_read(cx.store, cx.now_ms, &args[1]);
     let Some(raw) = args.get(2) else {
         return match set {
             Some(s) if !s.is_empty() => bulk(s.iter().nth(rng.below(s.len())).expect("in range")),

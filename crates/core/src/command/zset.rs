@@ -46,8 +46,10 @@ pub(super) fn fmt_score(v: f64) -> Bytes {
     Bytes::from(super::hash::format_f64(v))
 }
 
+/// A score reply: a RESP3 double, in RESP2 a bulk string in the same
+/// `%.17g`-style text Redis prints.
 fn score_frame(v: f64) -> Frame {
-    Frame::Bulk(fmt_score(v))
+    Frame::Double(v)
 }
 
 pub(super) fn zadd(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
@@ -291,14 +293,12 @@ fn select<'z>(z: &'z ZSetValue, by: &RangeBy, rev: bool, limit: Option<(i64, i64
 }
 
 fn reply_members(items: &[(&[u8], f64)], with_scores: bool) -> Frame {
-    let mut out = Vec::with_capacity(items.len() * (1 + with_scores as usize));
-    for (m, s) in items {
-        out.push(bulk(m));
-        if with_scores {
-            out.push(score_frame(*s));
-        }
+    if with_scores {
+        return Frame::Pairs(
+            items.iter().map(|(m, s)| (Frame::Bulk(Bytes::copy_from_slice(m)), score_frame(*s))).collect(),
+        );
     }
-    Frame::Array(out)
+    Frame::Array(items.iter().map(|(m, _)| Frame::Bulk(Bytes::copy_from_slice(m))).collect())
 }
 
 /// Parsed `ZRANGE`-family arguments.
@@ -495,12 +495,11 @@ fn zpop(cx: &mut WriteCtx<'_>, args: &[Bytes], max: bool) -> Frame {
         return error(SYNTAX);
     }
     let picked = tri!(pop_members(cx, &args[1], max, count.unwrap_or(1)));
-    let mut out = Vec::new();
-    for (m, s) in picked {
-        out.push(Frame::Bulk(m));
-        out.push(score_frame(s));
+    if count.is_some() {
+        // With a count, Redis 7 answers pairs (nested in RESP3).
+        return Frame::Pairs(picked.into_iter().map(|(m, s)| (Frame::Bulk(m), score_frame(s))).collect());
     }
-    Frame::Array(out)
+    Frame::Array(picked.into_iter().flat_map(|(m, s)| [Frame::Bulk(m), score_frame(s)]).collect())
 }
 
 pub(super) fn zpopmin(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
@@ -578,7 +577,7 @@ pub(super) fn bzmpop(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
 
 pub(super) fn zrandmember(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     let z = tri!(zset_of(cx, &args[1]));
-    let mut rng = Rng::for_read(cx.now_ms, &args[1]);
+    let mut rng = Rng::for_read(cx.store, cx.now_ms, &args[1]);
     let Some(raw) = args.get(2) else {
         return match z {
             Some(z) if !z.is_empty() => bulk(&z.order.iter().nth(rng.below(z.len())).expect("in range").1),
@@ -618,7 +617,15 @@ fn combine(
     let numkeys = match parse_i64(&args[0]) {
         Some(n) if n > 0 && (n as usize) <= ZSET_SOURCES_MAX => n as usize,
         Some(n) if n > 0 => return Err(error(format!("ERR at most {ZSET_SOURCES_MAX} keys (ZSET_SOURCES_MAX)"))),
-        _ => return Err(error("ERR at least 1 input key is needed for this command")),
+        _ => {
+            let name = match op {
+                b'u' => "zunion",
+                b'i' => "zinter",
+                _ => "zdiff",
+            };
+            let store = if allow_withscores { "" } else { "store" };
+            return Err(error(format!("ERR at least 1 input key is needed for '{name}{store}' command")));
+        }
     };
     if args.len() < numkeys + 1 {
         return Err(error(SYNTAX));
@@ -759,6 +766,7 @@ pub(super) fn zdiffstore(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
 pub(super) fn zintercard(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     let numkeys = match parse_i64(&args[1]) {
         Some(n) if n > 0 => n as usize,
+        Some(0) => return error("ERR at least 1 input key is needed for 'zintercard' command"),
         _ => return error("ERR numkeys should be greater than 0"),
     };
     if args.len() < numkeys + 2 {
@@ -795,7 +803,8 @@ pub(super) fn zscan(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
             |(_, m)| &m[..],
             |(s, m)| {
                 out.push(bulk(m));
-                out.push(score_frame(s.0));
+                // ZSCAN answers scores as strings, also in RESP3.
+                out.push(Frame::Bulk(fmt_score(s.0)));
             },
         ),
     };

@@ -394,6 +394,9 @@ fn read_back_resp3(frame: &Frame) -> Frame {
         Frame::Set(items) => Frame::Set(all(items)),
         Frame::Push(items) => Frame::Push(all(items)),
         Frame::Map(pairs) => Frame::Map(pairs.iter().map(|(k, v)| (read_back_resp3(k), read_back_resp3(v))).collect()),
+        Frame::Pairs(pairs) => Frame::Array(
+            pairs.iter().map(|(k, v)| Frame::Array(vec![read_back_resp3(k), read_back_resp3(v)])).collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -403,7 +406,7 @@ fn read_back_resp2(frame: &Frame) -> Frame {
     let all = |items: &[Frame]| Frame::Array(items.iter().map(read_back_resp2).collect());
     match frame {
         Frame::Array(items) | Frame::Set(items) | Frame::Push(items) => all(items),
-        Frame::Map(pairs) => {
+        Frame::Map(pairs) | Frame::Pairs(pairs) => {
             Frame::Array(pairs.iter().flat_map(|(k, v)| [read_back_resp2(k), read_back_resp2(v)]).collect())
         }
         Frame::Boolean(b) => Frame::Integer(i64::from(*b)),
