@@ -519,7 +519,7 @@ async fn run_in_subscribe_mode(
         "reset" => {
             subs.clear();
             client.protocol = Protocol::Resp2;
-            client.name = None;
+            client.handle.set_name(None);
             out.push(Frame::Simple(Bytes::from_static(b"RESET")));
         }
         _ if client.protocol == Protocol::Resp2 => out.push(Frame::Error(format!(

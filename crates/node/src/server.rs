@@ -78,6 +78,8 @@ pub struct Shared {
     pub tls: Option<crate::tls::Tls>,
     /// The replicas of the multi-leader and leaderless keyspaces.
     pub engines: Arc<crate::engines::Engines>,
+    /// Every client connection, the monitor feed, the slow log.
+    pub clients: Arc<crate::clients::Clients>,
     next_client_id: AtomicU64,
     snapshot_running: std::sync::atomic::AtomicBool,
 }
@@ -240,6 +242,7 @@ pub async fn run(
         repl: repl.clone(),
         control: control.clone(),
         failover,
+        clients: Arc::new(crate::clients::Clients::new()),
         next_client_id: AtomicU64::new(1),
         snapshot_running: std::sync::atomic::AtomicBool::new(false),
     });
