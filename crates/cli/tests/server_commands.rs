@@ -145,3 +145,39 @@ fn slowlog_records_commands_over_the_threshold_and_info_counts_every_command() {
     assert_eq!(r.cmd(&["CONFIG", "RESETSTAT"]), ok());
     assert!(!r.cmd(&["INFO", "commandstats"]).text().contains("cmdstat_set:"));
 }
+
+fn wait_blocked(r: &mut common::Raw, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = r.cmd(&["INFO", "clients"]).text();
+        if info.contains(&format!("blocked_clients:{n}\r")) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "never {n} blocked clients: {info}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn blocked_clients_are_served_in_the_order_they_blocked_and_a_wrong_type_keeps_them_waiting() {
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), &[]);
+    let mut r = server.raw();
+    let mut waiters: Vec<common::Raw> = (0..4).map(|_| server.raw()).collect();
+    for (i, w) in waiters.iter_mut().enumerate() {
+        w.send_cmd(&["BLPOP", "q", "0"]).unwrap();
+        wait_blocked(&mut r, i + 1);
+    }
+    // The key becomes a string, then a list again: nobody may wake with an
+    // error in between.
+    assert_eq!(r.cmd(&["SET", "q", "not-a-list"]), ok());
+    assert_eq!(r.cmd(&["DEL", "q"]), Resp::Integer(1));
+    assert_eq!(int_of(r.cmd(&["RPUSH", "q", "a", "b", "c"])), 3);
+    for (w, want) in waiters.iter_mut().zip(["a", "b", "c"]) {
+        let got = w.read().unwrap();
+        assert_eq!(got, Resp::Array(vec![Resp::Bulk(b"q".to_vec()), Resp::Bulk(want.as_bytes().to_vec())]));
+    }
+    wait_blocked(&mut r, 1);
+    assert_eq!(int_of(r.cmd(&["RPUSH", "q", "d"])), 1);
+    assert_eq!(waiters[3].read().unwrap(), Resp::Array(vec![Resp::Bulk(b"q".to_vec()), Resp::Bulk(b"d".to_vec())]));
+}

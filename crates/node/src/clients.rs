@@ -243,6 +243,62 @@ pub struct KillFilter {
     pub skip: Option<u64>,
 }
 
+/// The order in which blocked clients retry: first blocked, first served
+/// (Redis's rule). Each blocked client holds a [`Turn`]; after a change to
+/// lists or sorted sets (generation `gen`), a client retries only once
+/// every client that blocked before it has retried for that generation or
+/// left.
+#[derive(Default)]
+pub struct Turns {
+    /// Ticket -> the newest generation that client retried for.
+    retried: Mutex<BTreeMap<u64, u64>>,
+    next: AtomicU64,
+    changed: Notify,
+}
+
+impl Turns {
+    /// A place at the end of the queue.
+    pub fn enter(&self) -> Turn<'_> {
+        let ticket = self.next.fetch_add(1, Ordering::Relaxed);
+        self.retried.lock().insert(ticket, 0);
+        Turn { turns: self, ticket }
+    }
+}
+
+/// One blocked client's place in [`Turns`]; leaves the queue when dropped.
+pub struct Turn<'a> {
+    turns: &'a Turns,
+    ticket: u64,
+}
+
+impl Turn<'_> {
+    /// Waits until every client ahead has retried for generation `gen`.
+    pub async fn wait(&self, gen: u64) {
+        loop {
+            let notified = self.turns.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.turns.retried.lock().range(..self.ticket).all(|(_, g)| *g >= gen) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Records that this client retried for generation `gen`.
+    pub fn done(&self, gen: u64) {
+        self.turns.retried.lock().insert(self.ticket, gen);
+        self.turns.changed.notify_waiters();
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.turns.retried.lock().remove(&self.ticket);
+        self.turns.changed.notify_waiters();
+    }
+}
+
 /// The registry, the monitor feed, the slow log and the command counters.
 pub struct Clients {
     table: Mutex<BTreeMap<u64, Arc<ClientHandle>>>,
@@ -255,6 +311,8 @@ pub struct Clients {
     /// `slowlog-max-len`.
     pub slowlog_max_len: AtomicUsize,
     stats: Vec<CommandStat>,
+    /// The order blocked clients retry in.
+    pub turns: Turns,
 }
 
 impl Default for Clients {
@@ -275,6 +333,7 @@ impl Clients {
             slower_than_us: AtomicI64::new(SLOWLOG_SLOWER_THAN_US_DEFAULT),
             slowlog_max_len: AtomicUsize::new(SLOWLOG_MAX_LEN_DEFAULT),
             stats: (0..=COMMANDS.len()).map(|_| CommandStat::default()).collect(),
+            turns: Turns::default(),
         }
     }
 

@@ -46,6 +46,10 @@ pub struct ClientState {
     pub handle: Arc<ClientHandle>,
     /// The `MONITOR` feed, once the connection ran `MONITOR`.
     pub monitor: Option<broadcast::Receiver<Bytes>>,
+    /// `CLIENT REPLY OFF`: replies are not sent (pushes still are).
+    pub reply_off: bool,
+    /// `CLIENT REPLY SKIP`: replies still to drop (that one and the next).
+    pub reply_skip: u8,
     /// Reply protocol (`HELLO 3` switches to RESP3).
     pub protocol: Protocol,
     /// True once `AUTH` succeeded, or if no password is configured.
@@ -68,6 +72,18 @@ pub struct ClientState {
     /// Leaderless keyspaces: the `(W, R)` set by `CONSISTENCY W n R n`
     /// (`None`: each keyspace's own).
     pub consistency: Option<(u8, u8)>,
+}
+
+impl ClientState {
+    /// Whether the reply to the command that just ran is dropped
+    /// (`CLIENT REPLY OFF | SKIP`); counts a skipped reply down.
+    pub fn reply_silenced(&mut self) -> bool {
+        if self.reply_skip > 0 {
+            self.reply_skip -= 1;
+            return true;
+        }
+        self.reply_off
+    }
 }
 
 /// A transaction being queued.
@@ -106,6 +122,8 @@ pub async fn serve<S: ClientStream>(
         addr,
         handle: registration.handle.clone(),
         monitor: None,
+        reply_off: false,
+        reply_skip: 0,
         protocol: Protocol::Resp2,
         authenticated: shared.config.requirepass.is_none(),
         connected_at: Instant::now(),
@@ -247,7 +265,9 @@ pub async fn serve<S: ClientStream>(
                     }
                 }
             }
-            resp::encode(&reply, client.protocol, &mut output);
+            if !client.reply_silenced() {
+                resp::encode(&reply, client.protocol, &mut output);
+            }
             pending.push((index, started));
             if output.len() > reply_max {
                 shared.metrics.error("reply_buffer_limit");
@@ -458,18 +478,29 @@ async fn block(
     handle.set_flag(FLAG_BLOCKED, true);
     let _blocked = BlockedFlag(handle);
     let mut changes = shared.db.lists_changed();
-    changes.borrow_and_update();
+    let mut gen = *changes.borrow_and_update();
+    let turn = shared.clients.turns.enter();
+    let mut first = true;
     let deadline = (timeout_ms > 0).then(|| tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms));
     // Watch the socket for a hang-up only until the client sends more
     // (pipelined) bytes: those wait in the kernel until we answer.
     let mut watch_socket = true;
     loop {
         // A push may have landed between the first attempt and subscribing.
+        // After that, clients that blocked earlier retry first.
+        if !first {
+            tokio::select! {
+                _ = turn.wait(gen) => {}
+                _ = shutdown.changed() => return None,
+            }
+        }
+        first = false;
         if let Some(e) = shared.repl.write_refusal().await {
             return Some(reply(Frame::Error(e)));
         }
         let (frame, wait_lsn) = shared.db.execute(spec.handler, args);
-        if !matches!(frame, Frame::NullArray) {
+        turn.done(gen);
+        if !keeps_waiting(shared, spec.name, args, &frame) {
             return Some(Outcome { reply: frame, wait_lsn });
         }
         loop {
@@ -485,6 +516,7 @@ async fn block(
                     if r.is_err() {
                         return Some(reply(Frame::NullArray));
                     }
+                    gen = *changes.borrow_and_update();
                     break;
                 }
                 _ = sleep => return Some(reply(Frame::NullArray)),
@@ -500,6 +532,29 @@ async fn block(
                 },
             }
         }
+    }
+}
+
+/// Whether a retried blocking command should keep waiting: nothing to pop
+/// yet, or its source key now holds another type (Redis keeps such a
+/// client blocked until a list or sorted set appears). A wrong-type
+/// *destination* of `BRPOPLPUSH` / `BLMOVE` is the client's error.
+fn keeps_waiting(shared: &Shared, name: &str, args: &[Bytes], frame: &Frame) -> bool {
+    match frame {
+        Frame::NullArray => true,
+        Frame::Error(e) if e.starts_with("WRONGTYPE") => {
+            if matches!(name, "brpoplpush" | "blmove") {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let source_is_list =
+                    shared.db.with_state(|s| s.store.get(&args[1], now).is_some_and(|(v, _)| v.type_name() == "list"));
+                !source_is_list
+            } else {
+                true
+            }
+        }
+        _ => false,
     }
 }
 

@@ -306,7 +306,24 @@ fn client_cmd(shared: &Shared, client: &mut ClientState, args: &[Bytes]) -> Fram
         }
         // Library identification (redis-py, the redis crate) and client-side
         // behaviour flags: accepted, nothing to do.
-        ("setinfo", 4) | ("no-evict", 3) | ("no-touch", 3) | ("reply", 3) => command::ok(),
+        ("setinfo", 4) | ("no-evict", 3) | ("no-touch", 3) => command::ok(),
+        ("reply", 3) => match &lower(&args[2])[..] {
+            "on" => {
+                client.reply_off = false;
+                client.reply_skip = 0;
+                command::ok()
+            }
+            "off" => {
+                client.reply_off = true;
+                command::ok()
+            }
+            "skip" => {
+                // This reply and the next command's.
+                client.reply_skip = 2;
+                command::ok()
+            }
+            _ => err("ERR syntax error"),
+        },
         ("id" | "getname" | "setname" | "info" | "setinfo" | "kill" | "unblock", _) => {
             err(format!("ERR wrong number of arguments for 'client|{sub}' command"))
         }
@@ -404,6 +421,8 @@ fn reset(shared: &Shared, client: &mut ClientState) -> Frame {
     client.handle.set_name(None);
     client.durability = None;
     client.consistency = None;
+    client.reply_off = false;
+    client.reply_skip = 0;
     if client.monitor.take().is_some() {
         shared.clients.stop_monitor(&client.handle);
     }
@@ -562,6 +581,9 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> Frame {
                     ))
                 }
             },
+            // Tandem has no save points (snapshots follow
+            // `snapshot_entries`); turning them off is what is asked.
+            "save" if value.trim().is_empty() => {}
             "slowlog-log-slower-than" => match value.parse::<i64>() {
                 Ok(v) if v >= -1 => slower_than = Some(v),
                 _ => {

@@ -541,7 +541,9 @@ async fn run_in_subscribe_mode(
             if client.subscribe.take().is_some() {
                 reply = Frame::Error("ERR nested subscribe".into());
             }
-            out.push(reply);
+            if !client.reply_silenced() {
+                out.push(reply);
+            }
         }
     }
 }
