@@ -14,7 +14,9 @@
 //! print anything itself: the CLI decides where reports go.
 
 mod conflicts;
+mod log_shipping;
 pub mod plot;
+mod quorum;
 mod replication;
 mod sessions;
 
@@ -55,6 +57,16 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "conflicts",
         question: "When two regions write the same keys, what does last-writer-wins silently drop, and what do siblings and a CRDT keep?",
         run: conflicts::conflicts,
+    },
+    Scenario {
+        name: "quorum",
+        question: "With one replica far away, how often is a read stale for W+R<=N against W+R>N, and how fast does a replica that missed writes catch up with read repair against anti-entropy alone?",
+        run: quorum::quorum,
+    },
+    Scenario {
+        name: "log-shipping",
+        question: "Why ship row effects instead of statements: how many keys diverge when replicas replay NOW()- and RANDOM()-like commands?",
+        run: log_shipping::log_shipping,
     },
 ];
 
