@@ -1580,6 +1580,27 @@ impl Sim {
         self.followers[(id - 2) as usize].disk.synced_lsn()
     }
 
+    /// Lab read-only view: the leader's log so far, each entry with its
+    /// commit time (virtual ms), as an archiver reading the log sees it.
+    pub fn leader_log(&self) -> impl Iterator<Item = (u64, &WireEntry)> {
+        self.leader.commit_ms.iter().copied().zip(self.leader.log.iter())
+    }
+
+    /// Ground truth: the highest LSN on the leader's disk.
+    pub fn leader_synced_lsn(&self) -> Lsn {
+        self.leader.synced
+    }
+
+    /// Keys in the leader's store (expired ones not yet removed included).
+    pub fn leader_key_count(&self) -> usize {
+        self.leader.store.len()
+    }
+
+    /// Keys in follower `id`'s store.
+    pub fn follower_key_count(&self, id: NodeId) -> usize {
+        self.followers[(id - 2) as usize].store.len()
+    }
+
     /// The string value of `key` on the leader.
     pub fn leader_get(&self, key: &str) -> Option<String> {
         match self.leader.store.get(key.as_bytes(), self.now_ms()) {

@@ -14,11 +14,14 @@
 //! print anything itself: the CLI decides where reports go.
 
 mod conflicts;
+mod delete;
+mod disaster;
 mod log_shipping;
 pub mod plot;
 mod quorum;
 mod replication;
 mod sessions;
+mod single_box;
 
 use std::fmt::Write as _;
 
@@ -67,6 +70,21 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "log-shipping",
         question: "Why ship row effects instead of statements: how many keys diverge when replicas replay NOW()- and RANDOM()-like commands?",
         run: log_shipping::log_shipping,
+    },
+    Scenario {
+        name: "delete-everywhere",
+        question: "A FLUSHALL typed on the leader: how fast does it empty every replica, and does the archive bring the data back?",
+        run: delete::delete_everywhere,
+    },
+    Scenario {
+        name: "single-box",
+        question: "One node or three: what do the extra machines buy in availability, durability and read throughput, and why do writes not scale?",
+        run: single_box::single_box,
+    },
+    Scenario {
+        name: "disaster",
+        question: "A whole region is lost: what do nightly same-site backups, off-site backups and a continuous off-site archive lose (RPO), and how long until service (RTO)?",
+        run: disaster::disaster,
     },
 ];
 
