@@ -92,7 +92,7 @@ fn command(rng: &mut SimRng, w: Workload, i: u64) -> Vec<Bytes> {
 }
 
 /// Runs one write command on `store` at `now_ms`; its effects.
-fn execute(store: &mut Store, now_ms: u64, args: &[Bytes]) -> Result<Vec<Effect>, String> {
+pub(super) fn execute(store: &mut Store, now_ms: u64, args: &[Bytes]) -> Result<Vec<Effect>, String> {
     let spec = command::lookup(&args[0]).ok_or_else(|| format!("unknown command {:?}", args[0]))?;
     let Handler::Write(f) = spec.handler else { return Err(format!("{} is not a write", spec.name)) };
     let mut batch = Batch::new(ENTRY_PAYLOAD_BYTES_MAX);

@@ -16,7 +16,10 @@
 mod conflicts;
 mod delete;
 mod disaster;
+mod global_reviews;
 mod log_shipping;
+mod ml_net;
+mod photo_app;
 pub mod plot;
 mod quorum;
 mod replication;
@@ -85,6 +88,16 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "disaster",
         question: "A whole region is lost: what do nightly same-site backups, off-site backups and a continuous off-site archive lose (RPO), and how long until service (RTO)?",
         run: disaster::disaster,
+    },
+    Scenario {
+        name: "photo-app",
+        question: "A photo app with users in the US, EU and Asia on one US leader: what does each read routing cost per region, and who sees their old profile photo?",
+        run: photo_app::photo_app,
+    },
+    Scenario {
+        name: "global-reviews",
+        question: "A shop in the US, EU and Asia: what do multi-leader reviews and single-leader inventory cost per region, and what conflicts or oversells does each placement give?",
+        run: global_reviews::global_reviews,
     },
 ];
 
