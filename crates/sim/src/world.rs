@@ -228,11 +228,26 @@ impl Sim {
     /// A cluster for `seed`. With `scripted`, no client or fault is
     /// scheduled: a scenario test drives it.
     pub fn new(seed: u64, config: &SimConfig, scripted: bool) -> Sim {
+        Sim::new_inner(seed, config, scripted, false)
+    }
+
+    /// Lab constructor: like [`Sim::new`] (same draws from the seed), but
+    /// the leader ships with the node's default batch and in-flight limits
+    /// instead of the small ones the seed may draw to explore flow control.
+    pub fn new_lab(seed: u64, config: &SimConfig) -> Sim {
+        Sim::new_inner(seed, config, true, true)
+    }
+
+    fn new_inner(seed: u64, config: &SimConfig, scripted: bool, default_flow: bool) -> Sim {
         let mut rng = SimRng::new(seed);
         let followers = config.followers.unwrap_or_else(|| *rng.pick(&[1, 2, 2, 3]));
         let mut leader_config = LeaderConfig::new(1, "sim:1".into(), ids(followers));
+        let defaults = (leader_config.batch_bytes_max, leader_config.inflight_bytes_max);
         leader_config.batch_bytes_max = *rng.pick(&[150, 1000, 1 << 20]);
         leader_config.inflight_bytes_max = *rng.pick(&[300, 3000, 8 << 20]);
+        if default_flow {
+            (leader_config.batch_bytes_max, leader_config.inflight_bytes_max) = defaults;
+        }
         leader_config.heartbeat_interval_ms = rng.range(20, 150);
         leader_config.default_durability.level = *rng.pick(&[AckLevel::Flush, AckLevel::Apply]);
         let disk_latency = |rng: &mut SimRng| Latency::random(rng, (50, 1500), (10, 1000), 20_000);

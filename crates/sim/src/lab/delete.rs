@@ -70,7 +70,7 @@ fn compare(store: &Store, want: &BTreeMap<String, String>, now_ms: u64) -> (u64,
 /// `delete-everywhere`.
 pub fn delete_everywhere(seed: u64) -> Result<LabReport, String> {
     let config = SimConfig { followers: Some(2), faults: false, ..SimConfig::default() };
-    let mut sim = Sim::new(seed, &config, true);
+    let mut sim = Sim::new_lab(seed, &config);
     sim.set_profile(REGION_LINK, DISK_FSYNC);
     sim.set_apply_delay(3, SLOW_APPLY_MS);
     sim.run_for(1_000)?;
@@ -116,7 +116,13 @@ pub fn delete_everywhere(seed: u64) -> Result<LabReport, String> {
     while reached.iter().any(Option::is_none) {
         let now = sim.elapsed_ms();
         if now > flush_ms + REACH_MAX_MS {
-            return Err("delete-everywhere: the FLUSHALL did not reach every follower in 10 s".into());
+            return Err(format!(
+                "delete-everywhere: the FLUSHALL (LSN {flush_lsn}) did not reach every follower in 10 s: applied {:?} {:?}, synced {} {}",
+                sim.follower_applied_lsn(2),
+                sim.follower_applied_lsn(3),
+                sim.follower_synced_lsn(2),
+                sim.follower_synced_lsn(3),
+            ));
         }
         for (j, id) in [2u64, 3].iter().enumerate() {
             if reached[j].is_none() && sim.follower_applied_lsn(*id).is_some_and(|l| l >= flush_lsn) {

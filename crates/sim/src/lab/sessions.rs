@@ -19,7 +19,7 @@ const LAG_SAMPLE_MS: u64 = 50;
 /// with the same apply delays and a steady write load.
 fn lag_over_time(seed: u64, delays_ms: &[u64]) -> Result<Vec<Series>, String> {
     let config = SimConfig { followers: Some(delays_ms.len()), faults: false, ..SimConfig::default() };
-    let mut sim = Sim::new(seed, &config, true);
+    let mut sim = Sim::new_lab(seed, &config);
     let lan = Latency { base_us: 500, jitter_us: 300, tail_chance: 0.01, tail_us: 5_000 };
     sim.set_profile(lan, DISK_FSYNC);
     for (i, d) in delays_ms.iter().enumerate() {
