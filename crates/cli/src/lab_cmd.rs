@@ -24,7 +24,8 @@ enum LabCommand {
     /// One line per scenario: its name and the question it answers.
     List,
     /// Run one scenario (or --all) and print its table and reading; with
-    /// --out, also write DIR/NAME.html and DIR/index.html.
+    /// --out, also write DIR/NAME.html, each plot as DIR/NAME-N.svg, and
+    /// DIR/index.html.
     Run {
         /// The scenario (see `tandem lab list`).
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -35,7 +36,7 @@ enum LabCommand {
         /// The seed: the same seed gives byte-identical output.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Directory for the HTML reports (created if missing).
+        /// Directory for the HTML reports and SVG plots (created if missing).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Print JSON instead of text.
@@ -106,11 +107,15 @@ pub fn run(args: LabArgs) -> ExitCode {
     }
 }
 
-/// Writes each report's page and an index of the pages now in `dir`.
+/// Writes each report's page, each plot as `NAME-N.svg` (for embedding
+/// elsewhere, e.g. a README) and an index of the pages now in `dir`.
 fn write_html(dir: &Path, reports: &[LabReport]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for r in reports {
         std::fs::write(dir.join(format!("{}.html", r.name)), r.html())?;
+        for (i, p) in r.plots.iter().enumerate() {
+            std::fs::write(dir.join(format!("{}-{}.svg", r.name, i + 1)), format!("{}\n", p.svg()))?;
+        }
     }
     std::fs::write(dir.join("index.html"), lab::index_html(reports))
 }

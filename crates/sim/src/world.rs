@@ -228,11 +228,26 @@ impl Sim {
     /// A cluster for `seed`. With `scripted`, no client or fault is
     /// scheduled: a scenario test drives it.
     pub fn new(seed: u64, config: &SimConfig, scripted: bool) -> Sim {
+        Sim::new_inner(seed, config, scripted, false)
+    }
+
+    /// Lab constructor: like [`Sim::new`] (same draws from the seed), but
+    /// the leader ships with the node's default batch and in-flight limits
+    /// instead of the small ones the seed may draw to explore flow control.
+    pub fn new_lab(seed: u64, config: &SimConfig) -> Sim {
+        Sim::new_inner(seed, config, true, true)
+    }
+
+    fn new_inner(seed: u64, config: &SimConfig, scripted: bool, default_flow: bool) -> Sim {
         let mut rng = SimRng::new(seed);
         let followers = config.followers.unwrap_or_else(|| *rng.pick(&[1, 2, 2, 3]));
         let mut leader_config = LeaderConfig::new(1, "sim:1".into(), ids(followers));
+        let defaults = (leader_config.batch_bytes_max, leader_config.inflight_bytes_max);
         leader_config.batch_bytes_max = *rng.pick(&[150, 1000, 1 << 20]);
         leader_config.inflight_bytes_max = *rng.pick(&[300, 3000, 8 << 20]);
+        if default_flow {
+            (leader_config.batch_bytes_max, leader_config.inflight_bytes_max) = defaults;
+        }
         leader_config.heartbeat_interval_ms = rng.range(20, 150);
         leader_config.default_durability.level = *rng.pick(&[AckLevel::Flush, AckLevel::Apply]);
         let disk_latency = |rng: &mut SimRng| Latency::random(rng, (50, 1500), (10, 1000), 20_000);
@@ -1578,6 +1593,27 @@ impl Sim {
     /// if it is promoted after the leader dies).
     pub fn follower_synced_lsn(&self, id: NodeId) -> Lsn {
         self.followers[(id - 2) as usize].disk.synced_lsn()
+    }
+
+    /// Lab read-only view: the leader's log so far, each entry with its
+    /// commit time (virtual ms), as an archiver reading the log sees it.
+    pub fn leader_log(&self) -> impl Iterator<Item = (u64, &WireEntry)> {
+        self.leader.commit_ms.iter().copied().zip(self.leader.log.iter())
+    }
+
+    /// Ground truth: the highest LSN on the leader's disk.
+    pub fn leader_synced_lsn(&self) -> Lsn {
+        self.leader.synced
+    }
+
+    /// Keys in the leader's store (expired ones not yet removed included).
+    pub fn leader_key_count(&self) -> usize {
+        self.leader.store.len()
+    }
+
+    /// Keys in follower `id`'s store.
+    pub fn follower_key_count(&self, id: NodeId) -> usize {
+        self.followers[(id - 2) as usize].store.len()
     }
 
     /// The string value of `key` on the leader.

@@ -14,9 +14,17 @@
 //! print anything itself: the CLI decides where reports go.
 
 mod conflicts;
+mod delete;
+mod disaster;
+mod global_reviews;
+mod log_shipping;
+mod ml_net;
+mod photo_app;
 pub mod plot;
+mod quorum;
 mod replication;
 mod sessions;
+mod single_box;
 
 use std::fmt::Write as _;
 
@@ -55,6 +63,41 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "conflicts",
         question: "When two regions write the same keys, what does last-writer-wins silently drop, and what do siblings and a CRDT keep?",
         run: conflicts::conflicts,
+    },
+    Scenario {
+        name: "quorum",
+        question: "With one replica far away, how often is a read stale for W+R<=N against W+R>N, and how fast does a replica that missed writes catch up with read repair against anti-entropy alone?",
+        run: quorum::quorum,
+    },
+    Scenario {
+        name: "log-shipping",
+        question: "Why ship row effects instead of statements: how many keys diverge when replicas replay NOW()- and RANDOM()-like commands?",
+        run: log_shipping::log_shipping,
+    },
+    Scenario {
+        name: "delete-everywhere",
+        question: "A FLUSHALL typed on the leader: how fast does it empty every replica, and does the archive bring the data back?",
+        run: delete::delete_everywhere,
+    },
+    Scenario {
+        name: "single-box",
+        question: "One node or three: what do the extra machines buy in availability, durability and read throughput, and why do writes not scale?",
+        run: single_box::single_box,
+    },
+    Scenario {
+        name: "disaster",
+        question: "A whole region is lost: what do nightly same-site backups, off-site backups and a continuous off-site archive lose (RPO), and how long until service (RTO)?",
+        run: disaster::disaster,
+    },
+    Scenario {
+        name: "photo-app",
+        question: "A photo app with users in the US, EU and Asia on one US leader: what does each read routing cost per region, and who sees their old profile photo?",
+        run: photo_app::photo_app,
+    },
+    Scenario {
+        name: "global-reviews",
+        question: "A shop in the US, EU and Asia: what do multi-leader reviews and single-leader inventory cost per region, and what conflicts or oversells does each placement give?",
+        run: global_reviews::global_reviews,
     },
 ];
 

@@ -37,7 +37,7 @@ pub fn sync_vs_async(seed: u64) -> Result<LabReport, String> {
     let mut summary = Vec::new();
     for (name, policy) in policies() {
         let config = SimConfig { followers: Some(2), faults: false, ..SimConfig::default() };
-        let mut sim = Sim::new(seed, &config, true);
+        let mut sim = Sim::new_lab(seed, &config);
         sim.set_profile(REGION_LINK, DISK_FSYNC);
         sim.run_for(1_000)?;
         let durability = Durability { policy: policy.clone(), level: AckLevel::Flush, timeout_ms: 5_000 };

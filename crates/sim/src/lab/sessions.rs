@@ -1,8 +1,57 @@
 //! `stale-read`: the profile-photo reload under each session guarantee.
 
+use tandem_core::repl::{AckLevel, AckPolicy, Durability};
+
 use super::plot::{Kind, Plot, Series};
+use super::replication::DISK_FSYNC;
 use super::LabReport;
+use crate::rng::{Latency, SimRng};
 use crate::sessions::{run_sessions_seed, Mode, SessionsConfig};
+use crate::{Sim, SimConfig};
+
+/// Virtual ms of the lag-over-time run.
+const LAG_RUN_MS: u64 = 10_000;
+/// The lag is sampled this often (ms).
+const LAG_SAMPLE_MS: u64 = 50;
+
+/// Each follower's lag as the leader reports it (`time_lag_ms`, what
+/// `/status` and the dashboard show), over time, on the single-leader world
+/// with the same apply delays and a steady write load.
+fn lag_over_time(seed: u64, delays_ms: &[u64]) -> Result<Vec<Series>, String> {
+    let config = SimConfig { followers: Some(delays_ms.len()), faults: false, ..SimConfig::default() };
+    let mut sim = Sim::new_lab(seed, &config);
+    let lan = Latency { base_us: 500, jitter_us: 300, tail_chance: 0.01, tail_us: 5_000 };
+    sim.set_profile(lan, DISK_FSYNC);
+    for (i, d) in delays_ms.iter().enumerate() {
+        sim.set_apply_delay(i as u64 + 2, *d);
+    }
+    let durability = Durability { policy: AckPolicy::Async, level: AckLevel::Flush, timeout_ms: 5_000 };
+    let mut rng = SimRng::new(seed ^ 0x1a6);
+    let mut series: Vec<Series> = delays_ms
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Series { name: format!("follower {} (applies {d} ms late)", i + 2), points: Vec::new() })
+        .collect();
+    let start = sim.elapsed_ms();
+    let mut next_sample = start;
+    let mut i = 0u64;
+    while sim.elapsed_ms() < start + LAG_RUN_MS {
+        i += 1;
+        sim.write(&["SET", &format!("photo:{}", i % 200), &i.to_string()], &durability)?;
+        // A write every ~10 ms, with a busier stretch in the middle.
+        let busy = (4_000..6_000).contains(&(sim.elapsed_ms() - start));
+        let gap = 1 + rng.exp(if busy { 2 } else { 10 });
+        sim.run_for(gap)?;
+        while sim.elapsed_ms() >= next_sample {
+            let t = (next_sample - start) as f64 / 1000.0;
+            for (j, s) in series.iter_mut().enumerate() {
+                s.points.push((t, sim.replica(j as u64 + 2).time_lag_ms as f64));
+            }
+            next_sample += LAG_SAMPLE_MS;
+        }
+    }
+    Ok(series)
+}
 
 /// Seeds (independent histories) the scenario adds up.
 const SEEDS: u64 = 20;
@@ -29,6 +78,10 @@ pub fn stale_read(seed: u64) -> Result<LabReport, String> {
             t.4 += c.leader_reads;
         }
     }
+    let lag = lag_over_time(seed, &config.apply_delays_ms)?;
+    let lag_mean: Vec<f64> =
+        lag.iter().map(|s| s.points.iter().map(|p| p.1).sum::<f64>() / s.points.len().max(1) as f64).collect();
+    let lag_max: Vec<f64> = lag.iter().map(|s| s.points.iter().map(|p| p.1).fold(0.0, f64::max)).collect();
     let mut rows = Vec::new();
     let mut bars = Vec::new();
     for (m, (reads, misses, travel, follower, leader)) in Mode::ALL.iter().zip(&totals) {
@@ -55,7 +108,9 @@ pub fn stale_read(seed: u64) -> Result<LabReport, String> {
          for a while after a write) {:.1}%, with only {:.0}% of reads on followers. Read-your-writes is not \
          monotonic reads: counter reads went back in time {} times under the token and {} times without a \
          guarantee, {} times with monotonic reads, which pin a client to replicas at least as fresh as what it \
-         last read. Leader-only (strong) reads are never stale and never use a follower.",
+         last read. Leader-only (strong) reads are never stale and never use a follower. The lag behind these \
+         numbers, as the leader reports it (plot): follower 2 {:.0} ms on average (at most {:.0}), follower 3 {:.0} \
+         ms (at most {:.0}).",
         rate(0),
         rate(1),
         share(1),
@@ -63,7 +118,11 @@ pub fn stale_read(seed: u64) -> Result<LabReport, String> {
         share(2),
         travel(1),
         travel(0),
-        travel(3)
+        travel(3),
+        lag_mean[0],
+        lag_max[0],
+        lag_mean[1],
+        lag_max[1],
     );
     Ok(LabReport {
         name: "stale-read".into(),
@@ -86,13 +145,23 @@ pub fn stale_read(seed: u64) -> Result<LabReport, String> {
             .to_vec(),
         rows,
         reading,
-        plots: vec![Plot {
-            title: "Reads that missed the client's own last write".into(),
-            x_label: "session guarantee".into(),
-            y_label: "percent of own reads".into(),
-            kind: Kind::Bars,
-            log_x: false,
-            series: bars,
-        }],
+        plots: vec![
+            Plot {
+                title: "Reads that missed the client's own last write".into(),
+                x_label: "session guarantee".into(),
+                y_label: "percent of own reads".into(),
+                kind: Kind::Bars,
+                log_x: false,
+                series: bars,
+            },
+            Plot {
+                title: "Follower lag over time, as the leader reports it".into(),
+                x_label: "seconds".into(),
+                y_label: "time lag, ms".into(),
+                kind: Kind::Lines,
+                log_x: false,
+                series: lag,
+            },
+        ],
     })
 }
