@@ -55,6 +55,18 @@ pub fn sha1_hex(body: &[u8]) -> String {
     sha1_smol::Sha1::from(body).digest().to_string()
 }
 
+/// Compiles `body` without running it (`SCRIPT LOAD` reports a syntax
+/// error at once, as Redis does).
+pub fn compile_check(body: &[u8]) -> Result<(), String> {
+    let lua = new_state(0).map_err(|e| format!("ERR cannot start the Lua interpreter: {e}"))?;
+    lua.load(body)
+        .set_name("@user_script")
+        .set_mode(ChunkMode::Text)
+        .into_function()
+        .map(|_| ())
+        .map_err(|e| format!("ERR Error compiling script (new function): {}", lua_error_text(&e)))
+}
+
 /// Where the script's `redis.call`s go.
 pub enum Target<'a> {
     /// A script that may write: reads and writes hit `store`, writes are

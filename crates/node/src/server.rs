@@ -78,6 +78,8 @@ pub struct Shared {
     pub tls: Option<crate::tls::Tls>,
     /// The replicas of the multi-leader and leaderless keyspaces.
     pub engines: Arc<crate::engines::Engines>,
+    /// The Lua script cache and the running script (`EVAL`, `SCRIPT`).
+    pub scripts: crate::scripting::Scripts,
     next_client_id: AtomicU64,
     snapshot_running: std::sync::atomic::AtomicBool,
 }
@@ -242,6 +244,7 @@ pub async fn run(
         failover,
         next_client_id: AtomicU64::new(1),
         snapshot_running: std::sync::atomic::AtomicBool::new(false),
+        scripts: crate::scripting::Scripts::default(),
     });
 
     let admin = tokio::spawn(crate::admin::serve(shared.clone(), admin_listener, shutdown_rx.clone()));

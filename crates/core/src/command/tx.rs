@@ -48,7 +48,7 @@ pub fn queue_decision(spec: &CommandSpec, queued: usize) -> Result<QueueDecision
         "multi" => QueueDecision::RejectKeep(Frame::Error("ERR MULTI calls can not be nested".into())),
         "watch" => QueueDecision::RejectKeep(Frame::Error("ERR WATCH inside MULTI is not allowed".into())),
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "wait" | "waitlsn" | "switchover"
-        | "replicaof" | "slaveof" | "save" | "hello" | "auth" => {
+        | "replicaof" | "slaveof" | "save" | "hello" | "auth" | "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => {
             return Err(Frame::Error("ERR Command not allowed inside a transaction".into()))
         }
         _ if queued >= TX_QUEUE_COMMANDS_MAX => {
