@@ -191,15 +191,16 @@ impl Host<'_, '_> {
         let fatal_hook: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
         let interrupt = self.env.interrupt.clone();
         let seen = fatal_hook.clone();
-        lua.set_hook(HookTriggers::new().every_nth_instruction(SCRIPT_HOOK_INSTRUCTIONS), move |_, _| {
-            match interrupt() {
+        lua.set_hook(
+            HookTriggers::new().every_nth_instruction(SCRIPT_HOOK_INSTRUCTIONS),
+            move |_, _| match interrupt() {
                 Some(e) => {
                     seen.borrow_mut().get_or_insert(e.clone());
                     Err(mlua::Error::RuntimeError(e))
                 }
                 None => Ok(VmState::Continue),
-            }
-        })
+            },
+        )
         .map_err(|e| format!("ERR {e}"))?;
         let result = lua.scope(|scope| {
             let redis: Table = lua.globals().get("redis")?;
@@ -229,7 +230,8 @@ impl Host<'_, '_> {
                     if args.len() < 2 {
                         return Err(mlua::Error::RuntimeError("redis.log() requires two arguments or more.".into()));
                     }
-                    let parts: Vec<String> = args[1..].iter().map(|v| lossy(&arg_bytes(v).unwrap_or_default())).collect();
+                    let parts: Vec<String> =
+                        args[1..].iter().map(|v| lossy(&arg_bytes(v).unwrap_or_default())).collect();
                     let mut log = self.log.borrow_mut();
                     if log.len() < SCRIPT_LOG_LINES_MAX {
                         log.push(LogLine { level, message: parts.join(" ") });
@@ -238,12 +240,24 @@ impl Host<'_, '_> {
                 })?,
             )?;
             let globals = lua.globals();
-            globals.set("KEYS", lua.create_sequence_from(keys.iter().map(|k| lua.create_string(k)).collect::<mlua::Result<Vec<_>>>()?)?)?;
-            globals.set("ARGV", lua.create_sequence_from(argv.iter().map(|a| lua.create_string(a)).collect::<mlua::Result<Vec<_>>>()?)?)?;
+            globals.set(
+                "KEYS",
+                lua.create_sequence_from(keys.iter().map(|k| lua.create_string(k)).collect::<mlua::Result<Vec<_>>>()?)?,
+            )?;
+            globals.set(
+                "ARGV",
+                lua.create_sequence_from(argv.iter().map(|a| lua.create_string(a)).collect::<mlua::Result<Vec<_>>>()?)?,
+            )?;
             // Globals are read-only through the script's environment: a
             // proxy whose reads fall through to the real globals.
             let env: Table = lua.load(PROTECT_GLOBALS).set_name("=protect").call(globals)?;
-            let f = match lua.load(body).set_name("@user_script").set_mode(ChunkMode::Text).set_environment(env).into_function() {
+            let f = match lua
+                .load(body)
+                .set_name("@user_script")
+                .set_mode(ChunkMode::Text)
+                .set_environment(env)
+                .into_function()
+            {
                 Ok(f) => f,
                 Err(e) => return Ok(Err(format!("ERR Error compiling script (new function): {}", lua_error_text(&e)))),
             };
@@ -350,7 +364,6 @@ impl Host<'_, '_> {
             Handler::Node => unreachable!("refused above"),
         }
     }
-
 }
 
 /// Calls the script function under `pcall`: an uncaught error comes back
@@ -409,9 +422,7 @@ fn new_state(seed: u64) -> mlua::Result<Lua> {
             match args.len() {
                 0 => Ok(Value::Number(r)),
                 1 if args[0] >= 1 => Ok(Value::Integer((r * args[0] as f64) as i64 + 1)),
-                2 if args[0] <= args[1] => {
-                    Ok(Value::Integer((r * (args[1] - args[0] + 1) as f64) as i64 + args[0]))
-                }
+                2 if args[0] <= args[1] => Ok(Value::Integer((r * (args[1] - args[0] + 1) as f64) as i64 + args[0])),
                 _ => Err(mlua::Error::RuntimeError("bad argument to 'random' (interval is empty)".into())),
             }
         })?,
@@ -627,7 +638,8 @@ pub fn frame_to_lua(lua: &Lua, f: &Frame, resp3: bool) -> mlua::Result<Value> {
             if resp3 {
                 let t = lua.create_table()?;
                 for (i, (k, v)) in pairs.iter().enumerate() {
-                    let pair = lua.create_sequence_from([frame_to_lua(lua, k, resp3)?, frame_to_lua(lua, v, resp3)?])?;
+                    let pair =
+                        lua.create_sequence_from([frame_to_lua(lua, k, resp3)?, frame_to_lua(lua, v, resp3)?])?;
                     t.raw_set(i + 1, pair)?;
                 }
                 Value::Table(t)

@@ -65,8 +65,8 @@ pub mod peer_auth;
 pub mod pubsub;
 pub mod repl;
 pub mod rollback;
-pub mod sentinel;
 pub mod scripting;
+pub mod sentinel;
 pub mod server;
 pub mod tls;
 

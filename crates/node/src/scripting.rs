@@ -99,7 +99,10 @@ pub fn script_command(shared: &Shared, args: &[Bytes]) -> Frame {
         ("load", 3) => {
             let body = &args[2];
             if body.len() > SCRIPT_BYTES_MAX {
-                return err(format!("ERR script of {} bytes is larger than {SCRIPT_BYTES_MAX} bytes (SCRIPT_BYTES_MAX)", body.len()));
+                return err(format!(
+                    "ERR script of {} bytes is larger than {SCRIPT_BYTES_MAX} bytes (SCRIPT_BYTES_MAX)",
+                    body.len()
+                ));
             }
             // Redis compiles on LOAD: a syntax error is reported now.
             if let Err(e) = script::compile_check(body) {
@@ -118,7 +121,9 @@ pub fn script_command(shared: &Shared, args: &[Bytes]) -> Frame {
             Frame::Array(
                 args[2..]
                     .iter()
-                    .map(|s| Frame::Integer(cache.contains_key(&String::from_utf8_lossy(s).to_ascii_lowercase()) as i64))
+                    .map(
+                        |s| Frame::Integer(cache.contains_key(&String::from_utf8_lossy(s).to_ascii_lowercase()) as i64),
+                    )
                     .collect(),
             )
         }

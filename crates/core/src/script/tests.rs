@@ -25,7 +25,14 @@ fn eval(store: &mut Store, body: &str, keys: &[&str], argv: &[&str]) -> (Outcome
     let mut batch = Batch::new(1 << 20);
     let keys: Vec<Bytes> = keys.iter().map(|k| b(k)).collect();
     let argv: Vec<Bytes> = argv.iter().map(|a| b(a)).collect();
-    let out = run(body.as_bytes(), &sha1_hex(body.as_bytes()), &keys, &argv, Target::Write { store, batch: &mut batch }, &env(never()));
+    let out = run(
+        body.as_bytes(),
+        &sha1_hex(body.as_bytes()),
+        &keys,
+        &argv,
+        Target::Write { store, batch: &mut batch },
+        &env(never()),
+    );
     let effects = batch.effects().to_vec();
     (out, effects)
 }
@@ -43,8 +50,15 @@ fn lua_values_convert_to_resp_by_redis_rules() {
     assert_eq!(reply("return true"), Frame::Integer(1));
     assert_eq!(reply("return false"), Frame::Null);
     assert_eq!(reply("return nil"), Frame::Null);
-    assert_eq!(reply("return {1, 'a', {2}}"), Frame::Array(vec![Frame::Integer(1), Frame::Bulk(b("a")), Frame::Array(vec![Frame::Integer(2)])]));
-    assert_eq!(reply("return {1, 2, nil, 4}"), Frame::Array(vec![Frame::Integer(1), Frame::Integer(2)]), "arrays stop at the first nil");
+    assert_eq!(
+        reply("return {1, 'a', {2}}"),
+        Frame::Array(vec![Frame::Integer(1), Frame::Bulk(b("a")), Frame::Array(vec![Frame::Integer(2)])])
+    );
+    assert_eq!(
+        reply("return {1, 2, nil, 4}"),
+        Frame::Array(vec![Frame::Integer(1), Frame::Integer(2)]),
+        "arrays stop at the first nil"
+    );
     assert_eq!(reply("return {ok='FINE'}"), Frame::Simple(b("FINE")));
     assert_eq!(reply("return {err='MYERR bad'}"), Frame::Error("MYERR bad".into()));
     assert_eq!(reply("return redis.status_reply('DONE')"), Frame::Simple(b("DONE")));
@@ -80,7 +94,12 @@ fn command_replies_convert_to_lua_by_redis_rules() {
 #[test]
 fn keys_and_argv_are_tables_and_numbers_become_arguments() {
     let mut store = Store::new(1);
-    let (out, effects) = eval(&mut store, "redis.call('set', KEYS[1], ARGV[1] + 1) return {#KEYS, #ARGV, redis.call('get', KEYS[1])}", &["k"], &["41", "x"]);
+    let (out, effects) = eval(
+        &mut store,
+        "redis.call('set', KEYS[1], ARGV[1] + 1) return {#KEYS, #ARGV, redis.call('get', KEYS[1])}",
+        &["k"],
+        &["41", "x"],
+    );
     assert_eq!(out.reply, Frame::Array(vec![Frame::Integer(1), Frame::Integer(2), Frame::Bulk(b("42"))]));
     assert_eq!(effects, vec![Effect::Set { key: b("k"), value: b("42"), expire_at_ms: None }]);
 }
@@ -88,7 +107,12 @@ fn keys_and_argv_are_tables_and_numbers_become_arguments() {
 #[test]
 fn every_write_of_a_script_joins_one_batch() {
     let mut store = Store::new(1);
-    let (out, effects) = eval(&mut store, "redis.call('set','a','1') redis.call('set','b','2') redis.call('del','a') return 1", &[], &[]);
+    let (out, effects) = eval(
+        &mut store,
+        "redis.call('set','a','1') redis.call('set','b','2') redis.call('del','a') return 1",
+        &[],
+        &[],
+    );
     assert!(!out.failed);
     assert_eq!(effects.len(), 3, "{effects:?}");
 }
@@ -96,7 +120,12 @@ fn every_write_of_a_script_joins_one_batch() {
 #[test]
 fn a_script_that_raises_after_writing_is_undone_whole() {
     let mut store = Store::new(1);
-    let (out, effects) = eval(&mut store, "redis.call('set','a','1') redis.call('incr','a') redis.call('incr', 'nonint-later') error('boom')", &[], &[]);
+    let (out, effects) = eval(
+        &mut store,
+        "redis.call('set','a','1') redis.call('incr','a') redis.call('incr', 'nonint-later') error('boom')",
+        &[],
+        &[],
+    );
     assert!(out.failed);
     assert!(matches!(&out.reply, Frame::Error(e) if e.contains("boom")), "{:?}", out.reply);
     assert!(effects.is_empty(), "the batch was rolled back: {effects:?}");
@@ -143,7 +172,10 @@ fn node_and_noscript_commands_are_refused_and_time_comes_from_the_caller() {
     assert_eq!(out, Frame::Bulk(b("ERR This Redis command is not allowed from script")));
     let out = reply("return redis.pcall('nosuchcmd').err");
     assert_eq!(out, Frame::Bulk(b("ERR Unknown Redis command called from script")));
-    assert_eq!(reply("return redis.call('time')"), Frame::Array(vec![Frame::Bulk(b("1700000000")), Frame::Bulk(b("123000"))]));
+    assert_eq!(
+        reply("return redis.call('time')"),
+        Frame::Array(vec![Frame::Bulk(b("1700000000")), Frame::Bulk(b("123000"))])
+    );
     assert_eq!(reply("return redis.sha1hex('')"), Frame::Bulk(b("da39a3ee5e6b4b0d3255bfef95601890afd80709")));
 }
 
@@ -158,7 +190,14 @@ fn a_read_only_target_refuses_writes_with_the_given_error() {
     let mut store = Store::new(1);
     store.apply(&Effect::Set { key: b("k"), value: b("v"), expire_at_ms: None });
     let run_ro = |body: &str| {
-        run(body.as_bytes(), "sha", &[], &[], Target::Read { store: &store, refusal: "READONLY leader is node 1".into() }, &env(never()))
+        run(
+            body.as_bytes(),
+            "sha",
+            &[],
+            &[],
+            Target::Read { store: &store, refusal: "READONLY leader is node 1".into() },
+            &env(never()),
+        )
     };
     assert_eq!(run_ro("return redis.call('get', 'k')").reply, Frame::Bulk(b("v")));
     let out = run_ro("return redis.call('set', 'k', 'w')");
@@ -180,9 +219,12 @@ fn an_interrupted_script_fails_with_the_interrupt_error_and_is_undone() {
 
     let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let seen = calls.clone();
-    let later: Interrupt = Arc::new(move || (seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 2).then(|| "ERR time limit".to_string()));
+    let later: Interrupt = Arc::new(move || {
+        (seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 2).then(|| "ERR time limit".to_string())
+    });
     let body = "redis.call('set', 'a', '1') while true do pcall(function() end) end";
-    let out = run(body.as_bytes(), "sha", &[], &[], Target::Write { store: &mut store, batch: &mut batch }, &env(later));
+    let out =
+        run(body.as_bytes(), "sha", &[], &[], Target::Write { store: &mut store, batch: &mut batch }, &env(later));
     assert!(out.failed, "pcall cannot swallow the time limit");
     assert_eq!(out.reply, Frame::Error("ERR time limit".into()));
     assert!(batch.is_empty() && store.get(b"a", 0).is_none());
