@@ -186,4 +186,12 @@ mod tests {
         assert_eq!(queue_decision(spec("set"), 0), Ok(QueueDecision::Queue));
         assert!(queue_decision(spec("set"), TX_QUEUE_COMMANDS_MAX).is_err());
     }
+
+    #[test]
+    fn a_script_cannot_be_queued_in_a_transaction() {
+        // EVAL runs as its own write; queued, it would escape the EXEC entry.
+        for name in ["eval", "evalsha", "eval_ro", "evalsha_ro"] {
+            assert!(queue_decision(spec(name), 0).is_err(), "{name}");
+        }
+    }
 }

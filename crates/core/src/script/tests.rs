@@ -241,3 +241,19 @@ fn a_syntax_error_names_the_compile_step() {
     let out = reply("return (");
     assert!(matches!(&out, Frame::Error(e) if e.starts_with("ERR Error compiling script")), "{out:?}");
 }
+
+#[test]
+fn doubles_maps_and_pairs_reach_lua_as_resp2_shapes() {
+    let mut store = Store::new(1);
+    let body = "redis.call('zadd', 'z', '3.5', 'a')
+        redis.call('hset', 'h', 'f', 'v')
+        local s = redis.call('zscore', 'z', 'a')
+        local r = redis.call('zrange', 'z', '0', '-1', 'withscores')
+        local all = redis.call('hgetall', 'h')
+        return {type(s), s, r[1], r[2], all[1], all[2]}";
+    let (out, _) = eval(&mut store, body, &[], &[]);
+    assert_eq!(
+        out.reply,
+        Frame::Array(["string", "3.5", "a", "3.5", "f", "v"].iter().map(|s| Frame::Bulk(b(s))).collect())
+    );
+}
