@@ -22,7 +22,9 @@ use tandem_core::repl::{AckPolicy, Durability};
 use tandem_core::resp::{self, Frame, Protocol, ProtocolError};
 use tandem_core::Lsn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
+
+use crate::clients::{ClientHandle, Unblock, FLAG_BLOCKED, FLAG_MULTI};
 
 use crate::server::Shared;
 use crate::tls::ClientStream;
@@ -39,8 +41,15 @@ pub struct ClientState {
     pub id: u64,
     /// Peer address.
     pub addr: SocketAddr,
-    /// Name set by `CLIENT SETNAME` / `HELLO .. SETNAME`.
-    pub name: Option<Bytes>,
+    /// What other connections see of this one (name, flags, last
+    /// command) and the kill / unblock signals they send it.
+    pub handle: Arc<ClientHandle>,
+    /// The `MONITOR` feed, once the connection ran `MONITOR`.
+    pub monitor: Option<broadcast::Receiver<Bytes>>,
+    /// `CLIENT REPLY OFF`: replies are not sent (pushes still are).
+    pub reply_off: bool,
+    /// `CLIENT REPLY SKIP`: replies still to drop (that one and the next).
+    pub reply_skip: u8,
     /// Reply protocol (`HELLO 3` switches to RESP3).
     pub protocol: Protocol,
     /// True once `AUTH` succeeded, or if no password is configured.
@@ -63,6 +72,18 @@ pub struct ClientState {
     /// Leaderless keyspaces: the `(W, R)` set by `CONSISTENCY W n R n`
     /// (`None`: each keyspace's own).
     pub consistency: Option<(u8, u8)>,
+}
+
+impl ClientState {
+    /// Whether the reply to the command that just ran is dropped
+    /// (`CLIENT REPLY OFF | SKIP`); counts a skipped reply down.
+    pub fn reply_silenced(&mut self) -> bool {
+        if self.reply_skip > 0 {
+            self.reply_skip -= 1;
+            return true;
+        }
+        self.reply_off
+    }
 }
 
 /// A transaction being queued.
@@ -95,10 +116,14 @@ pub async fn serve<S: ClientStream>(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.tcp().set_nodelay(true);
+    let registration = shared.clients.register(id, addr, stream.tcp().local_addr().ok());
     let mut client = ClientState {
         id,
         addr,
-        name: None,
+        handle: registration.handle.clone(),
+        monitor: None,
+        reply_off: false,
+        reply_skip: 0,
         protocol: Protocol::Resp2,
         authenticated: shared.config.requirepass.is_none(),
         connected_at: Instant::now(),
@@ -124,6 +149,20 @@ pub async fn serve<S: ClientStream>(
         let read = tokio::select! {
             r = stream.read_buf(&mut input) => r,
             _ = shutdown.changed() => break 'conn,
+            _ = client.handle.killed() => break 'conn,
+            line = next_monitor_line(&mut client.monitor) => {
+                if let Some(line) = line {
+                    output.extend_from_slice(&line);
+                    // Take whatever else is queued, then write it out.
+                    while let Some(line) = client.monitor.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                        output.extend_from_slice(&line);
+                    }
+                    if flush(&shared, &mut stream, &mut output, 0, &mut pending).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                continue 'conn;
+            }
         };
         match read {
             Ok(0) | Err(_) => break,
@@ -147,14 +186,20 @@ pub async fn serve<S: ClientStream>(
                 continue;
             }
             let started = Instant::now();
+            shared.clients.feed(&addr, &args);
             let (index, mut outcome, keyspace_durability) = dispatch(&shared, &mut client, &args).await;
+            client.handle.touch(index);
+            client.handle.set_flag(FLAG_MULTI, client.tx.is_some());
+            client.handle.set_resp(if client.protocol == Protocol::Resp3 { 3 } else { 2 });
+            let failed = matches!(outcome.reply, Frame::Error(_));
+            shared.clients.record(index, started.elapsed().as_micros() as u64, failed, &args, &client.handle);
             if let Some(timeout_ms) = would_block(&client, index, &args, &outcome) {
                 // Send what came before, then wait for a push.
                 if flush(&shared, &mut stream, &mut output, wait_lsn, &mut pending).await.is_err() {
                     break 'conn;
                 }
                 wait_lsn = 0;
-                match block(&shared, &mut stream, &mut shutdown, index, &args, timeout_ms).await {
+                match block(&shared, &mut stream, &mut shutdown, &client.handle, index, &args, timeout_ms).await {
                     Some(o) => outcome = o,
                     None => break 'conn,
                 }
@@ -170,7 +215,8 @@ pub async fn serve<S: ClientStream>(
                     break 'conn;
                 }
                 wait_lsn = 0;
-                if !crate::pubsub::serve_subscribed(
+                client.handle.set_flag(crate::clients::FLAG_PUBSUB, true);
+                let stay = crate::pubsub::serve_subscribed(
                     &shared,
                     &mut stream,
                     &mut input,
@@ -178,8 +224,9 @@ pub async fn serve<S: ClientStream>(
                     request,
                     &mut shutdown,
                 )
-                .await
-                {
+                .await;
+                client.handle.set_flag(crate::clients::FLAG_PUBSUB, false);
+                if !stay {
                     break 'conn;
                 }
                 continue;
@@ -218,7 +265,9 @@ pub async fn serve<S: ClientStream>(
                     }
                 }
             }
-            resp::encode(&reply, client.protocol, &mut output);
+            if !client.reply_silenced() {
+                resp::encode(&reply, client.protocol, &mut output);
+            }
             pending.push((index, started));
             if output.len() > reply_max {
                 shared.metrics.error("reply_buffer_limit");
@@ -419,6 +468,7 @@ async fn block(
     shared: &Arc<Shared>,
     stream: &mut impl ClientStream,
     shutdown: &mut watch::Receiver<bool>,
+    handle: &ClientHandle,
     index: usize,
     args: &[Bytes],
     timeout_ms: u64,
@@ -428,19 +478,33 @@ async fn block(
         Ok(s) => s,
         Err(e) => return Some(reply(Frame::Error(e))),
     };
+    handle.clear_unblock();
+    handle.set_flag(FLAG_BLOCKED, true);
+    let _blocked = BlockedFlag(handle);
     let mut changes = shared.db.lists_changed();
-    changes.borrow_and_update();
+    let mut gen = *changes.borrow_and_update();
+    let turn = shared.clients.turns.enter();
+    let mut first = true;
     let deadline = (timeout_ms > 0).then(|| tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms));
     // Watch the socket for a hang-up only until the client sends more
     // (pipelined) bytes: those wait in the kernel until we answer.
     let mut watch_socket = true;
     loop {
         // A push may have landed between the first attempt and subscribing.
+        // After that, clients that blocked earlier retry first.
+        if !first {
+            tokio::select! {
+                _ = turn.wait(gen) => {}
+                _ = shutdown.changed() => return None,
+            }
+        }
+        first = false;
         if let Some(e) = shared.repl.write_refusal().await {
             return Some(reply(Frame::Error(e)));
         }
         let (frame, wait_lsn) = shared.db.execute(spec.handler, args);
-        if !matches!(frame, Frame::NullArray) {
+        turn.done(gen);
+        if !keeps_waiting(shared, spec.name, args, &frame) {
             return Some(Outcome { reply: frame, wait_lsn });
         }
         loop {
@@ -456,16 +520,67 @@ async fn block(
                     if r.is_err() {
                         return Some(reply(Frame::NullArray));
                     }
+                    gen = *changes.borrow_and_update();
                     break;
                 }
                 _ = sleep => return Some(reply(Frame::NullArray)),
                 _ = shutdown.changed() => return None,
+                _ = handle.killed() => return None,
+                how = handle.unblocked() => return Some(reply(match how {
+                    Unblock::Timeout => Frame::NullArray,
+                    Unblock::Error => Frame::Error("UNBLOCKED client unblocked via CLIENT UNBLOCK".into()),
+                })),
                 r = stream.tcp().peek(&mut probe), if watch_socket => match r {
                     Ok(0) | Err(_) => return None,
                     Ok(_) => watch_socket = false,
                 },
             }
         }
+    }
+}
+
+/// Whether a retried blocking command should keep waiting: nothing to pop
+/// yet, or its source key now holds another type (Redis keeps such a
+/// client blocked until a list or sorted set appears). A wrong-type
+/// *destination* of `BRPOPLPUSH` / `BLMOVE` is the client's error.
+fn keeps_waiting(shared: &Shared, name: &str, args: &[Bytes], frame: &Frame) -> bool {
+    match frame {
+        Frame::NullArray => true,
+        Frame::Error(e) if e.starts_with("WRONGTYPE") => {
+            if matches!(name, "brpoplpush" | "blmove") {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let source_is_list =
+                    shared.db.with_state(|s| s.store.get(&args[1], now).is_some_and(|(v, _)| v.type_name() == "list"));
+                !source_is_list
+            } else {
+                true
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Clears a connection's blocked flag when its blocking command ends.
+struct BlockedFlag<'a>(&'a ClientHandle);
+
+impl Drop for BlockedFlag<'_> {
+    fn drop(&mut self) {
+        self.0.set_flag(FLAG_BLOCKED, false);
+    }
+}
+
+/// The next `MONITOR` line (never, if the connection does not monitor).
+/// A monitor too far behind is told how many lines it missed.
+async fn next_monitor_line(rx: &mut Option<broadcast::Receiver<Bytes>>) -> Option<Bytes> {
+    let Some(rx) = rx.as_mut() else { return std::future::pending().await };
+    match rx.recv().await {
+        Ok(line) => Some(line),
+        Err(broadcast::error::RecvError::Lagged(n)) => {
+            Some(Bytes::from(format!("-ERR MONITOR fell behind: {n} commands were not shown\r\n")))
+        }
+        Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
     }
 }
 

@@ -45,6 +45,7 @@ pub mod admin;
 pub mod archive;
 pub mod backlog;
 pub mod backup_http;
+pub mod clients;
 pub mod config;
 pub mod conflicts_http;
 pub mod connection;

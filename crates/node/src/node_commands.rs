@@ -58,6 +58,16 @@ pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &Comm
         "auth" => auth(shared, client, args),
         "hello" => hello(shared, client, args),
         "client" => client_cmd(shared, client, args),
+        "monitor" => {
+            client.monitor = Some(shared.clients.start_monitor(&client.handle));
+            command::ok()
+        }
+        "reset" => reset(shared, client),
+        "slowlog" => slowlog(shared, args),
+        "time" => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            Frame::Array(vec![bulk(now.as_secs().to_string()), bulk(now.subsec_micros().to_string())])
+        }
         "config" => config(shared, args),
         "function" => function(args),
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => return crate::scripting::eval(shared, spec, args).await,
@@ -245,7 +255,7 @@ fn hello(shared: &Shared, client: &mut ClientState, args: &[Bytes]) -> Frame {
         return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     if name.is_some() {
-        client.name = name;
+        client.handle.set_name(name);
     }
     client.protocol = protocol;
     Frame::Map(vec![
@@ -259,38 +269,216 @@ fn hello(shared: &Shared, client: &mut ClientState, args: &[Bytes]) -> Frame {
     ])
 }
 
-fn client_line(client: &ClientState) -> String {
-    format!(
-        "id={} addr={} laddr= fd=0 name={} age={} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|info user=default redir=-1 resp={}\n",
-        client.id,
-        client.addr,
-        client.name.as_deref().map(String::from_utf8_lossy).unwrap_or_default(),
-        client.connected_at.elapsed().as_secs(),
-        if client.protocol == Protocol::Resp3 { 3 } else { 2 },
-    )
-}
-
-fn client_cmd(_shared: &Shared, client: &mut ClientState, args: &[Bytes]) -> Frame {
+fn client_cmd(shared: &Shared, client: &mut ClientState, args: &[Bytes]) -> Frame {
     let sub = lower(&args[1]);
+    let txt = |s: String| Frame::Verbatim { format: *b"txt", text: Bytes::from(s) };
     match (sub.as_str(), args.len()) {
         ("id", 2) => Frame::Integer(client.id as i64),
-        ("getname", 2) => client.name.clone().map_or(Frame::Null, Frame::Bulk),
+        ("getname", 2) => client.handle.name().map_or(Frame::Null, Frame::Bulk),
         ("setname", 3) => {
             if args[2].iter().any(|&b| b <= b' ' || b > b'~') {
                 return err("ERR Client names cannot contain spaces, newlines or special characters.");
             }
-            client.name = (!args[2].is_empty()).then(|| args[2].clone());
+            client.handle.set_name((!args[2].is_empty()).then(|| args[2].clone()));
             command::ok()
         }
-        ("info", 2) => Frame::Verbatim { format: *b"txt", text: Bytes::from(client_line(client)) },
-        ("list", _) => Frame::Verbatim { format: *b"txt", text: Bytes::from(client_line(client)) },
+        ("info", 2) => txt(format!("{}\n", client.handle.line())),
+        ("list", _) => client_list(shared, &args[2..]),
+        ("kill", 3) => {
+            // The old form: CLIENT KILL ip:port.
+            let addr = String::from_utf8_lossy(&args[2]).into_owned();
+            let filter = crate::clients::KillFilter { addr: Some(addr), ..Default::default() };
+            match shared.clients.kill(&filter) {
+                0 => err("ERR No such client"),
+                _ => command::ok(),
+            }
+        }
+        ("kill", n) if n >= 4 && n % 2 == 0 => match kill_filter(client, &args[2..]) {
+            Ok(filter) => Frame::Integer(shared.clients.kill(&filter) as i64),
+            Err(e) => e,
+        },
+        ("unblock", 3 | 4) => {
+            let Some(id) = parse_u64(&args[2]) else { return err("ERR value is not an integer or out of range") };
+            let how = match args.get(3).map(|a| lower(a)).as_deref() {
+                None | Some("timeout") => crate::clients::Unblock::Timeout,
+                Some("error") => crate::clients::Unblock::Error,
+                Some(_) => return err("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR"),
+            };
+            Frame::Integer(i64::from(shared.clients.unblock(id, how)))
+        }
         // Library identification (redis-py, the redis crate) and client-side
         // behaviour flags: accepted, nothing to do.
-        ("setinfo", 4) | ("no-evict", 3) | ("no-touch", 3) | ("reply", 3) => command::ok(),
-        ("id" | "getname" | "setname" | "info" | "setinfo", _) => {
+        ("setinfo", 4) | ("no-evict", 3) | ("no-touch", 3) => command::ok(),
+        ("reply", 3) => match &lower(&args[2])[..] {
+            "on" => {
+                client.reply_off = false;
+                client.reply_skip = 0;
+                command::ok()
+            }
+            "off" => {
+                client.reply_off = true;
+                command::ok()
+            }
+            "skip" => {
+                // This reply and the next command's.
+                client.reply_skip = 2;
+                command::ok()
+            }
+            _ => err("ERR syntax error"),
+        },
+        ("id" | "getname" | "setname" | "info" | "setinfo" | "kill" | "unblock", _) => {
             err(format!("ERR wrong number of arguments for 'client|{sub}' command"))
         }
         _ => err(format!("ERR unknown subcommand '{}'. Try CLIENT HELP.", String::from_utf8_lossy(&args[1]))),
+    }
+}
+
+/// `CLIENT LIST [TYPE normal|pubsub|master|replica] [ID id ...]`.
+fn client_list(shared: &Shared, opts: &[Bytes]) -> Frame {
+    let mut kind: Option<String> = None;
+    let mut ids: Option<Vec<u64>> = None;
+    let mut i = 0;
+    while i < opts.len() {
+        match &lower(&opts[i])[..] {
+            "type" if i + 1 < opts.len() => {
+                let k = lower(&opts[i + 1]);
+                if !matches!(&k[..], "normal" | "pubsub" | "master" | "replica" | "slave") {
+                    return err(format!("ERR Unknown client type '{}'", String::from_utf8_lossy(&opts[i + 1])));
+                }
+                kind = Some(k);
+                i += 2;
+            }
+            "id" if i + 1 < opts.len() => {
+                let mut list = Vec::new();
+                for a in &opts[i + 1..] {
+                    match parse_u64(a) {
+                        Some(id) if id > 0 => list.push(id),
+                        _ => return err("ERR Invalid client ID"),
+                    }
+                }
+                ids = Some(list);
+                i = opts.len();
+            }
+            _ => return err("ERR syntax error"),
+        }
+    }
+    let mut out = String::new();
+    for h in shared.clients.all() {
+        let pubsub = h.has_flag(crate::clients::FLAG_PUBSUB);
+        let keep_kind = match kind.as_deref() {
+            None => true,
+            Some("normal") => !pubsub,
+            Some("pubsub") => pubsub,
+            Some(_) => false,
+        };
+        if keep_kind && ids.as_ref().is_none_or(|l| l.contains(&h.id)) {
+            out.push_str(&h.line());
+            out.push('\n');
+        }
+    }
+    Frame::Verbatim { format: *b"txt", text: Bytes::from(out) }
+}
+
+/// The filters of `CLIENT KILL <filter> <value> ...`.
+fn kill_filter(client: &ClientState, opts: &[Bytes]) -> Result<crate::clients::KillFilter, Frame> {
+    let mut f = crate::clients::KillFilter { skip: Some(client.id), ..Default::default() };
+    for pair in opts.chunks(2) {
+        let value = String::from_utf8_lossy(&pair[1]).into_owned();
+        match &lower(&pair[0])[..] {
+            "id" => match parse_u64(&pair[1]) {
+                Some(id) if id > 0 => f.id = Some(id),
+                _ => return Err(err("ERR client-id should be greater than 0")),
+            },
+            "addr" => f.addr = Some(value),
+            "laddr" => f.laddr = Some(value),
+            "type" => {
+                let k = value.to_ascii_lowercase();
+                if !matches!(&k[..], "normal" | "pubsub" | "master" | "replica" | "slave") {
+                    return Err(err(format!("ERR Unknown client type '{value}'")));
+                }
+                f.kind = Some(k);
+            }
+            "user" => {
+                if value != "default" {
+                    return Err(err(format!("ERR No such user '{value}'")));
+                }
+            }
+            "skipme" => match &value.to_ascii_lowercase()[..] {
+                "yes" => f.skip = Some(client.id),
+                "no" => f.skip = None,
+                _ => return Err(err("ERR syntax error")),
+            },
+            _ => return Err(err("ERR syntax error")),
+        }
+    }
+    Ok(f)
+}
+
+/// `RESET`: the connection as if it had just connected (authentication
+/// kept, as in Redis 7 only when no password is set).
+fn reset(shared: &Shared, client: &mut ClientState) -> Frame {
+    client.tx = None;
+    unwatch_all(shared, client);
+    client.protocol = Protocol::Resp2;
+    client.handle.set_name(None);
+    client.durability = None;
+    client.consistency = None;
+    client.reply_off = false;
+    client.reply_skip = 0;
+    if client.monitor.take().is_some() {
+        shared.clients.stop_monitor(&client.handle);
+    }
+    client.authenticated = shared.config.requirepass.is_none();
+    Frame::Simple(Bytes::from_static(b"RESET"))
+}
+
+/// `SLOWLOG GET [count] | LEN | RESET | HELP`.
+fn slowlog(shared: &Shared, args: &[Bytes]) -> Frame {
+    match (&lower(&args[1])[..], args.len()) {
+        ("get", 2 | 3) => {
+            let count = match args.get(2).map(|a| command::parse_i64(a)) {
+                None => Some(10),
+                Some(Some(-1)) => None,
+                Some(Some(n)) if n >= 0 => Some(n as usize),
+                Some(_) => return err("ERR count should be greater than or equal to -1"),
+            };
+            let entries = shared.clients.slowlog(count);
+            Frame::Array(
+                entries
+                    .into_iter()
+                    .map(|e| {
+                        Frame::Array(vec![
+                            Frame::Integer(e.id as i64),
+                            Frame::Integer(e.unix_secs as i64),
+                            Frame::Integer(e.micros as i64),
+                            Frame::Array(e.args.into_iter().map(Frame::Bulk).collect()),
+                            bulk(e.addr),
+                            Frame::Bulk(e.name),
+                        ])
+                    })
+                    .collect(),
+            )
+        }
+        ("len", 2) => Frame::Integer(shared.clients.slowlog_len() as i64),
+        ("reset", 2) => {
+            shared.clients.slowlog_reset();
+            command::ok()
+        }
+        ("help", 2) => Frame::Array(
+            [
+                "SLOWLOG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "GET [<count>]",
+                "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+                "LEN",
+                "    Return the length of the slowlog.",
+                "RESET",
+                "    Reset the slowlog.",
+            ]
+            .iter()
+            .map(|s| Frame::Simple(Bytes::from(s.to_string())))
+            .collect(),
+        ),
+        (sub, _) => err(format!("ERR unknown subcommand or wrong number of arguments for '{sub}'. Try SLOWLOG HELP.")),
     }
 }
 
@@ -317,6 +505,8 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
         ("proto-max-bulk-len", c.limits.bulk_bytes_max.to_string()),
         ("client-query-buffer-limit", c.limits.query_buffer_bytes_max.to_string()),
         ("save", "".into()),
+        ("slowlog-log-slower-than", shared.clients.slower_than_us.load(Ordering::Relaxed).to_string()),
+        ("slowlog-max-len", shared.clients.slowlog_max_len.load(Ordering::Relaxed).to_string()),
         ("timeout", "0".into()),
         ("tandem-fsync", c.fsync.to_string()),
         ("tandem-snapshot-entries", c.snapshot_entries.to_string()),
@@ -344,7 +534,10 @@ fn config(shared: &Shared, args: &[Bytes]) -> Frame {
             Frame::Map(out)
         }
         "set" => config_set(shared, args),
-        "resetstat" => command::ok(),
+        "resetstat" => {
+            shared.clients.reset_stats();
+            command::ok()
+        }
         _ => err(format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try CONFIG HELP.",
             String::from_utf8_lossy(&args[1])
@@ -362,6 +555,8 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> Frame {
     }
     let mut max = None;
     let mut policy = None;
+    let mut slower_than = None;
+    let mut slowlog_len = None;
     let mut limits = shared.db.encoding_limits();
     let mut limits_changed = false;
     for pair in args[2..].chunks(2) {
@@ -390,9 +585,31 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> Frame {
                     ))
                 }
             },
+            // Tandem has no save points (snapshots follow
+            // `snapshot_entries`); turning them off is what is asked.
+            "save" if value.trim().is_empty() => {}
+            "slowlog-log-slower-than" => match value.parse::<i64>() {
+                Ok(v) if v >= -1 => slower_than = Some(v),
+                _ => {
+                    return err(
+                        "ERR CONFIG SET failed (possibly related to argument 'slowlog-log-slower-than') - argument \
+                         must be an integer >= -1 (microseconds)",
+                    )
+                }
+            },
+            "slowlog-max-len" => match value.parse::<usize>() {
+                Ok(v) if v <= crate::clients::SLOWLOG_MAX_LEN_LIMIT => slowlog_len = Some(v),
+                _ => {
+                    return err(format!(
+                        "ERR CONFIG SET failed (possibly related to argument 'slowlog-max-len') - argument must be \
+                         an integer from 0 to {}",
+                        crate::clients::SLOWLOG_MAX_LEN_LIMIT
+                    ))
+                }
+            },
             other => {
                 return err(format!(
-                    "ERR CONFIG SET of '{other}' is not supported: only maxmemory, maxmemory-policy and the encoding \
+                    "ERR CONFIG SET of '{other}' is not supported: only maxmemory, maxmemory-policy, slowlog-* and the encoding \
                      thresholds (hash-max-listpack-*, ...) change at run time; the other settings come from the config \
                      file, flags and TANDEM_* variables (restart the node)"
                 ))
@@ -401,6 +618,12 @@ fn config_set(shared: &Shared, args: &[Bytes]) -> Frame {
     }
     if limits_changed {
         shared.db.set_encoding_limits(limits);
+    }
+    if let Some(v) = slower_than {
+        shared.clients.slower_than_us.store(v, Ordering::Relaxed);
+    }
+    if let Some(v) = slowlog_len {
+        shared.clients.set_slowlog_max_len(v);
     }
     let memory = shared.db.memory();
     if let Some(v) = max {
@@ -500,6 +723,8 @@ pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
     let wanted: Vec<String> = args[1..].iter().map(|a| lower(a)).collect();
     let all = wanted.is_empty() || wanted.iter().any(|w| w == "all" || w == "everything" || w == "default");
     let want = |s: &str| all || wanted.iter().any(|w| w == s);
+    // Redis leaves these out of a plain INFO and of INFO default.
+    let want_extra = |s: &str| wanted.iter().any(|w| w == s || w == "all" || w == "everything");
     let m = &shared.metrics;
     let (keys, expires, last_lsn, epoch) =
         shared.db.with_state(|s| (s.store.len(), s.store.keys_with_expiry(), s.last_lsn, s.epoch));
@@ -574,6 +799,16 @@ pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
     }
     if want("replication") {
         out.push_str(&replication_info(shared, last_lsn, epoch));
+    }
+    if want("cpu") {
+        let (sys, user) = crate::clients::cpu_seconds();
+        let _ = write!(
+            out,
+            "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n\r\n"
+        );
+    }
+    if want_extra("commandstats") {
+        out.push_str(&shared.clients.commandstats());
     }
     if want("multileader") {
         out.push_str(&crate::multi_leader::info_section(&shared.engines));

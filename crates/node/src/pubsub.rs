@@ -519,7 +519,7 @@ async fn run_in_subscribe_mode(
         "reset" => {
             subs.clear();
             client.protocol = Protocol::Resp2;
-            client.name = None;
+            client.handle.set_name(None);
             out.push(Frame::Simple(Bytes::from_static(b"RESET")));
         }
         _ if client.protocol == Protocol::Resp2 => out.push(Frame::Error(format!(
@@ -541,7 +541,9 @@ async fn run_in_subscribe_mode(
             if client.subscribe.take().is_some() {
                 reply = Frame::Error("ERR nested subscribe".into());
             }
-            out.push(reply);
+            if !client.reply_silenced() {
+                out.push(reply);
+            }
         }
     }
 }

@@ -80,6 +80,8 @@ pub struct Shared {
     pub engines: Arc<crate::engines::Engines>,
     /// The Lua script cache and the running script (`EVAL`, `SCRIPT`).
     pub scripts: crate::scripting::Scripts,
+    /// Every client connection, the monitor feed, the slow log.
+    pub clients: Arc<crate::clients::Clients>,
     next_client_id: AtomicU64,
     snapshot_running: std::sync::atomic::AtomicBool,
 }
@@ -242,6 +244,7 @@ pub async fn run(
         repl: repl.clone(),
         control: control.clone(),
         failover,
+        clients: Arc::new(crate::clients::Clients::new()),
         next_client_id: AtomicU64::new(1),
         snapshot_running: std::sync::atomic::AtomicBool::new(false),
         scripts: crate::scripting::Scripts::default(),

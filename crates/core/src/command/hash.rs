@@ -127,6 +127,9 @@ pub(super) fn format_f64(v: f64) -> String {
 
 pub(super) fn hincrbyfloat(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
     let Some(delta) = parse_f64(&args[3]) else { return error("ERR value is not a valid float") };
+    if !delta.is_finite() {
+        return error("ERR value is NaN or Infinity");
+    }
     let key = &args[1];
     let current = match tri!(hash_for_write(cx, key)).and_then(|h| h.get(&args[2][..])) {
         None => 0.0,

@@ -15,7 +15,14 @@ impl Harness {
         Harness { store: Store::new(42), log: Vec::new() }
     }
 
+    /// The reply as a RESP2 client sees it (scores as bulk strings, pairs
+    /// flattened): what these tests were written against.
     pub(super) fn run_at(&mut self, now_ms: u64, line: &str) -> Frame {
+        resp2_view(self.run_typed(now_ms, line))
+    }
+
+    /// The reply with its RESP3 types (doubles, pairs) kept.
+    pub(super) fn run_typed(&mut self, now_ms: u64, line: &str) -> Frame {
         let args: Vec<Bytes> = line.split(' ').map(|s| Bytes::copy_from_slice(s.as_bytes())).collect();
         let spec = lookup(&args[0]).expect("known command");
         if !spec.arity_ok(args.len()) {
@@ -326,4 +333,37 @@ fn command_key_positions_come_from_the_command_table() {
     assert_eq!(keys("zmpop x a MIN"), Vec::<String>::new());
     assert_eq!(keys("blpop a b 0"), ["a", "b"]);
     assert_eq!(keys("keys *"), Vec::<String>::new());
+}
+
+/// `frame` as RESP2 shows it: doubles become bulk strings, pairs flat arrays.
+fn resp2_view(frame: Frame) -> Frame {
+    match frame {
+        Frame::Double(_) => {
+            let mut out = bytes::BytesMut::new();
+            crate::resp::encode(&frame, crate::resp::Protocol::Resp2, &mut out);
+            let text = std::str::from_utf8(&out).expect("ascii");
+            let body = text.split("\r\n").nth(1).expect("a bulk string");
+            Frame::Bulk(Bytes::copy_from_slice(body.as_bytes()))
+        }
+        Frame::Pairs(pairs) => {
+            Frame::Array(pairs.into_iter().flat_map(|(a, b)| [resp2_view(a), resp2_view(b)]).collect())
+        }
+        Frame::Array(items) => Frame::Array(items.into_iter().map(resp2_view).collect()),
+        other => other,
+    }
+}
+
+#[test]
+fn scores_are_doubles_and_scored_members_are_pairs_in_resp3() {
+    let mut h = Harness::new();
+    h.run("ZADD z 1.5 a 2 b");
+    assert_eq!(h.run_typed(NOW, "ZSCORE z a"), Frame::Double(1.5));
+    assert_eq!(
+        h.run_typed(NOW, "ZRANGE z 0 -1 WITHSCORES"),
+        Frame::Pairs(vec![
+            (Frame::Bulk(Bytes::from_static(b"a")), Frame::Double(1.5)),
+            (Frame::Bulk(Bytes::from_static(b"b")), Frame::Double(2.0)),
+        ])
+    );
+    assert_eq!(h.run("ZSCORE z b"), Frame::Bulk(Bytes::from_static(b"2")));
 }
