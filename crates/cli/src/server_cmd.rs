@@ -117,6 +117,10 @@ pub struct ServerArgs {
     /// Keys sampled per eviction (approximated LRU) [default: 16].
     #[arg(long, env = "TANDEM_MAXMEMORY_SAMPLES")]
     maxmemory_samples: Option<usize>,
+    /// A Lua script (EVAL) running longer than this many ms is aborted and
+    /// none of its writes are applied [default: 5000].
+    #[arg(long, env = "TANDEM_LUA_TIME_LIMIT_MS")]
+    lua_time_limit_ms: Option<u64>,
     /// Cluster members and their peer addresses: "1=127.0.0.1:7381,2=127.0.0.1:7391,3=...".
     /// Without it the node is standalone and leads itself.
     #[arg(long, env = "TANDEM_MEMBERS")]
@@ -292,6 +296,7 @@ impl ServerArgs {
             c.maxmemory_policy = p.parse().map_err(|e| format!("--maxmemory-policy: {e}"))?;
         }
         set!(maxmemory_samples <- self.maxmemory_samples);
+        set!(lua_time_limit_ms <- self.lua_time_limit_ms);
         if self.tls_cert.is_some() {
             c.tls_cert = self.tls_cert;
         }

@@ -111,6 +111,7 @@ impl CommandSpec {
         match self.name {
             "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "lmpop" | "zmpop" => Some(1),
             "zunionstore" | "zinterstore" | "zdiffstore" | "blmpop" | "bzmpop" => Some(2),
+            "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => Some(2),
             _ => None,
         }
     }
@@ -234,6 +235,10 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("del", -2, ["write"], 1, -1, 1, "generic", "Deletes one or more keys.", Write(del)),
     cmd!("discard", 1, ["noscript", "loading", "stale", "fast"], 0, 0, 0, "transactions", "Discards a transaction.", Node),
     cmd!("echo", 2, ["fast"], 0, 0, 0, "connection", "Returns the given string.", Read(echo)),
+    cmd!("eval", -3, ["noscript", "stale", "skip_monitor", "may_replicate", "no_mandatory_keys"], 0, 0, 0, "scripting", "Runs a Lua script; its writes are logged as one entry of row effects.", Node),
+    cmd!("eval_ro", -3, ["readonly", "noscript", "stale", "skip_monitor", "no_mandatory_keys"], 0, 0, 0, "scripting", "Runs a read-only Lua script (also on followers).", Node),
+    cmd!("evalsha", -3, ["noscript", "stale", "skip_monitor", "may_replicate", "no_mandatory_keys"], 0, 0, 0, "scripting", "Runs a cached Lua script by its SHA1.", Node),
+    cmd!("evalsha_ro", -3, ["readonly", "noscript", "stale", "skip_monitor", "no_mandatory_keys"], 0, 0, 0, "scripting", "Runs a cached read-only Lua script by its SHA1 (also on followers).", Node),
     cmd!("exec", 1, ["noscript", "loading", "stale"], 0, 0, 0, "transactions", "Executes the queued commands of a transaction as one log entry.", Node),
     cmd!("exists", -2, ["readonly", "fast"], 1, -1, 1, "generic", "Counts how many of the given keys exist.", Read(exists)),
     cmd!("expire", -3, ["write", "fast"], 1, 1, 1, "generic", "Sets a key's time to live in seconds.", Write(expire)),
@@ -320,6 +325,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("save", 1, ["admin", "noscript"], 0, 0, 0, "server", "Takes a snapshot and truncates the log behind it.", Node),
     cmd!("scan", -2, ["readonly"], 0, 0, 0, "generic", "Iterates over the key names.", Read(scan)),
     cmd!("scard", 2, ["readonly", "fast"], 1, 1, 1, "set", "Returns the number of members of a set.", Read(scard)),
+    cmd!("script", -2, ["noscript"], 0, 0, 0, "scripting", "The script cache: SCRIPT LOAD, EXISTS, FLUSH [ASYNC|SYNC], KILL.", Node),
     cmd!("sdiff", -2, ["readonly"], 1, -1, 1, "set", "Members of the first set not in the others.", Read(set::sdiff)),
     cmd!("sdiffstore", -3, ["write", "denyoom"], 1, -1, 1, "set", "Stores SDIFF in a key.", Write(set::sdiffstore)),
     cmd!("select", 2, ["loading", "stale", "fast"], 0, 0, 0, "connection", "Selects the database (only 0 exists).", Node),

@@ -19,6 +19,8 @@
 //! - [`write`]: one write all or nothing: the size budget and undo behind
 //!   `WriteCtx::emit`, and the entry point that runs a write command.
 //! - [`resp`]: the RESP2/RESP3 wire codec.
+//! - [`script`]: Lua scripts (`EVAL`) in a sandbox; their `redis.call`
+//!   writes join one write batch, so only row effects are logged.
 //! - [`glob`]: Redis-style glob matching for `KEYS` and `SCAN MATCH`.
 //! - [`keyspace`]: keyspaces (name, key prefix, replication mode and
 //!   policy) and routing a key or a command to its keyspace.
@@ -43,6 +45,7 @@ pub mod keyspace;
 pub mod repl;
 pub mod replica;
 pub mod resp;
+pub mod script;
 pub mod session;
 pub mod store;
 pub mod write;

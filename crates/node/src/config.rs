@@ -74,6 +74,9 @@ pub struct Config {
     pub maxmemory_policy: tandem_core::evict::Policy,
     /// Keys sampled per eviction (Redis's `maxmemory-samples`).
     pub maxmemory_samples: usize,
+    /// A Lua script (`EVAL`) running longer than this is aborted and its
+    /// writes are undone (`CONFIG GET lua-time-limit`).
+    pub lua_time_limit_ms: u64,
     /// Take a snapshot (and truncate the log behind it) after this many log
     /// entries; 0 disables automatic snapshots.
     pub snapshot_entries: u64,
@@ -251,6 +254,7 @@ impl Default for Config {
             maxmemory: 0,
             maxmemory_policy: tandem_core::evict::Policy::NoEviction,
             maxmemory_samples: tandem_core::evict::SAMPLES_DEFAULT,
+            lua_time_limit_ms: crate::scripting::LUA_TIME_LIMIT_MS_DEFAULT,
             snapshot_entries: SNAPSHOT_ENTRIES,
             segment_bytes_max: SEGMENT_BYTES_MAX,
             io_threads: 1,
@@ -318,6 +322,9 @@ impl Config {
             ));
         }
         crate::tls::validate(self)?;
+        if self.lua_time_limit_ms == 0 {
+            return Err("lua_time_limit_ms must be at least 1".into());
+        }
         if self.maxmemory_samples == 0 || self.maxmemory_samples > 1024 {
             return Err(format!("maxmemory_samples ({}) must be between 1 and 1024", self.maxmemory_samples));
         }

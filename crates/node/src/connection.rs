@@ -374,6 +374,10 @@ pub(crate) async fn dispatch(
         // A multi-leader or leaderless keyspace: its own replica answers,
         // under its own rules (no leader, no lease, no shared log).
         let name = route.keyspace.unwrap_or_default();
+        if spec.group == "scripting" {
+            let e = format!("ERR scripts run on single-leader keyspaces only; keyspace '{name}' is not single-leader");
+            return (spec.index(), reply(Frame::Error(e)), None);
+        }
         if client.tx.is_some() {
             abort_tx(client);
             let e = format!("ERR MULTI cannot include commands on keyspace '{name}': it is not single-leader");

@@ -418,6 +418,40 @@ impl Db {
         }
     }
 
+    /// Runs `f` (a Lua script, `crate::scripting`) on the store and an empty
+    /// write batch under the state write lock, like one write command:
+    /// refused while the log failed or writes are stopped, `maxmemory`
+    /// enforced first, and whatever effects `f` leaves in the batch are
+    /// committed as ONE log entry (a failed script left none: it undid
+    /// them itself). Returns the reply and the LSN to wait for.
+    pub fn execute_script(&self, f: impl FnOnce(&mut Store, &mut Batch, u64) -> Frame) -> (Frame, Option<Lsn>) {
+        if let Some(e) = self.log.failed() {
+            return (Frame::Error(format!("MISCONF the log cannot be written, writes are refused: {e}")), None);
+        }
+        let mut state = self.state.write();
+        if self.writes_stopped.load(Ordering::Acquire) {
+            return (Frame::Error("TRYAGAIN writes are paused for a switchover; retry".into()), None);
+        }
+        let now_ms = unix_ms().max(state.last_commit_ms);
+        let state = &mut *state;
+        if let Err(oom) = self.make_room(state, now_ms, || true) {
+            return (Frame::Error(oom.into()), None);
+        }
+        debug_assert!(state.batch.is_empty(), "a batch starts empty");
+        let reply = f(&mut state.store, &mut state.batch, now_ms);
+        if let Some(e) = state.batch.refusal() {
+            state.batch.rollback(&mut state.store);
+            return (Frame::Error(e), None);
+        }
+        if state.batch.is_empty() {
+            return (reply, None);
+        }
+        match self.commit(state, now_ms) {
+            Ok(lsn) => (reply, Some(lsn)),
+            Err(e) => (Frame::Error(e), None),
+        }
+    }
+
     /// `WATCH`: `client` watches `keys`. Returns, per key, whether it was
     /// live (a key missing or expired now is "stale": its expiry cleanup
     /// does not abort the transaction, as in Redis).

@@ -13,6 +13,8 @@
 //! - [`connection`]: one RESP client connection, pipelining and limits.
 //! - [`node_commands`]: commands that need the connection or node
 //!   (`HELLO`, `AUTH`, `INFO`, `CONFIG`, `COMMAND`, `CLIENT`, `SAVE`).
+//! - [`scripting`]: `EVAL` / `EVALSHA` / `SCRIPT`: the script cache, the
+//!   time limit and `SCRIPT KILL`, running a script as one write.
 //! - [`admin`]: the HTTP endpoint (`/healthz`, `/status`, `/metrics`,
 //!   `/faults`, `/cluster`, `/events`, `/switchover`, `/backup/*`).
 //! - [`dashboard`]: the live dashboard page at the admin port's `/` and
@@ -64,6 +66,7 @@ pub mod peer_auth;
 pub mod pubsub;
 pub mod repl;
 pub mod rollback;
+pub mod scripting;
 pub mod sentinel;
 pub mod server;
 pub mod tls;

@@ -70,6 +70,8 @@ pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &Comm
         }
         "config" => config(shared, args),
         "function" => function(args),
+        "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => return crate::scripting::eval(shared, spec, args).await,
+        "script" => crate::scripting::script_command(shared, args),
         "command" => command_cmd(args),
         "info" => info(shared, args),
         "save" => save(shared).await,
@@ -497,6 +499,8 @@ fn config_params(shared: &Shared) -> Vec<(&'static str, String)> {
         ("maxmemory", shared.db.memory().max_bytes().to_string()),
         ("maxmemory-policy", shared.db.memory().policy().to_string()),
         ("maxmemory-samples", shared.db.memory().samples().to_string()),
+        ("lua-time-limit", c.lua_time_limit_ms.to_string()),
+        ("busy-reply-threshold", c.lua_time_limit_ms.to_string()),
         ("port", c.client_addr.port().to_string()),
         ("proto-max-bulk-len", c.limits.bulk_bytes_max.to_string()),
         ("client-query-buffer-limit", c.limits.query_buffer_bytes_max.to_string()),

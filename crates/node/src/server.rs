@@ -78,6 +78,8 @@ pub struct Shared {
     pub tls: Option<crate::tls::Tls>,
     /// The replicas of the multi-leader and leaderless keyspaces.
     pub engines: Arc<crate::engines::Engines>,
+    /// The Lua script cache and the running script (`EVAL`, `SCRIPT`).
+    pub scripts: crate::scripting::Scripts,
     /// Every client connection, the monitor feed, the slow log.
     pub clients: Arc<crate::clients::Clients>,
     next_client_id: AtomicU64,
@@ -245,6 +247,7 @@ pub async fn run(
         clients: Arc::new(crate::clients::Clients::new()),
         next_client_id: AtomicU64::new(1),
         snapshot_running: std::sync::atomic::AtomicBool::new(false),
+        scripts: crate::scripting::Scripts::default(),
     });
 
     let admin = tokio::spawn(crate::admin::serve(shared.clone(), admin_listener, shutdown_rx.clone()));

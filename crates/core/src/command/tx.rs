@@ -48,7 +48,7 @@ pub fn queue_decision(spec: &CommandSpec, queued: usize) -> Result<QueueDecision
         "multi" => QueueDecision::RejectKeep(Frame::Error("ERR MULTI calls can not be nested".into())),
         "watch" => QueueDecision::RejectKeep(Frame::Error("ERR WATCH inside MULTI is not allowed".into())),
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "wait" | "waitlsn" | "switchover"
-        | "replicaof" | "slaveof" | "save" | "hello" | "auth" => {
+        | "replicaof" | "slaveof" | "save" | "hello" | "auth" | "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => {
             return Err(Frame::Error("ERR Command not allowed inside a transaction".into()))
         }
         _ if queued >= TX_QUEUE_COMMANDS_MAX => {
@@ -185,5 +185,13 @@ mod tests {
         assert_eq!(queue_decision(spec("exec"), 0), Ok(QueueDecision::RunNow));
         assert_eq!(queue_decision(spec("set"), 0), Ok(QueueDecision::Queue));
         assert!(queue_decision(spec("set"), TX_QUEUE_COMMANDS_MAX).is_err());
+    }
+
+    #[test]
+    fn a_script_cannot_be_queued_in_a_transaction() {
+        // EVAL runs as its own write; queued, it would escape the EXEC entry.
+        for name in ["eval", "evalsha", "eval_ro", "evalsha_ro"] {
+            assert!(queue_decision(spec(name), 0).is_err(), "{name}");
+        }
     }
 }
