@@ -37,7 +37,6 @@ use tandem_core::glob::glob_match;
 use tandem_core::repl::{NodeId, PeerMsg};
 use tandem_core::resp::{self, Frame, Protocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::connection::ClientState;
@@ -205,7 +204,12 @@ impl Hub {
     }
 
     /// Serves the inbound stream of messages a peer publishes.
-    pub async fn serve_peer(self: Arc<Self>, mut stream: TcpStream, mut buf: BytesMut, peer: NodeId) {
+    pub async fn serve_peer(
+        self: Arc<Self>,
+        mut stream: crate::peer_auth::PeerStream,
+        mut buf: BytesMut,
+        peer: NodeId,
+    ) {
         loop {
             match wire::read_frame(&mut stream, &mut buf).await {
                 Ok(PeerMsg::Keyspace { body }) => match decode_message(body) {

@@ -187,14 +187,11 @@ fn run(seed: u64, policy: ConflictPolicy) -> Result<Run, String> {
     }
     let (mut sibling_keys, mut siblings, mut cart_present) = (0u64, 0u64, 0u64);
     for v in nodes[0].keys().values() {
-        match v {
-            KeyValue::Siblings(m) => {
-                siblings += m.sibs.len() as u64;
-                if m.sibs.len() > 1 {
-                    sibling_keys += 1;
-                }
+        if let KeyValue::Siblings(m) = v {
+            siblings += m.sibs.len() as u64;
+            if m.sibs.len() > 1 {
+                sibling_keys += 1;
             }
-            _ => {}
         }
     }
     for item in &cart_acked {
