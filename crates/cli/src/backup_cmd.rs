@@ -35,6 +35,8 @@ pub enum BackupCommand {
         /// The node's admin (HTTP) address (`--from` is an old name).
         #[arg(long = "admin", alias = "from", default_value = "127.0.0.1:7380", env = "TANDEM_ADMIN_ADDR")]
         from: String,
+        #[command(flatten)]
+        tls: crate::http::AdminTlsArgs,
     },
     /// List base backups, archive streams, and what is restorable to which
     /// LSNs and times.
@@ -101,7 +103,10 @@ pub struct RestoreArgs {
 /// Runs `tandem backup ...`.
 pub fn run(command: BackupCommand) -> ExitCode {
     let result = match command {
-        BackupCommand::Base { repo, from } => base(&repo, &from),
+        BackupCommand::Base { repo, from, tls } => {
+            tls.install();
+            base(&repo, &from)
+        }
         BackupCommand::List { repo, json } => list(&repo, json),
         BackupCommand::Verify { repo } => verify(&repo),
         BackupCommand::Prune { repo, keep, keep_within } => prune(&repo, keep, keep_within.as_deref()),

@@ -23,6 +23,8 @@ pub struct ClusterArgs {
     /// a comma-separated list).
     #[arg(long, alias = "admin-addr", global = true, default_value = crate::status_cmd::UP_ADMINS_DEFAULT, env = "TANDEM_ADMIN_ADDR")]
     admin: String,
+    #[command(flatten)]
+    tls: crate::http::AdminTlsArgs,
     #[command(subcommand)]
     command: ClusterCommand,
 }
@@ -61,6 +63,7 @@ pub(crate) fn http(addrs: &str, method: &str, path: &str, body: Option<&str>) ->
 
 /// Runs `tandem cluster`.
 pub fn run(args: ClusterArgs) -> ExitCode {
+    args.tls.install();
     let result = match &args.command {
         ClusterCommand::Show => http(&args.admin, "GET", "/cluster", None),
         ClusterCommand::Add { id, peer_addr } => {

@@ -69,6 +69,8 @@ pub struct DrillArgs {
     /// Leave the restored node running (prints its addresses and pid).
     #[arg(long)]
     keep_running: bool,
+    #[command(flatten)]
+    tls: crate::http::AdminTlsArgs,
 }
 
 /// Runs `tandem dr ...`.
@@ -168,6 +170,7 @@ fn stop_on_signals() {
 }
 
 fn drill(args: DrillArgs) -> Result<bool, String> {
+    args.tls.install();
     stop_on_signals();
     let repo = Repository::open(&args.repo).map_err(|e| e.to_string())?;
     let data_dir = args.data_dir.unwrap_or_else(|| PathBuf::from(format!("tandem-drill-{}", unix_ms())));

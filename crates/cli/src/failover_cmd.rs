@@ -22,6 +22,8 @@ pub struct SwitchoverArgs {
     /// abandoned (the old leader then leads on), ms.
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
+    #[command(flatten)]
+    tls: crate::http::AdminTlsArgs,
 }
 
 /// `tandem rollback ...`.
@@ -46,6 +48,7 @@ pub enum RollbackCommand {
 
 /// Runs `tandem switchover`.
 pub fn switchover(args: SwitchoverArgs) -> ExitCode {
+    args.tls.install();
     let path = format!("/switchover?to={}&timeout_ms={}", args.to, args.timeout_ms);
     let mut result = Err(format!("no admin address in {:?}", args.admin));
     for addr in crate::http::split_addrs(&args.admin) {

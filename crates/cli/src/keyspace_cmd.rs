@@ -21,6 +21,8 @@ pub struct KeyspaceArgs {
     /// Print the node's JSON answer instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    tls: crate::http::AdminTlsArgs,
     #[command(subcommand)]
     command: KeyspaceCommand,
 }
@@ -82,6 +84,7 @@ enum KeyspaceCommand {
 
 /// Runs `tandem keyspace ...`.
 pub fn run(args: KeyspaceArgs) -> ExitCode {
+    args.tls.install();
     let result = match &args.command {
         KeyspaceCommand::Create { name, prefix, mode, ack, ack_level, conflict, n, w, r, sloppy } => {
             let body = serde_json::json!({

@@ -27,6 +27,8 @@ pub struct StatusArgs {
     /// Print the nodes' `/status` documents and the events as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: crate::http::AdminTlsArgs,
 }
 
 /// One node's answer.
@@ -37,6 +39,7 @@ struct NodeStatus {
 
 /// Runs `tandem status`.
 pub fn run(args: StatusArgs) -> ExitCode {
+    args.tls.install();
     let addrs = http::split_addrs(&args.admin);
     let nodes: Vec<NodeStatus> = addrs
         .iter()

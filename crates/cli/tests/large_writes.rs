@@ -104,6 +104,35 @@ fn an_oversized_mset_on_a_leader_reaches_no_follower() {
     assert_no_panic(c.leader());
 }
 
+/// A value of many peer-frame fragments (decision 0028: frames over 2 MiB
+/// cross the wire in 1 MiB fragments, decoded and applied off the event
+/// loop) reaches every follower byte for byte, a write after it too, and a
+/// follower killed with -9 has it after restart.
+#[test]
+fn a_value_sent_in_fragments_is_intact_on_every_follower_and_after_kill_9() {
+    let mut c = Cluster::three(&[]);
+    c.wait_streaming(&[2, 3]);
+    let big: Vec<u8> = (0..(20usize << 20)).map(|i| (i % 251) as u8).collect();
+    let mut con = c.leader().conn();
+    let () = redis::cmd("SET").arg("big").arg(&big).query(&mut con).unwrap();
+    let () = redis::cmd("SET").arg("after").arg("1").query(&mut con).unwrap();
+    let intact = |server: &TestServer| {
+        let mut f = server.conn();
+        let caught_up = eventually(Duration::from_secs(30), || {
+            redis::cmd("GET").arg("after").query::<Option<String>>(&mut f).unwrap().is_some()
+        });
+        caught_up && redis::cmd("GET").arg("big").query::<Option<Vec<u8>>>(&mut f).unwrap().as_deref() == Some(&big[..])
+    };
+    for id in [2, 3] {
+        assert!(intact(c.node(id)), "follower {id} lacks the fragmented value\n{}", c.stderrs());
+        assert_no_panic(c.node(id));
+    }
+    c.node_mut(2).kill9();
+    c.node_mut(2).restart();
+    assert!(intact(c.node(2)), "follower 2 lost the value in a kill -9\n{}", c.stderrs());
+    assert_no_panic(c.leader());
+}
+
 /// The cases at the real default limits: two 300 MiB values in one
 /// `MSET` (600 MiB of effects, over the 512 MiB log entry), and a bulk of
 /// 536 870 880 bytes (over the default bulk limit, which leaves room for the

@@ -1,7 +1,10 @@
-//! TLS on the client port (issue 15 item 3, part): with `--tls-cert` and
-//! `--tls-key`, `redis-cli --tls --cacert` works and a plain-text client
-//! gets no answer (its bytes fail the handshake; the connection is
-//! closed). Certificates are generated at test time with rcgen.
+//! TLS (issue 15 item 3): with `--tls-cert` and `--tls-key`, `redis-cli
+//! --tls --cacert` and the `redis` crate over `rediss://` work and a
+//! plain-text client gets no answer (its bytes fail the handshake; the
+//! connection is closed); the `tandem` CLI reaches the HTTPS admin port with
+//! `https://` addresses and `--tls-ca` / `TANDEM_TLS_CA`; with `--tls-ca`
+//! peers speak mutual TLS. Certificates are generated at test time with
+//! rcgen.
 
 mod common;
 
@@ -143,4 +146,94 @@ fn a_tls_ca_without_a_certificate_is_refused_at_start() {
     let dir = tempdir();
     let failure = TestServer::try_start(dir.path(), &["--tls-ca", &ca]).err().expect("--tls-ca alone started");
     assert!(failure.stderr.contains("--tls-ca needs --tls-cert"), "unclear error: {}", failure.stderr);
+}
+
+/// Runs `tandem ARGS` with extra environment variables; (success, stdout,
+/// stderr).
+fn tandem(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new(common::tandem_bin())
+        .args(args)
+        .env_remove("TANDEM_TLS_CA")
+        .env_remove("TANDEM_ADMIN_ADDR")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run tandem");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_reaches_an_https_admin_port_verifying_the_node_against_the_ca() {
+    let certs_dir = tempdir();
+    let (ca, cert, key) = certificates(certs_dir.path());
+    let foreign_dir = tempdir();
+    let (foreign_ca, _, _) = certificates(foreign_dir.path());
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), &["--tls-cert", &cert, "--tls-key", &key]);
+    let https = format!("https://127.0.0.1:{}", server.admin_addr().port());
+
+    // `status` with --tls-ca: the node's /status document over HTTPS.
+    let (ok, out, err) = tandem(&["status", "--json", "--admin", &https, "--tls-ca", &ca], &[]);
+    assert!(ok, "tandem status over https failed: {out} {err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("status --json prints JSON");
+    assert!(out.contains("\"role\""), "no /status document in {doc}");
+    // `backup base` with TANDEM_TLS_CA: the node's snapshot and log pulled
+    // over HTTPS into a repository that verifies; `keyspace list` too.
+    let mut conn = tls_conn(&server, &ca).expect("a TLS connection with the CA");
+    redis::cmd("SET").arg("k").arg("backed up").query::<()>(&mut conn).expect("SET over TLS");
+    let repo = tempdir();
+    let repo_path = repo.path().join("repo").display().to_string();
+    let env = [("TANDEM_TLS_CA", ca.as_str())];
+    let (ok, out, err) = tandem(&["backup", "base", "--repo", &repo_path, "--admin", &https], &env);
+    assert!(ok, "tandem backup base over https failed: {out} {err}");
+    let (ok, out, err) = tandem(&["backup", "verify", "--repo", &repo_path], &[]);
+    assert!(ok, "the backup taken over https does not verify: {out} {err}");
+    let (ok, out, err) = tandem(&["keyspace", "list", "--admin", &https], &env);
+    assert!(ok && out.contains("default"), "tandem keyspace list over https: {out} {err}");
+
+    // Without a CA the CLI says what it needs instead of trusting the node.
+    let (ok, out, err) = tandem(&["status", "--admin", &https], &[]);
+    assert!(!ok, "status over https without a CA succeeded: {out}");
+    assert!(err.contains("--tls-ca") || out.contains("--tls-ca"), "unclear error without a CA: {out} {err}");
+    // A CA that did not sign the node's certificate: refused.
+    let (ok, out, err) = tandem(&["keyspace", "list", "--admin", &https, "--tls-ca", &foreign_ca], &[]);
+    assert!(!ok, "a node signed by another CA was trusted: {out}");
+    assert!(err.to_lowercase().contains("certificate"), "unclear error for a foreign CA: {err}");
+    // A plain-HTTP address to the HTTPS port gets no answer.
+    let plain = server.admin_addr().to_string();
+    let (ok, out, _) = tandem(&["keyspace", "list", "--admin", &plain], &[]);
+    assert!(!ok, "plain HTTP was answered by the HTTPS admin port: {out}");
+}
+
+/// A `redis` crate connection over `rediss://` trusting the CA file `ca`.
+fn tls_conn(server: &TestServer, ca: &str) -> redis::RedisResult<redis::Connection> {
+    let url = format!("rediss://127.0.0.1:{}/", server.client_addr().port());
+    let root_cert = Some(std::fs::read(ca).unwrap());
+    let client = redis::Client::build_with_tls(url.as_str(), redis::TlsCertificates { client_tls: None, root_cert })?;
+    client.get_connection_with_timeout(Duration::from_secs(10))
+}
+
+#[test]
+fn the_redis_crate_sets_and_gets_over_rediss_with_the_test_ca() {
+    let certs_dir = tempdir();
+    let (ca, cert, key) = certificates(certs_dir.path());
+    let dir = tempdir();
+    let server = TestServer::start(dir.path(), &["--tls-cert", &cert, "--tls-key", &key]);
+    let url = format!("rediss://127.0.0.1:{}/", server.client_addr().port());
+    let mut conn = tls_conn(&server, &ca).expect("a TLS connection with the CA");
+    let value = vec![7u8; 300_000];
+    redis::cmd("SET").arg("k").arg(&value).query::<()>(&mut conn).expect("SET over TLS");
+    let got: Vec<u8> = redis::cmd("GET").arg("k").query(&mut conn).expect("GET over TLS");
+    assert!(got == value, "GET over TLS returned {} bytes, not the value set", got.len());
+    // The same URL without the CA: the node's certificate is not trusted.
+    let untrusted = redis::Client::open(url.as_str()).unwrap().get_connection_with_timeout(Duration::from_secs(10));
+    assert!(untrusted.is_err(), "a client without the CA trusted the node");
+    // Plain `redis://` to the TLS port: no answer.
+    let plain = redis::Client::open(server.url()).unwrap().get_connection_with_timeout(Duration::from_secs(5));
+    let answered = plain.is_ok_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok());
+    assert!(!answered, "a plain-text redis client was answered on the TLS port");
 }

@@ -441,12 +441,28 @@ pub(crate) async fn dispatch(
     }
     let outcome = match spec.handler {
         Handler::Node => crate::node_commands::execute(shared, client, spec, args).await,
+        handler @ Handler::Write(_) if args_bytes(args) > crate::db::LARGE_WRITE_BYTES => {
+            // A large write copies its value several times (store, log
+            // entry, log record): on a blocking thread, so the event loop
+            // keeps serving other clients and the peer links that renew the
+            // leader lease meanwhile (decision 0028).
+            let (db, args) = (shared.db.clone(), args.to_vec());
+            let (frame, wait_lsn) = tokio::task::spawn_blocking(move || db.execute(handler, &args))
+                .await
+                .unwrap_or_else(|_| (Frame::Error("ERR the write's worker thread failed".into()), None));
+            Outcome { reply: frame, wait_lsn }
+        }
         handler => {
             let (frame, wait_lsn) = shared.db.execute(handler, args);
             Outcome { reply: frame, wait_lsn }
         }
     };
     (spec.index(), outcome, route.durability.or(tx_durability))
+}
+
+/// Bytes in a command's arguments.
+fn args_bytes(args: &[Bytes]) -> usize {
+    args.iter().map(Bytes::len).sum()
 }
 
 /// The timeout (ms, 0: forever) if this outcome of a blocking list command

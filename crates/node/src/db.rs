@@ -68,6 +68,11 @@ const _: () = assert!(ENTRY_PAYLOAD_BYTES_MAX <= RECORD_PAYLOAD_BYTES_MAX);
 const _: () = assert!(CHUNK_BYTES_MAX <= snapshot::SNAPSHOT_CHUNK_BYTES_MAX);
 const _: () = assert!(CHUNK_BYTES_MAX + 1024 <= tandem_core::repl::msg::PEER_FRAME_BYTES_MAX);
 
+/// A write (or replicated batch) with more argument bytes than this is
+/// executed on a blocking thread, never on the event loop; a larger frame
+/// is encoded there too (decision 0028).
+pub const LARGE_WRITE_BYTES: usize = 1 << 20;
+
 /// Monotonic milliseconds since the process started (never 0). Leases are
 /// measured with this clock only: a wall clock can jump.
 pub fn mono_ms() -> u64 {
@@ -197,6 +202,13 @@ pub struct Db {
     blocked: AtomicU64,
     /// `maxmemory`: the limit and policy in force.
     memory: crate::maxmemory::MemoryLimit,
+    /// Mirrors of `State::epoch` and `State::last_lsn` (stored under the
+    /// state lock when they change), so lease renewals and replication
+    /// read them without waiting for a large write that holds the lock.
+    epoch_now: AtomicU64,
+    last_lsn_now: AtomicU64,
+    /// Mirror of the epoch of the last log entry (failover reports).
+    last_entry_epoch_now: AtomicU64,
 }
 
 /// Most clients that may block in `BLPOP`/`BRPOP`/`BLMOVE`/`BLMPOP` at
@@ -338,6 +350,7 @@ impl Db {
             fsync_metrics.fsyncs.inc();
             fsync_metrics.fsync_seconds.observe(elapsed.as_secs_f64());
         }));
+        let last_entry_epoch = history.last_epoch(last_lsn);
         let db = Db {
             state: RwLock::new(State {
                 store,
@@ -363,6 +376,9 @@ impl Db {
                 crate::backlog::BACKLOG_BYTES_MAX
             })),
             applied_tx: watch::channel(last_lsn).0,
+            epoch_now: AtomicU64::new(epoch),
+            last_lsn_now: AtomicU64::new(last_lsn),
+            last_entry_epoch_now: AtomicU64::new(last_entry_epoch),
             epoch_path,
             history_path,
             writes_stopped: std::sync::atomic::AtomicBool::new(false),
@@ -610,6 +626,7 @@ impl Db {
         }
         state.payload = payload;
         state.last_lsn = lsn;
+        self.publish(state);
         state.last_commit_ms = now_ms;
         self.applied_tx.send_replace(lsn);
         Ok(lsn)
@@ -651,9 +668,11 @@ impl Db {
             self.backlog.lock().push(wire.lsn, wire.epoch, entry.commit_ms, wire.payload.clone());
             state.last_lsn = wire.lsn;
             state.epoch = state.epoch.max(wire.epoch);
+            self.publish(&state);
             state.last_commit_ms = state.last_commit_ms.max(entry.commit_ms);
             if state.history.epoch_at(wire.lsn) != Some(wire.epoch) {
                 state.history.record(wire.epoch, wire.lsn);
+                self.publish(&state);
                 write_history(&self.history_path, &state.history).map_err(|e| e.to_string())?;
             }
             last = (wire.lsn, entry.commit_ms);
@@ -689,10 +708,12 @@ impl Db {
         self.touch_watched(&[Effect::FlushAll]);
         state.last_lsn = start_lsn;
         state.epoch = state.epoch.max(epoch);
+        self.publish(&state);
         let mut adopted = history.clone();
         adopted.truncate_after(start_lsn);
         write_history(&self.history_path, &adopted)?;
         state.history = adopted;
+        self.publish(&state);
         self.snapshot_lsn.store(start_lsn, Ordering::Relaxed);
         self.snapshot_unix_ms.store(created_unix_ms, Ordering::Relaxed);
         drop(state);
@@ -766,7 +787,15 @@ impl Db {
 
     /// Current epoch.
     pub fn epoch(&self) -> Epoch {
-        self.with_state(|s| s.epoch)
+        self.epoch_now.load(Ordering::Acquire)
+    }
+
+    /// Stores the lock-free mirrors of the epoch and last LSN; called
+    /// under the state lock after either changes.
+    fn publish(&self, state: &State) {
+        self.epoch_now.store(state.epoch, Ordering::Release);
+        self.last_lsn_now.store(state.last_lsn, Ordering::Release);
+        self.last_entry_epoch_now.store(state.history.last_epoch(state.last_lsn), Ordering::Release);
     }
 
     /// Raises the epoch to `epoch` (never lowers it) and persists it.
@@ -781,6 +810,7 @@ impl Db {
             .and_then(|_| std::fs::rename(&tmp, &self.epoch_path))
             .map_err(|e| DbError::Storage(tandem_storage::StorageError::io(&self.epoch_path, "write epoch", e)))?;
         state.epoch = epoch;
+        self.publish(&state);
         Ok(())
     }
 
@@ -792,6 +822,7 @@ impl Db {
         let first = state.last_lsn + 1;
         let before = state.history.clone();
         state.history.record(epoch, first);
+        self.publish(&state);
         if state.history != before {
             write_history(&self.history_path, &state.history)?;
         }
@@ -838,7 +869,7 @@ impl Db {
 
     /// The epoch of the last entry in the log (0 for an empty log).
     pub fn last_entry_epoch(&self) -> Epoch {
-        self.with_state(|s| s.history.last_epoch(s.last_lsn))
+        self.last_entry_epoch_now.load(Ordering::Acquire)
     }
 
     /// Deletes up to `max` expired keys through the log (active expiry).
@@ -1013,7 +1044,7 @@ impl Db {
 
     /// Last applied (on a leader: appended) LSN.
     pub fn last_lsn(&self) -> Lsn {
-        self.with_state(|s| s.last_lsn)
+        self.last_lsn_now.load(Ordering::Acquire)
     }
 
     /// Keeps the log from `lsn` on (the log archive has not shipped it yet):

@@ -24,7 +24,7 @@ use tandem_core::Lsn;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
-use super::wire::{encode_frame, read_frame, write_frame};
+use super::wire::{encode_frame, read_frame, read_frame_offloaded, write_frame};
 use crate::db::{mono_ms, unix_ms, Db};
 use crate::events::{EventFields, Events};
 use crate::faults::Faults;
@@ -212,8 +212,14 @@ async fn session(
     // limit bounds what can pile up in the inbox.
     let (inbox_tx, mut inbox) = mpsc::channel::<Result<PeerMsg, String>>(FOLLOWER_INBOX_MAX);
     let reader_task = tokio::spawn(async move {
+        let mut partial = Vec::new();
         loop {
-            let msg = match tokio::time::timeout(LEADER_SILENCE_TIMEOUT, read_frame(&mut reader, &mut buf)).await {
+            let msg = match tokio::time::timeout(
+                LEADER_SILENCE_TIMEOUT,
+                read_frame_offloaded(&mut reader, &mut buf, &mut partial),
+            )
+            .await
+            {
                 Ok(Ok(msg)) => Ok(msg),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("no word from the leader for {LEADER_SILENCE_TIMEOUT:?}")),
@@ -232,6 +238,9 @@ async fn session(
 /// Entries received but not yet applied: (when they may be applied, entries).
 type PendingApply = VecDeque<(tokio::time::Instant, Vec<WireEntry>)>;
 
+/// A large batch applied on a blocking thread: its last LSN and commit time.
+type ApplyTask = tokio::task::JoinHandle<Result<(Lsn, u64), String>>;
+
 async fn stream_loop(
     db: &Arc<Db>,
     metrics: &Metrics,
@@ -245,9 +254,21 @@ async fn stream_loop(
     let mut out = Vec::with_capacity(256);
     let mut pending: PendingApply = VecDeque::new();
     let mut replies: Vec<PeerMsg> = Vec::new();
+    // A large batch being applied on a blocking thread (its entry count):
+    // the loop keeps answering heartbeats (lease grants) meanwhile.
+    let mut applying: Option<(ApplyTask, u64)> = None;
     loop {
         let next_ready = pending.front().map(|(at, _)| *at);
         tokio::select! {
+            done = async { (&mut applying.as_mut().expect("guarded").0).await }, if applying.is_some() => {
+                let count = applying.take().expect("guarded").1;
+                let (last, commit_ms) = done.map_err(|e| format!("applying entries failed: {e}"))??;
+                if core.epoch() > db.epoch() {
+                    db.raise_epoch(core.epoch()).map_err(|e| e.to_string())?;
+                }
+                metrics.repl_entries_applied.inc_by(count);
+                core.handle_applied(last, commit_ms);
+            }
             msg = inbox.recv() => {
                 let msg = msg.ok_or("the connection reader stopped")??;
                 if params.faults.is_cut(params.leader_id) {
@@ -275,13 +296,22 @@ async fn stream_loop(
             _ = durable.changed() => {}
         }
         let now = tokio::time::Instant::now();
-        while pending.front().is_some_and(|(at, _)| *at <= now) {
+        while applying.is_none() && pending.front().is_some_and(|(at, _)| *at <= now) {
             let (_, batch) = pending.pop_front().expect("non-empty");
+            let (bytes, count) = (batch.iter().map(|e| e.payload.len()).sum::<usize>(), batch.len() as u64);
+            if bytes > crate::db::LARGE_WRITE_BYTES {
+                // Applying copies every value: a large batch on a blocking
+                // thread, finished in the select above, so this follower
+                // keeps granting the leader's lease meanwhile (decision 0028).
+                let db = db.clone();
+                applying = Some((tokio::task::spawn_blocking(move || db.apply_replicated(&batch)), count));
+                break;
+            }
             let (last, commit_ms) = db.apply_replicated(&batch)?;
             if core.epoch() > db.epoch() {
                 db.raise_epoch(core.epoch()).map_err(|e| e.to_string())?;
             }
-            metrics.repl_entries_applied.inc_by(batch.len() as u64);
+            metrics.repl_entries_applied.inc_by(count);
             core.handle_applied(last, commit_ms);
         }
         // Under everysec / never an entry is on "disk" once the OS has it:
@@ -370,8 +400,15 @@ async fn save_rollback(
     {
         return Ok(());
     }
-    let file = rollback::write(&params.data_dir, params.node_id, leader_id, epoch, kept, last, &entries, unix_ms())
-        .map_err(|e| format!("writing the rollback file in {}: {e}", params.data_dir.display()))?;
+    // Writing the file formats every removed value (a large one takes
+    // seconds): on a blocking thread, never on the event loop.
+    let (dir, node_id) = (params.data_dir.clone(), params.node_id);
+    let file = tokio::task::spawn_blocking(move || {
+        rollback::write(&dir, node_id, leader_id, epoch, kept, last, &entries, unix_ms())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("writing the rollback file in {}: {e}", params.data_dir.display()))?;
     let h = &file.header;
     metrics.rollback_entries.inc_by(h.entries);
     params.events.record(

@@ -212,7 +212,17 @@ impl LeaderHandle {
         // Instructions from the actor.
         let mut out = Vec::with_capacity(1 << 20);
         let result: Result<(), WireError> = async {
-            while let Some(t) = instructions.recv().await {
+            // Instructions taken off the queue while a fragmented frame was
+            // being sent (everything but heartbeats waits its turn).
+            let mut deferred: std::collections::VecDeque<Transmit> = std::collections::VecDeque::new();
+            loop {
+                let t = match deferred.pop_front() {
+                    Some(t) => t,
+                    None => match instructions.recv().await {
+                        Some(t) => t,
+                        None => break,
+                    },
+                };
                 if faults.is_cut(node_id) || read_task.is_finished() {
                     return Ok(());
                 }
@@ -252,8 +262,43 @@ impl LeaderHandle {
                             leader_now_ms: unix_ms(),
                         };
                         out.clear();
-                        super::wire::encode_frame(&msg, &mut out);
-                        tokio::io::AsyncWriteExt::write_all(&mut writer, &out).await?;
+                        if bytes > crate::db::LARGE_WRITE_BYTES {
+                            // Encoding copies every payload: a large one on a
+                            // blocking thread, so lease renewals and the other
+                            // followers' streams go on (decision 0028).
+                            let mut buf = std::mem::take(&mut out);
+                            buf = tokio::task::spawn_blocking(move || {
+                                super::wire::encode_frame(&msg, &mut buf);
+                                buf
+                            })
+                            .await
+                            .expect("frame encoding does not panic");
+                            out = buf;
+                        } else {
+                            super::wire::encode_frame(&msg, &mut out);
+                        }
+                        if out.len() > super::wire::FRAGMENT_BYTES * 2 {
+                            // A large frame goes in fragments, with the
+                            // heartbeats (lease requests) queued meanwhile
+                            // sent between them: the lease never waits for
+                            // a whole large entry to cross the wire.
+                            let body = &out[4..];
+                            let mut chunks = body.chunks(super::wire::FRAGMENT_BYTES).peekable();
+                            while let Some(chunk) = chunks.next() {
+                                let last = chunks.peek().is_none();
+                                let header = super::wire::fragment_header(chunk.len(), last);
+                                tokio::io::AsyncWriteExt::write_all(&mut writer, &header).await?;
+                                tokio::io::AsyncWriteExt::write_all(&mut writer, chunk).await?;
+                                while let Ok(t) = instructions.try_recv() {
+                                    match t {
+                                        Transmit::Heartbeat { msg, .. } => write_frame(&mut writer, &msg).await?,
+                                        other => deferred.push_back(other),
+                                    }
+                                }
+                            }
+                        } else {
+                            tokio::io::AsyncWriteExt::write_all(&mut writer, &out).await?;
+                        }
                         tokio::io::AsyncWriteExt::flush(&mut writer).await?;
                         metrics.repl_bytes_sent.inc_by(out.len() as u64);
                         let _ = events.send(Event::Sent { to: node_id, session, last_lsn: last, bytes }).await;

@@ -67,6 +67,88 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut
     }
 }
 
+/// Length-word flag: the frame is one fragment of a larger frame (the
+/// leader's sender cuts frames over [`FRAGMENT_BYTES`] so heartbeats and
+/// lease requests can travel between the fragments, decision 0028).
+pub const FRAGMENT_FLAG: u32 = 1 << 31;
+/// Length-word flag, with [`FRAGMENT_FLAG`]: the last fragment.
+pub const LAST_FRAGMENT_FLAG: u32 = 1 << 30;
+/// Most bytes in one fragment.
+pub const FRAGMENT_BYTES: usize = 1 << 20;
+
+/// The length word of a fragment of `len` bytes.
+pub fn fragment_header(len: usize, last: bool) -> [u8; LEN_BYTES] {
+    debug_assert!(len <= FRAGMENT_BYTES);
+    (len as u32 | FRAGMENT_FLAG | if last { LAST_FRAGMENT_FLAG } else { 0 }).to_le_bytes()
+}
+
+/// Like [`read_frame`], but also takes fragmented frames (reassembled in
+/// `partial`, bounded by `PEER_FRAME_BYTES_MAX`), and a frame larger than
+/// [`crate::db::LARGE_WRITE_BYTES`] is decoded on a blocking thread
+/// (decoding copies every value), so the event loop keeps serving the
+/// lease and other peers meanwhile (decision 0028). Not cancel-safe while
+/// such a decode runs (the frame is out of `buf`): only for a reader that
+/// drops the connection when cancelled (the follower's stream reader).
+pub async fn read_frame_offloaded<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    partial: &mut Vec<u8>,
+) -> Result<PeerMsg, WireError> {
+    loop {
+        if buf.len() >= LEN_BYTES {
+            let word = u32::from_le_bytes(buf[..LEN_BYTES].try_into().expect("4 bytes"));
+            if word & FRAGMENT_FLAG != 0 {
+                let len = (word & !(FRAGMENT_FLAG | LAST_FRAGMENT_FLAG)) as usize;
+                if len > FRAGMENT_BYTES {
+                    return Err(WireError::TooLarge(len));
+                }
+                if buf.len() >= LEN_BYTES + len {
+                    if partial.len() + len > PEER_FRAME_BYTES_MAX {
+                        return Err(WireError::TooLarge(partial.len() + len));
+                    }
+                    buf.advance(LEN_BYTES);
+                    partial.extend_from_slice(&buf.split_to(len));
+                    if word & LAST_FRAGMENT_FLAG != 0 {
+                        let frame = std::mem::take(partial);
+                        return decode_off_loop(frame).await;
+                    }
+                    continue;
+                }
+            } else {
+                let len = word as usize;
+                if len > crate::db::LARGE_WRITE_BYTES && len <= PEER_FRAME_BYTES_MAX && buf.len() >= LEN_BYTES + len {
+                    buf.advance(LEN_BYTES);
+                    return decode_off_loop(buf.split_to(len).to_vec()).await;
+                }
+            }
+        }
+        // An incomplete fragment is not a frame: read more.
+        let fragment_pending = buf.len() >= LEN_BYTES && buf[LEN_BYTES - 1] & 0x80 != 0;
+        if !fragment_pending {
+            if let Some(msg) = take_frame(buf)? {
+                return Ok(msg);
+            }
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        if reader.read_buf(buf).await? == 0 {
+            return Err(WireError::Closed);
+        }
+    }
+}
+
+/// Decodes a frame body, on a blocking thread when it is large.
+async fn decode_off_loop(frame: Vec<u8>) -> Result<PeerMsg, WireError> {
+    if frame.len() <= crate::db::LARGE_WRITE_BYTES {
+        return Ok(PeerMsg::decode(&frame)?);
+    }
+    tokio::task::spawn_blocking(move || PeerMsg::decode(&frame))
+        .await
+        .map_err(|e| WireError::Io(std::io::Error::other(e)))?
+        .map_err(WireError::from)
+}
+
 /// Encodes `msg` as a frame into `out` (appending).
 pub fn encode_frame(msg: &PeerMsg, out: &mut Vec<u8>) {
     let start = out.len();
