@@ -189,14 +189,23 @@ pub fn command(shared: &Shared, args: &[Bytes]) -> Frame {
 /// only: every node runs its own watcher) whenever the leader this node
 /// vouches for changes, until the node shuts down.
 pub async fn watch_switch_master(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let mut last_master = view(&shared).master.filter(|m| m.up).map(|m| m.addr);
+    // The last leader this node knew of, up or not: a follower still
+    // catching up already knows who leads, and a switch away from that
+    // leader must be announced too.
+    let mut last_master = view(&shared).master.map(|m| m.addr);
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = tick.tick() => {}
         }
-        let Some(new) = view(&shared).master.filter(|m| m.up).map(|m| m.addr) else { continue };
+        let Some(master) = view(&shared).master else { continue };
+        if !master.up {
+            // Not announced until it serves; remember it only as the first.
+            last_master.get_or_insert(master.addr);
+            continue;
+        }
+        let new = master.addr;
         if let Some(old) = last_master.filter(|old| *old != new) {
             let payload =
                 format!("{} {} {} {} {}", shared.config.sentinel_name, old.ip(), old.port(), new.ip(), new.port());
