@@ -406,30 +406,12 @@ impl Db {
                 let state = self.state.read();
                 (f(&ReadCtx { store: &state.store, now_ms: unix_ms() }, args), None)
             }
-            Handler::Write(f) => {
-                if let Some(e) = self.log.failed() {
-                    return (Frame::Error(format!("MISCONF the log cannot be written, writes are refused: {e}")), None);
-                }
-                let mut state = self.state.write();
-                if self.writes_stopped.load(Ordering::Acquire) {
-                    return (Frame::Error("TRYAGAIN writes are paused for a switchover; retry".into()), None);
-                }
-                let now_ms = unix_ms().max(state.last_commit_ms);
-                let state = &mut *state;
-                if let Err(oom) = self.make_room(state, now_ms, || denies_oom(args)) {
-                    return (Frame::Error(oom.into()), None);
-                }
+            Handler::Write(f) => self.write_with(
+                || denies_oom(args),
                 // All or nothing: a write over a limit is refused and undone
                 // inside `execute`, before anything is logged.
-                let reply = tandem_core::write::execute(f, &mut state.store, now_ms, args, &mut state.batch);
-                if state.batch.is_empty() {
-                    return (reply, None);
-                }
-                match self.commit(state, now_ms) {
-                    Ok(lsn) => (reply, Some(lsn)),
-                    Err(e) => (Frame::Error(e), None),
-                }
-            }
+                |store, batch, now_ms| Ok(tandem_core::write::execute(f, store, now_ms, args, batch)),
+            ),
             Handler::Node => unreachable!("node commands are executed by the connection"),
         }
     }
@@ -441,6 +423,30 @@ impl Db {
     /// committed as ONE log entry (a failed script left none: it undid
     /// them itself). Returns the reply and the LSN to wait for.
     pub fn execute_script(&self, f: impl FnOnce(&mut Store, &mut Batch, u64) -> Frame) -> (Frame, Option<Lsn>) {
+        self.write_with(
+            || true,
+            |store, batch, now_ms| {
+                debug_assert!(batch.is_empty(), "a batch starts empty");
+                let reply = f(store, batch, now_ms);
+                if let Some(e) = batch.refusal() {
+                    batch.rollback(store);
+                    return Err(Frame::Error(e));
+                }
+                Ok(reply)
+            },
+        )
+    }
+
+    /// The one write path under the state write lock: refused while the
+    /// log failed or writes are stopped, `maxmemory` enforced first (for
+    /// commands `denyoom` says may grow memory), then `run` fills the batch
+    /// at `now_ms`, and whatever effects it leaves are committed as ONE log
+    /// entry. `Err` from `run` is a refusal that left nothing behind.
+    fn write_with(
+        &self,
+        denyoom: impl FnOnce() -> bool,
+        run: impl FnOnce(&mut Store, &mut Batch, u64) -> Result<Frame, Frame>,
+    ) -> (Frame, Option<Lsn>) {
         if let Some(e) = self.log.failed() {
             return (Frame::Error(format!("MISCONF the log cannot be written, writes are refused: {e}")), None);
         }
@@ -450,15 +456,13 @@ impl Db {
         }
         let now_ms = unix_ms().max(state.last_commit_ms);
         let state = &mut *state;
-        if let Err(oom) = self.make_room(state, now_ms, || true) {
+        if let Err(oom) = self.make_room(state, now_ms, denyoom) {
             return (Frame::Error(oom.into()), None);
         }
-        debug_assert!(state.batch.is_empty(), "a batch starts empty");
-        let reply = f(&mut state.store, &mut state.batch, now_ms);
-        if let Some(e) = state.batch.refusal() {
-            state.batch.rollback(&mut state.store);
-            return (Frame::Error(e), None);
-        }
+        let reply = match run(&mut state.store, &mut state.batch, now_ms) {
+            Ok(reply) => reply,
+            Err(refused) => return (refused, None),
+        };
         if state.batch.is_empty() {
             return (reply, None);
         }
