@@ -19,6 +19,7 @@ use crate::effect::Effect;
 use crate::glob::glob_match;
 use crate::resp::Frame;
 use crate::store::{Store, ValueRef};
+pub use flags::Flags;
 
 /// `?` for handlers that answer a [`Frame`]: the value of an `Ok`, or
 /// return the error reply. Shared by the command group modules below.
@@ -31,6 +32,7 @@ macro_rules! tri {
     };
 }
 
+pub mod flags;
 pub mod hash;
 pub mod keys;
 pub mod list;
@@ -68,7 +70,7 @@ pub struct CommandSpec {
     /// Redis arity: `n` exactly n arguments (name included), `-n` at least n.
     pub arity: i32,
     /// Redis command flags (`write`, `readonly`, `fast`, ...).
-    pub flags: &'static [&'static str],
+    pub flags: Flags,
     /// Position of the first key argument (0: none).
     pub first_key: i32,
     /// Position of the last key argument (-1: the last argument).
@@ -195,7 +197,7 @@ impl WriteCtx<'_> {
 
 macro_rules! cmd {
     ($name:literal, $arity:expr, [$($flag:literal),*], $fk:expr, $lk:expr, $st:expr, $group:literal, $summary:literal, $handler:expr) => {
-        CommandSpec { name: $name, arity: $arity, flags: &[$($flag),*], first_key: $fk, last_key: $lk, key_step: $st,
+        CommandSpec { name: $name, arity: $arity, flags: Flags::parse(&[$($flag),*]), first_key: $fk, last_key: $lk, key_step: $st,
                       group: $group, summary: $summary, handler: $handler }
     };
 }

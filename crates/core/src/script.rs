@@ -332,7 +332,7 @@ impl Host<'_, '_> {
             }
             _ => {}
         }
-        if spec.flags.contains(&"noscript") || matches!(spec.handler, Handler::Node) {
+        if spec.flags.contains(crate::command::Flags::NOSCRIPT) || matches!(spec.handler, Handler::Node) {
             return Frame::Error("ERR This Redis command is not allowed from script".into());
         }
         if spec.has_keys() {

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tandem_core::command::tx::{self, QueueDecision};
-use tandem_core::command::{self, CommandSpec, Handler};
+use tandem_core::command::{self, CommandSpec, Flags, Handler};
 use tandem_core::repl::{AckPolicy, Durability};
 use tandem_core::resp::{self, Frame, Protocol, ProtocolError};
 use tandem_core::Lsn;
@@ -355,7 +355,7 @@ pub(crate) async fn dispatch(
         abort_tx(client);
         return (command::COMMANDS.len(), reply(command::unknown_command(args)), None);
     };
-    if !client.authenticated && !spec.flags.contains(&"no_auth") {
+    if !client.authenticated && !spec.flags.contains(Flags::NO_AUTH) {
         abort_tx(client);
         return (spec.index(), reply(Frame::Error("NOAUTH Authentication required.".into())), None);
     }
@@ -396,7 +396,7 @@ pub(crate) async fn dispatch(
         // A leader that lost its lease must not answer from its (possibly
         // overwritten) state; `ECHO` and friends touch no key and pass.
         if let Some(e) = shared.repl.read_refusal() {
-            if spec.flags.contains(&"readonly") {
+            if spec.flags.contains(Flags::READONLY) {
                 return (spec.index(), reply(Frame::Error(e)), None);
             }
         }
@@ -470,7 +470,7 @@ fn args_bytes(args: &[Bytes]) -> usize {
 /// transaction a blocking command never waits (Redis).
 fn would_block(client: &ClientState, index: usize, args: &[Bytes], outcome: &Outcome) -> Option<u64> {
     let spec = command::COMMANDS.get(index)?;
-    if client.tx.is_some() || !spec.flags.contains(&"blocking") || !matches!(outcome.reply, Frame::NullArray) {
+    if client.tx.is_some() || !spec.flags.contains(Flags::BLOCKING) || !matches!(outcome.reply, Frame::NullArray) {
         return None;
     }
     let arg = command::list::blocking_timeout_arg(spec.name, args)?;

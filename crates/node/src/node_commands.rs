@@ -656,7 +656,7 @@ fn command_info(spec: &CommandSpec) -> Frame {
     Frame::Array(vec![
         bulk(spec.name),
         Frame::Integer(spec.arity as i64),
-        Frame::Set(spec.flags.iter().map(|f| simple(f)).collect()),
+        Frame::Set(spec.flags.names().map(simple).collect()),
         Frame::Integer(spec.first_key as i64),
         Frame::Integer(spec.last_key as i64),
         Frame::Integer(spec.key_step as i64),
