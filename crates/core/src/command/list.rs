@@ -290,9 +290,13 @@ pub(super) fn lpos(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
         i += 2;
     }
     let l = tri!(list_of(cx, &args[1]));
-    let items = l.map(|l| &l.items);
-    let len = items.map_or(0, |i| i.len());
-    let positions: Box<dyn Iterator<Item = usize>> = if rank > 0 { Box::new(0..len) } else { Box::new((0..len).rev()) };
+    // One pass over the elements from the chosen end (an index per
+    // element would cost a node walk each).
+    let positions: Box<dyn Iterator<Item = (usize, &[u8])>> = match l {
+        None => Box::new(std::iter::empty()),
+        Some(l) if rank > 0 => Box::new(l.items.iter().enumerate()),
+        Some(l) => Box::new(l.items.iter().enumerate().rev()),
+    };
     let want = match count {
         Some(0) => usize::MAX,
         Some(c) => c,
@@ -300,11 +304,11 @@ pub(super) fn lpos(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     };
     let mut skip = rank.unsigned_abs() - 1;
     let mut found = Vec::new();
-    for (scanned, p) in positions.enumerate() {
+    for (scanned, (p, item)) in positions.enumerate() {
         if maxlen > 0 && scanned >= maxlen {
             break;
         }
-        if items.is_some_and(|it| it[p][..] == args[2][..]) {
+        if item == &args[2][..] {
             if skip > 0 {
                 skip -= 1;
                 continue;
