@@ -1446,13 +1446,9 @@ impl Store {
                         put_bytes(out, v);
                     },
                 ),
-                ValueRef::List(list) => w.collection(
-                    4,
-                    &list.seq.to_le_bytes(),
-                    list.items.iter(),
-                    |i| 4 + i.len(),
-                    |out, i| put_bytes(out, i),
-                ),
+                ValueRef::List(list) => {
+                    w.collection(4, &list.seq.to_le_bytes(), list.items.iter(), |i| 4 + i.len(), put_bytes)
+                }
                 ValueRef::ZSet(z) => w.collection(
                     5,
                     &[],
@@ -1893,8 +1889,8 @@ mod tests {
         assert_eq!((loaded.len(), loaded.keys_with_expiry()), (4, 2));
         let Some((ValueRef::List(l), Some(7_000_000))) = loaded.get(b"big-list", 0) else { panic!("list") };
         assert_eq!(l.seq, 41);
-        assert_eq!(l.items.front().map(|i| &i[..]), Some(&b"element-0"[..]), "order kept across chunks");
-        assert_eq!(l.items.back().map(|i| &i[..]), Some(&b"element-299"[..]));
+        assert_eq!(l.items.front(), Some(&b"element-0"[..]), "order kept across chunks");
+        assert_eq!(l.items.back(), Some(&b"element-299"[..]));
         let mut unchunked = Store::new(5);
         let mut buf = Vec::new();
         for bucket in 0..BUCKETS {

@@ -65,9 +65,9 @@ fn pop_n(cx: &mut WriteCtx<'_>, key: &Bytes, left: bool, count: usize, len: usiz
     let items: Vec<Frame> = {
         let l = list_ref(cx, key).expect("caller checked the list exists");
         if left {
-            l.items.iter().take(count).map(|i| bulk(i)).collect()
+            l.items.iter().take(count).map(bulk).collect()
         } else {
-            l.items.iter().rev().take(count).map(|i| bulk(i)).collect()
+            l.items.iter().rev().take(count).map(bulk).collect()
         }
     };
     if count == len {
@@ -169,7 +169,7 @@ pub(super) fn lrange(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     let (Some(start), Some(stop)) = (parse_i64(&args[2]), parse_i64(&args[3])) else { return error(NOT_INTEGER) };
     let Some(l) = tri!(list_of(cx, &args[1])) else { return Frame::Array(Vec::new()) };
     let r = range_of(start, stop, l.items.len());
-    Frame::Array(l.items.range(r).map(|i| bulk(i)).collect())
+    Frame::Array(l.items.range(r).map(bulk).collect())
 }
 
 pub(super) fn lindex(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
@@ -197,7 +197,7 @@ fn replace(cx: &mut WriteCtx<'_>, key: &Bytes, items: Vec<Bytes>, seq: u64) {
 }
 
 fn items_of(cx: &WriteCtx<'_>, key: &[u8]) -> Vec<Bytes> {
-    list_ref(cx, key).map(|l| l.items.iter().map(|i| Bytes::copy_from_slice(i)).collect()).unwrap_or_default()
+    list_ref(cx, key).map(|l| l.items.iter().map(Bytes::copy_from_slice).collect()).unwrap_or_default()
 }
 
 pub(super) fn linsert(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {

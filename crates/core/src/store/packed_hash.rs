@@ -129,6 +129,7 @@ impl PackedHash {
     }
 
     /// Removes `field`; returns it and its value.
+    #[allow(clippy::type_complexity)]
     pub fn remove_entry(&mut self, field: &[u8]) -> Option<(Box<[u8]>, Box<[u8]>)> {
         let o = self.table.find_entry(self.hash(field), |e| e.field() == field).ok()?;
         let (e, _) = o.remove();

@@ -489,11 +489,8 @@ mod tests {
                 // Both ends consumed alternately meet in the middle.
                 let mut it = l.range(a..b);
                 let mut got = (Vec::new(), Vec::new());
-                loop {
-                    match it.next() {
-                        Some(x) => got.0.push(x),
-                        None => break,
-                    }
+                while let Some(x) = it.next() {
+                    got.0.push(x);
                     match it.next_back() {
                         Some(x) => got.1.push(x),
                         None => break,
