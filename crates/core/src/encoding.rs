@@ -3,7 +3,8 @@
 //! `set-max-intset-entries`, ...) and the encoding name `OBJECT ENCODING`
 //! reports from them.
 //!
-//! Tandem keeps every type in one in-memory representation, so these
+//! Tandem keeps every type in one (compact, decision 0033) in-memory
+//! representation whatever its size, so these
 //! settings change no storage: they only decide the encoding name a Redis
 //! client or test reads (`listpack` until a collection outgrows the
 //! thresholds, then `hashtable` / `skiplist`), which is Redis 7.0's rule.

@@ -16,6 +16,10 @@
 //! `[expiry (8 bytes, only if the key has one)][key][value]`; a set, hash
 //! or list key's block ends with the index of its value in the store's
 //! object slab instead of a value.
+//! Collections are compact (docs/decisions/0033-compact-collections.md):
+//! a list is packed nodes ([`PackedList`]), a hash entry one inline-or-boxed
+//! block ([`PackedHash`]), a set or sorted-set member inline when short
+//! ([`Member`]).
 //!
 //! Memory accounting (`maxmemory`, docs/decisions/0019-maxmemory.md): the
 //! store keeps a running estimate of the bytes its keys and values take
@@ -35,19 +39,28 @@ use xxhash_rust::xxh3::{xxh3_64_with_seed, Xxh3Builder};
 
 use crate::effect::Effect;
 
+mod packed_hash;
+mod packed_list;
+mod small_bytes;
+pub use packed_hash::PackedHash;
+pub use packed_list::PackedList;
+pub use small_bytes::{Member, SmallBytes};
+
 /// Number of hash-table buckets the keyspace is split into.
 pub const BUCKETS: usize = 1024;
 
-/// A set value: members hashed with the store's seeded hasher.
-pub type SetValue = hashbrown::HashSet<Box<[u8]>, Xxh3Builder>;
-/// A hash value: field -> value, hashed with the store's seeded hasher.
-pub type HashValue = hashbrown::HashMap<Box<[u8]>, Box<[u8]>, Xxh3Builder>;
+/// A set value: members (inline when short, see [`Member`]) hashed with
+/// the store's seeded hasher.
+pub type SetValue = hashbrown::HashSet<Member, Xxh3Builder>;
+/// A hash value: field -> value, each pair packed in one heap block,
+/// hashed with the store's seeded hasher (see [`PackedHash`]).
+pub type HashValue = PackedHash;
 
 /// A list value and its change counter.
 #[derive(Debug, Default)]
 pub struct ListValue {
-    /// The elements, head first.
-    pub items: std::collections::VecDeque<Box<[u8]>>,
+    /// The elements, head first, packed (see [`PackedList`]).
+    pub items: PackedList,
     /// Number of list effects that built this list since it was created:
     /// a list effect carries the value it sets, and is skipped when the
     /// list already went past it (replay over a fuzzy snapshot, see
@@ -77,9 +90,9 @@ impl Ord for Score {
 #[derive(Debug)]
 pub struct ZSetValue {
     /// Each member's score.
-    pub scores: hashbrown::HashMap<Box<[u8]>, f64, Xxh3Builder>,
+    pub scores: hashbrown::HashMap<Member, f64, Xxh3Builder>,
     /// Members ordered by score, then bytes (Redis's order).
-    pub order: std::collections::BTreeSet<(Score, Box<[u8]>)>,
+    pub order: std::collections::BTreeSet<(Score, Member)>,
 }
 
 impl ZSetValue {
@@ -96,7 +109,7 @@ impl ZSetValue {
             if *old == score {
                 return;
             }
-            self.order.remove(&(Score(*old), Box::<[u8]>::from(member)));
+            self.order.remove(&(Score(*old), Member::new(member)));
             *old = score;
         } else {
             self.scores.insert(member.into(), score);
@@ -106,7 +119,7 @@ impl ZSetValue {
 
     fn remove(&mut self, member: &[u8]) {
         if let Some(old) = self.scores.remove(member) {
-            self.order.remove(&(Score(old), Box::<[u8]>::from(member)));
+            self.order.remove(&(Score(old), Member::new(member)));
         }
     }
 
@@ -164,6 +177,9 @@ pub const OBJECT_OVERHEAD_BYTES: usize = 64;
 /// Bytes charged per set member or list element besides its bytes (its box
 /// and allocator header, the container's slot).
 pub const ELEMENT_OVERHEAD_BYTES: usize = 40;
+/// Bytes charged per list element besides its bytes (its length prefix
+/// and its share of a packed node, see [`PackedList`]).
+pub const LIST_ELEMENT_OVERHEAD_BYTES: usize = 2;
 /// Bytes charged per hash field besides the field's and value's bytes (two
 /// boxes and the table slot).
 pub const FIELD_OVERHEAD_BYTES: usize = 64;
@@ -173,6 +189,10 @@ pub const ZMEMBER_OVERHEAD_BYTES: usize = 96;
 
 fn member_cost(m: &[u8]) -> usize {
     m.len() + ELEMENT_OVERHEAD_BYTES
+}
+
+fn list_element_cost(i: &[u8]) -> usize {
+    i.len() + LIST_ELEMENT_OVERHEAD_BYTES
 }
 
 fn field_cost(f: &[u8], v: &[u8]) -> usize {
@@ -278,7 +298,7 @@ fn obj_cost(obj: &Obj) -> usize {
         + match obj {
             Obj::Set(s) => s.iter().map(|m| member_cost(m)).sum::<usize>(),
             Obj::Hash(h) => h.iter().map(|(f, v)| field_cost(f, v)).sum(),
-            Obj::List(l) => l.items.iter().map(|i| member_cost(i)).sum(),
+            Obj::List(l) => l.items.iter().map(list_element_cost).sum(),
             Obj::ZSet(z) => z.scores.keys().map(|m| zmember_cost(m)).sum(),
         }
 }
@@ -511,7 +531,7 @@ pub enum ListUndo {
         value: Box<[u8]>,
     },
     /// Put the whole earlier element list back (it was replaced whole).
-    Replaced(std::collections::VecDeque<Box<[u8]>>),
+    Replaced(PackedList),
 }
 
 /// The keyspace state.
@@ -754,20 +774,20 @@ impl Store {
                 .sum(),
             (Obj::List(list), Effect::LPush { left, items, .. }) if !before => {
                 let n = items.len().min(list.items.len());
-                let ends: Box<dyn Iterator<Item = &Box<[u8]>>> =
+                let ends: Box<dyn Iterator<Item = &[u8]>> =
                     if *left { Box::new(list.items.iter().take(n)) } else { Box::new(list.items.iter().rev().take(n)) };
-                ends.map(|i| member_cost(i)).sum()
+                ends.map(list_element_cost).sum()
             }
             (Obj::List(list), Effect::LPop { left, count, .. }) if before => {
                 let n = (*count).min(list.items.len() as u64) as usize;
-                let ends: Box<dyn Iterator<Item = &Box<[u8]>>> =
+                let ends: Box<dyn Iterator<Item = &[u8]>> =
                     if *left { Box::new(list.items.iter().take(n)) } else { Box::new(list.items.iter().rev().take(n)) };
-                ends.map(|i| member_cost(i)).sum()
+                ends.map(list_element_cost).sum()
             }
             (Obj::List(list), Effect::LSet { index, .. }) => {
-                list.items.get(*index as usize).map_or(0, |i| member_cost(i))
+                list.items.get(*index as usize).map_or(0, list_element_cost)
             }
-            (Obj::List(list), Effect::LReplace { .. }) => list.items.iter().map(|i| member_cost(i)).sum(),
+            (Obj::List(list), Effect::LReplace { .. }) => list.items.iter().map(list_element_cost).sum(),
             _ => 0,
         }
     }
@@ -810,7 +830,7 @@ impl Store {
                     unreachable!("obj_or_create returns the asked kind")
                 };
                 for m in members {
-                    set.insert(m.to_vec().into_boxed_slice());
+                    set.insert(Member::new(m));
                 }
             }
             Effect::SRem { key, members } => {
@@ -825,13 +845,11 @@ impl Store {
             }
             Effect::HSet { key, fields } => {
                 let seed = self.hash_seed;
-                let Obj::Hash(hash) = self.obj_or_create(key, ObjKind::Hash, || {
-                    Obj::Hash(HashValue::with_hasher(Xxh3Builder::new().with_seed(seed)))
-                }) else {
+                let Obj::Hash(hash) = self.obj_or_create(key, ObjKind::Hash, || Obj::Hash(HashValue::new(seed))) else {
                     unreachable!("obj_or_create returns the asked kind")
                 };
                 for (f, v) in fields {
-                    hash.insert(f.to_vec().into_boxed_slice(), v.to_vec().into_boxed_slice());
+                    hash.insert(f, v);
                 }
             }
             Effect::HDel { key, fields } => {
@@ -869,7 +887,7 @@ impl Store {
             Effect::LPush { key, left, items, seq } => {
                 if let Some(list) = self.list_for(key, *seq) {
                     for item in items {
-                        let item = item.to_vec().into_boxed_slice();
+                        let item = &item[..];
                         if *left {
                             list.items.push_front(item);
                         } else {
@@ -894,9 +912,7 @@ impl Store {
             }
             Effect::LSet { key, index, value, seq } => {
                 if let Some(list) = self.list_for(key, *seq) {
-                    if let Some(slot) = list.items.get_mut(*index as usize) {
-                        *slot = value.to_vec().into_boxed_slice();
-                    }
+                    list.items.set(*index as usize, value);
                     if list.items.is_empty() {
                         self.remove(key);
                     }
@@ -904,7 +920,7 @@ impl Store {
             }
             Effect::LReplace { key, items, seq } => {
                 if let Some(list) = self.list_for(key, *seq) {
-                    list.items = items.iter().map(|i| i.to_vec().into_boxed_slice()).collect();
+                    list.items = items.iter().collect();
                     if list.items.is_empty() {
                         self.remove(key);
                     }
@@ -957,7 +973,7 @@ impl Store {
             Effect::SRem { key, members } => match self.existing(key, ObjKind::Set) {
                 Some((i, expire_at_ms)) => {
                     let Obj::Set(set) = self.sets.get_mut(i) else { unreachable!("kind checked") };
-                    let removed = members.iter().filter_map(|m| set.take(&m[..])).collect();
+                    let removed = members.iter().filter_map(|m| set.take(&m[..]).map(Member::into_box)).collect();
                     // The members are out already; the effect below removes
                     // the key if the set is now empty.
                     Undo::SetMembers { key: key.clone(), added: Vec::new(), removed, expire_at_ms }
@@ -971,7 +987,8 @@ impl Store {
                         .iter()
                         .map(|(f, v)| {
                             let f: Box<[u8]> = f[..].into();
-                            (f.clone(), hash.insert(f, v[..].into()))
+                            let old = hash.insert(&f, v);
+                            (f, old)
                         })
                         .collect();
                     return Undo::Fields { key: key.clone(), expire_at_ms, before };
@@ -1035,7 +1052,7 @@ impl Store {
                     let change = match effect {
                         Effect::LPush { left, items, .. } => {
                             for item in items {
-                                let item = item[..].into();
+                                let item = &item[..];
                                 if *left {
                                     list.items.push_front(item);
                                 } else {
@@ -1050,17 +1067,13 @@ impl Store {
                                 .collect();
                             ListUndo::Popped { left: *left, items: popped }
                         }
-                        Effect::LSet { index, value, .. } => match list.items.get_mut(*index as usize) {
-                            Some(slot) => ListUndo::Set {
-                                index: *index as usize,
-                                value: std::mem::replace(slot, value[..].into()),
-                            },
+                        Effect::LSet { index, value, .. } => match list.items.set(*index as usize, value) {
+                            Some(old) => ListUndo::Set { index: *index as usize, value: old },
                             None => ListUndo::Nothing,
                         },
-                        Effect::LReplace { items, .. } => ListUndo::Replaced(std::mem::replace(
-                            &mut list.items,
-                            items.iter().map(|i| i[..].into()).collect(),
-                        )),
+                        Effect::LReplace { items, .. } => {
+                            ListUndo::Replaced(std::mem::replace(&mut list.items, items.iter().collect()))
+                        }
                         _ => unreachable!("a list effect"),
                     };
                     if list.items.is_empty() {
@@ -1100,7 +1113,7 @@ impl Store {
                 let seed = self.hash_seed;
                 let obj = match kind {
                     ObjKind::Set => Obj::Set(SetValue::with_hasher(Xxh3Builder::new().with_seed(seed))),
-                    ObjKind::Hash => Obj::Hash(HashValue::with_hasher(Xxh3Builder::new().with_seed(seed))),
+                    ObjKind::Hash => Obj::Hash(HashValue::new(seed)),
                     ObjKind::List => Obj::List(ListValue::default()),
                     ObjKind::ZSet => Obj::ZSet(ZSetValue::new(seed)),
                 };
@@ -1152,9 +1165,9 @@ impl Store {
                     unreachable!("obj_for_undo returns the asked kind")
                 };
                 for m in &added {
-                    set.remove(m);
+                    set.remove(&m[..]);
                 }
-                set.extend(removed);
+                set.extend(removed.into_iter().map(Member::from));
             }
             Undo::Fields { key, expire_at_ms, before } => {
                 let Obj::Hash(hash) = self.obj_for_undo(&key, ObjKind::Hash, expire_at_ms) else {
@@ -1162,7 +1175,7 @@ impl Store {
                 };
                 for (f, v) in before.into_iter().rev() {
                     match v {
-                        Some(v) => hash.insert(f, v),
+                        Some(v) => hash.insert(&f, &v),
                         None => hash.remove(&f),
                     };
                 }
@@ -1203,16 +1216,14 @@ impl Store {
                     ListUndo::Popped { left, items } => {
                         for item in items.into_iter().rev() {
                             if left {
-                                list.items.push_front(item);
+                                list.items.push_front(&item);
                             } else {
-                                list.items.push_back(item);
+                                list.items.push_back(&item);
                             }
                         }
                     }
                     ListUndo::Set { index, value } => {
-                        if let Some(slot) = list.items.get_mut(index) {
-                            *slot = value;
-                        }
+                        list.items.set(index, &value);
                     }
                     ListUndo::Replaced(items) => list.items = items,
                 }
@@ -1435,13 +1446,9 @@ impl Store {
                         put_bytes(out, v);
                     },
                 ),
-                ValueRef::List(list) => w.collection(
-                    4,
-                    &list.seq.to_le_bytes(),
-                    list.items.iter(),
-                    |i| 4 + i.len(),
-                    |out, i| put_bytes(out, i),
-                ),
+                ValueRef::List(list) => {
+                    w.collection(4, &list.seq.to_le_bytes(), list.items.iter(), |i| 4 + i.len(), put_bytes)
+                }
                 ValueRef::ZSet(z) => w.collection(
                     5,
                     &[],
@@ -1481,20 +1488,17 @@ impl Store {
                         Xxh3Builder::new().with_seed(self.hash_seed),
                     );
                     for _ in 0..count {
-                        set.insert(r.bytes()?.to_vec().into_boxed_slice());
+                        set.insert(Member::new(r.bytes()?));
                     }
                     let i = self.sets.insert(Obj::Set(set));
                     self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
                 }
                 3 => {
                     let count = r.u32()? as usize;
-                    let mut hash = HashValue::with_capacity_and_hasher(
-                        count.min(chunk.len()),
-                        Xxh3Builder::new().with_seed(self.hash_seed),
-                    );
+                    let mut hash = HashValue::with_capacity(count.min(chunk.len()), self.hash_seed);
                     for _ in 0..count {
-                        let field = r.bytes()?.to_vec().into_boxed_slice();
-                        hash.insert(field, r.bytes()?.to_vec().into_boxed_slice());
+                        let field = r.bytes()?;
+                        hash.insert(field, r.bytes()?);
                     }
                     let i = self.sets.insert(Obj::Hash(hash));
                     self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
@@ -1502,9 +1506,9 @@ impl Store {
                 4 => {
                     let seq = r.u64()?;
                     let count = r.u32()? as usize;
-                    let mut items = std::collections::VecDeque::with_capacity(count.min(chunk.len()));
+                    let mut items = PackedList::new();
                     for _ in 0..count {
-                        items.push_back(r.bytes()?.to_vec().into_boxed_slice());
+                        items.push_back(r.bytes()?);
                     }
                     let i = self.sets.insert(Obj::List(ListValue { items, seq }));
                     self.put(Slot::build(key, expire_at_ms, &i.to_le_bytes(), true));
@@ -1546,7 +1550,7 @@ impl Store {
                                 let field = r.bytes()?;
                                 let value = r.bytes()?;
                                 plus += field_cost(field, value);
-                                if let Some(old) = hash.insert(field.into(), value.into()) {
+                                if let Some(old) = hash.insert(field, value) {
                                     minus += field_cost(field, &old);
                                 }
                             }
@@ -1554,8 +1558,8 @@ impl Store {
                         Obj::List(list) => {
                             for _ in 0..count {
                                 let item = r.bytes()?;
-                                plus += member_cost(item);
-                                list.items.push_back(item.into());
+                                plus += list_element_cost(item);
+                                list.items.push_back(item);
                             }
                         }
                         Obj::ZSet(z) => {
@@ -1885,8 +1889,8 @@ mod tests {
         assert_eq!((loaded.len(), loaded.keys_with_expiry()), (4, 2));
         let Some((ValueRef::List(l), Some(7_000_000))) = loaded.get(b"big-list", 0) else { panic!("list") };
         assert_eq!(l.seq, 41);
-        assert_eq!(l.items.front().map(|i| &i[..]), Some(&b"element-0"[..]), "order kept across chunks");
-        assert_eq!(l.items.back().map(|i| &i[..]), Some(&b"element-299"[..]));
+        assert_eq!(l.items.front(), Some(&b"element-0"[..]), "order kept across chunks");
+        assert_eq!(l.items.back(), Some(&b"element-299"[..]));
         let mut unchunked = Store::new(5);
         let mut buf = Vec::new();
         for bucket in 0..BUCKETS {

@@ -157,7 +157,7 @@ pub(super) fn hget(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
 
 pub(super) fn hmget(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     let h = tri!(hash_of(cx, &args[1]));
-    Frame::Array(args[2..].iter().map(|f| h.and_then(|h| h.get(&f[..])).map_or(Frame::Null, |v| bulk(v))).collect())
+    Frame::Array(args[2..].iter().map(|f| h.and_then(|h| h.get(&f[..])).map_or(Frame::Null, bulk)).collect())
 }
 
 pub(super) fn hgetall(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
@@ -167,12 +167,12 @@ pub(super) fn hgetall(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
 
 pub(super) fn hkeys(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     let h = tri!(hash_of(cx, &args[1]));
-    Frame::Array(h.map(|h| h.keys().map(|f| bulk(f)).collect()).unwrap_or_default())
+    Frame::Array(h.map(|h| h.keys().map(bulk).collect()).unwrap_or_default())
 }
 
 pub(super) fn hvals(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     let h = tri!(hash_of(cx, &args[1]));
-    Frame::Array(h.map(|h| h.values().map(|v| bulk(v)).collect()).unwrap_or_default())
+    Frame::Array(h.map(|h| h.values().map(bulk).collect()).unwrap_or_default())
 }
 
 pub(super) fn hlen(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
@@ -250,7 +250,7 @@ pub(super) fn hrandfield(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
         Some(_) => return error(SYNTAX),
     };
     let Some(h) = h else { return Frame::Array(Vec::new()) };
-    let entries: Vec<(&[u8], &[u8])> = h.iter().map(|(f, v)| (&f[..], &v[..])).collect();
+    let entries: Vec<(&[u8], &[u8])> = h.iter().collect();
     let picks = tri!(random_indexes(&mut rng, entries.len(), count));
     if with_values {
         return Frame::Pairs(picks.into_iter().map(|i| (bulk(entries[i].0), bulk(entries[i].1))).collect());

@@ -51,7 +51,7 @@ fn rebuild_effects(value: ValueRef<'_>, dest: &Bytes, expire_at_ms: Option<u64>)
         ValueRef::List(l) => {
             // After the Del the list is new: change count 0, so seq 1.
             out.push(Effect::Del { key: key.clone() });
-            out.push(Effect::LReplace { key: key.clone(), items: l.items.iter().map(|i| b(i)).collect(), seq: 1 });
+            out.push(Effect::LReplace { key: key.clone(), items: l.items.iter().map(b).collect(), seq: 1 });
         }
         ValueRef::ZSet(z) => {
             out.push(Effect::Del { key: key.clone() });
@@ -350,7 +350,7 @@ fn lookup_pattern(cx: &ReadCtx<'_>, pattern: &[u8], elem: &[u8]) -> Option<Bytes
     key.extend_from_slice(&pattern[star + 1..key_end]);
     match (cx.store.get(&key, cx.now_ms)?.0, arrow) {
         (ValueRef::Str(v), None) => Some(b(v)),
-        (ValueRef::Hash(h), Some(a)) => h.get(&pattern[a + 2..]).map(|v| b(v)),
+        (ValueRef::Hash(h), Some(a)) => h.get(&pattern[a + 2..]).map(b),
         _ => None,
     }
 }
@@ -359,7 +359,7 @@ fn lookup_pattern(cx: &ReadCtx<'_>, pattern: &[u8], elem: &[u8]) -> Option<Bytes
 fn sort_read(cx: &ReadCtx<'_>, key: &[u8], o: &SortOptions<'_>) -> Result<Vec<Option<Bytes>>, Frame> {
     let mut elems: Vec<Bytes> = match cx.store.get(key, cx.now_ms) {
         None => Vec::new(),
-        Some((ValueRef::List(l), _)) => l.items.iter().map(|i| b(i)).collect(),
+        Some((ValueRef::List(l), _)) => l.items.iter().map(b).collect(),
         Some((ValueRef::Set(s), _)) => s.iter().map(|m| b(m)).collect(),
         Some((ValueRef::ZSet(z), _)) => z.order.iter().map(|(_, m)| b(m)).collect(),
         Some(_) => return Err(error(WRONGTYPE)),

@@ -65,9 +65,9 @@ fn pop_n(cx: &mut WriteCtx<'_>, key: &Bytes, left: bool, count: usize, len: usiz
     let items: Vec<Frame> = {
         let l = list_ref(cx, key).expect("caller checked the list exists");
         if left {
-            l.items.iter().take(count).map(|i| bulk(i)).collect()
+            l.items.iter().take(count).map(bulk).collect()
         } else {
-            l.items.iter().rev().take(count).map(|i| bulk(i)).collect()
+            l.items.iter().rev().take(count).map(bulk).collect()
         }
     };
     if count == len {
@@ -169,7 +169,7 @@ pub(super) fn lrange(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     let (Some(start), Some(stop)) = (parse_i64(&args[2]), parse_i64(&args[3])) else { return error(NOT_INTEGER) };
     let Some(l) = tri!(list_of(cx, &args[1])) else { return Frame::Array(Vec::new()) };
     let r = range_of(start, stop, l.items.len());
-    Frame::Array(l.items.range(r).map(|i| bulk(i)).collect())
+    Frame::Array(l.items.range(r).map(bulk).collect())
 }
 
 pub(super) fn lindex(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
@@ -197,7 +197,7 @@ fn replace(cx: &mut WriteCtx<'_>, key: &Bytes, items: Vec<Bytes>, seq: u64) {
 }
 
 fn items_of(cx: &WriteCtx<'_>, key: &[u8]) -> Vec<Bytes> {
-    list_ref(cx, key).map(|l| l.items.iter().map(|i| Bytes::copy_from_slice(i)).collect()).unwrap_or_default()
+    list_ref(cx, key).map(|l| l.items.iter().map(Bytes::copy_from_slice).collect()).unwrap_or_default()
 }
 
 pub(super) fn linsert(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
@@ -290,9 +290,13 @@ pub(super) fn lpos(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
         i += 2;
     }
     let l = tri!(list_of(cx, &args[1]));
-    let items = l.map(|l| &l.items);
-    let len = items.map_or(0, |i| i.len());
-    let positions: Box<dyn Iterator<Item = usize>> = if rank > 0 { Box::new(0..len) } else { Box::new((0..len).rev()) };
+    // One pass over the elements from the chosen end (an index per
+    // element would cost a node walk each).
+    let positions: Box<dyn Iterator<Item = (usize, &[u8])>> = match l {
+        None => Box::new(std::iter::empty()),
+        Some(l) if rank > 0 => Box::new(l.items.iter().enumerate()),
+        Some(l) => Box::new(l.items.iter().enumerate().rev()),
+    };
     let want = match count {
         Some(0) => usize::MAX,
         Some(c) => c,
@@ -300,11 +304,11 @@ pub(super) fn lpos(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     };
     let mut skip = rank.unsigned_abs() - 1;
     let mut found = Vec::new();
-    for (scanned, p) in positions.enumerate() {
+    for (scanned, (p, item)) in positions.enumerate() {
         if maxlen > 0 && scanned >= maxlen {
             break;
         }
-        if items.is_some_and(|it| it[p][..] == args[2][..]) {
+        if item == &args[2][..] {
             if skip > 0 {
                 skip -= 1;
                 continue;

@@ -17,7 +17,7 @@ use super::keys::scan_page;
 use super::{bulk, error, int, parse_i64, ReadCtx, WriteCtx, NOT_INTEGER, SYNTAX, WRONGTYPE};
 use crate::effect::Effect;
 use crate::resp::Frame;
-use crate::store::{SetValue, ValueRef};
+use crate::store::{Member, SetValue, ValueRef};
 
 fn set_of<'a>(cx: &'a ReadCtx<'_>, key: &[u8]) -> Result<Option<&'a SetValue>, Frame> {
     match cx.store.get(key, cx.now_ms) {
@@ -45,7 +45,7 @@ pub(super) fn spop(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
         let Some(set) = tri!(set_of(&read, key)) else {
             return if count.is_some() { Frame::Set(Vec::new()) } else { Frame::Null };
         };
-        let members: Vec<&Box<[u8]>> = set.iter().collect();
+        let members: Vec<&Member> = set.iter().collect();
         let mut rng = Rng::for_read(cx.store, cx.now_ms, key);
         let want = count.unwrap_or(1).min(members.len()) as i64;
         tri!(random_indexes(&mut rng, members.len(), want))
@@ -77,7 +77,7 @@ pub(super) fn srandmember(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     }
     let Some(count) = parse_i64(raw) else { return error(NOT_INTEGER) };
     let Some(set) = set else { return Frame::Array(Vec::new()) };
-    let members: Vec<&Box<[u8]>> = set.iter().collect();
+    let members: Vec<&Member> = set.iter().collect();
     let picks = tri!(random_indexes(&mut rng, members.len(), count));
     Frame::Array(picks.into_iter().map(|i| bulk(members[i])).collect())
 }

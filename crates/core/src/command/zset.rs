@@ -16,7 +16,7 @@ use super::hash::{parse_f64, random_indexes, Rng};
 use super::{bulk, error, int, parse_i64, ReadCtx, WriteCtx, NOT_INTEGER, SYNTAX, WRONGTYPE};
 use crate::effect::Effect;
 use crate::resp::Frame;
-use crate::store::{Score, ValueRef, ZSetValue};
+use crate::store::{Member, Score, ValueRef, ZSetValue};
 
 /// Most source keys of `ZUNION`/`ZINTER`/`ZDIFF` (bounds one command).
 pub const ZSET_SOURCES_MAX: usize = 10_000;
@@ -185,7 +185,7 @@ fn rank_generic(cx: &ReadCtx<'_>, args: &[Bytes], rev: bool) -> Frame {
     let Some(&score) = z.scores.get(&args[2][..]) else {
         return if with_score { Frame::NullArray } else { Frame::Null };
     };
-    let below = z.order.range(..(Score(score), Box::<[u8]>::from(&args[2][..]))).count();
+    let below = z.order.range(..(Score(score), Member::new(&args[2]))).count();
     let rank = if rev { z.len() - 1 - below } else { below } as i64;
     if with_score {
         Frame::Array(vec![int(rank), score_frame(score)])
@@ -268,7 +268,7 @@ enum RangeBy {
 
 /// The members selected, in reply order, as (member, score).
 fn select<'z>(z: &'z ZSetValue, by: &RangeBy, rev: bool, limit: Option<(i64, i64)>) -> Vec<(&'z [u8], f64)> {
-    let iter: Box<dyn Iterator<Item = &(Score, Box<[u8]>)>> =
+    let iter: Box<dyn Iterator<Item = &(Score, Member)>> =
         if rev { Box::new(z.order.iter().rev()) } else { Box::new(z.order.iter()) };
     let mut out: Vec<(&[u8], f64)> = match by {
         RangeBy::Rank(start, stop) => {
@@ -474,7 +474,7 @@ pub(super) fn zremrangebylex(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
 /// Pops up to `count` lowest (`max` false) or highest members of `key`.
 fn pop_members(cx: &mut WriteCtx<'_>, key: &Bytes, max: bool, count: usize) -> Result<Vec<(Bytes, f64)>, Frame> {
     let Some(z) = zset_for_write(cx, key)? else { return Ok(Vec::new()) };
-    let iter: Box<dyn Iterator<Item = &(Score, Box<[u8]>)>> =
+    let iter: Box<dyn Iterator<Item = &(Score, Member)>> =
         if max { Box::new(z.order.iter().rev()) } else { Box::new(z.order.iter()) };
     let picked: Vec<(Bytes, f64)> = iter.take(count).map(|(s, m)| (Bytes::copy_from_slice(m), s.0)).collect();
     if !picked.is_empty() {
@@ -591,7 +591,7 @@ pub(super) fn zrandmember(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
         Some(_) => return error(SYNTAX),
     };
     let Some(z) = z else { return Frame::Array(Vec::new()) };
-    let entries: Vec<&(Score, Box<[u8]>)> = z.order.iter().collect();
+    let entries: Vec<&(Score, Member)> = z.order.iter().collect();
     let picks = tri!(random_indexes(&mut rng, entries.len(), count));
     let items: Vec<(&[u8], f64)> = picks.into_iter().map(|i| (&entries[i].1[..], entries[i].0 .0)).collect();
     reply_members(&items, with_scores)
