@@ -319,7 +319,7 @@ fn zset_command(r: &mut SimRng) -> Vec<String> {
         }
         3 => {
             const OPTIONS: &[&[&str]] = &[&["NX"], &["XX"], &["GT", "CH"], &["LT"], &["XX", "GT", "CH"], &["CH"]];
-            let opts: &[&str] = *r.pick(OPTIONS);
+            let opts = r.pick(OPTIONS);
             let mut c = w(&["ZADD", &k]);
             c.extend(opts.iter().map(|s| s.to_string()));
             c.push(score(r));
