@@ -178,8 +178,28 @@ impl WriteCtx<'_> {
     /// store and records it for the log; an effect over the budget is not
     /// applied and the whole write is refused and undone (see
     /// [`crate::write`]).
+    ///
+    /// An effect that removes elements and thereby empties a collection
+    /// (the store drops the key) is followed by an explicit `Del`: the
+    /// key's end is then a reset point in the log, so replaying a suffix
+    /// over a fuzzy snapshot that holds a *later* incarnation of the key
+    /// (recreated without the old expiry, or as another type) wipes what
+    /// the replayed effects of the old incarnation did to it (decision
+    /// 0034).
     pub fn emit(&mut self, effect: Effect) {
+        let shrinks = match &effect {
+            Effect::SRem { key, .. }
+            | Effect::HDel { key, .. }
+            | Effect::ZRem { key, .. }
+            | Effect::LPop { key, .. }
+            | Effect::LReplace { key, .. } => Some(key.clone()),
+            _ => None,
+        };
+        let existed = shrinks.as_ref().is_some_and(|key| self.store.contains(key));
         self.batch.emit(self.store, effect);
+        if let Some(key) = shrinks.filter(|key| existed && !self.store.contains(key)) {
+            self.batch.emit(self.store, Effect::Del { key });
+        }
     }
 
     /// If `key` is present but expired, deletes it through the log first, so

@@ -9,7 +9,9 @@
 //! Effects are also *replay-safe from any earlier point*: applying a suffix
 //! of the log that starts before a key's captured state converges to the
 //! same final state (every effect either replaces a key's whole state or
-//! sets the state of individual set members). Fuzzy snapshots rely on this.
+//! sets the state of individual set members, and a key's end is always
+//! logged as a whole-state `Del`, even when a removal emptied a collection:
+//! decision 0034). Fuzzy snapshots rely on this.
 //!
 //! This module must never hold anything that is not deterministic data.
 

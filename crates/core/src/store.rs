@@ -693,6 +693,11 @@ impl Store {
         Some((slot.value(&self.sets), slot.expire()))
     }
 
+    /// True if `key` is present, expired or not (no access is recorded).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.slot(key).is_some()
+    }
+
     /// True if `key` is present but its expiry has passed at `now_ms`: a
     /// writer must delete it (with a `Del` effect) before reusing the key.
     pub fn is_expired(&self, key: &[u8], now_ms: u64) -> bool {

@@ -12,6 +12,8 @@
 //! - [`disk`]: a node's simulated log and synced watermark.
 //! - [`schedule`]: the timeline every world runs on (virtual clock, event
 //!   queue, trace hash, trace lines).
+//! - [`mix`]: the data-model workload (every write command group,
+//!   transactions, Lua scripts) the replication world's clients draw.
 //! - [`world`]: the cluster, the event loop, faults, clients and checkers.
 //! - [`failover`]: a separate world for leader failover: every node can lead,
 //!   a control-plane register, leases under clock drift, fencing, rollback
@@ -34,7 +36,10 @@
 //! 5. reported replica progress and lag (`lsn_lag`, `time_lag_ms`) match
 //!    the model and never claim more than the followers' disks hold;
 //! 6. after faults stop, every follower converges to the leader's last LSN
-//!    and state; nothing met or overdue stays unreleased at any step.
+//!    and state; nothing met or overdue stays unreleased at any step;
+//! 7. a fuzzy snapshot of the leader (buckets captured at increasing LSNs)
+//!    plus a replay of the log from where the capture started equals the
+//!    leader's final state.
 //!
 //! This crate must never read a real clock, a real RNG or iterate a hash
 //! map: a seed is the whole input.
@@ -44,6 +49,7 @@ pub mod failover;
 pub mod lab;
 pub mod leader_reads;
 pub mod leaderless;
+pub mod mix;
 pub mod multi_leader;
 pub mod rng;
 pub mod schedule;
@@ -104,6 +110,16 @@ pub struct SimReport {
     pub noop_writes: u64,
     /// Writes acknowledged.
     pub acked: u64,
+    /// Transactions (`MULTI`/`EXEC`) that changed something: one entry each.
+    pub transactions: u64,
+    /// Lua scripts run (their effects, if any, are one entry each).
+    pub scripts: u64,
+    /// Commands (alone, in a transaction or a script) answered an error,
+    /// `WRONGTYPE` included.
+    pub error_replies: u64,
+    /// Fuzzy snapshots (buckets captured at different LSNs) rebuilt and
+    /// replayed at the end of the run (checker 7).
+    pub fuzzy_replays: u64,
     /// Writes that timed out.
     pub timed_out: u64,
     /// `WAIT`s issued.

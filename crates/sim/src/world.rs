@@ -21,10 +21,14 @@ use tandem_core::repl::{
     AckLevel, AckPolicy, Durability, Follower, FollowerState, Leader, LeaderConfig, NodeId, Outcome, PeerMsg, Release,
     Transmit, WireEntry,
 };
+use tandem_core::resp::Frame;
+use tandem_core::script;
 use tandem_core::store::{Store, BUCKETS};
+use tandem_core::write::Batch;
 use tandem_core::{Epoch, Lsn};
 
 use crate::disk::Disk;
+use crate::mix::Op;
 use crate::rng::{Latency, SimRng};
 use crate::schedule::{Coded, Timeline};
 use crate::{SimConfig, SimReport};
@@ -710,14 +714,11 @@ impl Sim {
     /// Runs a write command on the leader. Returns its LSN, or `None` if it
     /// changed nothing.
     fn leader_execute(&mut self, args: &[Bytes]) -> Result<Option<Lsn>, String> {
-        let Some(spec) = command::lookup(&args[0]) else { fail!("unknown command {:?}", args[0]) };
-        let Handler::Write(run) = spec.handler else { fail!("{} is not a write", spec.name) };
-        if !spec.arity_ok(args.len()) {
-            fail!("bad arity for {}", spec.name);
-        }
+        let run = write_fn(args)?;
         let now = self.now_ms();
-        let mut batch = tandem_core::write::Batch::new(tandem_core::write::ENTRY_PAYLOAD_BYTES_MAX);
+        let mut batch = Batch::new(tandem_core::write::ENTRY_PAYLOAD_BYTES_MAX);
         let reply = tandem_core::write::execute(run, &mut self.leader.store, now, args, &mut batch);
+        self.count_error(&reply);
         let effects = batch.take_effects();
         self.trace(|| {
             format!("client: {:?} -> {reply:?}", args.iter().map(|a| String::from_utf8_lossy(a)).collect::<Vec<_>>())
@@ -727,6 +728,68 @@ impl Sim {
             return Ok(None);
         }
         Ok(Some(self.leader_commit(effects)))
+    }
+
+    /// Runs one operation of the mix on the leader the way the node does:
+    /// a command alone (`write::execute`), a transaction's commands on one
+    /// batch (`write::run` each, all undone if one is refused), a script
+    /// through the real Lua runner. Whatever effects remain are ONE entry.
+    /// Returns its LSN, or `None` if nothing changed.
+    fn leader_run_op(&mut self, op: &Op) -> Result<Option<Lsn>, String> {
+        let words = |c: &[String]| c.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect::<Vec<Bytes>>();
+        let now = self.now_ms();
+        let mut batch = Batch::new(tandem_core::write::ENTRY_PAYLOAD_BYTES_MAX);
+        match op {
+            Op::Command(c) => return self.leader_execute(&words(c)),
+            Op::Transaction(commands) => {
+                let mut replies = Vec::new();
+                for c in commands {
+                    let args = words(c);
+                    let run = write_fn(&args)?;
+                    let reply = tandem_core::write::run(run, &mut self.leader.store, now, &args, &mut batch);
+                    self.count_error(&reply);
+                    replies.push(reply);
+                    if batch.refusal().is_some() {
+                        batch.rollback(&mut self.leader.store);
+                        break;
+                    }
+                }
+                self.trace(|| format!("client: MULTI {commands:?} EXEC -> {replies:?}"));
+                if !batch.is_empty() {
+                    self.report.transactions += 1;
+                }
+            }
+            Op::Script { body, keys, argv } => {
+                let sha = script::sha1_hex(body.as_bytes());
+                let key_check = |_: &command::CommandSpec, _: &[Bytes]| Ok(());
+                let env = script::Env {
+                    now_ms: now,
+                    seed: self.rng.next_u64(),
+                    key_check: &key_check,
+                    interrupt: std::sync::Arc::new(|| None),
+                };
+                let target = script::Target::Write { store: &mut self.leader.store, batch: &mut batch };
+                let out = script::run(body.as_bytes(), &sha, &words(keys), &words(argv), target, &env);
+                self.report.scripts += 1;
+                self.count_error(&out.reply);
+                if out.failed && !batch.is_empty() {
+                    fail!("script {sha} failed ({:?}) but left {} effects", out.reply, batch.effects().len());
+                }
+                self.trace(|| format!("client: EVAL {sha} {keys:?} {argv:?} -> {:?}", out.reply));
+            }
+        }
+        let effects = batch.take_effects();
+        if effects.is_empty() {
+            self.report.noop_writes += 1;
+            return Ok(None);
+        }
+        Ok(Some(self.leader_commit(effects)))
+    }
+
+    fn count_error(&mut self, reply: &Frame) {
+        if matches!(reply, Frame::Error(_)) {
+            self.report.error_replies += 1;
+        }
     }
 
     fn leader_commit(&mut self, effects: Vec<tandem_core::effect::Effect>) -> Lsn {
@@ -978,32 +1041,6 @@ impl Sim {
 
     // ------------------------------------------------------------ clients and faults
 
-    fn random_args(&mut self) -> Vec<Bytes> {
-        let r = &mut self.rng;
-        let key = format!("k{}", r.below(8));
-        let num = format!("n{}", r.below(3));
-        let set = format!("s{}", r.below(3));
-        let val = format!("v{}", r.below(1000));
-        let words: Vec<String> = match r.below(100) {
-            0..=19 => vec!["set".into(), key, val],
-            20..=24 => vec!["set".into(), key, val, "px".into(), r.range(1, 300).to_string()],
-            25..=34 => vec!["incr".into(), num],
-            35..=39 => vec!["incrby".into(), num, (r.range(0, 200) as i64 - 100).to_string()],
-            40..=44 => vec!["append".into(), key, val],
-            45..=51 => vec!["del".into(), key],
-            52..=54 => vec!["getdel".into(), key],
-            55..=58 => vec!["setnx".into(), key, val],
-            59..=62 => vec!["mset".into(), key, val.clone(), format!("k{}", r.below(8)), val],
-            63..=72 => vec!["sadd".into(), set, format!("m{}", r.below(6)), format!("m{}", r.below(6))],
-            73..=79 => vec!["srem".into(), set, format!("m{}", r.below(6))],
-            80..=86 => vec!["pexpire".into(), key, r.range(1, 500).to_string()],
-            87..=89 => vec!["persist".into(), key],
-            90..=90 => vec!["flushall".into()],
-            _ => vec!["set".into(), num, r.range(0, 50).to_string()],
-        };
-        words.into_iter().map(Bytes::from).collect()
-    }
-
     fn random_durability(&mut self) -> Durability {
         let ids = ids(self.followers.len());
         let nf = ids.len();
@@ -1035,9 +1072,10 @@ impl Sim {
         self.ops_issued += 1;
         let roll = self.rng.below(100);
         if roll < 80 {
-            let args = self.random_args();
+            let now = self.now_ms();
+            let op = crate::mix::random_op(&mut self.rng, now);
             let durability = self.random_durability();
-            self.write_args(&args, &durability)?;
+            self.write_op(&op, &durability)?;
         } else if roll < 95 {
             let nf = self.followers.len() as u64;
             let numreplicas = self.rng.range(0, nf + 1) as usize;
@@ -1364,6 +1402,60 @@ impl Sim {
         Ok(true)
     }
 
+    /// Checker 7: a fuzzy snapshot of the leader, as the node takes one
+    /// (bucket by bucket while writes continue), loaded and replayed from
+    /// the LSN where the capture began, equals the leader's final state.
+    /// The capture is rebuilt from the log: replay to `start`, then encode
+    /// bucket ranges at increasing LSNs up to the end.
+    fn check_fuzzy_snapshot(&mut self) -> Check {
+        let last = self.leader.core.last_lsn();
+        let mut entries = Vec::with_capacity(last as usize);
+        for wire in &self.leader.log {
+            match LogEntry::decode_payload(wire.lsn, wire.epoch, &wire.payload) {
+                Ok(e) => entries.push(e.effects),
+                Err(e) => fail!("leader entry {} does not decode: {e}", wire.lsn),
+            }
+        }
+        let start = self.rng.range(0, last);
+        let mut source = Store::new(self.seed ^ 0xf0f0);
+        let apply = |store: &mut Store, upto: &mut Lsn, to: Lsn| {
+            while *upto < to {
+                for effect in &entries[*upto as usize] {
+                    store.apply(effect);
+                }
+                *upto += 1;
+            }
+        };
+        let mut at = 0;
+        apply(&mut source, &mut at, start);
+        let mut captured = Store::new(self.seed ^ 0x0f0f);
+        let mut bucket = 0;
+        while bucket < BUCKETS {
+            let upto = (bucket + 1 + self.rng.below(BUCKETS as u64 / 2) as usize).min(BUCKETS);
+            for b in bucket..upto {
+                for chunk in source.encode_bucket_chunks(b, SNAPSHOT_CHUNK_BYTES) {
+                    if let Err(e) = captured.load_chunk(&chunk) {
+                        fail!("fuzzy snapshot chunk of bucket {b} does not load: {e}");
+                    }
+                }
+            }
+            bucket = upto;
+            let to = self.rng.range(at, last);
+            apply(&mut source, &mut at, to);
+        }
+        let mut replayed = start;
+        apply(&mut captured, &mut replayed, last);
+        self.report.fuzzy_replays += 1;
+        if captured.digest() != self.leader.store.digest() {
+            fail!(
+                "a fuzzy snapshot begun at lsn {start} (captured up to lsn {at}) replayed to lsn {last} differs from \
+                 the leader's state: {}",
+                key_diff(&captured, &self.leader.store)
+            );
+        }
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         let now = self.now_ms();
         let mut out = format!(
@@ -1396,7 +1488,7 @@ impl Sim {
     pub fn run_to_end(mut self) -> Result<SimReport, (String, u64, Vec<String>)> {
         let result = (|| loop {
             if self.phase == Phase::Drain && self.converged()? {
-                return Ok(());
+                return self.check_fuzzy_snapshot();
             }
             if !self.step()? {
                 fail!("the event queue ran dry: {}", self.describe());
@@ -1444,6 +1536,13 @@ impl Sim {
 
     fn write_args(&mut self, args: &[Bytes], durability: &Durability) -> Result<Option<u64>, String> {
         let Some(lsn) = self.leader_execute(args)? else { return Ok(None) };
+        let token = self.next_token;
+        self.wait_for_write(lsn, durability)?;
+        Ok(Some(token))
+    }
+
+    /// Registers a client waiting for the write at `lsn` under `durability`.
+    fn wait_for_write(&mut self, lsn: Lsn, durability: &Durability) -> Check {
         self.report.writes += 1;
         let now = self.now_ms();
         let token = self.next_token;
@@ -1451,8 +1550,13 @@ impl Sim {
         let deadline_ms = (durability.timeout_ms > 0).then(|| now + durability.timeout_ms);
         self.waits.insert(token, PendingWait { lsn, kind: WaitKind::Write(durability.clone()), deadline_ms });
         self.leader.core.wait_for(now, token, lsn, durability);
-        self.pump_leader()?;
-        Ok(Some(token))
+        self.pump_leader()
+    }
+
+    /// A client operation of the data-model mix with this durability.
+    fn write_op(&mut self, op: &Op, durability: &Durability) -> Check {
+        let Some(lsn) = self.leader_run_op(op)? else { return Ok(()) };
+        self.wait_for_write(lsn, durability)
     }
 
     /// A client `WAIT numreplicas timeout_ms` after the newest write;
@@ -1623,6 +1727,32 @@ impl Sim {
             _ => None,
         }
     }
+}
+
+/// The keys whose value or expiry differ between two stores, with both
+/// sides (for a failure message).
+fn key_diff(got: &Store, want: &Store) -> String {
+    let mut keys = std::collections::BTreeSet::new();
+    for store in [got, want] {
+        store.scan(0, usize::MAX, 0, |k| {
+            keys.insert(k.to_vec());
+        });
+    }
+    let show = |s: &Store, k: &[u8]| format!("{:?}", s.get(k, 0));
+    keys.iter()
+        .filter(|k| show(got, k) != show(want, k))
+        .map(|k| format!("\n  {}: got {} want {}", String::from_utf8_lossy(k), show(got, k), show(want, k)))
+        .collect()
+}
+
+/// The write handler of the command `args` names.
+fn write_fn(args: &[Bytes]) -> Result<command::WriteFn, String> {
+    let Some(spec) = command::lookup(&args[0]) else { fail!("unknown command {:?}", args[0]) };
+    let Handler::Write(run) = spec.handler else { fail!("{} is not a write", spec.name) };
+    if !spec.arity_ok(args.len()) {
+        fail!("bad arity for {}", spec.name);
+    }
+    Ok(run)
 }
 
 /// One line describing a message (entries and chunks are summarised).

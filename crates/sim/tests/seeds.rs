@@ -51,6 +51,13 @@ fn replication_seeds() {
         sum(|r| r.partitions),
         sum(|r| r.resets),
     );
+    println!(
+        "data-model mix: {} transactions, {} scripts, {} error replies; {} fuzzy snapshots replayed",
+        sum(|r| r.transactions),
+        sum(|r| r.scripts),
+        sum(|r| r.error_replies),
+        sum(|r| r.fuzzy_replays),
+    );
     assert_eq!(reports.len() as u64, count);
     // The faults must actually be exercised, or the seeds prove little.
     for (what, n) in [
@@ -59,6 +66,10 @@ fn replication_seeds() {
         ("snapshots", sum(|r| r.snapshots)),
         ("crashes", sum(|r| r.crashes)),
         ("partitions", sum(|r| r.partitions)),
+        ("transactions", sum(|r| r.transactions)),
+        ("scripts", sum(|r| r.scripts)),
+        ("error replies (WRONGTYPE ...)", sum(|r| r.error_replies)),
+        ("fuzzy snapshot replays", sum(|r| r.fuzzy_replays)),
     ] {
         assert!(n > 0 || count < 50, "no {what} in {count} seeds");
     }
