@@ -13,7 +13,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 bench_init large-write "${1:-}"
-T=target/release/tandem
+T=${TANDEM:-target/release/tandem}
 SIZE=${SIZE:-300000000}
 LEASE_MS=${LEASE_MS:-400}
 PORTS=(19300 19310 19320) # +1 admin, +2 peer
