@@ -26,6 +26,14 @@ fn get_len(con: &mut redis::Connection, key: &str) -> Option<usize> {
     v.map(|v| v.len())
 }
 
+/// Held by the tests that move hundreds of MB, so they do not run at the
+/// same time on a 2-core machine (each alone is what they pin down).
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A client timeout for a request of `bytes`: the harness's default plus
 /// one second per 10 MiB (a loaded 2-core machine moves and copies a few
 /// tens of MB per second per copy).
@@ -117,6 +125,7 @@ fn an_oversized_mset_on_a_leader_reaches_no_follower() {
 /// follower killed with -9 has it after restart.
 #[test]
 fn a_value_sent_in_fragments_is_intact_on_every_follower_and_after_kill_9() {
+    let _heavy = heavy();
     let mut c = Cluster::three(&[]);
     c.wait_streaming(&[2, 3]);
     let big: Vec<u8> = (0..(20usize << 20)).map(|i| (i % 251) as u8).collect();
@@ -146,6 +155,7 @@ fn a_value_sent_in_fragments_is_intact_on_every_follower_and_after_kill_9() {
 /// key in one entry).
 #[test]
 fn default_limits_refuse_a_600_mib_mset_whole_and_keep_serving() {
+    let _heavy = heavy();
     let dir = tempdir();
     let mut server = TestServer::start(dir.path(), &[]);
     let mut con = server.conn();
@@ -206,6 +216,7 @@ fn lease_holder(c: &Cluster) -> u64 {
 /// a follower took over.
 #[test]
 fn a_300_mb_set_never_costs_the_leader_its_leadership() {
+    let _heavy = heavy();
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
