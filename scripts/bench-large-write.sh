@@ -8,12 +8,13 @@
 #
 # Usage: bash scripts/bench-large-write.sh [OUT_DIR]
 #   env: SIZE=300000000 LEASE_MS=400 EXTRA="" (more `tandem server` flags)
+#        TANDEM=path/to/tandem (default target/release/tandem)
 # Uses 127.0.0.1 ports 19300-19322 only; every process it started is killed
 # (by PID) at exit.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 bench_init large-write "${1:-}"
-T=target/release/tandem
+T=${TANDEM:-target/release/tandem}
 SIZE=${SIZE:-300000000}
 LEASE_MS=${LEASE_MS:-400}
 PORTS=(19300 19310 19320) # +1 admin, +2 peer

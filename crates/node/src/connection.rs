@@ -453,7 +453,18 @@ pub(crate) async fn dispatch(
             Outcome { reply: frame, wait_lsn }
         }
         handler => {
-            let (frame, wait_lsn) = shared.db.execute(handler, args);
+            // The loop waits for the state lock only briefly: while a large
+            // write or apply holds it, the command runs on a blocking thread
+            // (decision 0028).
+            let (frame, wait_lsn) = match shared.db.try_execute(handler, args) {
+                Some(done) => done,
+                None => {
+                    let (db, args) = (shared.db.clone(), args.to_vec());
+                    tokio::task::spawn_blocking(move || db.execute(handler, &args))
+                        .await
+                        .unwrap_or_else(|_| (Frame::Error("ERR the command's worker thread failed".into()), None))
+                }
+            };
             Outcome { reply: frame, wait_lsn }
         }
     };

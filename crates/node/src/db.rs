@@ -73,6 +73,12 @@ const _: () = assert!(CHUNK_BYTES_MAX + 1024 <= tandem_core::repl::msg::PEER_FRA
 /// is encoded there too (decision 0028).
 pub const LARGE_WRITE_BYTES: usize = 1 << 20;
 
+/// Longest the event loop waits for the state lock ([`Db::try_execute`]):
+/// a large write or replicated apply holds it for seconds, and a loop
+/// blocked that long stops renewing the leader lease (decision 0028).
+/// Past this the command runs on a blocking thread instead.
+pub const LOOP_LOCK_WAIT: Duration = Duration::from_millis(5);
+
 /// Monotonic milliseconds since the process started (never 0). Leases are
 /// measured with this clock only: a wall clock can jump.
 pub fn mono_ms() -> u64 {
@@ -401,12 +407,34 @@ impl Db {
     /// changed something, the LSN that must be durable before the reply is
     /// released.
     pub fn execute(&self, handler: Handler, args: &[Bytes]) -> (Frame, Option<Lsn>) {
+        self.execute_waiting(handler, args, None).expect("an unbounded wait always gets the lock")
+    }
+
+    /// [`Self::execute`] for the event loop: waits at most
+    /// [`LOOP_LOCK_WAIT`] for the state lock. `None`: a large write or
+    /// apply holds it (nothing was done); run [`Self::execute`] on a
+    /// blocking thread instead, so the loop (and the lease renewals on it)
+    /// never waits seconds for the lock (decision 0028).
+    pub fn try_execute(&self, handler: Handler, args: &[Bytes]) -> Option<(Frame, Option<Lsn>)> {
+        self.execute_waiting(handler, args, Some(LOOP_LOCK_WAIT))
+    }
+
+    fn execute_waiting(
+        &self,
+        handler: Handler,
+        args: &[Bytes],
+        wait: Option<Duration>,
+    ) -> Option<(Frame, Option<Lsn>)> {
         match handler {
             Handler::Read(f) => {
-                let state = self.state.read();
-                (f(&ReadCtx { store: &state.store, now_ms: unix_ms() }, args), None)
+                let state = match wait {
+                    None => self.state.read(),
+                    Some(w) => self.state.try_read_for(w)?,
+                };
+                Some((f(&ReadCtx { store: &state.store, now_ms: unix_ms() }, args), None))
             }
-            Handler::Write(f) => self.write_with(
+            Handler::Write(f) => self.write_waiting(
+                wait,
                 || denies_oom(args),
                 // All or nothing: a write over a limit is refused and undone
                 // inside `execute`, before anything is logged.
@@ -447,29 +475,43 @@ impl Db {
         denyoom: impl FnOnce() -> bool,
         run: impl FnOnce(&mut Store, &mut Batch, u64) -> Result<Frame, Frame>,
     ) -> (Frame, Option<Lsn>) {
+        self.write_waiting(None, denyoom, run).expect("an unbounded wait always gets the lock")
+    }
+
+    /// [`Self::write_with`], waiting at most `wait` for the state lock
+    /// (`None`: it was not free in time, nothing was done).
+    fn write_waiting(
+        &self,
+        wait: Option<Duration>,
+        denyoom: impl FnOnce() -> bool,
+        run: impl FnOnce(&mut Store, &mut Batch, u64) -> Result<Frame, Frame>,
+    ) -> Option<(Frame, Option<Lsn>)> {
         if let Some(e) = self.log.failed() {
-            return (Frame::Error(format!("MISCONF the log cannot be written, writes are refused: {e}")), None);
+            return Some((Frame::Error(format!("MISCONF the log cannot be written, writes are refused: {e}")), None));
         }
-        let mut state = self.state.write();
+        let mut state = match wait {
+            None => self.state.write(),
+            Some(w) => self.state.try_write_for(w)?,
+        };
         if self.writes_stopped.load(Ordering::Acquire) {
-            return (Frame::Error("TRYAGAIN writes are paused for a switchover; retry".into()), None);
+            return Some((Frame::Error("TRYAGAIN writes are paused for a switchover; retry".into()), None));
         }
         let now_ms = unix_ms().max(state.last_commit_ms);
         let state = &mut *state;
         if let Err(oom) = self.make_room(state, now_ms, denyoom) {
-            return (Frame::Error(oom.into()), None);
+            return Some((Frame::Error(oom.into()), None));
         }
         let reply = match run(&mut state.store, &mut state.batch, now_ms) {
             Ok(reply) => reply,
-            Err(refused) => return (refused, None),
+            Err(refused) => return Some((refused, None)),
         };
         if state.batch.is_empty() {
-            return (reply, None);
+            return Some((reply, None));
         }
-        match self.commit(state, now_ms) {
+        Some(match self.commit(state, now_ms) {
             Ok(lsn) => (reply, Some(lsn)),
             Err(e) => (Frame::Error(e), None),
-        }
+        })
     }
 
     /// `WATCH`: `client` watches `keys`. Returns, per key, whether it was
@@ -644,15 +686,11 @@ impl Db {
         if let Some(e) = self.log.failed() {
             return Err(format!("the local log failed: {e}"));
         }
-        let mut state = self.state.write();
-        let mut last = (state.last_lsn, state.last_commit_ms);
+        // Decoding copies every value: done before the state lock is taken,
+        // so a large batch holds the lock (which reads on the event loop
+        // wait for) only to apply and log it (decision 0028).
+        let mut decoded = Vec::with_capacity(entries.len());
         for wire in entries {
-            if wire.lsn <= state.last_lsn {
-                continue; // already have it (a resend after reconnect)
-            }
-            if wire.lsn != state.last_lsn + 1 {
-                return Err(format!("entry {} does not follow local LSN {}", wire.lsn, state.last_lsn));
-            }
             if wire.payload.len() > RECORD_PAYLOAD_BYTES_MAX {
                 // Checked before anything is applied: the local log could not
                 // hold it, so the entry must not reach the store either.
@@ -662,8 +700,20 @@ impl Db {
                     wire.payload.len()
                 ));
             }
-            let entry = LogEntry::decode_payload(wire.lsn, wire.epoch, &wire.payload)
-                .map_err(|e| format!("entry {}: {e}", wire.lsn))?;
+            decoded.push(
+                LogEntry::decode_payload(wire.lsn, wire.epoch, &wire.payload)
+                    .map_err(|e| format!("entry {}: {e}", wire.lsn))?,
+            );
+        }
+        let mut state = self.state.write();
+        let mut last = (state.last_lsn, state.last_commit_ms);
+        for (wire, entry) in entries.iter().zip(decoded) {
+            if wire.lsn <= state.last_lsn {
+                continue; // already have it (a resend after reconnect)
+            }
+            if wire.lsn != state.last_lsn + 1 {
+                return Err(format!("entry {} does not follow local LSN {}", wire.lsn, state.last_lsn));
+            }
             for effect in &entry.effects {
                 state.store.apply(effect);
             }
@@ -878,11 +928,15 @@ impl Db {
 
     /// Deletes up to `max` expired keys through the log (active expiry).
     /// Returns how many were deleted and the LSN of the entry, if any.
+    /// Runs on the event loop: skips this round if the state lock is not
+    /// free within [`LOOP_LOCK_WAIT`] (a large write holds it).
     pub fn expire_sweep(&self, max: usize) -> usize {
         if self.log.failed().is_some() {
             return 0;
         }
-        let mut state = self.state.write();
+        let Some(mut state) = self.state.try_write_for(LOOP_LOCK_WAIT) else {
+            return 0;
+        };
         if self.writes_stopped.load(Ordering::Acquire) {
             return 0;
         }
@@ -960,12 +1014,16 @@ impl Db {
     /// Evicts keys while the store is over `maxmemory` (the leader's
     /// background pass, so the store gets under the limit between writes
     /// too). Returns how many.
+    /// Like [`Self::expire_sweep`], skipped while a large write holds the
+    /// state lock.
     pub fn evict_sweep(&self) -> usize {
         let limit = self.memory.max_bytes();
         if limit == 0 || self.log.failed().is_some() {
             return 0;
         }
-        let mut state = self.state.write();
+        let Some(mut state) = self.state.try_write_for(LOOP_LOCK_WAIT) else {
+            return 0;
+        };
         if self.writes_stopped.load(Ordering::Acquire) || state.store.used_bytes() as u64 <= limit {
             return 0;
         }
@@ -1017,6 +1075,12 @@ impl Db {
     /// Reads with the state lock held.
     pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&self.state.read())
+    }
+
+    /// [`Self::with_state`] for the event loop: `None` if the lock is not
+    /// free within [`LOOP_LOCK_WAIT`] (a large write or apply holds it).
+    pub fn try_with_state<R>(&self, f: impl FnOnce(&State) -> R) -> Option<R> {
+        self.state.try_read_for(LOOP_LOCK_WAIT).map(|s| f(&s))
     }
 
     /// The log (for stats and flushing).

@@ -418,9 +418,15 @@ pub fn refresh_gauges(shared: &Shared) {
     let stats = shared.db.log().stats();
     m.log_bytes.set(stats.bytes_on_disk as i64);
     m.log_segments.set(stats.segments as i64);
-    let (keys, last_lsn) = shared.db.with_state(|s| (s.store.len(), s.last_lsn));
-    m.keys.set(keys as i64);
-    m.last_lsn.set(last_lsn as i64);
+    // Skipped (the gauges keep their values) while a large write holds the
+    // state lock: this runs on the event loop (decision 0028).
+    if let Some((keys, last_lsn, used)) =
+        shared.db.try_with_state(|s| (s.store.len(), s.last_lsn, s.store.used_bytes()))
+    {
+        m.keys.set(keys as i64);
+        m.last_lsn.set(last_lsn as i64);
+        m.used_memory_bytes.set(used as i64);
+    }
     m.durable_lsn.set(shared.db.durable_lsn() as i64);
     m.epoch.set(shared.db.epoch() as i64);
     let role = match shared.repl.view() {
@@ -432,6 +438,5 @@ pub fn refresh_gauges(shared: &Shared) {
         m.role.get_or_create(&crate::metrics::RoleLabel { role: r.to_string() }).set(i64::from(r == role));
     }
     m.memory_rss_bytes.set(crate::metrics::rss_bytes() as i64);
-    m.used_memory_bytes.set(shared.db.used_bytes() as i64);
     m.maxmemory_bytes.set(shared.db.memory().max_bytes() as i64);
 }

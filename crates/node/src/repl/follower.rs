@@ -24,7 +24,7 @@ use tandem_core::Lsn;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
-use super::wire::{encode_frame, read_frame, read_frame_offloaded, write_frame};
+use super::wire::{decode_blocking, encode_frame, read_frame, read_frame_raw, write_frame, RawFrame, WireError};
 use crate::db::{mono_ms, unix_ms, Db};
 use crate::events::{EventFields, Events};
 use crate::faults::Faults;
@@ -40,6 +40,9 @@ const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(single_leader::REC
 const LEADER_SILENCE_TIMEOUT: Duration = Duration::from_millis(single_leader::LEADER_SILENCE_MS_DEFAULT);
 /// Messages read from the leader but not yet processed.
 const FOLLOWER_INBOX_MAX: usize = 4096;
+/// Messages (acks, lease grants) queued for the connection writer; a grant
+/// that finds the queue full is dropped (the next request gets one).
+const FOLLOWER_OUTBOX_MAX: usize = 1024;
 
 /// What the follower driver needs.
 pub struct FollowerParams {
@@ -209,30 +212,117 @@ async fn session(
     // A reader task keeps taking frames off the socket while this loop
     // applies, so the follower learns how far the leader is (lag,
     // staleness) even while applying is slow. The leader's in-flight byte
-    // limit bounds what can pile up in the inbox.
-    let (inbox_tx, mut inbox) = mpsc::channel::<Result<PeerMsg, String>>(FOLLOWER_INBOX_MAX);
-    let reader_task = tokio::spawn(async move {
+    // limit bounds what can pile up in the inbox. The reader answers lease
+    // requests itself (the grant is stamped when the request arrives), and
+    // a writer task owns the socket's write half: a grant never waits for a
+    // large frame to be decoded or applied (decision 0028).
+    let (inbox_tx, mut inbox) = mpsc::channel::<Result<Inbound, String>>(FOLLOWER_INBOX_MAX);
+    let (out_tx, out_rx) = mpsc::channel::<PeerMsg>(FOLLOWER_OUTBOX_MAX);
+    let _writer_task = AbortOnDrop(tokio::spawn(write_loop(writer, out_rx, params.faults.clone(), params.leader_id)));
+    let lease = LeaseAnswerer {
+        grantor: params.grantor.clone(),
+        faults: params.faults.clone(),
+        leader_id: params.leader_id,
+        out: out_tx.clone(),
+    };
+    let _reader_task = AbortOnDrop(tokio::spawn(async move {
         let mut partial = Vec::new();
         loop {
-            let msg = match tokio::time::timeout(
-                LEADER_SILENCE_TIMEOUT,
-                read_frame_offloaded(&mut reader, &mut buf, &mut partial),
-            )
-            .await
-            {
-                Ok(Ok(msg)) => Ok(msg),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no word from the leader for {LEADER_SILENCE_TIMEOUT:?}")),
-            };
+            let msg =
+                match tokio::time::timeout(LEADER_SILENCE_TIMEOUT, read_frame_raw(&mut reader, &mut buf, &mut partial))
+                    .await
+                {
+                    Ok(Ok(RawFrame::Msg(PeerMsg::LeaseRequest { epoch, stamp_ms }))) => {
+                        match lease.answer(epoch, stamp_ms) {
+                            Ok(()) => continue,
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Ok(Ok(RawFrame::Msg(msg))) => Ok(Inbound::Msg(msg)),
+                    Ok(Ok(RawFrame::Large(body))) => Ok(Inbound::Decoding(decode_blocking(body))),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no word from the leader for {LEADER_SILENCE_TIMEOUT:?}")),
+                };
             let end = msg.is_err();
             if inbox_tx.send(msg).await.is_err() || end {
                 return;
             }
         }
-    });
-    let result = stream_loop(db, metrics, params, core, status, &mut writer, &mut inbox).await;
-    reader_task.abort();
-    result.map_err(SessionEnd::Streamed)
+    }));
+    stream_loop(db, metrics, params, core, status, &out_tx, &mut inbox).await.map_err(SessionEnd::Streamed)
+}
+
+/// Aborts a task when dropped: the session's reader (which grants leases)
+/// and writer never outlive it, however the session ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the reader hands the stream loop, in stream order.
+enum Inbound {
+    /// A decoded message.
+    Msg(PeerMsg),
+    /// A large frame being decoded on a blocking thread; the messages after
+    /// it wait until it is done.
+    Decoding(tokio::task::JoinHandle<Result<PeerMsg, WireError>>),
+}
+
+/// Answers the leader's lease requests from the connection reader.
+struct LeaseAnswerer {
+    grantor: Option<Arc<Mutex<LeaseGrantor>>>,
+    faults: Arc<Faults>,
+    leader_id: u64,
+    out: mpsc::Sender<PeerMsg>,
+}
+
+impl LeaseAnswerer {
+    /// Grants (the stamp goes back through the writer) or says why the
+    /// stream must end.
+    fn answer(&self, epoch: u64, stamp_ms: u64) -> Result<(), String> {
+        if self.faults.is_cut(self.leader_id) {
+            return Err(format!("the link to node {} is cut (fault injection)", self.leader_id));
+        }
+        let Some(grantor) = &self.grantor else {
+            return Err("the leader asks for leases but this node runs without them".into());
+        };
+        let mut grantor = grantor.lock();
+        if !grantor.handle_request(mono_ms(), epoch) {
+            let floor = grantor.floor_epoch();
+            return Err(format!("refusing the lease of epoch {epoch}: this node fenced it (now at epoch {floor})"));
+        }
+        drop(grantor);
+        let _ = self.out.try_send(PeerMsg::LeaseGrant { stamp_ms });
+        Ok(())
+    }
+}
+
+/// Writes what the session sends the leader (acks, lease grants), after
+/// the injected link delay if any. Ends when the socket fails or the
+/// session drops its senders.
+async fn write_loop(
+    mut writer: crate::peer_auth::PeerWriter,
+    mut queue: mpsc::Receiver<PeerMsg>,
+    faults: Arc<Faults>,
+    leader_id: u64,
+) {
+    let mut out = Vec::with_capacity(256);
+    while let Some(msg) = queue.recv().await {
+        out.clear();
+        encode_frame(&msg, &mut out);
+        while let Ok(msg) = queue.try_recv() {
+            encode_frame(&msg, &mut out);
+        }
+        if let Some(d) = faults.send_delay(leader_id) {
+            tokio::time::sleep(d).await;
+        }
+        if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Entries received but not yet applied: (when they may be applied, entries).
@@ -247,16 +337,16 @@ async fn stream_loop(
     params: &FollowerParams,
     core: &mut Follower,
     status: &Mutex<FollowerStatus>,
-    writer: &mut crate::peer_auth::PeerWriter,
-    inbox: &mut mpsc::Receiver<Result<PeerMsg, String>>,
+    out: &mpsc::Sender<PeerMsg>,
+    inbox: &mut mpsc::Receiver<Result<Inbound, String>>,
 ) -> Result<(), String> {
     let mut durable = db.durable();
-    let mut out = Vec::with_capacity(256);
     let mut pending: PendingApply = VecDeque::new();
-    let mut replies: Vec<PeerMsg> = Vec::new();
     // A large batch being applied on a blocking thread (its entry count):
-    // the loop keeps answering heartbeats (lease grants) meanwhile.
+    // the loop keeps taking messages meanwhile.
     let mut applying: Option<(ApplyTask, u64)> = None;
+    // A large frame being decoded: later messages wait in the inbox.
+    let mut decoding: Option<tokio::task::JoinHandle<Result<PeerMsg, WireError>>> = None;
     loop {
         let next_ready = pending.front().map(|(at, _)| *at);
         tokio::select! {
@@ -269,28 +359,17 @@ async fn stream_loop(
                 metrics.repl_entries_applied.inc_by(count);
                 core.handle_applied(last, commit_ms);
             }
-            msg = inbox.recv() => {
+            msg = async { decoding.as_mut().expect("guarded").await }, if decoding.is_some() => {
+                decoding = None;
+                let msg = msg.map_err(|e| format!("decoding a frame failed: {e}"))?.map_err(|e| e.to_string())?;
+                receive(core, params, &mut pending, msg)?;
+                take_arrived(core, params, &mut pending, &mut decoding, inbox)?;
+            }
+            msg = inbox.recv(), if decoding.is_none() => {
                 let msg = msg.ok_or("the connection reader stopped")??;
-                if params.faults.is_cut(params.leader_id) {
-                    return Err(format!("the link to node {} is cut (fault injection)", params.leader_id));
-                }
-                receive(core, params, &mut pending, &mut replies, msg)?;
+                take(core, params, &mut pending, &mut decoding, msg)?;
                 // Take in whatever else already arrived before applying.
-                while let Ok(msg) = inbox.try_recv() {
-                    receive(core, params, &mut pending, &mut replies, msg?)?;
-                }
-                // Lease grants go out before the (possibly slow) apply.
-                if !replies.is_empty() {
-                    if let Some(d) = params.faults.send_delay(params.leader_id) {
-                        tokio::time::sleep(d).await;
-                    }
-                    out.clear();
-                    for reply in replies.drain(..) {
-                        encode_frame(&reply, &mut out);
-                    }
-                    writer.write_all(&out).await.map_err(|e| e.to_string())?;
-                    writer.flush().await.map_err(|e| e.to_string())?;
-                }
+                take_arrived(core, params, &mut pending, &mut decoding, inbox)?;
             }
             _ = tokio::time::sleep_until(next_ready.unwrap_or_else(tokio::time::Instant::now)), if next_ready.is_some() => {}
             _ = durable.changed() => {}
@@ -302,7 +381,7 @@ async fn stream_loop(
             if bytes > crate::db::LARGE_WRITE_BYTES {
                 // Applying copies every value: a large batch on a blocking
                 // thread, finished in the select above, so this follower
-                // keeps granting the leader's lease meanwhile (decision 0028).
+                // keeps taking messages meanwhile (decision 0028).
                 let db = db.clone();
                 applying = Some((tokio::task::spawn_blocking(move || db.apply_replicated(&batch)), count));
                 break;
@@ -322,41 +401,61 @@ async fn stream_loop(
         // Only what is both in the local log and durable counts as flushed.
         core.handle_flushed((*durable.borrow_and_update()).min(db.last_lsn()).min(core.last_lsn()));
         if let Some(ack) = core.poll_ack(unix_ms()) {
-            if let Some(d) = params.faults.send_delay(params.leader_id) {
-                tokio::time::sleep(d).await;
-            }
-            out.clear();
-            encode_frame(&ack, &mut out);
-            writer.write_all(&out).await.map_err(|e| e.to_string())?;
-            writer.flush().await.map_err(|e| e.to_string())?;
+            out.send(ack).await.map_err(|_| "the connection writer stopped".to_string())?;
         }
         *status.lock() = core.status(unix_ms());
     }
 }
 
+/// Takes one item from the reader: a message into the core, or a large
+/// frame whose decode the loop waits for before it takes anything else.
+fn take(
+    core: &mut Follower,
+    params: &FollowerParams,
+    pending: &mut PendingApply,
+    decoding: &mut Option<tokio::task::JoinHandle<Result<PeerMsg, WireError>>>,
+    item: Inbound,
+) -> Result<(), String> {
+    if params.faults.is_cut(params.leader_id) {
+        return Err(format!("the link to node {} is cut (fault injection)", params.leader_id));
+    }
+    match item {
+        Inbound::Msg(msg) => receive(core, params, pending, msg),
+        Inbound::Decoding(task) => {
+            *decoding = Some(task);
+            Ok(())
+        }
+    }
+}
+
+/// Takes what already arrived, up to the next large frame being decoded.
+fn take_arrived(
+    core: &mut Follower,
+    params: &FollowerParams,
+    pending: &mut PendingApply,
+    decoding: &mut Option<tokio::task::JoinHandle<Result<PeerMsg, WireError>>>,
+    inbox: &mut mpsc::Receiver<Result<Inbound, String>>,
+) -> Result<(), String> {
+    while decoding.is_none() {
+        match inbox.try_recv() {
+            Ok(item) => take(core, params, pending, decoding, item?)?,
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
 /// Takes one message from the leader into the core; entries are queued to
-/// be applied (at once, or after the test knob's delay).
+/// be applied (at once, or after the test knob's delay). Lease requests
+/// never get here: the connection reader answers them.
 fn receive(
     core: &mut Follower,
     params: &FollowerParams,
     pending: &mut PendingApply,
-    replies: &mut Vec<PeerMsg>,
     msg: PeerMsg,
 ) -> Result<(), String> {
     let now = unix_ms();
     match msg {
-        PeerMsg::LeaseRequest { epoch, stamp_ms } => {
-            let Some(grantor) = &params.grantor else {
-                return Err("the leader asks for leases but this node runs without them".into());
-            };
-            if grantor.lock().handle_request(mono_ms(), epoch) {
-                replies.push(PeerMsg::LeaseGrant { stamp_ms });
-                Ok(())
-            } else {
-                let floor = grantor.lock().floor_epoch();
-                Err(format!("refusing the lease of epoch {epoch}: this node fenced it (now at epoch {floor})"))
-            }
-        }
         PeerMsg::Entries { epoch, entries, leader_last_lsn, leader_now_ms } => {
             let fresh = core.handle_entries(now, epoch, &entries, leader_last_lsn, leader_now_ms)?;
             if !fresh.is_empty() {

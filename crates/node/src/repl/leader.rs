@@ -265,15 +265,24 @@ impl LeaderHandle {
                         if bytes > crate::db::LARGE_WRITE_BYTES {
                             // Encoding copies every payload: a large one on a
                             // blocking thread, so lease renewals and the other
-                            // followers' streams go on (decision 0028).
+                            // followers' streams go on; the lease requests
+                            // queued meanwhile go out at once (decision 0028).
                             let mut buf = std::mem::take(&mut out);
-                            buf = tokio::task::spawn_blocking(move || {
+                            let mut encode = tokio::task::spawn_blocking(move || {
                                 super::wire::encode_frame(&msg, &mut buf);
                                 buf
-                            })
-                            .await
-                            .expect("frame encoding does not panic");
-                            out = buf;
+                            });
+                            let mut open = true;
+                            out = loop {
+                                tokio::select! {
+                                    done = &mut encode => break done.expect("frame encoding does not panic"),
+                                    t = instructions.recv(), if open => match t {
+                                        Some(Transmit::Heartbeat { msg, .. }) => write_frame(&mut writer, &msg).await?,
+                                        Some(other) => deferred.push_back(other),
+                                        None => open = false,
+                                    },
+                                }
+                            };
                         } else {
                             super::wire::encode_frame(&msg, &mut out);
                         }

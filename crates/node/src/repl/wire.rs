@@ -82,18 +82,27 @@ pub fn fragment_header(len: usize, last: bool) -> [u8; LEN_BYTES] {
     (len as u32 | FRAGMENT_FLAG | if last { LAST_FRAGMENT_FLAG } else { 0 }).to_le_bytes()
 }
 
+/// A frame read by [`read_frame_raw`].
+pub enum RawFrame {
+    /// A small frame, decoded.
+    Msg(PeerMsg),
+    /// The body of a frame larger than [`crate::db::LARGE_WRITE_BYTES`],
+    /// not yet decoded: decoding copies every value, so the caller does it
+    /// on a blocking thread ([`decode_blocking`]) while it goes on reading.
+    Large(Vec<u8>),
+}
+
 /// Like [`read_frame`], but also takes fragmented frames (reassembled in
-/// `partial`, bounded by `PEER_FRAME_BYTES_MAX`), and a frame larger than
-/// [`crate::db::LARGE_WRITE_BYTES`] is decoded on a blocking thread
-/// (decoding copies every value), so the event loop keeps serving the
-/// lease and other peers meanwhile (decision 0028). Not cancel-safe while
-/// such a decode runs (the frame is out of `buf`): only for a reader that
-/// drops the connection when cancelled (the follower's stream reader).
-pub async fn read_frame_offloaded<R: AsyncRead + Unpin>(
+/// `partial`, bounded by `PEER_FRAME_BYTES_MAX`), and leaves a frame larger
+/// than [`crate::db::LARGE_WRITE_BYTES`] undecoded, so the reader never
+/// waits for a large decode and keeps taking the lease requests that follow
+/// it (decision 0028). Cancel-safe like [`read_frame`] (bytes accumulate in
+/// `buf` and `partial`). Only the follower's stream reader takes fragments.
+pub async fn read_frame_raw<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
     partial: &mut Vec<u8>,
-) -> Result<PeerMsg, WireError> {
+) -> Result<RawFrame, WireError> {
     loop {
         if buf.len() >= LEN_BYTES {
             let word = u32::from_le_bytes(buf[..LEN_BYTES].try_into().expect("4 bytes"));
@@ -109,8 +118,7 @@ pub async fn read_frame_offloaded<R: AsyncRead + Unpin>(
                     buf.advance(LEN_BYTES);
                     partial.extend_from_slice(&buf.split_to(len));
                     if word & LAST_FRAGMENT_FLAG != 0 {
-                        let frame = std::mem::take(partial);
-                        return decode_off_loop(frame).await;
+                        return raw(std::mem::take(partial));
                     }
                     continue;
                 }
@@ -118,7 +126,7 @@ pub async fn read_frame_offloaded<R: AsyncRead + Unpin>(
                 let len = word as usize;
                 if len > crate::db::LARGE_WRITE_BYTES && len <= PEER_FRAME_BYTES_MAX && buf.len() >= LEN_BYTES + len {
                     buf.advance(LEN_BYTES);
-                    return decode_off_loop(buf.split_to(len).to_vec()).await;
+                    return Ok(RawFrame::Large(buf.split_to(len).to_vec()));
                 }
             }
         }
@@ -126,7 +134,7 @@ pub async fn read_frame_offloaded<R: AsyncRead + Unpin>(
         let fragment_pending = buf.len() >= LEN_BYTES && buf[LEN_BYTES - 1] & 0x80 != 0;
         if !fragment_pending {
             if let Some(msg) = take_frame(buf)? {
-                return Ok(msg);
+                return Ok(RawFrame::Msg(msg));
             }
         }
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES {
@@ -138,15 +146,17 @@ pub async fn read_frame_offloaded<R: AsyncRead + Unpin>(
     }
 }
 
-/// Decodes a frame body, on a blocking thread when it is large.
-async fn decode_off_loop(frame: Vec<u8>) -> Result<PeerMsg, WireError> {
+/// A reassembled frame body: decoded now if small, else left to the caller.
+fn raw(frame: Vec<u8>) -> Result<RawFrame, WireError> {
     if frame.len() <= crate::db::LARGE_WRITE_BYTES {
-        return Ok(PeerMsg::decode(&frame)?);
+        return Ok(RawFrame::Msg(PeerMsg::decode(&frame)?));
     }
-    tokio::task::spawn_blocking(move || PeerMsg::decode(&frame))
-        .await
-        .map_err(|e| WireError::Io(std::io::Error::other(e)))?
-        .map_err(WireError::from)
+    Ok(RawFrame::Large(frame))
+}
+
+/// Decodes a large frame body on a blocking thread.
+pub fn decode_blocking(frame: Vec<u8>) -> tokio::task::JoinHandle<Result<PeerMsg, WireError>> {
+    tokio::task::spawn_blocking(move || PeerMsg::decode(&frame).map_err(WireError::from))
 }
 
 /// Encodes `msg` as a frame into `out` (appending).
