@@ -3,7 +3,11 @@
 //! reading, and written as self-contained HTML pages with SVG plots.
 //!
 //! Owns the command line and where reports go (stdout, `--json`, `--out
-//! DIR`); what a scenario measures lives in `tandem_sim::lab`.
+//! DIR`); what a scenario measures lives in `tandem_sim::lab`. With
+//! `--real`, [`real`] also runs a scaled-down workload against a real local
+//! cluster and adds its numbers beside the simulated ones.
+
+mod real;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,6 +46,14 @@ enum LabCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also run a scaled-down workload against a real local cluster
+        /// (3 `tandem server` processes started like `tandem up`, temporary
+        /// data, free ports, region delays injected with /faults) and print
+        /// its numbers beside the simulated ones (`real ...` columns).
+        /// Available for sync-vs-async, stale-read and failover; real
+        /// numbers depend on the machine, not on the seed.
+        #[arg(long)]
+        real: bool,
     },
 }
 
@@ -55,7 +67,7 @@ pub fn run(args: LabArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        LabCommand::Run { name, all, seed, out, json } => {
+        LabCommand::Run { name, all, seed, out, json, real } => {
             let chosen: Vec<&lab::Scenario> = if all {
                 SCENARIOS.iter().collect()
             } else {
@@ -69,11 +81,33 @@ pub fn run(args: LabArgs) -> ExitCode {
                     }
                 }
             };
+            if real && !all {
+                if let Err(why) = real::runner(chosen[0].name) {
+                    eprintln!("tandem lab: {why}");
+                    return ExitCode::from(2);
+                }
+            }
             let mut reports = Vec::new();
             for s in chosen {
                 let started = Instant::now();
                 eprintln!("tandem lab: running {} (seed {seed}) ...", s.name);
-                match (s.run)(seed) {
+                let result = (s.run)(seed).and_then(|mut r| {
+                    if !real {
+                        return Ok(r);
+                    }
+                    match real::runner(s.name) {
+                        Ok(run) => {
+                            let started = Instant::now();
+                            eprintln!("tandem lab: running {} against a real local cluster ...", s.name);
+                            let measured = run(seed).map_err(|e| format!("the real run failed: {e}"))?;
+                            eprintln!("tandem lab: real run done in {:.1} s", started.elapsed().as_secs_f64());
+                            real::merge(&mut r, measured);
+                        }
+                        Err(why) => eprintln!("tandem lab: {why}"),
+                    }
+                    Ok(r)
+                });
+                match result {
                     Ok(r) => {
                         eprintln!("tandem lab: {} done in {:.1} s", s.name, started.elapsed().as_secs_f64());
                         if !json {

@@ -62,8 +62,9 @@ fn terminate(children: &[Node]) {
 }
 
 /// The cluster secret file in `data_dir`, written with a fresh random
-/// secret (readable by the owner only) if there is none yet.
-fn cluster_secret_file(data_dir: &std::path::Path) -> Result<PathBuf, String> {
+/// secret (readable by the owner only) if there is none yet. (Also used by
+/// `tandem lab run --real`.)
+pub(crate) fn cluster_secret_file(data_dir: &std::path::Path) -> Result<PathBuf, String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join("cluster-secret");
@@ -81,6 +82,50 @@ fn cluster_secret_file(data_dir: &std::path::Path) -> Result<PathBuf, String> {
         .and_then(|()| file.sync_all())
         .map_err(|e| format!("cannot write the cluster secret file {}: {e}", path.display()))?;
     Ok(path)
+}
+
+/// Where one node of a local cluster listens (`HOST:PORT` each).
+pub(crate) struct NodeAddrs {
+    pub client: String,
+    pub admin: String,
+    pub peer: String,
+}
+
+/// The `tandem server` flags `tandem up` gives node `id` (shared with
+/// `tandem lab run --real`, which starts its clusters the same way):
+/// `members` is the `--members` list, `static_leader` makes node 1 lead
+/// with fixed roles, `extra` is appended.
+pub(crate) fn node_server_args(
+    id: u64,
+    data_dir: &std::path::Path,
+    addrs: &NodeAddrs,
+    members: &str,
+    secret_file: &std::path::Path,
+    static_leader: bool,
+    extra: &[String],
+) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "server".into(),
+        "--node-id".into(),
+        id.to_string(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--client-addr".into(),
+        addrs.client.clone(),
+        "--admin-addr".into(),
+        addrs.admin.clone(),
+        "--peer-addr".into(),
+        addrs.peer.clone(),
+        "--members".into(),
+        members.to_string(),
+        "--cluster-secret-file".into(),
+        secret_file.display().to_string(),
+    ];
+    if static_leader {
+        v.extend(["--leader".into(), "1".into()]);
+    }
+    v.extend(extra.iter().cloned());
+    v
 }
 
 /// Runs `tandem up`.
@@ -112,28 +157,20 @@ pub fn run(a: UpArgs) -> ExitCode {
     };
     // The `tandem server` flags of node i (also printed as its restart command).
     let server_args = |i: u64| -> Vec<String> {
-        let mut v: Vec<String> = vec![
-            "server".into(),
-            "--node-id".into(),
-            i.to_string(),
-            "--data-dir".into(),
-            a.data_dir.join(format!("node-{i}")).display().to_string(),
-            "--client-addr".into(),
-            format!("127.0.0.1:{}", port(i, 0)),
-            "--admin-addr".into(),
-            format!("127.0.0.1:{}", port(i, 1)),
-            "--peer-addr".into(),
-            format!("127.0.0.1:{}", port(i, 2)),
-            "--members".into(),
-            members.clone(),
-            "--cluster-secret-file".into(),
-            secret_file.display().to_string(),
-        ];
-        if a.static_leader {
-            v.extend(["--leader".into(), "1".into()]);
-        }
-        v.extend(a.server_args.iter().cloned());
-        v
+        let addrs = NodeAddrs {
+            client: format!("127.0.0.1:{}", port(i, 0)),
+            admin: format!("127.0.0.1:{}", port(i, 1)),
+            peer: format!("127.0.0.1:{}", port(i, 2)),
+        };
+        node_server_args(
+            i,
+            &a.data_dir.join(format!("node-{i}")),
+            &addrs,
+            &members,
+            &secret_file,
+            a.static_leader,
+            &a.server_args,
+        )
     };
     if let Some(n) = a.restart {
         if n == 0 || n > a.nodes {

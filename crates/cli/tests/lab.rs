@@ -226,3 +226,44 @@ fn conflicts_crdt_cart_loses_nothing_and_lww_discards_are_in_the_feed() {
     let lww = row(&rows, "lww");
     assert!(num(&lww[3]) > 0.0 && num(&lww[2]) > 0.0, "{lww:?}");
 }
+
+/// The number at the start of a table cell (`12`, `3.5`, `12.0%`).
+fn number(cell: &serde_json::Value) -> Option<f64> {
+    cell.as_str()?.trim_end_matches('%').parse().ok()
+}
+
+#[test]
+fn lab_real_runs_the_workload_on_a_real_cluster_and_prints_real_numbers_beside_the_simulated_ones() {
+    let (ok, out, err) = lab(&["run", "stale-read", "--real", "--json"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("against a real local cluster"), "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let columns: Vec<&str> = doc["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let col = |name: &str| {
+        columns.iter().position(|c| *c == name).unwrap_or_else(|| panic!("no {name:?} column: {columns:?}"))
+    };
+    let (sim_reads, sim_rate) = (col("own reads"), col("stale rate"));
+    let (real_reads, real_rate) = (col("real own reads"), col("real stale rate"));
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{out}");
+    for row in rows {
+        let row = row.as_array().unwrap();
+        assert_eq!(row.len(), columns.len(), "ragged row {row:?}");
+        for i in [sim_reads, sim_rate, real_reads, real_rate] {
+            assert!(number(&row[i]).is_some(), "column {:?} of {row:?} is not a number", columns[i]);
+        }
+        assert!(number(&row[real_reads]).unwrap() > 0.0, "no real reads in {row:?}");
+    }
+    // Leader-only reads are never stale, on the real cluster too.
+    let strong = rows.iter().find(|r| r[0] == "strong").expect("a strong row");
+    assert_eq!(number(&strong[real_rate]), Some(0.0), "{strong:?}");
+    let setup = doc["setup"].as_array().unwrap();
+    assert!(setup.iter().any(|s| s[0].as_str().unwrap_or("").starts_with("real: ")), "{setup:?}");
+}
+
+#[test]
+fn lab_real_names_the_scenarios_it_cannot_run_and_why() {
+    let (ok, _, err) = lab(&["run", "single-box", "--real"]);
+    assert!(!ok, "single-box --real must not pass as if it had run");
+    assert!(err.contains("single-box: not available with --real: "), "{err}");
+}

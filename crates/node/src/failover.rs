@@ -316,6 +316,13 @@ impl Failover {
         policies
     }
 
+    /// Probes `members` the way the orchestrator does and returns the
+    /// reports of those that answered in time. Read-only: the dashboard
+    /// uses it to show every replica's lag from any node.
+    pub async fn probe(&self, members: &[NodeId]) -> BTreeMap<NodeId, NodeReport> {
+        self.probe_all(members).await
+    }
+
     async fn probe_all(&self, members: &[NodeId]) -> BTreeMap<NodeId, NodeReport> {
         let calls =
             members.iter().map(|&id| async move { (id, self.call(id, &FailoverRpc::Probe, RPC_TIMEOUT).await) });

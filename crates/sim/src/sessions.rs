@@ -61,7 +61,9 @@ impl Mode {
         }
     }
 
-    fn session_config(self, c: &SessionsConfig) -> SessionConfig {
+    /// The session configuration a client of this mode runs with (also the
+    /// real clients of `tandem lab run stale-read --real`).
+    pub fn session_config(self, c: &SessionsConfig) -> SessionConfig {
         let mut s = SessionConfig { balance: Balance::RoundRobin, ..SessionConfig::default() };
         match self {
             Mode::Off => {}
