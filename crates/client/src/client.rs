@@ -8,6 +8,13 @@
 //!   after each read so the session learns an upper bound of the state it
 //!   saw (for monotonic reads); a token wait pipelines `WAITLSN lsn wait_ms`
 //!   before the read and falls back to the leader if it comes back short;
+//! - a key of a multi-leader keyspace (known from the topology poll) is
+//!   handled the same way with version vectors instead of LSNs: after a
+//!   write `WAITVV key - 0` is pipelined instead of `LASTLSN` (the reply is
+//!   the writing node's applied vector, whose own component covers the
+//!   write), reads are routed by [`Session::route_ml_read`], a wait
+//!   pipelines `WAITVV key <vector> <wait_ms>` before the read, and the
+//!   leader serves only after the same check (else a `TRYAGAIN` error);
 //! - READONLY from the leader, or a leader that cannot be reached, makes the
 //!   proxy refresh the topology and retry once on the new leader;
 //! - commands that are neither reads nor writes of the data (node commands
@@ -22,8 +29,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use tandem_core::command::{self, Handler};
+use tandem_core::conflict::VersionVector;
+use tandem_core::replica::multi_leader::exec::{encode_context, parse_context};
 use tandem_core::resp::{self, Frame, Limits, Protocol};
-use tandem_core::session::{Balance, Route, Ryw, Session, SessionConfig, Target};
+use tandem_core::session::{Balance, MlNodeView, MlTarget, Route, Ryw, Session, SessionConfig, Target};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -71,6 +80,9 @@ pub struct Client {
     observed_lsn: HashMap<usize, u64>,
     /// The leader `observed_lsn` was learned under.
     observed_leader: Option<usize>,
+    /// Per (node index, multi-leader keyspace): the applied vector learned
+    /// from this connection's own `WAITVV` replies (fresher than the poll).
+    observed_vv: HashMap<(usize, String), VersionVector>,
     quit: bool,
 }
 
@@ -85,6 +97,7 @@ impl Client {
             backends: HashMap::new(),
             observed_lsn: HashMap::new(),
             observed_leader: None,
+            observed_vv: HashMap::new(),
             quit: false,
         }
     }
@@ -182,6 +195,33 @@ impl Client {
 
     async fn write(&mut self, args: &[Bytes]) -> Frame {
         inc(&self.metrics.writes);
+        if let Some(key) = self.ml_key(args) {
+            let probe = waitvv(&key, "-", 0);
+            return match self.on_leader_pipeline(&[args, &probe]).await {
+                Ok(replies) => {
+                    match parse_waitvv(replies.get(1)) {
+                        Some((ks, node, applied)) => {
+                            self.session.on_ml_write(now_ms(), &ks, node, &applied);
+                            if let Some(leader) = self.topology.current().leader {
+                                self.observe_vv(leader, &ks, &applied);
+                            }
+                        }
+                        // The key is single-leader after all (a longer
+                        // single-leader prefix): its token is its LSN.
+                        None => {
+                            let lastlsn = [Bytes::from_static(b"LASTLSN")];
+                            if let Ok(r) = self.on_leader(&lastlsn).await {
+                                if let Some(lsn) = int_of(r.first()) {
+                                    self.session.on_write(now_ms(), lsn);
+                                }
+                            }
+                        }
+                    }
+                    replies.into_iter().next().unwrap_or(Frame::Null)
+                }
+                Err(e) => e,
+            };
+        }
         let lastlsn = [Bytes::from_static(b"LASTLSN")];
         match self.on_leader_pipeline(&[args, &lastlsn]).await {
             Ok(replies) => {
@@ -245,6 +285,11 @@ impl Client {
         let snap = self.topology.current();
         if snap.leader.is_none() && snap.nodes.iter().all(|n| n.role != crate::topology::Role::Follower) {
             return err(NO_LEADER);
+        }
+        if let Some(key) = self.ml_key(args) {
+            if let Some(reply) = self.ml_read(args, &key).await {
+                return reply;
+            }
         }
         if snap.leader != self.observed_leader {
             self.observed_lsn.clear();
@@ -325,6 +370,150 @@ impl Client {
         replies.into_iter().next().unwrap_or(Frame::Null)
     }
 
+    // ------------------------------------------------ multi-leader keys
+
+    /// The first key of `args` if it belongs to a multi-leader keyspace as
+    /// far as the topology knows.
+    fn ml_key(&self, args: &[Bytes]) -> Option<Bytes> {
+        let spec = command::lookup(&args[0])?;
+        let key = spec.keys(args).next()?.clone();
+        self.topology.current().ml_keyspace_of(&key).is_some().then_some(key)
+    }
+
+    fn observe_vv(&mut self, node: usize, keyspace: &str, applied: &VersionVector) {
+        self.observed_vv.entry((node, keyspace.to_string())).or_default().merge(applied);
+    }
+
+    /// A read of `key`, a key of a multi-leader keyspace. `None`: the node
+    /// says the key is not multi-leader (read it as single-leader).
+    async fn ml_read(&mut self, args: &[Bytes], key: &Bytes) -> Option<Frame> {
+        let snap = self.topology.current();
+        let ks = snap.ml_keyspace_of(key)?.to_string();
+        let views = snap.views();
+        let vectors: Vec<VersionVector> = (0..views.len())
+            .map(|i| {
+                let mut v = snap.ml_applied(i, &ks);
+                if let Some(o) = self.observed_vv.get(&(i, ks.clone())) {
+                    v.merge(o);
+                }
+                v
+            })
+            .collect();
+        let ml_views: Vec<MlNodeView<'_>> =
+            views.iter().zip(&vectors).map(|(node, applied)| MlNodeView { node: *node, applied }).collect();
+        let route = self.session.route_ml_read(now_ms(), &ks, &ml_views);
+        self.metrics.count_reason(route.reason);
+        for _ in 0..route.stale_skipped {
+            inc(&self.metrics.stale_reads_avoided);
+        }
+        let monotonic = self.session.config().monotonic;
+        let after = waitvv(key, "-", 0);
+        let (node, required, wait_ms) = match route.target {
+            MlTarget::Node(i) => (Some(i), VersionVector::new(), 0),
+            MlTarget::WaitThenNode { node, required, wait_ms } => {
+                inc(&self.metrics.waits);
+                (Some(node), required, wait_ms)
+            }
+            MlTarget::Leader { required } => (None, required, self.ml_wait_ms()),
+        };
+        if let Some(i) = node {
+            let addr = snap.nodes[i].addr.clone();
+            match self.ml_read_on(&addr, args, key, &required, wait_ms, monotonic.then_some(&after)).await {
+                MlRead::Served(frame, seen) => {
+                    inc(&self.metrics.reads_follower);
+                    self.ml_seen(Some(i), &ks, seen);
+                    return Some(frame);
+                }
+                MlRead::NotMultiLeader => return None,
+                MlRead::Behind | MlRead::Failed => inc(&self.metrics.fallbacks_leader),
+            }
+        }
+        // The leader, with the same check: every node takes writes, so the
+        // leader has the session's writes only if they reached it.
+        inc(&self.metrics.reads_leader);
+        let Some(leader_addr) = snap.leader_addr().map(str::to_string) else { return Some(err(NO_LEADER)) };
+        let required = self.session.ml_required(&ks);
+        let wait_ms = if required.0.is_empty() { 0 } else { self.ml_wait_ms() };
+        Some(match self.ml_read_on(&leader_addr, args, key, &required, wait_ms, monotonic.then_some(&after)).await {
+            MlRead::Served(frame, seen) => {
+                self.ml_seen(snap.leader, &ks, seen);
+                frame
+            }
+            MlRead::NotMultiLeader => return None,
+            MlRead::Behind => err(format!(
+                "TRYAGAIN tandem: no node had applied this session's writes and reads of multi-leader keyspace '{ks}' (needs {}) within {wait_ms} ms; retry",
+                encode_context(&required)
+            )),
+            MlRead::Failed => {
+                inc(&self.metrics.backend_errors);
+                err(format!("ERR tandem proxy: the read of keyspace '{ks}' failed on the leader {leader_addr}"))
+            }
+        })
+    }
+
+    /// How long a multi-leader read may wait on the leader for the
+    /// session's vector (at least 1 ms: `WAITVV .. 0` would wait forever).
+    fn ml_wait_ms(&self) -> u64 {
+        match self.session.config().ryw {
+            Ryw::Token { wait_ms } => wait_ms.max(1),
+            _ => tandem_core::session::MONOTONIC_WAIT_MS,
+        }
+    }
+
+    /// Records what a multi-leader read saw.
+    fn ml_seen(&mut self, node: Option<usize>, ks: &str, seen: Option<VersionVector>) {
+        if let Some(seen) = seen {
+            if self.session.config().monotonic {
+                self.session.on_ml_read_from(ks, &seen);
+            }
+            if let Some(i) = node {
+                self.observe_vv(i, ks, &seen);
+            }
+        }
+    }
+
+    /// Runs one multi-leader read on `addr`: `WAITVV key required wait_ms`
+    /// first when `required` is not empty, then the read, then `after`
+    /// (the node's vector right after the read) if given.
+    async fn ml_read_on(
+        &mut self,
+        addr: &str,
+        args: &[Bytes],
+        key: &Bytes,
+        required: &VersionVector,
+        wait_ms: u64,
+        after: Option<&[Bytes; 4]>,
+    ) -> MlRead {
+        let check = (!required.0.is_empty()).then(|| waitvv(key, &encode_context(required), wait_ms.max(1)));
+        let mut cmds: Vec<&[Bytes]> = Vec::with_capacity(3);
+        if let Some(c) = &check {
+            cmds.push(c);
+        }
+        cmds.push(args);
+        if let Some(a) = after {
+            cmds.push(a);
+        }
+        let Ok(mut replies) = self.call(addr, &cmds, Duration::from_millis(wait_ms)).await else {
+            return MlRead::Failed;
+        };
+        let mut seen = None;
+        if check.is_some() {
+            let first = replies.remove(0);
+            match parse_waitvv(Some(&first)) {
+                Some((_, _, applied)) if applied.dominates(required) => seen = Some(applied),
+                Some(_) => return MlRead::Behind,
+                None => return MlRead::NotMultiLeader,
+            }
+        }
+        if after.is_some() {
+            match parse_waitvv(replies.get(1)) {
+                Some((_, _, applied)) => seen = Some(applied),
+                None => return MlRead::NotMultiLeader,
+            }
+        }
+        MlRead::Served(replies.into_iter().next().unwrap_or(Frame::Null), seen)
+    }
+
     fn count_route(&self, route: &Route) {
         self.metrics.count_reason(route.reason);
         for _ in 0..route.stale_skipped {
@@ -403,6 +592,39 @@ impl Client {
         Frame::Array(
             pairs.into_iter().flat_map(|(k, v)| [Frame::Bulk(Bytes::from(k)), Frame::Bulk(Bytes::from(v))]).collect(),
         )
+    }
+}
+
+/// How one multi-leader read on one node went.
+enum MlRead {
+    /// The read's reply, and the node's applied vector if it was asked.
+    Served(Frame, Option<VersionVector>),
+    /// The node had not applied the session's vector in time.
+    Behind,
+    /// The node refused `WAITVV`: the key is not multi-leader.
+    NotMultiLeader,
+    /// The connection failed.
+    Failed,
+}
+
+/// `WAITVV key vector timeout_ms`.
+fn waitvv(key: &Bytes, vector: &str, timeout_ms: u64) -> [Bytes; 4] {
+    [
+        Bytes::from_static(b"WAITVV"),
+        key.clone(),
+        Bytes::from(if vector.is_empty() { "-".to_string() } else { vector.to_string() }),
+        Bytes::from(timeout_ms.to_string()),
+    ]
+}
+
+/// A `WAITVV` reply: keyspace, node id, applied vector.
+fn parse_waitvv(f: Option<&Frame>) -> Option<(String, u64, VersionVector)> {
+    let Some(Frame::Array(items)) = f else { return None };
+    match items.as_slice() {
+        [Frame::Bulk(ks), Frame::Integer(node), Frame::Bulk(vv)] if *node >= 0 => {
+            Some((String::from_utf8_lossy(ks).into_owned(), *node as u64, parse_context(vv)?))
+        }
+        _ => None,
     }
 }
 

@@ -387,6 +387,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("unwatch", 1, ["noscript", "loading", "stale", "fast"], 0, 0, 0, "transactions", "Forgets every watched key.", Node),
     cmd!("wait", 3, ["noscript"], 0, 0, 0, "generic", "Waits until numreplicas followers hold this connection's writes, or timeout ms.", Node),
     cmd!("waitlsn", 3, ["noscript", "stale"], 0, 0, 0, "replication", "Waits until this node applied an LSN, or timeout ms; returns the applied LSN.", Node),
+    cmd!("waitvv", 4, ["readonly", "noscript", "stale"], 1, 1, 1, "replication", "Waits until this node applied a multi-leader keyspace up to a version vector (node:seq,..), or timeout ms: WAITVV key vector timeout_ms; returns keyspace, node id, applied vector.", Node),
     cmd!("watch", -2, ["noscript", "loading", "stale", "fast"], 1, -1, 1, "transactions", "Makes the next EXEC abort if one of these keys changes.", Node),
     cmd!("zadd", -4, ["write", "denyoom", "fast"], 1, 1, 1, "sorted-set", "Adds members or updates their scores.", Write(zset::zadd)),
     cmd!("zcard", 2, ["readonly", "fast"], 1, 1, 1, "sorted-set", "Returns the number of members.", Read(zset::zcard)),

@@ -17,12 +17,30 @@
 //! - `last_write_ms`: when the last write was acknowledged, for the
 //!   leader-window strategy.
 //!
+//! Multi-leader keyspaces have no single log, so an LSN cannot say what a
+//! session has written or seen there. Per multi-leader keyspace the session
+//! also keeps two version vectors (origin node -> sequence number of that
+//! origin's writes): `written`, the writes this session made (for each
+//! node it wrote through, that node's own sequence number right after the
+//! write), and `seen`, the join of the applied vectors of every node that
+//! served it (an upper bound of what its reads observed). A node may serve
+//! a read of a key of that keyspace only once its applied vector
+//! dominates what the guarantees ask for ([`Session::ml_required`]);
+//! [`Session::route_ml_read`] picks such a node, or one to wait on.
+//!
 //! The session token ([`Session::export_token`]) is `tdm1:<last_write_lsn>:<highest_seen_lsn>`,
-//! e.g. `tdm1:42:57`: a version tag and two decimal u64. Importing merges
-//! (takes the maximum of each), so a token never weakens a session.
+//! e.g. `tdm1:42:57`: a version tag and two decimal u64, followed by one
+//! field per multi-leader keyspace the session used,
+//! `:<keyspace>=<written>/<seen>` with each vector as `node.seq` pairs
+//! joined by `,` (e.g. `tdm1:42:57:carts=1.5/1.5,2.3`). Importing merges
+//! (takes the maximum of each LSN and the pointwise maximum of each
+//! vector), so a token never weakens a session.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::conflict::VersionVector;
+use crate::repl::NodeId;
 use crate::Lsn;
 
 /// Version tag that starts every session token.
@@ -31,7 +49,11 @@ pub const TOKEN_PREFIX: &str = "tdm1";
 /// a follower to reach the highest LSN the session has seen.
 pub const MONOTONIC_WAIT_MS: u64 = 20;
 /// Longest token accepted by [`Session::import_token`], in bytes.
-pub const TOKEN_BYTES_MAX: usize = 64;
+pub const TOKEN_BYTES_MAX: usize = 4096;
+/// Most multi-leader keyspaces one token may carry.
+pub const TOKEN_KEYSPACES_MAX: usize = 64;
+/// Most origins in one version vector of a token.
+pub const TOKEN_ORIGINS_MAX: usize = 64;
 
 /// The read-your-writes strategy of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,9 +193,9 @@ pub struct Route {
 
 /// A malformed session token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("ERR invalid session token {token:?}: {why}; expected {TOKEN_PREFIX}:<last_write_lsn>:<highest_seen_lsn>")]
+#[error("ERR invalid session token {token:?}: {why}; expected {TOKEN_PREFIX}:<last_write_lsn>:<highest_seen_lsn>[:<keyspace>=<written>/<seen>]...")]
 pub struct TokenError {
-    /// The token as given (cut to [`TOKEN_BYTES_MAX`]).
+    /// The token as given (cut to 64 characters).
     pub token: String,
     /// What is wrong with it.
     pub why: &'static str,
@@ -187,12 +209,79 @@ pub struct Session {
     highest_seen_lsn: Lsn,
     last_write_ms: Option<u64>,
     round_robin_next: usize,
+    /// Per multi-leader keyspace: what this session wrote and saw there.
+    ml: BTreeMap<String, MlProgress>,
+}
+
+/// What a session wrote and saw in one multi-leader keyspace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MlProgress {
+    /// Per origin, the highest sequence number of the session's own writes
+    /// (read-your-writes).
+    pub written: VersionVector,
+    /// The join of the applied vectors of the nodes that served the
+    /// session (monotonic reads); dominates `written`.
+    pub seen: VersionVector,
+}
+
+/// What the caller knows about one node's progress in one multi-leader
+/// keyspace, beside its [`NodeView`].
+#[derive(Debug, Clone, Copy)]
+pub struct MlNodeView<'a> {
+    /// The node (its index, leadership, health, staleness).
+    pub node: NodeView,
+    /// Its applied version vector of the keyspace (a lower bound: as last
+    /// polled or observed).
+    pub applied: &'a VersionVector,
+}
+
+/// Where a read of a multi-leader key goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MlTarget {
+    /// A follower, now.
+    Node(usize),
+    /// A follower after it has applied `required` (`WAITVV key required
+    /// wait_ms`); if it has not in time, the leader, which must have it too
+    /// (else the read fails with a clear error).
+    WaitThenNode {
+        /// The follower.
+        node: usize,
+        /// The vector it must dominate.
+        required: VersionVector,
+        /// The longest wait.
+        wait_ms: u64,
+    },
+    /// The leader (the node this session's writes go to); it too must
+    /// dominate `required` (empty: nothing to check).
+    Leader {
+        /// The vector it must dominate.
+        required: VersionVector,
+    },
+}
+
+/// The decision for one read of a multi-leader key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MlRoute {
+    /// Where it goes.
+    pub target: MlTarget,
+    /// Why.
+    pub reason: Reason,
+    /// Healthy followers passed over because their applied vector did not
+    /// dominate the session's, or they were beyond `max_lag_ms`.
+    pub stale_skipped: usize,
 }
 
 impl Session {
     /// A fresh session that has seen nothing.
     pub fn new(config: SessionConfig) -> Session {
-        Session { config, last_write_lsn: 0, highest_seen_lsn: 0, last_write_ms: None, round_robin_next: 0 }
+        Session {
+            config,
+            last_write_lsn: 0,
+            highest_seen_lsn: 0,
+            last_write_ms: None,
+            round_robin_next: 0,
+            ml: BTreeMap::new(),
+        }
     }
 
     /// The guarantees asked for.
@@ -306,26 +395,147 @@ impl Session {
         }
     }
 
-    /// The session token: `tdm1:<last_write_lsn>:<highest_seen_lsn>`.
+    // ------------------------------------------------ multi-leader keys
+
+    /// A write to a key of multi-leader keyspace `keyspace` was acknowledged
+    /// at `now_ms` by node `node`, whose applied vector right after it was
+    /// `node_applied` (its own component covers the write).
+    pub fn on_ml_write(&mut self, now_ms: u64, keyspace: &str, node: NodeId, node_applied: &VersionVector) {
+        let seq = node_applied.get(node);
+        let p = self.ml.entry(keyspace.to_string()).or_default();
+        p.written.observe(node, seq);
+        p.seen.observe(node, seq);
+        self.last_write_ms = Some(now_ms);
+    }
+
+    /// A read of a key of `keyspace` was served by a node whose applied
+    /// vector was `node_applied` right after it (an upper bound of what the
+    /// read saw).
+    pub fn on_ml_read_from(&mut self, keyspace: &str, node_applied: &VersionVector) {
+        self.ml.entry(keyspace.to_string()).or_default().seen.merge(node_applied);
+    }
+
+    /// What this session wrote and saw in `keyspace` (none: never used it).
+    pub fn ml_progress(&self, keyspace: &str) -> Option<&MlProgress> {
+        self.ml.get(keyspace)
+    }
+
+    /// The vector a node's applied vector of `keyspace` must dominate to
+    /// serve this session: its own writes (read-your-writes by token) joined
+    /// with what it saw (monotonic reads).
+    pub fn ml_required(&self, keyspace: &str) -> VersionVector {
+        let mut required = VersionVector::new();
+        if let Some(p) = self.ml.get(keyspace) {
+            if matches!(self.config.ryw, Ryw::Token { .. }) {
+                required.merge(&p.written);
+            }
+            if self.config.monotonic {
+                required.merge(&p.seen);
+            }
+        }
+        required
+    }
+
+    /// Where the next read of a key of multi-leader keyspace `keyspace`
+    /// goes: like [`Session::route_read`], with "has applied the session's
+    /// LSN" replaced by "its applied vector dominates
+    /// [`Session::ml_required`]". The leader is no safer than a follower
+    /// here (every node takes writes), so a leader target carries the
+    /// requirement too and the caller checks it there.
+    pub fn route_ml_read(&mut self, now_ms: u64, keyspace: &str, nodes: &[MlNodeView<'_>]) -> MlRoute {
+        let required = self.ml_required(keyspace);
+        let leader =
+            |reason, stale_skipped, required| MlRoute { target: MlTarget::Leader { required }, reason, stale_skipped };
+        if self.config.strong {
+            return leader(Reason::Strong, 0, required);
+        }
+        if let (Ryw::LeaderWindow { ms }, Some(t)) = (self.config.ryw, self.last_write_ms) {
+            if now_ms.saturating_sub(t) < ms {
+                return leader(Reason::LeaderWindow, 0, required);
+            }
+        }
+        let max_lag_ms = self.config.max_lag_ms;
+        let within_lag = move |n: &NodeView| !matches!(max_lag_ms, Some(max) if n.staleness_ms > max);
+        let followers = || nodes.iter().filter(|n| !n.node.is_leader && n.node.healthy);
+        if followers().next().is_none() {
+            return leader(Reason::NoFollower, 0, required);
+        }
+        let eligible: Vec<NodeView> =
+            followers().filter(|n| n.applied.dominates(&required) && within_lag(&n.node)).map(|n| n.node).collect();
+        let stale_skipped = followers().count() - eligible.len();
+        let refs: Vec<&NodeView> = eligible.iter().collect();
+        if let Some(node) = self.pick(&refs) {
+            return MlRoute { target: MlTarget::Node(node), reason: Reason::FollowerEligible, stale_skipped };
+        }
+        let wait_ms = self.wait_budget_ms();
+        if !required.0.is_empty() && wait_ms > 0 {
+            // The follower missing the fewest of the required writes.
+            let missing =
+                |a: &VersionVector| -> u64 { required.0.iter().map(|(n, c)| c.saturating_sub(a.get(*n))).sum() };
+            let closest = followers()
+                .filter(|n| within_lag(&n.node))
+                .min_by_key(|n| (missing(n.applied), n.node.staleness_ms, n.node.index));
+            if let Some(n) = closest {
+                let target = MlTarget::WaitThenNode { node: n.node.index, required, wait_ms };
+                return MlRoute { target, reason: Reason::FollowerAfterWait, stale_skipped };
+            }
+        }
+        leader(Reason::NoEligibleFollower, stale_skipped, required)
+    }
+
+    /// The session token: `tdm1:<last_write_lsn>:<highest_seen_lsn>`, then
+    /// `:<keyspace>=<written>/<seen>` per multi-leader keyspace used.
     pub fn export_token(&self) -> String {
-        format!("{TOKEN_PREFIX}:{}:{}", self.last_write_lsn, self.highest_seen_lsn)
+        let mut t = format!("{TOKEN_PREFIX}:{}:{}", self.last_write_lsn, self.highest_seen_lsn);
+        for (ks, p) in &self.ml {
+            t.push_str(&format!(":{ks}={}/{}", token_vector(&p.written), token_vector(&p.seen)));
+        }
+        t
     }
 
     /// Merges a token exported by another session: afterwards this session
     /// requires at least what the other had written and seen. The leader
     /// window does not travel in a token.
     pub fn import_token(&mut self, token: &str) -> Result<(), TokenError> {
-        let (last_write, highest_seen) = parse_token(token)?;
-        self.last_write_lsn = self.last_write_lsn.max(last_write);
-        self.highest_seen_lsn = self.highest_seen_lsn.max(highest_seen).max(last_write);
+        let parsed = parse_token_full(token)?;
+        self.last_write_lsn = self.last_write_lsn.max(parsed.last_write_lsn);
+        self.highest_seen_lsn = self.highest_seen_lsn.max(parsed.highest_seen_lsn).max(parsed.last_write_lsn);
+        for (ks, p) in parsed.ml {
+            let mine = self.ml.entry(ks).or_default();
+            mine.written.merge(&p.written);
+            mine.seen.merge(&p.seen);
+            mine.seen.merge(&p.written);
+        }
         Ok(())
     }
 }
 
-/// Parses `tdm1:<last_write_lsn>:<highest_seen_lsn>`.
+/// A vector as a token writes it: `node.seq` pairs joined by `,`.
+fn token_vector(vv: &VersionVector) -> String {
+    vv.0.iter().filter(|(_, c)| **c > 0).map(|(n, c)| format!("{n}.{c}")).collect::<Vec<_>>().join(",")
+}
+
+/// A whole parsed session token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParsedToken {
+    /// `<last_write_lsn>`.
+    pub last_write_lsn: Lsn,
+    /// `<highest_seen_lsn>`.
+    pub highest_seen_lsn: Lsn,
+    /// Per multi-leader keyspace: written and seen vectors.
+    pub ml: BTreeMap<String, MlProgress>,
+}
+
+/// Parses `tdm1:<last_write_lsn>:<highest_seen_lsn>` (any multi-leader
+/// fields are checked and ignored: see [`parse_token_full`]).
 pub fn parse_token(token: &str) -> Result<(Lsn, Lsn), TokenError> {
+    parse_token_full(token).map(|t| (t.last_write_lsn, t.highest_seen_lsn))
+}
+
+/// Parses `tdm1:<last_write_lsn>:<highest_seen_lsn>[:<keyspace>=<written>/<seen>]...`.
+pub fn parse_token_full(token: &str) -> Result<ParsedToken, TokenError> {
     let fail = |why| {
-        let cut = token.char_indices().take_while(|(i, _)| *i < TOKEN_BYTES_MAX).map(|(_, c)| c).collect();
+        let cut = token.char_indices().take_while(|(i, _)| *i < 64).map(|(_, c)| c).collect();
         Err(TokenError { token: cut, why })
     };
     if token.len() > TOKEN_BYTES_MAX {
@@ -335,14 +545,49 @@ pub fn parse_token(token: &str) -> Result<(Lsn, Lsn), TokenError> {
     if parts.next() != Some(TOKEN_PREFIX) {
         return fail("unknown version tag");
     }
-    let mut number = || parts.next().filter(|p| p.bytes().all(|b| b.is_ascii_digit())).and_then(|p| p.parse().ok());
-    let (Some(last_write), Some(highest_seen)) = (number(), number()) else {
+    let decimal = |p: &str| -> Option<u64> {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        p.parse().ok()
+    };
+    let (Some(last_write), Some(highest_seen)) = (parts.next().and_then(decimal), parts.next().and_then(decimal))
+    else {
         return fail("an LSN is missing or not a decimal u64");
     };
-    if parts.next().is_some() {
-        return fail("too many fields");
+    let mut out = ParsedToken { last_write_lsn: last_write, highest_seen_lsn: highest_seen, ml: BTreeMap::new() };
+    for field in parts {
+        let Some((ks, vectors)) = field.split_once('=') else {
+            return fail("too many fields");
+        };
+        let name_ok = !ks.is_empty()
+            && ks.len() <= crate::keyspace::KEYSPACE_NAME_BYTES_MAX
+            && ks.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !name_ok {
+            return fail("a multi-leader field has an invalid keyspace name");
+        }
+        if out.ml.len() == TOKEN_KEYSPACES_MAX {
+            return fail("more multi-leader keyspaces than TOKEN_KEYSPACES_MAX");
+        }
+        let Some((w, s)) = vectors.split_once('/') else {
+            return fail("a multi-leader field is not <keyspace>=<written>/<seen>");
+        };
+        let vector = |text: &str| -> Option<VersionVector> {
+            let mut vv = VersionVector::new();
+            for pair in text.split(',').filter(|p| !p.is_empty()) {
+                let (n, c) = pair.split_once('.')?;
+                vv.observe(decimal(n)?, decimal(c)?);
+            }
+            (vv.0.len() <= TOKEN_ORIGINS_MAX).then_some(vv)
+        };
+        let (Some(written), Some(seen)) = (vector(w), vector(s)) else {
+            return fail("a version vector is not <node>.<seq>,.. of decimal u64 (at most TOKEN_ORIGINS_MAX origins)");
+        };
+        let p = out.ml.entry(ks.to_string()).or_default();
+        p.written.merge(&written);
+        p.seen.merge(&seen);
     }
-    Ok((last_write, highest_seen))
+    Ok(out)
 }
 
 impl fmt::Display for Route {
@@ -512,8 +757,141 @@ mod tests {
             let e = parse_token(bad).unwrap_err();
             assert!(e.to_string().contains("invalid session token"), "{bad}: {e}");
         }
-        let long = format!("tdm1:1:{}", "9".repeat(100));
+        let long = format!("tdm1:1:{}", "9".repeat(TOKEN_BYTES_MAX));
         assert!(parse_token(&long).unwrap_err().to_string().contains("too long"));
         assert_eq!(parse_token("tdm1:0:18446744073709551615"), Ok((0, u64::MAX)));
+    }
+
+    // ------------------------------------------------ multi-leader keys
+
+    fn vv(pairs: &[(NodeId, u64)]) -> VersionVector {
+        let mut v = VersionVector::new();
+        for (n, c) in pairs {
+            v.observe(*n, *c);
+        }
+        v
+    }
+
+    /// Leader 0 (node id 1) took the session's write (1, 5); follower 1 has
+    /// it, follower 2 does not.
+    fn ml_views(vectors: &[VersionVector]) -> Vec<MlNodeView<'_>> {
+        vectors.iter().enumerate().map(|(i, applied)| MlNodeView { node: node(i, 0, 0), applied }).collect()
+    }
+
+    #[test]
+    fn multi_leader_read_your_writes_never_reads_from_a_node_without_the_write() {
+        let mut s = session(|c| {
+            c.ryw = Ryw::Token { wait_ms: 0 };
+            c.balance = Balance::RoundRobin
+        });
+        s.on_ml_write(0, "carts", 1, &vv(&[(1, 5), (2, 9)]));
+        // Only the writer's own component is required, not what it had
+        // received from others.
+        assert_eq!(s.ml_required("carts"), vv(&[(1, 5)]));
+        let vectors = [vv(&[(1, 5)]), vv(&[(1, 5)]), vv(&[(1, 4), (2, 9)])];
+        for _ in 0..10 {
+            let r = s.route_ml_read(0, "carts", &ml_views(&vectors));
+            assert_eq!((r.target, r.stale_skipped), (MlTarget::Node(1), 1));
+        }
+        // Another keyspace has no requirement.
+        assert!(s.ml_required("other").0.is_empty());
+    }
+
+    #[test]
+    fn multi_leader_read_waits_on_the_closest_node_else_goes_to_the_leader_with_the_requirement() {
+        let mut s = session(|c| c.ryw = Ryw::Token { wait_ms: 80 });
+        s.on_ml_write(0, "carts", 1, &vv(&[(1, 5)]));
+        let vectors = [vv(&[(1, 5)]), vv(&[(1, 2)]), vv(&[(1, 4)])];
+        let r = s.route_ml_read(0, "carts", &ml_views(&vectors));
+        assert_eq!(r.target, MlTarget::WaitThenNode { node: 2, required: vv(&[(1, 5)]), wait_ms: 80 });
+        assert_eq!(r.reason, Reason::FollowerAfterWait);
+        let mut no_wait = session(|c| c.ryw = Ryw::Token { wait_ms: 0 });
+        no_wait.on_ml_write(0, "carts", 1, &vv(&[(1, 5)]));
+        let r = no_wait.route_ml_read(0, "carts", &ml_views(&vectors));
+        assert_eq!(r.target, MlTarget::Leader { required: vv(&[(1, 5)]) });
+        assert_eq!(r.reason, Reason::NoEligibleFollower);
+    }
+
+    #[test]
+    fn multi_leader_monotonic_reads_never_go_to_a_node_behind_what_was_seen() {
+        let mut s = session(|c| {
+            c.monotonic = true;
+            c.balance = Balance::RoundRobin
+        });
+        // A read served by a node that had (1,3),(2,7).
+        s.on_ml_read_from("carts", &vv(&[(1, 3), (2, 7)]));
+        let vectors = [vv(&[]), vv(&[(1, 3), (2, 6)]), vv(&[(1, 3), (2, 7), (3, 1)])];
+        for _ in 0..6 {
+            assert_eq!(s.route_ml_read(0, "carts", &ml_views(&vectors)).target, MlTarget::Node(2));
+        }
+        // Without the guarantee both followers serve.
+        let mut off = session(|c| c.balance = Balance::RoundRobin);
+        off.on_ml_read_from("carts", &vv(&[(1, 3), (2, 7)]));
+        let targets: Vec<MlTarget> =
+            (0..2).map(|_| off.route_ml_read(0, "carts", &ml_views(&vectors)).target).collect();
+        assert!(targets.contains(&MlTarget::Node(1)), "{targets:?}");
+    }
+
+    #[test]
+    fn multi_leader_strong_and_leader_window_reads_go_to_the_leader_with_the_requirement() {
+        let mut s = session(|c| c.ryw = Ryw::LeaderWindow { ms: 100 });
+        s.on_ml_write(1000, "carts", 1, &vv(&[(1, 5)]));
+        let vectors = [vv(&[(1, 5)]), vv(&[]), vv(&[])];
+        let r = s.route_ml_read(1050, "carts", &ml_views(&vectors));
+        assert_eq!((r.target, r.reason), (MlTarget::Leader { required: VersionVector::new() }, Reason::LeaderWindow));
+        let mut strong = session(|c| {
+            c.strong = true;
+            c.ryw = Ryw::Token { wait_ms: 10 }
+        });
+        strong.on_ml_write(0, "carts", 1, &vv(&[(1, 5)]));
+        let r = strong.route_ml_read(0, "carts", &ml_views(&vectors));
+        assert_eq!(r.target, MlTarget::Leader { required: vv(&[(1, 5)]) });
+    }
+
+    #[test]
+    fn multi_leader_token_round_trip_carries_the_vectors_to_another_session() {
+        let mut a = session(|_| {});
+        a.on_write(0, 100);
+        a.on_ml_write(0, "carts", 1, &vv(&[(1, 5)]));
+        a.on_ml_read_from("carts", &vv(&[(1, 5), (2, 3)]));
+        a.on_ml_write(0, "rev.iews-2", 2, &vv(&[(2, 1)]));
+        let token = a.export_token();
+        assert_eq!(token, "tdm1:100:100:carts=1.5/1.5,2.3:rev.iews-2=2.1/2.1");
+        let mut b = session(|c| {
+            c.ryw = Ryw::Token { wait_ms: 0 };
+            c.monotonic = true
+        });
+        b.on_ml_write(0, "carts", 3, &vv(&[(3, 2)]));
+        b.import_token(&token).unwrap();
+        assert_eq!(b.ml_required("carts"), vv(&[(1, 5), (2, 3), (3, 2)]));
+        assert_eq!(b.ml_progress("carts").unwrap().written, vv(&[(1, 5), (3, 2)]));
+        assert_eq!(b.ml_required("rev.iews-2"), vv(&[(2, 1)]));
+        // Importing an older token never weakens it.
+        b.import_token("tdm1:0:0:carts=1.1/").unwrap();
+        assert_eq!(b.ml_required("carts"), vv(&[(1, 5), (2, 3), (3, 2)]));
+        // Old three-field tokens still parse.
+        assert_eq!(parse_token("tdm1:4:5"), Ok((4, 5)));
+    }
+
+    #[test]
+    fn malformed_multi_leader_token_fields_are_refused_with_a_clear_error() {
+        for bad in [
+            "tdm1:1:2:carts",
+            "tdm1:1:2:carts=1.5",
+            "tdm1:1:2:carts=1:5/",
+            "tdm1:1:2:carts=x.5/",
+            "tdm1:1:2:=1.5/1.5",
+            "tdm1:1:2:ca rts=1.5/1.5",
+            "tdm1:1:2:carts=1.-5/",
+        ] {
+            let e = parse_token_full(bad).unwrap_err();
+            assert!(e.to_string().contains("invalid session token"), "{bad}: {e}");
+        }
+        let many: String = (0..=TOKEN_KEYSPACES_MAX).map(|i| format!(":k{i}=/")).collect();
+        let e = parse_token_full(&format!("tdm1:0:0{many}")).unwrap_err();
+        assert!(e.to_string().contains("TOKEN_KEYSPACES_MAX"), "{e}");
+        let origins: Vec<String> = (1..=TOKEN_ORIGINS_MAX as u64 + 1).map(|n| format!("{n}.1")).collect();
+        let e = parse_token_full(&format!("tdm1:0:0:k=/{}", origins.join(","))).unwrap_err();
+        assert!(e.to_string().contains("TOKEN_ORIGINS_MAX"), "{e}");
     }
 }

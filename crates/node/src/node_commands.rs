@@ -90,7 +90,7 @@ pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &Comm
         "sentinel" => crate::sentinel::command(shared, args),
         // On a key of a multi-leader or leaderless keyspace the keyspace's
         // engine answers these; here the key is single-leader.
-        "siblings" | "resolve" => err(format!(
+        "siblings" | "resolve" | "waitvv" => err(format!(
             "ERR {} works on keys of a multi-leader or leaderless keyspace; '{}' belongs to a single-leader keyspace",
             spec.name.to_ascii_uppercase(),
             String::from_utf8_lossy(&args[1])

@@ -29,7 +29,7 @@ use tandem_core::command::CommandSpec;
 use tandem_core::conflict::ConflictRecord;
 use tandem_core::keyspace::{ConflictPolicy, KeyspaceDef, Mode};
 use tandem_core::repl::{NodeId, PeerMsg};
-use tandem_core::replica::multi_leader::{FeedItem, MlMsg, MlOutput, MultiLeaderReplica, Stream};
+use tandem_core::replica::multi_leader::{exec, FeedItem, MlMsg, MlOutput, MultiLeaderReplica, Stream};
 use tandem_core::resp::Frame;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -67,6 +67,7 @@ type OpenStream = (u64, mpsc::Sender<Queued>);
 /// The engine of one multi-leader keyspace.
 pub struct MlEngine {
     name: String,
+    prefix: Bytes,
     policy: ConflictPolicy,
     env: EngineEnv,
     replica: Mutex<MultiLeaderReplica>,
@@ -79,7 +80,13 @@ pub struct MlEngine {
     failed: Mutex<Option<String>>,
     stopped: AtomicBool,
     stop_tx: watch::Sender<bool>,
+    /// Sum of the replica's applied vector, bumped whenever it grows
+    /// (what `WAITVV` waits on).
+    applied_tx: watch::Sender<u64>,
 }
+
+/// Largest `WAITVV` timeout (a day), as for `WAITLSN`.
+const WAITVV_TIMEOUT_MS_MAX: u64 = 86_400_000;
 
 /// [`Stream`] as an ordered map key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -114,8 +121,10 @@ pub fn start(env: &EngineEnv, def: &KeyspaceDef) -> Result<Arc<dyn Engine>, Stri
     tracing::info!(keyspace = def.name.as_str(), records = n, file = %mlog.path().display(), "multi-leader log replayed");
     let (log_tx, log_rx) = mpsc::unbounded_channel();
     let (stop_tx, _) = watch::channel(false);
+    let (applied_tx, _) = watch::channel(replica.applied().total());
     let engine = Arc::new(MlEngine {
         name: def.name.clone(),
+        prefix: def.prefix.clone(),
         policy: policy.conflict,
         env: env.clone(),
         replica: Mutex::new(replica),
@@ -127,6 +136,7 @@ pub fn start(env: &EngineEnv, def: &KeyspaceDef) -> Result<Arc<dyn Engine>, Stri
         failed: Mutex::new(None),
         stopped: AtomicBool::new(false),
         stop_tx,
+        applied_tx,
     });
     tokio::spawn(log_task(engine.clone(), mlog, log_rx));
     tokio::spawn(peers_task(engine.clone()));
@@ -182,6 +192,53 @@ impl MlEngine {
         let mut r = self.replica.lock();
         f(&mut r);
         self.dispatch(&mut r);
+        let total = r.applied().total();
+        self.applied_tx.send_if_modified(|t| {
+            let grew = total > *t;
+            *t = total;
+            grew
+        });
+    }
+
+    /// `WAITVV key vector timeout_ms`: waits (bounded) until this node's
+    /// applied vector dominates `vector` (`node:seq,..`; empty or `-`: no
+    /// wait), then answers `[keyspace, node id, applied vector]`. The
+    /// session check behind read-your-writes and monotonic reads across
+    /// nodes (`tandem_core::session::Session::route_ml_read`).
+    async fn waitvv(&self, args: &[Bytes]) -> Frame {
+        let text = &args[2];
+        let required = if text.as_ref() == b"-" { Some(Default::default()) } else { exec::parse_context(text) };
+        let Some(required) = required else {
+            return Frame::error("ERR WAITVV vector must be node:seq pairs joined by ',' (or - for none)");
+        };
+        let Some(timeout_ms) = std::str::from_utf8(&args[3]).ok().and_then(|t| t.parse::<u64>().ok()) else {
+            return Frame::error("ERR timeout is not an integer or out of range");
+        };
+        let deadline = Duration::from_millis(if timeout_ms == 0 {
+            WAITVV_TIMEOUT_MS_MAX
+        } else {
+            timeout_ms.min(WAITVV_TIMEOUT_MS_MAX)
+        });
+        let mut changed = self.applied_tx.subscribe();
+        let covered = || self.replica.lock().applied().dominates(&required);
+        let _ = tokio::time::timeout(deadline, async {
+            loop {
+                changed.mark_unchanged();
+                if covered() || self.stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                if changed.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        let r = self.replica.lock();
+        Frame::Array(vec![
+            Frame::Bulk(Bytes::from(self.name.clone())),
+            Frame::Integer(r.node() as i64),
+            Frame::Bulk(Bytes::from(exec::encode_context(r.applied()))),
+        ])
     }
 
     fn fail_log(&self, why: String) {
@@ -231,6 +288,9 @@ impl Engine for MlEngine {
             }
             if self.stopped.load(Ordering::Relaxed) {
                 return Frame::error(format!("TRYAGAIN keyspace '{}' is stopping on this node", self.name));
+            }
+            if _spec.name == "waitvv" {
+                return self.waitvv(args).await;
             }
             let token = self.next_token.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
@@ -300,6 +360,8 @@ impl Engine for MlEngine {
             "engine": "multi-leader",
             "node": r.node(),
             "conflict": self.policy.name(),
+            "prefix": String::from_utf8_lossy(&self.prefix),
+            "prefix_escaped": escape_prefix(&self.prefix),
             "own_writes": r.applied().get(r.node()),
             "progress": r.applied().0.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "origins": origins,
@@ -550,8 +612,9 @@ pub fn info_section(engines: &engines::Engines) -> String {
     for (name, s) in &all {
         let _ = write!(
             out,
-            "ml_{name}:conflict={},own_writes={},keys={},conflicts_total={},log_error={}\r\n",
+            "ml_{name}:conflict={},prefix={},own_writes={},keys={},conflicts_total={},log_error={}\r\n",
             s["conflict"].as_str().unwrap_or(""),
+            s["prefix_escaped"].as_str().unwrap_or(""),
             s["own_writes"],
             s["keys"],
             s["conflicts_total"],
@@ -579,5 +642,20 @@ pub fn info_section(engines: &engines::Engines) -> String {
         }
     }
     out.push_str("\r\n");
+    out
+}
+
+/// A key prefix as `INFO multileader` shows it: printable ASCII as is,
+/// every other byte and `%`, `,`, `=` as `%XX` (so `tandem-client` can
+/// parse it back and route by it).
+pub fn escape_prefix(prefix: &[u8]) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for &b in prefix {
+        if b.is_ascii_graphic() && !matches!(b, b'%' | b',' | b'=') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
     out
 }
