@@ -201,7 +201,10 @@ mod tests {
         s
     }
 
-    fn drain(rb: &mut Rebalance, store: &ReplicaStore) -> (BTreeMap<NodeId, Vec<Bytes>>, Vec<(Bytes, Version)>, usize) {
+    /// Keys sent per target, keys dropped, pairs moved.
+    type Drained = (BTreeMap<NodeId, Vec<Bytes>>, Vec<(Bytes, Version)>, usize);
+
+    fn drain(rb: &mut Rebalance, store: &ReplicaStore) -> Drained {
         let mut sent: BTreeMap<NodeId, Vec<Bytes>> = BTreeMap::new();
         let mut dropped = Vec::new();
         let mut moved = 0;
