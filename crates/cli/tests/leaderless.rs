@@ -4,14 +4,18 @@
 //! with two killed a write fails with the count of replicas it reached;
 //! once the nodes are back, anti-entropy makes every node's Merkle digest
 //! (`GET /keyspaces`) equal. A second keyspace with a sloppy quorum (N=2)
-//! keeps hints for a killed node and hands them back when it returns.
+//! keeps hints for a killed node and hands them back when it returns. A
+//! third test adds a fourth member to a control-plane cluster (`tandem
+//! cluster add`): the keys whose preference list now holds it are streamed
+//! to it (rebalancing) and the nodes that left them forget them.
 
 mod common;
 
 use std::time::Duration;
 
-use common::cluster::Cluster;
-use common::{eventually, metric, Resp, TestServer};
+use common::cluster::{node_args, Cluster};
+use common::{admin_request, eventually, free_ports, metric, tempdir, Resp, TestServer, FAULT_INJECTION};
+use tandem_core::replica::leaderless::Ring;
 
 /// Anti-entropy interval the nodes run with in these tests.
 const AE_INTERVAL_MS: &str = "300";
@@ -155,4 +159,98 @@ fn sloppy_quorum_keeps_hints_for_a_dead_replica_and_hands_them_back() {
         .map(|id| metric(&c.node(id).admin_get("/metrics"), "tandem_leaderless_hints_delivered_total").unwrap_or(0.0))
         .sum();
     assert_eq!(handed as u64, hints);
+}
+
+fn cli(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(common::tandem_bin()).args(args).output().expect("run tandem");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn adding_a_member_streams_its_keys_to_it_and_reads_from_it_see_them() {
+    // Three control-plane nodes (no --leader), a keyspace with N=2 W=2 R=1.
+    let extra =
+        || vec![FAULT_INJECTION.to_string(), "--anti-entropy-interval-ms".to_string(), AE_INTERVAL_MS.to_string()];
+    let c = Cluster::start(3, None, |_| extra());
+    let admin = c.node(1).admin_addr().to_string();
+    let created = eventually(CONVERGE, || {
+        cli(&[
+            "keyspace",
+            "create",
+            "rb",
+            "--prefix",
+            "rb:",
+            "--mode",
+            "leaderless",
+            "--n",
+            "2",
+            "--w",
+            "2",
+            "--r",
+            "1",
+            "--admin",
+            &admin,
+        ])
+        .0
+    });
+    assert!(created, "{}", cli(&["keyspace", "list", "--admin", &admin]).1);
+    for id in 1..=3 {
+        assert!(eventually(CONVERGE, || state(c.node(id), "rb").get("digest").is_some()), "node {id} runs no rb");
+    }
+    const KEYS: usize = 300;
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("rb:{i}")).collect();
+    let mut client = c.node(1).raw();
+    for k in &keys {
+        assert_eq!(client.cmd(&["SET", k, &format!("v-{k}")]), Resp::Simple("OK".into()), "{k}");
+    }
+
+    // A fourth node joins the cluster by command.
+    let port4 = free_ports(1)[0];
+    let members4 = (1..=3)
+        .map(|i| format!("{i}=127.0.0.1:{}", c.peer_port(i)))
+        .chain([format!("4=127.0.0.1:{port4}")])
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir4 = tempdir();
+    let mut args4 = node_args(4, port4, &members4);
+    args4.push("--join".into());
+    args4.extend(extra());
+    let refs: Vec<&str> = args4.iter().map(String::as_str).collect();
+    let n4 = TestServer::try_start_bare(dir4.path(), &refs).unwrap_or_else(|f| panic!("node 4: {}", f.stderr));
+    let (ok, out) = cli(&["cluster", "add", "4", &format!("127.0.0.1:{port4}"), "--admin", &admin]);
+    assert!(ok, "tandem cluster add failed: {out}");
+
+    // Node 4 ends up with exactly the keys whose preference list (N=2) on
+    // the four-member ring holds it, and the others forget the keys they
+    // left: every key is on exactly two nodes again.
+    let ring = Ring::new(1..=4);
+    let mine: Vec<&String> = keys.iter().filter(|k| ring.preference_list(k.as_bytes(), 2).contains(&4)).collect();
+    assert!(mine.len() > KEYS / 4, "node 4 owns only {} of {KEYS} keys", mine.len());
+    let nodes: Vec<&TestServer> = vec![c.node(1), c.node(2), c.node(3), &n4];
+    let records = |n: &TestServer| state(n, "rb")["records"].as_u64().unwrap_or(0);
+    let converged = eventually(CONVERGE, || {
+        records(&n4) == mine.len() as u64 && nodes.iter().map(|n| records(n)).sum::<u64>() == 2 * KEYS as u64
+    });
+    let states: Vec<serde_json::Value> = nodes.iter().map(|n| state(n, "rb")).collect();
+    assert!(converged, "node 4 should hold {} keys and all {} records: {states:?}", mine.len(), 2 * KEYS);
+    for (id, n) in nodes.iter().enumerate() {
+        let want = keys.iter().filter(|k| ring.preference_list(k.as_bytes(), 2).contains(&(id as u64 + 1))).count();
+        assert_eq!(records(n), want as u64, "node {} holds other keys than it owns: {states:?}", id + 1);
+    }
+    let moved: f64 = nodes
+        .iter()
+        .map(|n| metric(&n.admin_get("/metrics"), "tandem_leaderless_rebalance_keys_total").unwrap_or(0.0))
+        .sum();
+    assert!(moved >= mine.len() as f64, "tandem_leaderless_rebalance_keys_total {moved} < {}", mine.len());
+
+    // Reads with R=1 coordinated by node 4 with its links cut: only its own
+    // replica can answer, and it has the data.
+    let (code, text) = admin_request(n4.admin_addr(), "POST", "/faults", r#"{"cut":[1,2,3]}"#, None);
+    assert_eq!(code, 200, "{text}");
+    let mut r1 = n4.raw();
+    assert_eq!(r1.cmd(&["CONSISTENCY", "W", "1", "R", "1"]), Resp::Simple("OK".into()));
+    for k in &mine {
+        assert_eq!(r1.cmd(&["GET", k]), Resp::Bulk(format!("v-{k}").into_bytes()), "{k} on node 4");
+    }
 }

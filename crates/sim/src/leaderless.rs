@@ -10,15 +10,22 @@
 //! network also splits the nodes in two sides for a while (messages across
 //! the cut are lost, so coordinators decide on their deadline); with `ttl`,
 //! some writes carry an absolute expiry time (`SET .. PX`) that runs out
-//! during the run. Then every node comes back, partitions heal, hints are
-//! handed off and anti-entropy runs between every pair.
+//! during the run. With `join`, a new member joins the cluster during the
+//! writes: each node adopts the new ring at its own moment (as nodes learn
+//! the cluster map at different times) and rebalances with the real
+//! `Rebalance` (batches streamed as messages that can be lost to crashes
+//! and partitions, keys forgotten once their new owners acked them). Then
+//! every node comes back, partitions heal, hints are handed off,
+//! rebalancing runs to its end and anti-entropy runs between every pair.
 //!
 //! # Checkers
 //! 1. With `W + R > N`: every successful read returns a version at least as
 //!    new as the newest write acknowledged before the read began (it may
 //!    return a newer one, acknowledged or not); with `W + R <= N`, or with a
 //!    sloppy quorum (whose acknowledged write may sit on fallback nodes
-//!    only until handoff), such stale reads are counted, not failed.
+//!    only until handoff), or during a membership change (a coordinator on
+//!    the new ring may ask new owners before the keys reached them), such
+//!    stale reads are counted, not failed.
 //! 2. With a sloppy quorum, after handoff every hinted write is at its
 //!    owner (before anti-entropy, so handoff alone must do it).
 //! 3. After heal + anti-entropy, all replicas of every key hold the same
@@ -26,7 +33,10 @@
 //!    whose newest acknowledged write was a delete reads as deleted (no
 //!    resurrection); where that version is the acknowledged one, the
 //!    replicas hold that very write, expiry time included, so every replica
-//!    expires it at the same instant.
+//!    expires it at the same instant. With `join`, "all replicas" are the
+//!    N owners under the new ring: each holds the key's latest
+//!    acknowledged version (nothing was forgotten before its new owners
+//!    had it), and no node outside them still holds the key.
 //!
 //! Never reads a real clock or RNG; iteration is over ordered maps only.
 
@@ -36,6 +46,7 @@ use std::fmt;
 use bytes::Bytes;
 use tandem_core::repl::NodeId;
 use tandem_core::replica::leaderless::merkle::{self, Merkle};
+use tandem_core::replica::leaderless::rebalance::Rebalance;
 use tandem_core::replica::leaderless::{
     quorum, Clock, Hints, ReadCoordinator, ReadOutcome, Record, ReplicaStore, Ring, Version, WriteCoordinator,
     WriteOutcome,
@@ -64,6 +75,8 @@ pub struct LeaderlessConfig {
     pub partitions: bool,
     /// Some writes carry an expiry time.
     pub ttl: bool,
+    /// A new member (`members + 1`) joins during the writes.
+    pub join: bool,
     /// Client operations.
     pub ops: u64,
     /// Distinct keys.
@@ -83,6 +96,7 @@ impl Default for LeaderlessConfig {
             down_max: 1,
             partitions: false,
             ttl: false,
+            join: false,
             ops: 150,
             keys: 6,
             verbose: false,
@@ -118,6 +132,12 @@ pub struct LeaderlessReport {
     pub ttl_writes: u64,
     /// Acknowledged writes whose expiry time passed before the end.
     pub expired: u64,
+    /// `(key, new owner)` transfers confirmed by rebalancing.
+    pub rebalance_keys: u64,
+    /// Keys forgotten by nodes that no longer own them.
+    pub rebalance_forgotten: u64,
+    /// Reads judged while the ring was changing (adoption to quiescence).
+    pub reads_during_join: u64,
     /// Events run.
     pub events: u64,
 }
@@ -126,7 +146,7 @@ impl fmt::Display for LeaderlessReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {}: {} writes acked, {} failed, {} reads ({} stale), {} hints, {} read repairs, {} keys by anti-entropy, {} partitions ({} messages cut), {} TTL writes ({} expired), {} events",
+            "seed {}: {} writes acked, {} failed, {} reads ({} stale), {} hints, {} read repairs, {} keys by anti-entropy, {} partitions ({} messages cut), {} TTL writes ({} expired), {} keys rebalanced ({} forgotten), {} events",
             self.seed,
             self.writes_acked,
             self.writes_failed,
@@ -139,6 +159,8 @@ impl fmt::Display for LeaderlessReport {
             self.cut_messages,
             self.ttl_writes,
             self.expired,
+            self.rebalance_keys,
+            self.rebalance_forgotten,
             self.events
         )
     }
@@ -151,21 +173,54 @@ const EVENTS_MAX: u64 = 1_000_000;
 
 #[derive(Debug, Clone)]
 enum Msg {
-    Write { req: u64, rec: Record, hint_for: Option<NodeId> },
-    Ack { req: u64, ok: bool },
-    Read { req: u64, key: Bytes },
-    ReadReply { req: u64, rec: Option<Record> },
+    Write {
+        req: u64,
+        rec: Record,
+        hint_for: Option<NodeId>,
+    },
+    Ack {
+        req: u64,
+        ok: bool,
+    },
+    Read {
+        req: u64,
+        key: Bytes,
+    },
+    ReadReply {
+        req: u64,
+        rec: Option<Record>,
+    },
+    /// Rebalancing: records for their new owner.
+    Push {
+        recs: Vec<Record>,
+    },
+    /// The new owner made these durable.
+    PushAck {
+        stored: Vec<(Bytes, Version)>,
+    },
 }
 
 #[derive(Debug)]
 enum Ev {
     Op,
-    Deliver { from: NodeId, to: NodeId, msg: Msg },
-    Timeout { req: u64 },
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        msg: Msg,
+    },
+    Timeout {
+        req: u64,
+    },
     Crash,
     Recover(NodeId),
     Partition,
     Heal,
+    /// The new member joins: every node will adopt the new ring.
+    Join,
+    /// Node adopts the new ring.
+    Adopt(NodeId),
+    /// Node sends its next rebalance batches.
+    RebalanceTick(NodeId),
 }
 
 impl Coded for Ev {
@@ -178,6 +233,9 @@ impl Coded for Ev {
             Ev::Recover(n) => 5 + n * 13,
             Ev::Partition => 6,
             Ev::Heal => 7,
+            Ev::Join => 8,
+            Ev::Adopt(n) => 9 + n * 17,
+            Ev::RebalanceTick(n) => 10 + n * 19,
         }
     }
 }
@@ -188,6 +246,14 @@ struct SimNode {
     hints: Hints,
     clock: Clock,
     skew_ms: u64,
+    /// This node's view of the ring (it adopts a new one on its own time).
+    ring: Ring,
+    /// The ring this node last finished rebalancing for.
+    balanced: Ring,
+    /// Its current rebalance plan (from `balanced` to `ring`).
+    plan: Option<Rebalance>,
+    /// New owners with a batch in flight, and when it was sent (µs).
+    inflight: BTreeMap<NodeId, u64>,
 }
 
 enum Pending {
@@ -199,7 +265,10 @@ struct World {
     cfg: LeaderlessConfig,
     rng: SimRng,
     t: Timeline<Ev>,
+    /// The ring every node ends on (the new one once a member joined).
     ring: Ring,
+    /// True from the join until the end of the run.
+    joining: bool,
     nodes: BTreeMap<NodeId, SimNode>,
     pending: BTreeMap<u64, (NodeId, Pending)>,
     next_req: u64,
@@ -229,7 +298,7 @@ impl World {
             Ev::Crash => {
                 let down = self.nodes.values().filter(|n| !n.up).count() as u64;
                 if down < self.cfg.down_max {
-                    let id = self.rng.range(1, self.cfg.members);
+                    let id = self.rng.range(1, self.nodes.len() as u64);
                     if let Some(n) = self.nodes.get_mut(&id) {
                         if n.up {
                             n.up = false;
@@ -288,7 +357,71 @@ impl World {
                 self.side = None;
                 Ok(())
             }
+            Ev::Join => {
+                let new = self.cfg.members + 1;
+                self.ring = Ring::new(1..=new);
+                self.joining = true;
+                self.t.trace(|| format!("member {new} joins"));
+                let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+                for id in ids {
+                    // Each node learns the new map at its own moment.
+                    let at = self.rng.range(0, 30_000);
+                    self.t.schedule(at, Ev::Adopt(id));
+                }
+                Ok(())
+            }
+            Ev::Adopt(id) => {
+                let ring = self.ring.clone();
+                let node = self.nodes.get_mut(&id).expect("member");
+                node.ring = ring;
+                node.plan = None; // planned again on the next tick, from `balanced`
+                self.t.trace(|| format!("node {id} adopts the new ring"));
+                self.t.schedule(0, Ev::RebalanceTick(id));
+                Ok(())
+            }
+            Ev::RebalanceTick(id) => self.rebalance_tick(id),
         }
+    }
+
+    /// One rebalancing step of node `id`: plan if needed (a change plan
+    /// from the ring it last balanced for, else a sweep), then one batch to
+    /// every new owner with none in flight.
+    fn rebalance_tick(&mut self, id: NodeId) -> Result<(), String> {
+        let n = usize::from(self.cfg.n);
+        let now = self.t.now_us();
+        let node = self.nodes.get_mut(&id).expect("member");
+        if !node.up {
+            node.plan = None;
+            node.inflight.clear();
+        } else {
+            if node.plan.as_ref().is_none_or(Rebalance::is_done) {
+                if node.plan.is_some() {
+                    node.balanced = node.ring.clone();
+                }
+                node.plan = Some(Rebalance::plan(id, &node.balanced, &node.ring, n, &node.store));
+            }
+            node.inflight.retain(|_, sent| now < *sent + DEADLINE_US);
+            let plan = node.plan.as_mut().expect("planned");
+            let mut out = Vec::new();
+            for t in plan.targets() {
+                if !node.inflight.contains_key(&t) {
+                    let recs = plan.batch(t, &node.store, 4, usize::MAX);
+                    if !recs.is_empty() {
+                        node.inflight.insert(t, now);
+                        out.push((t, recs));
+                    }
+                }
+            }
+            for (t, recs) in out {
+                self.t.trace(|| format!("rebalance {id}->{t}: {} records", recs.len()));
+                self.send(id, t, Msg::Push { recs });
+            }
+        }
+        let busy = self.nodes[&id].plan.as_ref().is_some_and(|p| !p.is_done()) || self.ops_left > 0;
+        if self.joining && busy {
+            self.t.schedule(5_000, Ev::RebalanceTick(id));
+        }
+        Ok(())
     }
 
     fn op(&mut self) -> Result<(), String> {
@@ -298,13 +431,14 @@ impl World {
         self.ops_left -= 1;
         let next = self.rng.range(500, 3_000);
         self.t.schedule(next, Ev::Op);
-        let up: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.up).map(|(id, _)| *id).collect();
+        let up: Vec<NodeId> =
+            self.nodes.iter().filter(|(id, n)| n.up && n.ring.members().contains(id)).map(|(id, _)| *id).collect();
         let coordinator = up[self.rng.below(up.len() as u64) as usize];
         let key = Bytes::from(format!("k{}", self.rng.below(self.cfg.keys)));
         let req = self.next_req;
         self.next_req += 1;
         let now = self.t.now_us();
-        let walk = self.ring.walk(&key);
+        let walk = self.nodes[&coordinator].ring.walk(&key);
         let n = usize::from(self.cfg.n);
         let pref: Vec<NodeId> = walk[..n].to_vec();
         if self.rng.chance(0.55) {
@@ -396,6 +530,36 @@ impl World {
                 }
                 r
             }
+            Msg::Push { recs } => {
+                if up {
+                    let node = self.nodes.get_mut(&to).expect("member");
+                    let stored = recs.iter().map(|r| (r.key.clone(), r.version)).collect();
+                    for rec in recs {
+                        node.clock.observe(rec.version);
+                        node.store.apply(rec);
+                    }
+                    self.send(to, from, Msg::PushAck { stored });
+                }
+                Ok(())
+            }
+            Msg::PushAck { stored } => {
+                let node = self.nodes.get_mut(&to).expect("member");
+                if !up {
+                    return Ok(());
+                }
+                node.inflight.remove(&from);
+                if let Some(plan) = node.plan.as_mut() {
+                    let done = plan.on_stored(from, &stored, &node.store);
+                    self.report.rebalance_keys += done.moved as u64;
+                    for (k, v) in done.drop {
+                        if node.store.forget(&k, v) {
+                            self.report.rebalance_forgotten += 1;
+                            self.t.trace(|| format!("node {to} forgets {k:?} {v:?}"));
+                        }
+                    }
+                }
+                Ok(())
+            }
             Msg::ReadReply { req, rec } => {
                 if !up {
                     return Ok(());
@@ -434,12 +598,13 @@ impl World {
                 *decided = true;
                 if let ReadOutcome::Ok { newest, .. } = outcome {
                     self.report.reads += 1;
+                    self.report.reads_during_join += u64::from(self.joining);
                     let got = newest.map(|r| r.version);
                     if floor.is_some_and(|f| got.is_none_or(|g| g < f)) {
                         self.report.stale_reads += 1;
                         // A sloppy quorum's write may sit on fallbacks only, so
                         // overlap holds only for strict quorums (Dynamo).
-                        if quorum::overlaps(self.cfg.n, self.cfg.w, self.cfg.r) && !self.cfg.sloppy {
+                        if quorum::overlaps(self.cfg.n, self.cfg.w, self.cfg.r) && !self.cfg.sloppy && !self.joining {
                             return Err(format!("read {req} returned {got:?}, older than the acknowledged {floor:?}"));
                         }
                     }
@@ -489,6 +654,7 @@ impl World {
             }
         }
         let n = usize::from(self.cfg.n);
+        self.finish_rebalancing(&ids, n)?;
         for &a in &ids {
             for &b in &ids {
                 if a < b {
@@ -499,6 +665,9 @@ impl World {
         for i in 0..self.cfg.keys {
             let key = Bytes::from(format!("k{i}"));
             let pref = self.ring.preference_list(&key, n);
+            if let Some(extra) = ids.iter().find(|id| !pref.contains(id) && self.nodes[id].store.get(&key).is_some()) {
+                return Err(format!("node {extra} still holds {key:?} though it is not among its owners {pref:?}"));
+            }
             let recs: Vec<Option<&Record>> = pref.iter().map(|p| self.nodes[p].store.get(&key)).collect();
             if recs.iter().any(|r| *r != recs[0]) {
                 return Err(format!("replicas of {key:?} differ after anti-entropy: {recs:?}"));
@@ -532,6 +701,51 @@ impl World {
                         }
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Quiescence: every node on the final ring, rebalancing driven to its
+    /// end with the same core calls (plan, batch, on_stored, forget), every
+    /// batch delivered.
+    fn finish_rebalancing(&mut self, ids: &[NodeId], n: usize) -> Result<(), String> {
+        for id in ids {
+            let ring = self.ring.clone();
+            let node = self.nodes.get_mut(id).expect("member");
+            node.ring = ring;
+            node.plan = None;
+            node.inflight.clear();
+        }
+        for round in 0.. {
+            if round > 10_000 {
+                return Err("rebalancing does not finish".into());
+            }
+            let mut busy = false;
+            for &id in ids {
+                let node = self.nodes.get_mut(&id).expect("member");
+                let mut plan = Rebalance::plan(id, &node.balanced, &node.ring, n, &node.store);
+                node.balanced = node.ring.clone();
+                busy |= !plan.is_done();
+                while !plan.is_done() {
+                    for t in plan.targets() {
+                        let recs = plan.batch(t, &self.nodes[&id].store, 4, usize::MAX);
+                        let stored: Vec<(Bytes, Version)> = recs.iter().map(|r| (r.key.clone(), r.version)).collect();
+                        let target = self.nodes.get_mut(&t).expect("member");
+                        for rec in recs {
+                            target.store.apply(rec);
+                        }
+                        let node = self.nodes.get_mut(&id).expect("member");
+                        let done = plan.on_stored(t, &stored, &node.store);
+                        self.report.rebalance_keys += done.moved as u64;
+                        for (k, v) in done.drop {
+                            self.report.rebalance_forgotten += u64::from(node.store.forget(&k, v));
+                        }
+                    }
+                }
+            }
+            if !busy {
+                return Ok(());
             }
         }
         Ok(())
@@ -581,17 +795,33 @@ enum Decision {
 /// Runs one seed.
 pub fn run_leaderless_seed(seed: u64, cfg: &LeaderlessConfig) -> Result<LeaderlessReport, SimFailure> {
     let mut rng = SimRng::new(seed);
-    let nodes = (1..=cfg.members)
+    // With `join`, the joining member runs from the start (empty, outside
+    // the ring, never a coordinator until it joins).
+    let count = cfg.members + u64::from(cfg.join);
+    let nodes = (1..=count)
         .map(|id| {
             let skew_ms = rng.below(5);
-            (id, SimNode { up: true, store: ReplicaStore::new(), hints: Hints::new(), clock: Clock::new(id), skew_ms })
+            let ring = Ring::new(1..=cfg.members);
+            let node = SimNode {
+                up: true,
+                store: ReplicaStore::new(),
+                hints: Hints::new(),
+                clock: Clock::new(id),
+                skew_ms,
+                balanced: ring.clone(),
+                ring,
+                plan: None,
+                inflight: BTreeMap::new(),
+            };
+            (id, node)
         })
-        .collect();
+        .collect::<BTreeMap<NodeId, SimNode>>();
     let mut w = World {
         cfg: cfg.clone(),
         rng,
         t: Timeline::new(cfg.verbose, true),
         ring: Ring::new(1..=cfg.members),
+        joining: false,
         nodes,
         pending: BTreeMap::new(),
         next_req: 1,
@@ -605,6 +835,11 @@ pub fn run_leaderless_seed(seed: u64, cfg: &LeaderlessConfig) -> Result<Leaderle
     w.t.schedule(5_000, Ev::Crash);
     if cfg.partitions {
         w.t.schedule(10_000, Ev::Partition);
+    }
+    if cfg.join {
+        // Somewhere in the first half of the writes.
+        let at = w.rng.range(20_000, 200_000);
+        w.t.schedule(at, Ev::Join);
     }
     let fail = |w: &World, message: String| SimFailure {
         seed,

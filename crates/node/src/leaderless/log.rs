@@ -1,5 +1,6 @@
 //! The local replica file of a leaderless keyspace: an append-only log of
-//! versioned key writes and hints, replayed at start.
+//! versioned key writes, hints, keys forgotten after they moved to new
+//! owners, and the membership last balanced for; replayed at start.
 //!
 //! Each record is framed as `len: u32 LE | crc32c: u32 LE | postcard body`.
 //! At start the whole file is replayed: a torn tail (a frame cut short or
@@ -50,6 +51,20 @@ pub enum Entry {
         key: Bytes,
         /// The version delivered.
         version: Version,
+    },
+    /// This node forgot `key` at `version`: the key moved to its new
+    /// owners after a ring change (rebalancing), no tombstone.
+    Forget {
+        /// The key.
+        key: Bytes,
+        /// The version forgotten (a newer one is kept on replay).
+        version: Version,
+    },
+    /// This node finished rebalancing for a ring over these members: the
+    /// ring the next membership change is planned from.
+    Balanced {
+        /// The members, ascending.
+        members: Vec<NodeId>,
     },
 }
 

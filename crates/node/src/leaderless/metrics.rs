@@ -27,6 +27,11 @@ pub struct LeaderlessMetrics {
     pub hints_stored: Counter,
     /// Hints this node handed back to their owners.
     pub hints_delivered: Counter,
+    /// `(key, new owner)` transfers after a ring change that the new owner
+    /// made durable (rebalancing).
+    pub rebalance_keys: Counter,
+    /// Keys this node forgot after every new owner held them.
+    pub rebalance_forgotten: Counter,
 }
 
 impl Default for LeaderlessMetrics {
@@ -41,6 +46,8 @@ impl Default for LeaderlessMetrics {
             ae_bytes: Counter::default(),
             hints_stored: Counter::default(),
             hints_delivered: Counter::default(),
+            rebalance_keys: Counter::default(),
+            rebalance_forgotten: Counter::default(),
         }
     }
 }
@@ -62,5 +69,15 @@ impl LeaderlessMetrics {
         r.register("anti_entropy_bytes", "Bytes exchanged by anti-entropy", self.ae_bytes.clone());
         r.register("hints_stored", "Hints stored for down replicas (sloppy quorum)", self.hints_stored.clone());
         r.register("hints_delivered", "Hints handed back to their owners", self.hints_delivered.clone());
+        r.register(
+            "rebalance_keys",
+            "Keys streamed to a new owner after a ring change and made durable there",
+            self.rebalance_keys.clone(),
+        );
+        r.register(
+            "rebalance_forgotten",
+            "Keys this node forgot once their new owners held them",
+            self.rebalance_forgotten.clone(),
+        );
     }
 }

@@ -8,8 +8,11 @@
 //! and one answer at a time on each), the client commands (GET, SET with
 //! EX/PX/EXAT/PXAT, DEL, EXISTS, INCR/INCRBY/DECR/DECRBY), read repair,
 //! the anti-entropy loop (Merkle roots, then leaves, then the versions of
-//! the keys of differing leaves, then only the differing keys), and hinted
-//! handoff. It decides nothing itself: placement, quorum decisions, newest
+//! the keys of differing leaves, then only the differing keys), hinted
+//! handoff, and rebalancing (when the members change, the records whose
+//! preference list gained a node are streamed to it, rate-limited, and the
+//! records this node no longer owns are forgotten once every new owner made
+//! them durable). It decides nothing itself: placement, quorum decisions, newest
 //! version and repair targets come from the core. It must never hold a
 //! lock across an await, and never acknowledge a write before this node's
 //! copy of it is as durable as `--fsync` promises.
@@ -29,9 +32,11 @@ use tandem_core::command::CommandSpec;
 use tandem_core::keyspace::{ConflictPolicy, KeyspaceDef, LeaderlessPolicy, Mode};
 use tandem_core::repl::{NodeId, PeerMsg};
 use tandem_core::replica::leaderless::merkle::{self, Merkle};
+use tandem_core::replica::leaderless::rebalance::REBALANCE_BATCH_KEYS;
 use tandem_core::replica::leaderless::store::HINTS_MAX;
 use tandem_core::replica::leaderless::{
-    Clock, Hints, ReadCoordinator, ReadOutcome, Record, ReplicaStore, Ring, Version, WriteCoordinator, WriteOutcome,
+    Clock, Hints, ReadCoordinator, ReadOutcome, Rebalance, Record, ReplicaStore, Ring, Version, WriteCoordinator,
+    WriteOutcome,
 };
 use tandem_core::resp::Frame;
 use tokio::sync::{mpsc, watch};
@@ -59,6 +64,12 @@ const HINT_HANDOFF_INTERVAL_MS: u64 = 1_000;
 /// The keys a command may name at most (DEL / EXISTS): each is one quorum
 /// read.
 const KEYS_PER_COMMAND_MAX: usize = 1_000;
+
+/// Keys streamed to new owners per second at most, per keyspace and node
+/// (the rebalancing rate limit).
+pub const REBALANCE_KEYS_PER_SECOND_MAX: u64 = 20_000;
+/// How long rebalancing waits before it retries a new owner that failed.
+const REBALANCE_RETRY_MS: u64 = 1_000;
 
 /// The commands a leaderless keyspace answers.
 const SUPPORTED: &str = "GET, SET [EX|PX|EXAT|PXAT], DEL, UNLINK, EXISTS, INCR, INCRBY, DECR, DECRBY";
@@ -110,7 +121,13 @@ pub fn start(env: &EngineEnv, def: &KeyspaceDef) -> Result<Arc<dyn Engine>, Stri
     if torn > 0 {
         tracing::warn!(keyspace = def.name.as_str(), path = %log.path().display(), bytes = torn, "cut a torn tail off the replica file");
     }
-    let mut state = State { store: ReplicaStore::new(), hints: Hints::new(), clock: Clock::new(env.node_id) };
+    let mut state = State {
+        store: ReplicaStore::new(),
+        hints: Hints::new(),
+        clock: Clock::new(env.node_id),
+        balanced: None,
+        rebalance_pending: 0,
+    };
     for e in entries {
         match e {
             Entry::Record(rec) => {
@@ -121,6 +138,10 @@ pub fn start(env: &EngineEnv, def: &KeyspaceDef) -> Result<Arc<dyn Engine>, Stri
                 let _ = state.hints.store(owner, rec);
             }
             Entry::HintDelivered { owner, key, version } => state.hints.delivered(owner, &key, version),
+            Entry::Forget { key, version } => {
+                state.store.forget(&key, version);
+            }
+            Entry::Balanced { members } => state.balanced = Some(members),
         }
     }
     let (stop_tx, _) = watch::channel(false);
@@ -138,6 +159,7 @@ pub fn start(env: &EngineEnv, def: &KeyspaceDef) -> Result<Arc<dyn Engine>, Stri
     });
     runtime.spawn(inner.clone().anti_entropy_loop());
     runtime.spawn(inner.clone().handoff_loop());
+    runtime.spawn(inner.clone().rebalance_loop());
     Ok(Arc::new(LeaderlessEngine { inner }))
 }
 
@@ -165,6 +187,11 @@ struct State {
     store: ReplicaStore,
     hints: Hints,
     clock: Clock,
+    /// The members this node last finished rebalancing for (from the
+    /// replica file; `None`: never yet).
+    balanced: Option<Vec<NodeId>>,
+    /// `(key, new owner)` transfers still to make (for `GET /keyspaces`).
+    rebalance_pending: usize,
 }
 
 /// Wall-clock ms: versions and expiry times are compared across nodes.
@@ -200,6 +227,8 @@ impl Engine for LeaderlessEngine {
             "records": st.store.len(),
             "digest": format!("{:016x}", st.store.digest()),
             "hints": st.hints.len(),
+            "rebalance_pending": st.rebalance_pending,
+            "balanced_for": st.balanced,
             "n": p.n, "w": p.w, "r": p.r, "sloppy": p.sloppy,
             "conflict": p.conflict.name(),
             "log_bytes": self.inner.log.lock().bytes(),
@@ -778,6 +807,141 @@ impl Inner {
             }
         }
         Ok((keys.len(), bytes))
+    }
+
+    /// Rebalancing: plans the transfers when the members change (from the
+    /// members last balanced for) and otherwise every anti-entropy interval
+    /// (a sweep for records this node holds without owning them), then
+    /// streams them.
+    async fn rebalance_loop(self: Arc<Self>) {
+        let mut peers = self.env.peers.clone();
+        let mut stop = self.stop_tx.subscribe();
+        let mut shutdown = self.env.shutdown.clone();
+        let sweep = Duration::from_millis(self.env.anti_entropy_interval_ms.max(1));
+        loop {
+            if self.stopped() {
+                return;
+            }
+            let wait = match self.rebalance_round().await {
+                Ok(()) => sweep,
+                Err(e) => {
+                    tracing::debug!(keyspace = self.name.as_str(), error = %e, "rebalancing paused");
+                    Duration::from_millis(REBALANCE_RETRY_MS)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                r = peers.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Plans for the current ring and streams until done; `Err` when a new
+    /// owner could not take its keys (retried later) or the members
+    /// changed meanwhile (planned again at once).
+    async fn rebalance_round(self: &Arc<Self>) -> Result<(), String> {
+        let ring = self.ring();
+        let members = ring.members().to_vec();
+        let n = usize::from(self.policy.n);
+        let me = self.env.node_id;
+        let balanced = self.state.lock().balanced.clone();
+        let Some(from) = balanced else {
+            // Never balanced: what it holds was placed for these members.
+            self.persist(vec![Entry::Balanced { members: members.clone() }]).await?;
+            self.state.lock().balanced = Some(members);
+            return Ok(());
+        };
+        let change = from != members;
+        let mut plan = {
+            let st = self.state.lock();
+            Rebalance::plan(me, &Ring::new(from.iter().copied()), &ring, n, &st.store)
+        };
+        if change {
+            tracing::info!(
+                keyspace = self.name.as_str(),
+                from = ?from,
+                to = ?members,
+                keys = plan.keys(),
+                transfers = plan.remaining(),
+                "members changed: streaming keys to their new owners"
+            );
+        }
+        let mut failed = Vec::new();
+        for target in plan.targets() {
+            if !members.contains(&target) {
+                plan.forget_target(target);
+                continue;
+            }
+            if let Err(e) = self.rebalance_to(&mut plan, target, &members).await {
+                failed.push(format!("node {target}: {e}"));
+                if self.ring().members() != members.as_slice() {
+                    break;
+                }
+            }
+        }
+        self.state.lock().rebalance_pending = plan.remaining();
+        if !plan.is_done() {
+            return Err(format!("{} transfers left ({})", plan.remaining(), failed.join("; ")));
+        }
+        if change {
+            self.persist(vec![Entry::Balanced { members: members.clone() }]).await?;
+            self.state.lock().balanced = Some(members.clone());
+            tracing::info!(keyspace = self.name.as_str(), members = ?members, "rebalancing done");
+        }
+        Ok(())
+    }
+
+    /// Streams `plan`'s keys for `target` in batches, at most
+    /// [`REBALANCE_KEYS_PER_SECOND_MAX`]; forgets the keys this node left
+    /// once every new owner holds them.
+    async fn rebalance_to(
+        self: &Arc<Self>,
+        plan: &mut Rebalance,
+        target: NodeId,
+        members: &[NodeId],
+    ) -> Result<(), String> {
+        loop {
+            if self.stopped() || self.ring().members() != members {
+                return Err("interrupted".into());
+            }
+            let batch = {
+                let st = self.state.lock();
+                plan.batch(target, &st.store, REBALANCE_BATCH_KEYS, AE_BATCH_BYTES)
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let stored: Vec<(Bytes, Version)> = batch.iter().map(|r| (r.key.clone(), r.version)).collect();
+            let sent = batch.len() as u64;
+            match self.call(target, &Msg::Push { recs: batch }).await? {
+                Msg::Ack { ok: true, .. } => {}
+                Msg::Ack { error, .. } => return Err(error),
+                other => return Err(format!("unexpected answer {other:?}")),
+            }
+            let done = {
+                let st = self.state.lock();
+                let done = plan.on_stored(target, &stored, &st.store);
+                drop(st);
+                done
+            };
+            self.metrics.rebalance_keys.inc_by(done.moved as u64);
+            if !done.drop.is_empty() {
+                let entries: Vec<Entry> = done
+                    .drop
+                    .iter()
+                    .map(|(key, version)| Entry::Forget { key: key.clone(), version: *version })
+                    .collect();
+                self.persist(entries).await?;
+                let mut st = self.state.lock();
+                let forgotten = done.drop.iter().filter(|(k, v)| st.store.forget(k, *v)).count();
+                drop(st);
+                self.metrics.rebalance_forgotten.inc_by(forgotten as u64);
+            }
+            self.state.lock().rebalance_pending = plan.remaining();
+            tokio::time::sleep(Duration::from_millis(sent * 1000 / REBALANCE_KEYS_PER_SECOND_MAX)).await;
+        }
     }
 
     /// Offers hints back to their owners every second.

@@ -13,6 +13,8 @@
 //! - [`store`]: one node's replica data (versioned records, LWW apply,
 //!   tombstones kept for a grace period, TTLs as absolute times) and its
 //!   hints for other nodes (sloppy quorum);
+//! - [`rebalance`]: after a ring change, which held records go to which
+//!   new owners and which this node may forget once they hold them;
 //! - [`lww`]: versions (the shared `crate::conflict::Hlc`) and
 //!   last-writer-wins, the conflict policy leaderless keyspaces support.
 //!
@@ -26,11 +28,13 @@ pub mod coordinator;
 pub mod lww;
 pub mod merkle;
 pub mod quorum;
+pub mod rebalance;
 pub mod ring;
 pub mod store;
 
 pub use coordinator::{ReadCoordinator, ReadOutcome, WriteCoordinator, WriteOutcome};
 pub use lww::{Clock, Version};
 pub use merkle::Merkle;
+pub use rebalance::Rebalance;
 pub use ring::Ring;
 pub use store::{Hints, Record, ReplicaStore};

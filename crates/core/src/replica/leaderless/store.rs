@@ -112,6 +112,20 @@ impl ReplicaStore {
         Applied::Newer
     }
 
+    /// Forgets `key` if this replica holds it at exactly `version` (no
+    /// tombstone: the key moved to other owners, see `super::rebalance`);
+    /// returns whether it did.
+    pub fn forget(&mut self, key: &[u8], version: Version) -> bool {
+        if self.records.get(key).is_none_or(|r| r.version != version) {
+            return false;
+        }
+        if let Some(old) = self.records.remove(key) {
+            self.merkle.remove(&old.key, old.version);
+            self.bytes -= old.size_bytes();
+        }
+        true
+    }
+
     /// Forgets tombstones and expired records older than the grace period;
     /// returns how many.
     pub fn gc(&mut self, now_ms: u64) -> usize {
