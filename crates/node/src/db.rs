@@ -49,7 +49,9 @@ pub enum DbError {
 /// True if the command in `args` may grow memory (Redis's `denyoom`
 /// flag): refused with -OOM while the store is over `maxmemory`.
 fn denies_oom(args: &[Bytes]) -> bool {
-    args.first().and_then(|name| tandem_core::command::lookup(name)).is_some_and(|spec| spec.flags.contains(tandem_core::command::Flags::DENYOOM))
+    args.first()
+        .and_then(|name| tandem_core::command::lookup(name))
+        .is_some_and(|spec| spec.flags.contains(tandem_core::command::Flags::DENYOOM))
 }
 
 /// Wall-clock time in unix milliseconds. The only clock the data path reads.
