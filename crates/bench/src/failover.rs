@@ -154,6 +154,9 @@ pub enum TrialOutcome {
     NoNewLeader {
         /// The recovery timeout that expired.
         waited: Duration,
+        /// Acknowledged writes that no survivor can read back: lost whichever
+        /// survivor leads next. `None` when a survivor could not be read.
+        lost_everywhere: Option<u64>,
     },
 }
 
@@ -191,6 +194,15 @@ impl TrialReport {
         }
     }
 
+    /// Acknowledged writes lost: on the new leader when one appeared,
+    /// otherwise those that no survivor holds (lost whoever leads next).
+    pub fn lost_or_lost_everywhere(&self) -> Option<u64> {
+        match &self.outcome {
+            TrialOutcome::Recovered { lost, .. } => Some(*lost),
+            TrialOutcome::NoNewLeader { lost_everywhere, .. } => *lost_everywhere,
+        }
+    }
+
     /// One human-readable line.
     pub fn render_line(&self, trial: u32) -> String {
         let head = format!(
@@ -207,10 +219,12 @@ impl TrialReport {
                     self.probes
                 )
             }
-            TrialOutcome::NoNewLeader { waited } => format!(
-                "{head}; FAILED: no new leader within {} ms ({} probes answered with errors or not at all)",
+            TrialOutcome::NoNewLeader { waited, lost_everywhere } => format!(
+                "{head}; FAILED: no new leader within {} ms ({} probes answered with errors or not at all); \
+                 {} acked writes held by no survivor",
                 waited.as_millis(),
-                self.probes
+                self.probes,
+                lost_everywhere.map_or("?".to_string(), |n| n.to_string())
             ),
         }
     }
@@ -233,9 +247,10 @@ impl TrialReport {
                 v["lost_writes"] = (*lost).into();
                 v["lost_keys"] = lost_keys.clone().into();
             }
-            TrialOutcome::NoNewLeader { waited } => {
+            TrialOutcome::NoNewLeader { waited, lost_everywhere } => {
                 v["outcome"] = "no_new_leader".into();
                 v["waited_ms"] = (waited.as_millis() as u64).into();
+                v["lost_everywhere"] = (*lost_everywhere).into();
             }
         }
         v
@@ -413,7 +428,10 @@ pub async fn run_trial(opts: &FailoverOptions) -> Result<TrialReport, BenchError
     let (acked, unacked) = load.finish().await;
 
     let outcome = match accepted {
-        None => TrialOutcome::NoNewLeader { waited: opts.recovery_timeout },
+        None => TrialOutcome::NoNewLeader {
+            waited: opts.recovery_timeout,
+            lost_everywhere: count_lost_everywhere(opts, &survivors, &acked).await,
+        },
         Some((new_leader, t1)) => {
             let (lost, lost_keys) = count_lost(opts, &new_leader, &acked).await?;
             TrialOutcome::Recovered { new_leader, rto: t1.saturating_duration_since(t0), lost, lost_keys }
@@ -714,12 +732,34 @@ impl Probe {
     }
 }
 
+/// How many acknowledged writes no survivor can read back; `None` when a
+/// survivor cannot be read (down, or refusing reads).
+async fn count_lost_everywhere(opts: &FailoverOptions, survivors: &[String], acked: &[(u32, u64)]) -> Option<u64> {
+    let mut missing: Vec<(u32, u64)> = acked.to_vec();
+    for addr in survivors {
+        let mut still = Vec::new();
+        count_lost_into(opts, addr, &missing, &mut still).await.ok()?;
+        missing = still;
+    }
+    Some(missing.len() as u64)
+}
+
 /// Reads every acknowledged write back from `addr`; returns how many are
 /// missing or hold another value, and the first few such keys.
 async fn count_lost(
     opts: &FailoverOptions,
     addr: &str,
     acked: &[(u32, u64)],
+) -> Result<(u64, Vec<String>), BenchError> {
+    count_lost_into(opts, addr, acked, &mut Vec::new()).await
+}
+
+/// [`count_lost`], also pushing each unreadable write onto `missing`.
+async fn count_lost_into(
+    opts: &FailoverOptions,
+    addr: &str,
+    acked: &[(u32, u64)],
+    missing: &mut Vec<(u32, u64)>,
 ) -> Result<(u64, Vec<String>), BenchError> {
     let work = async {
         let mut conn = Conn::open(&addr.into(), opts.io_timeout, auth(opts)).await?;
@@ -729,7 +769,7 @@ async fn count_lost(
             for key in &keys {
                 conn.queue(&[b"GET", key.as_bytes()]);
             }
-            for (key, &(_, seq)) in keys.iter().zip(batch) {
+            for (key, &(writer, seq)) in keys.iter().zip(batch) {
                 let readable = match conn.recv().await? {
                     Frame::Bulk(value) => value == write_value(seq).as_bytes(),
                     Frame::Error(e) => {
@@ -739,6 +779,7 @@ async fn count_lost(
                 };
                 if !readable {
                     lost += 1;
+                    missing.push((writer, seq));
                     if lost_keys.len() < LOST_KEYS_SHOWN {
                         lost_keys.push(key.clone());
                     }

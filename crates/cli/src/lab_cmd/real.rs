@@ -727,7 +727,9 @@ fn failover(seed: u64) -> Result<RealResult, String> {
         let trial = runtime.block_on(run_trial(&opts)).map_err(|e| format!("failover trial ({name}): {e}"))?;
         let killed = c.reap(trial.killed_pid);
         let rto = trial.rto();
-        let lost = trial.lost();
+        // With no new leader (under `all` while a node is down) a write is
+        // lost when no survivor holds it.
+        let lost = trial.lost_or_lost_everywhere();
         // A failover is a survivor leading, whether or not it could
         // acknowledge a write (under `all` it cannot while a node is down).
         let deadline = Instant::now() + SETTLE_TIMEOUT;
