@@ -275,7 +275,9 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (axum::http::StatusCode, S
     }
     match shared.repl.write_refusal().await {
         None => (axum::http::StatusCode::OK, "ready: takes writes\n".into()),
-        Some(why) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        Some(refusal) => {
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", refusal.to_error_text()))
+        }
     }
 }
 

@@ -260,8 +260,8 @@ pub async fn serve<S: ClientStream>(
                         .get_or_create(&crate::metrics::PolicyLabel { policy: durability.policy.to_string() })
                         .observe(waited.elapsed().as_secs_f64());
                     if let Err(e) = outcome {
-                        shared.metrics.error(e.split(' ').next().unwrap_or("ERR"));
-                        reply = Frame::Error(e);
+                        shared.metrics.error(e.class());
+                        reply = e.to_resp();
                     }
                 }
             }
@@ -319,8 +319,8 @@ async fn flush(
             // The replies claim success for writes that are not durable:
             // drop them all and tell the client instead.
             output.clear();
-            shared.metrics.error("MISCONF");
-            resp::encode(&Frame::Error(e), Protocol::Resp2, output);
+            shared.metrics.error(e.class());
+            resp::encode(&e.to_resp(), Protocol::Resp2, output);
         }
     }
     if !output.is_empty() {
@@ -412,9 +412,9 @@ pub(crate) async fn dispatch(
                 // A write a follower would refuse is refused now, with the
                 // same READONLY as outside a transaction.
                 if spec.is_write() {
-                    if let Some(e) = shared.repl.write_refusal().await {
+                    if let Some(refusal) = shared.repl.write_refusal().await {
                         abort_tx(client);
-                        return (spec.index(), reply(Frame::Error(e)), None);
+                        return (spec.index(), reply(refusal.to_resp()), None);
                     }
                 }
                 if let Some(t) = client.tx.as_mut() {
@@ -432,8 +432,8 @@ pub(crate) async fn dispatch(
     }
     let tx_durability = if spec.name == "exec" { client.tx.as_ref().and_then(|t| t.durability.clone()) } else { None };
     if spec.is_write() {
-        if let Some(e) = shared.repl.write_refusal().await {
-            return (spec.index(), reply(Frame::Error(e)), None);
+        if let Some(refusal) = shared.repl.write_refusal().await {
+            return (spec.index(), reply(refusal.to_resp()), None);
         }
         if let Some(e) = crate::archive::rpo_budget_error(shared) {
             return (spec.index(), reply(Frame::Error(e)), None);
@@ -526,8 +526,8 @@ async fn block(
             }
         }
         first = false;
-        if let Some(e) = shared.repl.write_refusal().await {
-            return Some(reply(Frame::Error(e)));
+        if let Some(refusal) = shared.repl.write_refusal().await {
+            return Some(reply(refusal.to_resp()));
         }
         let (frame, wait_lsn) = shared.db.execute(spec.handler, args);
         turn.done(gen);

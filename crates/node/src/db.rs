@@ -29,7 +29,8 @@ use tandem_storage::log::{FsyncPolicy, Log, LogConfig, RECORD_PAYLOAD_BYTES_MAX}
 use tandem_storage::snapshot;
 use tokio::sync::watch;
 
-use tandem_core::repl::WireEntry;
+use tandem_core::repl::{AckError, WireEntry};
+use tandem_core::replica::Refusal;
 
 use crate::backlog::Backlog;
 use crate::config::Config;
@@ -496,7 +497,7 @@ impl Db {
             Some(w) => self.state.try_write_for(w)?,
         };
         if self.writes_stopped.load(Ordering::Acquire) {
-            return Some((Frame::Error("TRYAGAIN writes are paused for a switchover; retry".into()), None));
+            return Some((Refusal::Paused.to_resp(), None));
         }
         let now_ms = unix_ms().max(state.last_commit_ms);
         let state = &mut *state;
@@ -555,7 +556,7 @@ impl Db {
         }
         let mut state = self.state.write();
         if writes && self.writes_stopped.load(Ordering::Acquire) {
-            return TxOutcome::Refused(Frame::Error("TRYAGAIN writes are paused for a switchover; retry".into()));
+            return TxOutcome::Refused(Refusal::Paused.to_resp());
         }
         let now_ms = unix_ms().max(state.last_commit_ms);
         let changed = self.watches.lock().is_dirty(client);
@@ -1036,7 +1037,7 @@ impl Db {
     /// Waits until `lsn` is durable under the fsync policy. Returns an error
     /// text if the log failed, in which case the write must not be reported
     /// as successful.
-    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), String> {
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<(), AckError> {
         let mut rx = self.durable.clone();
         let mut failed = self.failed_tx.subscribe();
         if *rx.borrow() < lsn && self.commit_inline {
@@ -1054,8 +1055,8 @@ impl Db {
                 return Ok(());
             }
             if *failed.borrow_and_update() {
-                let e = self.log.failed().map(|e| e.to_string()).unwrap_or_default();
-                return Err(format!("MISCONF the write was applied in memory but could not be made durable: {e}"));
+                let cause = self.log.failed().map(|e| e.to_string()).unwrap_or_default();
+                return Err(AckError::NotDurable { cause });
             }
             tokio::select! {
                 _ = rx.changed() => {}

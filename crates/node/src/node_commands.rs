@@ -166,8 +166,8 @@ async fn exec_queue(
         return reply(err(tx::EXECABORT));
     }
     if t.queue.iter().any(|(spec, _)| spec.is_write()) {
-        if let Some(e) = shared.repl.write_refusal().await {
-            return reply(err(e));
+        if let Some(refusal) = shared.repl.write_refusal().await {
+            return reply(refusal.to_resp());
         }
         if let Some(e) = crate::archive::rpo_budget_error(shared) {
             return reply(err(e));

@@ -535,7 +535,7 @@ async fn run_in_subscribe_mode(
                 client.last_write_lsn = lsn;
                 let durability = client.durability.clone().unwrap_or_else(|| shared.repl.default_durability().clone());
                 if let Err(e) = shared.repl.wait_write(lsn, &durability).await {
-                    reply = Frame::Error(e);
+                    reply = e.to_resp();
                 }
             }
             if client.subscribe.take().is_some() {

@@ -204,7 +204,7 @@ pub async fn eval(shared: &Arc<Shared>, spec: &CommandSpec, args: &[Bytes]) -> O
         Some(RO_WRITE.to_string())
     } else {
         match shared.repl.write_refusal().await {
-            Some(e) => Some(e),
+            Some(refusal) => Some(refusal.to_error_text()),
             // The RPO budget refuses writes, not reads.
             None => crate::archive::rpo_budget_error(shared),
         }

@@ -42,7 +42,7 @@ pub mod policy;
 pub use follower::{Follower, FollowerState, FollowerStatus};
 pub use leader::{Leader, LeaderConfig, Outcome, Release, ReplicaState, ReplicaStatus, Transmit};
 pub use msg::{PeerMsg, WireEntry};
-pub use policy::{AckLevel, AckPolicy, Durability};
+pub use policy::{AckError, AckLevel, AckPolicy, Durability};
 
 /// Identifies a node of the cluster (its `--node-id`).
 pub type NodeId = u64;

@@ -225,6 +225,82 @@ impl<'de> serde::Deserialize<'de> for AckLevel {
     }
 }
 
+/// Why a write that was applied on the leader was not acknowledged: the
+/// typed form of the error a client gets, with the exact reply text in one
+/// place ([`AckError::to_error_text`], [`AckError::to_resp`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckError {
+    /// Applied in memory, but the log could not make it durable.
+    NotDurable {
+        /// The log's error.
+        cause: String,
+    },
+    /// This node stopped leading before the write met its policy. `waited`:
+    /// whether it had started waiting for followers (if so the write may
+    /// still survive the leadership change).
+    StoppedLeading {
+        /// Whether the wait for followers had begun.
+        waited: bool,
+    },
+    /// The policy was not met within its timeout.
+    NoReplicas {
+        /// Replicas that held the write in time.
+        have: usize,
+        /// Replicas the policy requires.
+        need: usize,
+        /// Whether the write is durable on the leader itself.
+        durable_on_leader: bool,
+        /// The write's durability (policy, level, timeout).
+        durability: Durability,
+    },
+}
+
+impl AckError {
+    /// The RESP error text (without the leading `-`).
+    pub fn to_error_text(&self) -> String {
+        match self {
+            AckError::NotDurable { cause } => {
+                format!("MISCONF the write was applied in memory but could not be made durable: {cause}")
+            }
+            AckError::StoppedLeading { waited: false } => {
+                "READONLY this node stopped leading before the write was acknowledged".into()
+            }
+            AckError::StoppedLeading { waited: true } => "READONLY this node stopped leading before the write met \
+                                                          its ack policy; it was not acknowledged and may or may not \
+                                                          survive the leadership change"
+                .into(),
+            AckError::NoReplicas { have, need, durable_on_leader, durability } => format!(
+                "NOREPLICAS the write was applied on the leader{} and reached {have} of the {need} replicas its ack \
+                 policy ({} {}) requires within {} ms; it was not rolled back",
+                if *durable_on_leader { " and is durable there" } else { " but is not yet durable there" },
+                durability.policy,
+                durability.level,
+                durability.timeout_ms,
+            ),
+        }
+    }
+
+    /// The error reply.
+    pub fn to_resp(&self) -> crate::resp::Frame {
+        crate::resp::Frame::Error(self.to_error_text())
+    }
+
+    /// The error class (the reply's first word), for metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            AckError::NotDurable { .. } => "MISCONF",
+            AckError::StoppedLeading { .. } => "READONLY",
+            AckError::NoReplicas { .. } => "NOREPLICAS",
+        }
+    }
+}
+
+impl fmt::Display for AckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_error_text())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -381,6 +381,11 @@ impl Refusal {
             Refusal::Paused => "TRYAGAIN writes are paused for a switchover; retry".into(),
         }
     }
+
+    /// The error reply.
+    pub fn to_resp(&self) -> crate::resp::Frame {
+        crate::resp::Frame::Error(self.to_error_text())
+    }
 }
 
 /// The role of a replica, for status.

@@ -18,7 +18,8 @@ use bytes::BytesMut;
 use parking_lot::RwLock;
 use tandem_core::failover::{LeaseConfig, LeaseGrantor};
 use tandem_core::repl::leader::Outcome;
-use tandem_core::repl::{AckPolicy, Durability, FollowerStatus, NodeId, PeerMsg};
+use tandem_core::repl::{AckError, AckPolicy, Durability, FollowerStatus, NodeId, PeerMsg};
+use tandem_core::replica::Refusal;
 use tandem_core::{Epoch, Lsn};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -417,28 +418,19 @@ impl Replication {
     /// Why this node cannot take a write now, as the error reply (`None`: it
     /// can). A write during a switchover pause waits for the pause to end
     /// (at most [`SWITCHOVER_PAUSE_MAX`]) and then sees the new role.
-    pub async fn write_refusal(&self) -> Option<String> {
+    pub async fn write_refusal(&self) -> Option<Refusal> {
         if *self.paused.borrow() {
             let mut rx = self.paused.subscribe();
             let _ = tokio::time::timeout(SWITCHOVER_PAUSE_MAX, rx.wait_for(|p| !*p)).await;
             if *self.paused.borrow() {
-                return Some("TRYAGAIN writes are paused for a switchover; retry".into());
+                return Some(Refusal::Paused);
             }
         }
         match &*self.role.read() {
             Role::Leader(l) if l.lease_valid() => None,
-            Role::Leader(_) => Some(
-                "TRYAGAIN this leader does not hold its lease (it cannot reach a majority of the cluster), so it \
-                 accepts no writes; a failover may be under way"
-                    .into(),
-            ),
-            Role::Follower(f) => {
-                let leader = f.status().leader_client_addr.unwrap_or_else(|| "unknown".into());
-                Some(format!("READONLY You can't write against a read only replica. leader: {leader}"))
-            }
-            Role::Idle { reason } => {
-                Some(format!("READONLY You can't write against a read only replica. leader: unknown ({reason})"))
-            }
+            Role::Leader(_) => Some(Refusal::NoLease),
+            Role::Follower(f) => Some(Refusal::ReadOnly { leader: f.status().leader_client_addr, reason: None }),
+            Role::Idle { reason } => Some(Refusal::ReadOnly { leader: None, reason: Some(reason.clone()) }),
         }
     }
 
@@ -447,33 +439,23 @@ impl Replication {
         &self.default_durability
     }
 
-    /// Waits until the write at `lsn` meets `durability`. `Err` holds the
-    /// error reply for the client.
-    pub async fn wait_write(&self, lsn: Lsn, durability: &Durability) -> Result<(), String> {
+    /// Waits until the write at `lsn` meets `durability`. `Err` says why it
+    /// was not acknowledged (its `to_resp` is the client's reply).
+    pub async fn wait_write(&self, lsn: Lsn, durability: &Durability) -> Result<(), AckError> {
         if durability.policy == AckPolicy::Async {
             return self.db.wait_durable(lsn).await;
         }
         let leader = match &*self.role.read() {
             Role::Leader(l) => l.clone(),
-            Role::Follower(_) | Role::Idle { .. } => {
-                return Err("READONLY this node stopped leading before the write was acknowledged".into())
-            }
+            Role::Follower(_) | Role::Idle { .. } => return Err(AckError::StoppedLeading { waited: false }),
         };
         let outcome = leader.wait(lsn, durability.clone()).await;
         match outcome {
             Some(Outcome::Acked) => Ok(()),
-            None => Err(
-                "READONLY this node stopped leading before the write met its ack policy; it was not acknowledged \
-                 and may or may not survive the leadership change"
-                    .into(),
-            ),
-            Some(Outcome::TimedOut { have, need, durable_on_leader }) => Err(format!(
-                "NOREPLICAS the write was applied on the leader{} and reached {have} of the {need} replicas its ack policy ({} {}) requires within {} ms; it was not rolled back",
-                if durable_on_leader { " and is durable there" } else { " but is not yet durable there" },
-                durability.policy,
-                durability.level,
-                durability.timeout_ms,
-            )),
+            None => Err(AckError::StoppedLeading { waited: true }),
+            Some(Outcome::TimedOut { have, need, durable_on_leader }) => {
+                Err(AckError::NoReplicas { have, need, durable_on_leader, durability: durability.clone() })
+            }
             Some(Outcome::Replicas(_)) => unreachable!("a write wait never ends as a WAIT"),
         }
     }
