@@ -6,24 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{info, Cluster};
+use common::cluster::Cluster;
 use common::{tempdir, Resp, TestServer};
 use redis::{Commands, Connection};
 
 const CATCH_UP: Duration = Duration::from_secs(20);
-
-fn wait_lsn(server: &TestServer, lsn: u64) {
-    let mut raw = server.raw();
-    raw.set_read_timeout(CATCH_UP + Duration::from_secs(5));
-    match raw.cmd(&["WAITLSN", &lsn.to_string(), &CATCH_UP.as_millis().to_string()]) {
-        Resp::Integer(got) => assert!(got as u64 >= lsn, "applied only {got} of {lsn}"),
-        other => panic!("WAITLSN: {other:?}"),
-    }
-}
-
-fn last_lsn(server: &TestServer) -> u64 {
-    info(server).get("master_repl_offset").and_then(|v| v.parse().ok()).expect("master_repl_offset")
-}
 
 /// A mix of hash and list writes; returns nothing, the state is compared.
 fn write_mix(con: &mut Connection) {
@@ -124,10 +111,10 @@ fn hashes_and_lists_replicate_and_survive_a_snapshot_and_restart() {
     write_mix(&mut con);
     let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
     write_mix(&mut con);
-    let last = last_lsn(c.leader());
+    let last = c.leader().last_lsn();
     let leader = dump(c.leader());
     for id in [2, 3] {
-        wait_lsn(c.node(id), last);
+        c.node(id).wait_applied(last);
         assert_eq!(dump(c.node(id)), leader, "node {id}");
     }
     c.node_mut(1).kill9();

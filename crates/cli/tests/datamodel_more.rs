@@ -7,24 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{info, Cluster};
+use common::cluster::Cluster;
 use common::{tempdir, Resp, TestServer};
 use redis::{Commands, Connection};
 
 const CATCH_UP: Duration = Duration::from_secs(20);
-
-fn wait_lsn(server: &TestServer, lsn: u64) {
-    let mut raw = server.raw();
-    raw.set_read_timeout(CATCH_UP + Duration::from_secs(5));
-    match raw.cmd(&["WAITLSN", &lsn.to_string(), &CATCH_UP.as_millis().to_string()]) {
-        Resp::Integer(got) => assert!(got as u64 >= lsn, "applied only {got} of {lsn}"),
-        other => panic!("WAITLSN: {other:?}"),
-    }
-}
-
-fn last_lsn(server: &TestServer) -> u64 {
-    info(server).get("master_repl_offset").and_then(|v| v.parse().ok()).expect("master_repl_offset")
-}
 
 /// A small deterministic generator (the test must reproduce from its seed).
 struct Lcg(u64);
@@ -84,36 +71,6 @@ fn random_command(rng: &mut Lcg) -> Vec<String> {
     c
 }
 
-/// Every key of a node with its type, value and absolute expiry, as text.
-fn dump(server: &TestServer) -> Vec<String> {
-    let mut con = server.conn();
-    let mut keys: Vec<String> = con.keys("*").unwrap();
-    keys.sort();
-    let mut out = Vec::new();
-    for key in keys {
-        let t: String = redis::cmd("TYPE").arg(&key).query(&mut con).unwrap();
-        let exp: i64 = redis::cmd("PEXPIRETIME").arg(&key).query(&mut con).unwrap();
-        let value = match t.as_str() {
-            "string" => format!("{:?}", con.get::<_, Vec<u8>>(&key).unwrap()),
-            "list" => format!("{:?}", con.lrange::<_, Vec<String>>(&key, 0, -1).unwrap()),
-            "set" => {
-                let mut m: Vec<String> = con.smembers(&key).unwrap();
-                m.sort();
-                format!("{m:?}")
-            }
-            "hash" => {
-                let mut m: Vec<(String, String)> = con.hgetall(&key).unwrap();
-                m.sort();
-                format!("{m:?}")
-            }
-            "zset" => format!("{:?}", con.zrange_withscores::<_, Vec<(String, String)>>(&key, 0, -1).unwrap()),
-            other => panic!("unexpected type {other}"),
-        };
-        out.push(format!("{key} {t} {exp} {value}"));
-    }
-    out
-}
-
 fn run_mix(con: &mut Connection, rng: &mut Lcg, n: usize) {
     for _ in 0..n {
         let args = random_command(rng);
@@ -149,12 +106,12 @@ fn random_mix_of_string_bitmap_key_and_set_commands_leaves_followers_equal_to_th
     run_mix(&mut con, &mut rng, 600);
     let _: () = redis::cmd("SAVE").query(&mut con).unwrap();
     run_mix(&mut con, &mut rng, 600);
-    let last = last_lsn(c.leader());
-    let leader = dump(c.leader());
+    let last = c.leader().last_lsn();
+    let leader = c.leader().dump_keys();
     assert!(leader.len() > 10, "the mix left too little to compare: {leader:?}");
     for id in [2, 3] {
-        wait_lsn(c.node(id), last);
-        assert_eq!(dump(c.node(id)), leader, "node {id}");
+        c.node(id).wait_applied(last);
+        assert_eq!(c.node(id).dump_keys(), leader, "node {id}");
     }
     // Recovery: the snapshot taken mid-mix, then the log replayed over it.
     c.node_mut(1).kill9();
@@ -163,7 +120,7 @@ fn random_mix_of_string_bitmap_key_and_set_commands_leaves_followers_equal_to_th
     while Instant::now() < deadline && !c.node(1).answers_ping() {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(dump(c.node(1)), leader, "restarted node 1");
+    assert_eq!(c.node(1).dump_keys(), leader, "restarted node 1");
 }
 
 #[test]

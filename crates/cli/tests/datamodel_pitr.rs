@@ -51,53 +51,7 @@ fn tandem_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into()
 }
 
-fn last_lsn(server: &TestServer) -> u64 {
-    server.status()["last_lsn"].as_u64().expect("last_lsn")
-}
-
-fn wait_lsn(server: &TestServer, lsn: u64) {
-    let mut raw = server.raw();
-    raw.set_read_timeout(CATCH_UP + Duration::from_secs(5));
-    match raw.cmd(&["WAITLSN", &lsn.to_string(), &CATCH_UP.as_millis().to_string()]) {
-        Resp::Integer(got) => assert!(got as u64 >= lsn, "applied only {got} of {lsn}"),
-        other => panic!("WAITLSN: {other:?}"),
-    }
-}
-
-/// One key as seen by a client: type, absolute expiry (`PEXPIRETIME`, -1
-/// for none) and its whole value as text.
-type Dump = BTreeMap<String, (String, i64, String)>;
-
-/// Every key of a node with its type, expiry and value.
-fn dump(server: &TestServer) -> Dump {
-    let mut con = server.conn();
-    let keys: Vec<String> = con.keys("*").unwrap();
-    let mut out = Dump::new();
-    for key in keys {
-        let t: String = redis::cmd("TYPE").arg(&key).query(&mut con).unwrap();
-        let exp: i64 = redis::cmd("PEXPIRETIME").arg(&key).query(&mut con).unwrap();
-        let value = match t.as_str() {
-            "string" => format!("{:?}", con.get::<_, Vec<u8>>(&key).unwrap()),
-            "list" => format!("{:?}", con.lrange::<_, Vec<Vec<u8>>>(&key, 0, -1).unwrap()),
-            "set" => {
-                let mut m: Vec<Vec<u8>> = con.smembers(&key).unwrap();
-                m.sort();
-                format!("{m:?}")
-            }
-            "hash" => {
-                let mut m: Vec<(Vec<u8>, Vec<u8>)> = con.hgetall(&key).unwrap();
-                m.sort();
-                format!("{m:?}")
-            }
-            "zset" => format!("{:?}", con.zrange_withscores::<_, Vec<(String, String)>>(&key, 0, -1).unwrap()),
-            // Expired between KEYS and TYPE.
-            "none" => continue,
-            other => panic!("unexpected type {other} of {key}"),
-        };
-        out.insert(key, (t, exp, value));
-    }
-    out
-}
+type Dump = common::KeyDump;
 
 /// `dump` without the keys that expire at or before `cutoff_ms`: two
 /// dumps taken at different moments agree only on keys alive at both.
@@ -279,16 +233,16 @@ fn followers_and_a_pitr_restore_agree_with_the_leader_after_a_random_mix_of_ever
 
     // The restore point T: the leader's state then, and the LSN range T
     // falls in (the node's expiry cycle may log deletes meanwhile).
-    let lsn_before_t = last_lsn(leader);
-    let at_t = dump(leader);
+    let lsn_before_t = leader.last_lsn();
+    let at_t = leader.dump_keys();
     std::thread::sleep(Duration::from_millis(5));
     let t_ms = unix_ms();
     std::thread::sleep(Duration::from_millis(5));
-    let lsn_after_t = last_lsn(leader);
+    let lsn_after_t = leader.last_lsn();
 
     run_mix(leader, &mut con, &mut rng, OPS[2], &mut stats);
-    let last = last_lsn(leader);
-    let final_leader = dump(leader);
+    let last = leader.last_lsn();
+    let final_leader = leader.dump_keys();
     println!("seed {seed:#x}: {stats:?}, {} keys at T, {} at the end, last lsn {last}", at_t.len(), final_leader.len());
     assert!(at_t.len() >= 15 && final_leader.len() >= 15, "the mix left too little to compare");
     assert!(stats.transactions > 50 && stats.scripts > 50 && stats.blocking_served > 50, "{stats:?}");
@@ -298,8 +252,8 @@ fn followers_and_a_pitr_restore_agree_with_the_leader_after_a_random_mix_of_ever
     // expiries.
     let mut follower_dumps = Vec::new();
     for id in [2, 3] {
-        wait_lsn(cluster.node(id), last);
-        follower_dumps.push((id, dump(cluster.node(id))));
+        cluster.node(id).wait_applied(last);
+        follower_dumps.push((id, cluster.node(id).dump_keys()));
     }
     let cutoff = unix_ms() + 500;
     for (id, d) in &follower_dumps {
@@ -310,19 +264,19 @@ fn followers_and_a_pitr_restore_agree_with_the_leader_after_a_random_mix_of_ever
     // gives the final state.
     wait_archived(leader);
     let (_d1, restored) = restore(&repo, &["--to-time", &format_rfc3339(t_ms)]);
-    let restored_lsn = last_lsn(&restored);
+    let restored_lsn = restored.last_lsn();
     assert!(
         (lsn_before_t..=lsn_after_t).contains(&restored_lsn),
         "restored to lsn {restored_lsn}, T lies between lsn {lsn_before_t} and {lsn_after_t}"
     );
-    let got = dump(&restored);
+    let got = restored.dump_keys();
     let cutoff = unix_ms() + 500;
     assert_same(&alive_after(&got, cutoff), &alive_after(&at_t, cutoff), "the restore to T");
     drop(restored);
 
     let (_d2, latest) = restore(&repo, &["--latest"]);
-    assert!(last_lsn(&latest) >= last, "--latest restored only to lsn {}", last_lsn(&latest));
-    let got = dump(&latest);
+    assert!(latest.last_lsn() >= last, "--latest restored only to lsn {}", latest.last_lsn());
+    let got = latest.dump_keys();
     let cutoff = unix_ms() + 500;
     assert_same(&alive_after(&got, cutoff), &alive_after(&final_leader, cutoff), "the restore --latest");
     println!("done in {:.1?}", began.elapsed());

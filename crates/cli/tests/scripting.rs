@@ -8,32 +8,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
 
-use common::cluster::{info, Cluster};
+use common::cluster::Cluster;
 use common::{tempdir, Resp, TestServer};
-
-const CATCH_UP: Duration = Duration::from_secs(20);
 
 /// redis-py's `Lock.release` script (LUA_RELEASE_SCRIPT, simplified as in
 /// the issue).
 const RELEASE: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
-
-fn last_lsn(server: &TestServer) -> u64 {
-    let map: BTreeMap<String, String> = info(server);
-    map.get("master_repl_offset").and_then(|v| v.parse().ok()).expect("master_repl_offset in INFO")
-}
-
-fn wait_lsn(server: &TestServer, lsn: u64) {
-    let mut raw = server.raw();
-    raw.set_read_timeout(CATCH_UP + Duration::from_secs(5));
-    match raw.cmd(&["WAITLSN", &lsn.to_string(), &CATCH_UP.as_millis().to_string()]) {
-        Resp::Integer(got) => assert!(got >= lsn as i64, "applied only {got} of {lsn}"),
-        other => panic!("WAITLSN answered {other:?}"),
-    }
-}
 
 fn error_text(r: Resp) -> String {
     match r {
@@ -123,18 +105,18 @@ fn a_script_with_time_and_randomness_leaves_identical_state_on_followers_and_aft
     assert_eq!(raw.cmd(&sadd), Resp::Integer(40));
     let mut keys = Vec::new();
     for i in 0..10 {
-        let before = last_lsn(c.leader());
+        let before = c.leader().last_lsn();
         let key = format!("drawn:{i}");
         let r = raw.cmd(&["EVAL", RANDOM_SCRIPT, "2", "pool", &key]);
         assert!(matches!(&r, Resp::Array(a) if a.len() == 4), "script answered {r:?}");
-        assert_eq!(last_lsn(c.leader()), before + 1, "one script is one log entry");
+        assert_eq!(c.leader().last_lsn(), before + 1, "one script is one log entry");
         keys.push(key);
     }
     let expected = values(c.leader(), &keys);
     assert!(matches!(&expected[0], Resp::Bulk(_)), "{expected:?}");
-    let lsn = last_lsn(c.leader());
+    let lsn = c.leader().last_lsn();
     for id in [2, 3] {
-        wait_lsn(c.node(id), lsn);
+        c.node(id).wait_applied(lsn);
         assert_eq!(values(c.node(id), &keys), expected, "follower {id} holds the leader's effects");
         // A follower runs scripts read-only: reads work, writes get READONLY.
         let mut f = c.node(id).raw();
@@ -157,11 +139,11 @@ fn a_script_past_the_time_limit_is_aborted_and_none_of_its_writes_apply() {
         raw.cmd(&["CONFIG", "GET", "lua-time-limit"]),
         Resp::Array(vec![Resp::Bulk(b"lua-time-limit".to_vec()), Resp::Bulk(b"200".to_vec())])
     );
-    let lsn = last_lsn(&server);
+    let lsn = server.last_lsn();
     let e = error_text(raw.cmd(&["EVAL", "redis.call('set', KEYS[1], '1') while true do end", "1", "spin"]));
     assert!(e.contains("lua-time-limit (200 ms)") && e.contains("none of its writes"), "{e}");
     assert_eq!(raw.cmd(&["GET", "spin"]), Resp::Nil);
-    assert_eq!(last_lsn(&server), lsn, "nothing was logged");
+    assert_eq!(server.last_lsn(), lsn, "nothing was logged");
     // pcall does not swallow the limit.
     let e = error_text(raw.cmd(&["EVAL", "while true do pcall(function() end) end", "0"]));
     assert!(e.contains("lua-time-limit"), "{e}");
@@ -170,7 +152,7 @@ fn a_script_past_the_time_limit_is_aborted_and_none_of_its_writes_apply() {
     let e = error_text(raw.cmd(&["EVAL", "redis.call('set', KEYS[1], 'x') error('late')", "1", "late"]));
     assert!(e.contains("late"), "{e}");
     assert_eq!(raw.cmd(&["GET", "late"]), Resp::Nil);
-    assert_eq!(last_lsn(&server), lsn);
+    assert_eq!(server.last_lsn(), lsn);
 }
 
 #[test]

@@ -4,15 +4,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::{info, Cluster};
+use common::cluster::Cluster;
 use common::{tempdir, Raw, Resp, TestServer};
-
-const CATCH_UP: Duration = Duration::from_secs(20);
 
 fn simple(s: &str) -> Resp {
     Resp::Simple(s.to_string())
@@ -20,25 +17,6 @@ fn simple(s: &str) -> Resp {
 
 fn bulk(s: &str) -> Resp {
     Resp::Bulk(s.as_bytes().to_vec())
-}
-
-fn int(r: Resp, what: &str) -> i64 {
-    match r {
-        Resp::Integer(i) => i,
-        other => panic!("{what}: expected an integer, got {other:?}"),
-    }
-}
-
-fn last_lsn(server: &TestServer) -> u64 {
-    let map: BTreeMap<String, String> = info(server);
-    map.get("master_repl_offset").and_then(|v| v.parse().ok()).expect("master_repl_offset in INFO")
-}
-
-fn wait_lsn(server: &TestServer, lsn: u64) {
-    let mut raw = server.raw();
-    raw.set_read_timeout(CATCH_UP + Duration::from_secs(5));
-    let got = int(raw.cmd(&["WAITLSN", &lsn.to_string(), &CATCH_UP.as_millis().to_string()]), "WAITLSN");
-    assert!(got >= lsn as i64, "applied only {got} of {lsn}");
 }
 
 #[test]
@@ -81,7 +59,7 @@ fn a_queuing_error_makes_exec_answer_execabort_and_run_nothing() {
     let dir = tempdir();
     let server = TestServer::start(dir.path(), &[]);
     let mut raw = server.raw();
-    let before = last_lsn(&server);
+    let before = server.last_lsn();
     assert_eq!(raw.cmd(&["MULTI"]), simple("OK"));
     assert_eq!(raw.cmd(&["SET", "a", "1"]), simple("QUEUED"));
     assert!(matches!(raw.cmd(&["NOSUCHCOMMAND"]), Resp::Error(e) if e.starts_with("ERR unknown command")));
@@ -89,7 +67,7 @@ fn a_queuing_error_makes_exec_answer_execabort_and_run_nothing() {
     assert_eq!(raw.cmd(&["MULTI"]), Resp::Error("ERR MULTI calls can not be nested".into()));
     assert_eq!(raw.cmd(&["EXEC"]), Resp::Error("EXECABORT Transaction discarded because of previous errors.".into()));
     assert_eq!(raw.cmd(&["EXISTS", "a"]), Resp::Integer(0));
-    assert_eq!(last_lsn(&server), before, "nothing was logged");
+    assert_eq!(server.last_lsn(), before, "nothing was logged");
     // DISCARD drops the queue.
     assert_eq!(raw.cmd(&["MULTI"]), simple("OK"));
     assert_eq!(raw.cmd(&["SET", "a", "1"]), simple("QUEUED"));
@@ -144,7 +122,7 @@ fn watch_aborts_exec_when_another_connection_or_expiry_changes_the_key() {
 fn a_transaction_replicates_to_followers_as_one_log_entry() {
     let c = Cluster::three(&[]);
     c.wait_streaming(&[2, 3]);
-    let before = last_lsn(c.leader());
+    let before = c.leader().last_lsn();
     let mut con = c.leader().conn();
     let mut pipe = redis::pipe();
     pipe.atomic();
@@ -153,10 +131,10 @@ fn a_transaction_replicates_to_followers_as_one_log_entry() {
     }
     pipe.cmd("INCRBY").arg("tx:total").arg(50).ignore();
     pipe.query::<()>(&mut con).expect("transaction");
-    let after = last_lsn(c.leader());
+    let after = c.leader().last_lsn();
     assert_eq!(after, before + 1, "51 writes in one MULTI/EXEC are one log entry");
     for id in [2, 3] {
-        wait_lsn(c.node(id), after);
+        c.node(id).wait_applied(after);
         let mut raw = c.node(id).raw();
         assert_eq!(raw.cmd(&["GET", "tx:49"]), bulk("49"));
         assert_eq!(raw.cmd(&["GET", "tx:total"]), bulk("50"));
@@ -241,8 +219,8 @@ fn a_follower_killed_mid_stream_never_shows_half_a_transaction() {
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    let last = last_lsn(c.leader());
-    wait_lsn(c.node(2), last);
+    let last = c.leader().last_lsn();
+    c.node(2).wait_applied(last);
     let leader = mget_all(&mut c.leader().raw()).unwrap();
     assert_eq!(mget_all(&mut c.node(2).raw()).unwrap(), leader);
 }
@@ -263,7 +241,7 @@ fn a_transaction_or_collection_write_over_the_entry_budget_is_refused_whole_and_
     // Refused writes are not changes: a watcher's transaction still runs.
     let mut watcher = server.raw();
     assert_eq!(watcher.cmd(&["WATCH", "a", "b", "h", "l", "z"]), simple("OK"));
-    let before = last_lsn(&server);
+    let before = server.last_lsn();
     let big = "x".repeat(600 << 10);
     let refused = |r: Resp, what: &str| match r {
         Resp::Error(e) => assert!(e.contains("nothing was changed") && e.contains(&LIMIT.to_string()), "{what}: {e}"),
@@ -283,7 +261,7 @@ fn a_transaction_or_collection_write_over_the_entry_budget_is_refused_whole_and_
     assert_eq!(raw.cmd(&["HGETALL", "h"]), Resp::Array(vec![bulk("f"), bulk("v")]));
     assert_eq!(raw.cmd(&["LRANGE", "l", "0", "-1"]), Resp::Array(vec![bulk("x")]));
     assert_eq!(raw.cmd(&["ZRANGE", "z", "0", "-1", "WITHSCORES"]), Resp::Array(vec![bulk("m"), bulk("1")]));
-    assert_eq!(last_lsn(&server), before, "nothing was logged");
+    assert_eq!(server.last_lsn(), before, "nothing was logged");
     assert_eq!(watcher.cmd(&["MULTI"]), simple("OK"));
     assert_eq!(watcher.cmd(&["GET", "a"]), simple("QUEUED"));
     assert_eq!(watcher.cmd(&["EXEC"]), Resp::Array(vec![bulk("old")]), "no watched key changed");
@@ -293,6 +271,6 @@ fn a_transaction_or_collection_write_over_the_entry_budget_is_refused_whole_and_
     assert_eq!(raw.cmd(&["SET", "a", &half]), simple("QUEUED"));
     assert_eq!(raw.cmd(&["SET", "b", &half]), simple("QUEUED"));
     assert_eq!(raw.cmd(&["EXEC"]), Resp::Array(vec![simple("OK"), simple("OK")]));
-    assert_eq!(last_lsn(&server), before + 1, "one log entry");
+    assert_eq!(server.last_lsn(), before + 1, "one log entry");
     assert_eq!(raw.cmd(&["STRLEN", "b"]), Resp::Integer(300 << 10));
 }

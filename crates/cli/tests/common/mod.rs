@@ -36,6 +36,13 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The flag that makes a node serve `POST /faults`.
 pub const FAULT_INJECTION: &str = "--fault-injection";
 
+/// How long [`TestServer::wait_applied`] waits for a node to catch up.
+pub const CATCH_UP: Duration = Duration::from_secs(20);
+
+/// Every key of a node: type, absolute expiry and value as text
+/// ([`TestServer::dump_keys`]).
+pub type KeyDump = std::collections::BTreeMap<String, (String, i64, String)>;
+
 /// Why a server did not become ready.
 #[derive(Debug)]
 pub struct StartFailure {
@@ -224,6 +231,56 @@ impl TestServer {
     pub fn status(&self) -> serde_json::Value {
         let body = self.admin_get("/status");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
+    }
+
+    /// The last LSN in this node's log (`/status`).
+    pub fn last_lsn(&self) -> u64 {
+        self.status()["last_lsn"].as_u64().expect("last_lsn in /status")
+    }
+
+    /// Waits (`WAITLSN`, at most [`CATCH_UP`]) until this node applied
+    /// `lsn`; panics if it did not.
+    pub fn wait_applied(&self, lsn: u64) {
+        let mut raw = self.raw();
+        raw.set_read_timeout(CATCH_UP + Duration::from_secs(5));
+        match raw.cmd(&["WAITLSN", &lsn.to_string(), &CATCH_UP.as_millis().to_string()]) {
+            Resp::Integer(got) => assert!(got >= lsn as i64, "applied only {got} of {lsn}"),
+            other => panic!("WAITLSN: {other:?}"),
+        }
+    }
+
+    /// Every key as a client sees it: type, absolute expiry
+    /// (`PEXPIRETIME`, -1 for none) and the whole value as text (members of
+    /// sets and fields of hashes sorted). Keys that expire between `KEYS`
+    /// and `TYPE` are left out.
+    pub fn dump_keys(&self) -> KeyDump {
+        use redis::Commands;
+        let mut con = self.conn();
+        let keys: Vec<String> = con.keys("*").unwrap();
+        let mut out = KeyDump::new();
+        for key in keys {
+            let t: String = redis::cmd("TYPE").arg(&key).query(&mut con).unwrap();
+            let exp: i64 = redis::cmd("PEXPIRETIME").arg(&key).query(&mut con).unwrap();
+            let value = match t.as_str() {
+                "string" => format!("{:?}", con.get::<_, Vec<u8>>(&key).unwrap()),
+                "list" => format!("{:?}", con.lrange::<_, Vec<Vec<u8>>>(&key, 0, -1).unwrap()),
+                "set" => {
+                    let mut m: Vec<Vec<u8>> = con.smembers(&key).unwrap();
+                    m.sort();
+                    format!("{m:?}")
+                }
+                "hash" => {
+                    let mut m: Vec<(Vec<u8>, Vec<u8>)> = con.hgetall(&key).unwrap();
+                    m.sort();
+                    format!("{m:?}")
+                }
+                "zset" => format!("{:?}", con.zrange_withscores::<_, Vec<(String, String)>>(&key, 0, -1).unwrap()),
+                "none" => continue,
+                other => panic!("unexpected type {other} of {key}"),
+            };
+            out.insert(key, (t, exp, value));
+        }
+        out
     }
 
     /// True if the node answers PING on a fresh connection.
