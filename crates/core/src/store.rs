@@ -42,9 +42,11 @@ use crate::effect::Effect;
 mod packed_hash;
 mod packed_list;
 mod small_bytes;
+mod zset;
 pub use packed_hash::PackedHash;
 pub use packed_list::PackedList;
 pub use small_bytes::{Member, SmallBytes};
+pub use zset::{Score, ZSetValue};
 
 /// Number of hash-table buckets the keyspace is split into.
 pub const BUCKETS: usize = 1024;
@@ -66,72 +68,6 @@ pub struct ListValue {
     /// list already went past it (replay over a fuzzy snapshot, see
     /// [`crate::effect`]).
     pub seq: u64,
-}
-
-/// A score with a total order (scores are never NaN).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Score(pub f64);
-
-impl Eq for Score {}
-
-impl PartialOrd for Score {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Score {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
-
-/// A sorted set: member -> score, and (score, member) in order.
-#[derive(Debug)]
-pub struct ZSetValue {
-    /// Each member's score.
-    pub scores: hashbrown::HashMap<Member, f64, Xxh3Builder>,
-    /// Members ordered by score, then bytes (Redis's order).
-    pub order: std::collections::BTreeSet<(Score, Member)>,
-}
-
-impl ZSetValue {
-    fn new(seed: u64) -> ZSetValue {
-        ZSetValue {
-            scores: hashbrown::HashMap::with_hasher(Xxh3Builder::new().with_seed(seed)),
-            order: std::collections::BTreeSet::new(),
-        }
-    }
-
-    fn insert(&mut self, member: &[u8], score: f64) {
-        let score = if score == 0.0 { 0.0 } else { score }; // -0 sorts as 0
-        if let Some(old) = self.scores.get_mut(member) {
-            if *old == score {
-                return;
-            }
-            self.order.remove(&(Score(*old), Member::new(member)));
-            *old = score;
-        } else {
-            self.scores.insert(member.into(), score);
-        }
-        self.order.insert((Score(score), member.into()));
-    }
-
-    fn remove(&mut self, member: &[u8]) {
-        if let Some(old) = self.scores.remove(member) {
-            self.order.remove(&(Score(old), Member::new(member)));
-        }
-    }
-
-    /// Number of members.
-    pub fn len(&self) -> usize {
-        self.scores.len()
-    }
-
-    /// True if it has no member.
-    pub fn is_empty(&self) -> bool {
-        self.scores.is_empty()
-    }
 }
 
 /// A value held in the object slab.
@@ -183,8 +119,9 @@ pub const LIST_ELEMENT_OVERHEAD_BYTES: usize = 2;
 /// Bytes charged per hash field besides the field's and value's bytes (two
 /// boxes and the table slot).
 pub const FIELD_OVERHEAD_BYTES: usize = 64;
-/// Bytes charged per sorted-set member besides twice its bytes (it is held
-/// in the score map and in the ordered tree, with its score in each).
+/// Bytes charged per sorted-set member besides its bytes (its key in the
+/// ordered tree, its 12-byte index slot, and the spare room of both; see
+/// [`ZSetValue`]).
 pub const ZMEMBER_OVERHEAD_BYTES: usize = 96;
 
 fn member_cost(m: &[u8]) -> usize {
@@ -200,7 +137,7 @@ fn field_cost(f: &[u8], v: &[u8]) -> usize {
 }
 
 fn zmember_cost(m: &[u8]) -> usize {
-    2 * m.len() + ZMEMBER_OVERHEAD_BYTES
+    m.len() + ZMEMBER_OVERHEAD_BYTES
 }
 
 // The memory budget per key depends on it.
@@ -299,7 +236,7 @@ fn obj_cost(obj: &Obj) -> usize {
             Obj::Set(s) => s.iter().map(|m| member_cost(m)).sum::<usize>(),
             Obj::Hash(h) => h.iter().map(|(f, v)| field_cost(f, v)).sum(),
             Obj::List(l) => l.items.iter().map(list_element_cost).sum(),
-            Obj::ZSet(z) => z.scores.keys().map(|m| zmember_cost(m)).sum(),
+            Obj::ZSet(z) => z.order().iter().map(|(_, m)| zmember_cost(m)).sum(),
         }
 }
 
@@ -769,14 +706,12 @@ impl Store {
             }
             (Obj::ZSet(z), Effect::ZAdd { members, .. }) => unique(members.iter().map(|(_, m)| m.clone()))
                 .iter()
-                .filter(|m| z.scores.contains_key(&m[..]))
+                .filter(|m| z.contains(&m[..]))
                 .map(|m| zmember_cost(m))
                 .sum(),
-            (Obj::ZSet(z), Effect::ZRem { members, .. }) => unique(members.iter().cloned())
-                .iter()
-                .filter(|m| z.scores.contains_key(&m[..]))
-                .map(|m| zmember_cost(m))
-                .sum(),
+            (Obj::ZSet(z), Effect::ZRem { members, .. }) => {
+                unique(members.iter().cloned()).iter().filter(|m| z.contains(&m[..])).map(|m| zmember_cost(m)).sum()
+            }
             (Obj::List(list), Effect::LPush { left, items, .. }) if !before => {
                 let n = items.len().min(list.items.len());
                 let ends: Box<dyn Iterator<Item = &[u8]>> =
@@ -1019,7 +954,7 @@ impl Store {
                     for (bits, m) in members {
                         let score = f64::from_bits(*bits);
                         if !score.is_nan() {
-                            before.push((Box::<[u8]>::from(&m[..]), z.scores.get(&m[..]).copied()));
+                            before.push((Box::<[u8]>::from(&m[..]), z.score(&m[..])));
                             z.insert(m, score);
                         }
                     }
@@ -1032,7 +967,7 @@ impl Store {
                     let Obj::ZSet(z) = self.sets.get_mut(i) else { unreachable!("kind checked") };
                     let mut before = Vec::new();
                     for m in members {
-                        if let Some(old) = z.scores.get(&m[..]).copied() {
+                        if let Some(old) = z.score(&m[..]) {
                             z.remove(m);
                             before.push((Box::<[u8]>::from(&m[..]), Some(old)));
                         }
@@ -1195,7 +1130,9 @@ impl Store {
                 for (m, score) in before.into_iter().rev() {
                     match score {
                         Some(s) => z.insert(&m, s),
-                        None => z.remove(&m),
+                        None => {
+                            z.remove(&m);
+                        }
                     }
                 }
                 if z.is_empty() {
@@ -1457,7 +1394,7 @@ impl Store {
                 ValueRef::ZSet(z) => w.collection(
                     5,
                     &[],
-                    z.order.iter(),
+                    z.order().iter(),
                     |(_, m)| 12 + m.len(),
                     |out, (score, m)| {
                         out.extend_from_slice(&score.0.to_bits().to_le_bytes());
@@ -1574,7 +1511,7 @@ impl Store {
                                 if score.is_nan() {
                                     return Err(ChunkDecodeError { offset: r.pos, reason: "NaN score" });
                                 }
-                                if !z.scores.contains_key(member) {
+                                if !z.contains(member) {
                                     plus += zmember_cost(member);
                                 }
                                 z.insert(member, score);
@@ -1617,7 +1554,7 @@ impl Store {
                     }
                     ValueRef::ZSet(z) => {
                         let mut m = 0u64;
-                        for (score, member) in z.order.iter() {
+                        for (score, member) in z.order().iter() {
                             m = m.wrapping_add(xxh3_64_with_seed(member, 6) ^ score.0.to_bits().rotate_left(5));
                         }
                         h ^= m.rotate_left(15) ^ 0x25e7;

@@ -57,7 +57,7 @@ fn rebuild_effects(value: ValueRef<'_>, dest: &Bytes, expire_at_ms: Option<u64>)
             out.push(Effect::Del { key: key.clone() });
             out.push(Effect::ZAdd {
                 key: key.clone(),
-                members: z.order.iter().map(|(s, m)| (s.0.to_bits(), b(m))).collect(),
+                members: z.order().iter().map(|(s, m)| (s.0.to_bits(), b(m))).collect(),
             });
         }
     }
@@ -207,7 +207,7 @@ fn encoding_name(v: ValueRef<'_>, limits: &crate::encoding::EncodingLimits) -> &
         ValueRef::Hash(_) => "hashtable",
         ValueRef::List(_) => "quicklist",
         ValueRef::ZSet(z)
-            if z.len() <= limits.zset_entries && z.scores.keys().all(|m| m.len() <= limits.zset_value) =>
+            if z.len() <= limits.zset_entries && z.order().iter().all(|(_, m)| m.len() <= limits.zset_value) =>
         {
             "listpack"
         }
@@ -361,7 +361,7 @@ fn sort_read(cx: &ReadCtx<'_>, key: &[u8], o: &SortOptions<'_>) -> Result<Vec<Op
         None => Vec::new(),
         Some((ValueRef::List(l), _)) => l.items.iter().map(b).collect(),
         Some((ValueRef::Set(s), _)) => s.iter().map(|m| b(m)).collect(),
-        Some((ValueRef::ZSet(z), _)) => z.order.iter().map(|(_, m)| b(m)).collect(),
+        Some((ValueRef::ZSet(z), _)) => z.order().iter().map(|(_, m)| b(m)).collect(),
         Some(_) => return Err(error(WRONGTYPE)),
     };
     if elems.len() > SORT_ELEMENTS_MAX {

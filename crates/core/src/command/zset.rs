@@ -94,7 +94,7 @@ pub(super) fn zadd(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
     let mut seen: hashbrown::HashMap<Bytes, f64> = hashbrown::HashMap::new();
     let mut incr_result = None;
     for (score, member) in scores {
-        let current = seen.get(&member).copied().or_else(|| z.and_then(|z| z.scores.get(&member[..]).copied()));
+        let current = seen.get(&member).copied().or_else(|| z.and_then(|z| z.score(&member[..])));
         let new = match current {
             None if xx => continue,
             None => score,
@@ -133,7 +133,7 @@ pub(super) fn zadd(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
 pub(super) fn zincrby(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
     let Some(delta) = parse_f64(&args[2]) else { return error("ERR value is not a valid float") };
     let key = &args[1];
-    let cur = tri!(zset_for_write(cx, key)).and_then(|z| z.scores.get(&args[3][..]).copied()).unwrap_or(0.0);
+    let cur = tri!(zset_for_write(cx, key)).and_then(|z| z.score(&args[3][..])).unwrap_or(0.0);
     let new = cur + delta;
     if new.is_nan() {
         return error("ERR resulting score is not a number (NaN)");
@@ -146,8 +146,7 @@ pub(super) fn zrem(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
     let key = &args[1];
     let Some(z) = tri!(zset_for_write(cx, key)) else { return int(0) };
     let mut seen = hashbrown::HashSet::new();
-    let gone: Vec<Bytes> =
-        args[2..].iter().filter(|m| z.scores.contains_key(&m[..]) && seen.insert(&m[..])).cloned().collect();
+    let gone: Vec<Bytes> = args[2..].iter().filter(|m| z.contains(&m[..]) && seen.insert(&m[..])).cloned().collect();
     let n = gone.len() as i64;
     if n > 0 {
         cx.emit(Effect::ZRem { key: key.clone(), members: gone });
@@ -160,17 +159,12 @@ pub(super) fn zcard(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
 }
 
 pub(super) fn zscore(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
-    tri!(zset_of(cx, &args[1])).and_then(|z| z.scores.get(&args[2][..])).map_or(Frame::Null, |s| score_frame(*s))
+    tri!(zset_of(cx, &args[1])).and_then(|z| z.score(&args[2][..])).map_or(Frame::Null, score_frame)
 }
 
 pub(super) fn zmscore(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     let z = tri!(zset_of(cx, &args[1]));
-    Frame::Array(
-        args[2..]
-            .iter()
-            .map(|m| z.and_then(|z| z.scores.get(&m[..])).map_or(Frame::Null, |s| score_frame(*s)))
-            .collect(),
-    )
+    Frame::Array(args[2..].iter().map(|m| z.and_then(|z| z.score(&m[..])).map_or(Frame::Null, score_frame)).collect())
 }
 
 fn rank_generic(cx: &ReadCtx<'_>, args: &[Bytes], rev: bool) -> Frame {
@@ -182,10 +176,9 @@ fn rank_generic(cx: &ReadCtx<'_>, args: &[Bytes], rev: bool) -> Frame {
     let Some(z) = tri!(zset_of(cx, &args[1])) else {
         return if with_score { Frame::NullArray } else { Frame::Null };
     };
-    let Some(&score) = z.scores.get(&args[2][..]) else {
+    let Some((below, score)) = z.rank(&args[2][..]) else {
         return if with_score { Frame::NullArray } else { Frame::Null };
     };
-    let below = z.order.range(..(Score(score), Member::new(&args[2]))).count();
     let rank = if rev { z.len() - 1 - below } else { below } as i64;
     if with_score {
         Frame::Array(vec![int(rank), score_frame(score)])
@@ -269,7 +262,7 @@ enum RangeBy {
 /// The members selected, in reply order, as (member, score).
 fn select<'z>(z: &'z ZSetValue, by: &RangeBy, rev: bool, limit: Option<(i64, i64)>) -> Vec<(&'z [u8], f64)> {
     let iter: Box<dyn Iterator<Item = &(Score, Member)>> =
-        if rev { Box::new(z.order.iter().rev()) } else { Box::new(z.order.iter()) };
+        if rev { Box::new(z.order().iter().rev()) } else { Box::new(z.order().iter()) };
     let mut out: Vec<(&[u8], f64)> = match by {
         RangeBy::Rank(start, stop) => {
             let r = super::list::range_of(*start, *stop, z.len());
@@ -475,7 +468,7 @@ pub(super) fn zremrangebylex(cx: &mut WriteCtx<'_>, args: &[Bytes]) -> Frame {
 fn pop_members(cx: &mut WriteCtx<'_>, key: &Bytes, max: bool, count: usize) -> Result<Vec<(Bytes, f64)>, Frame> {
     let Some(z) = zset_for_write(cx, key)? else { return Ok(Vec::new()) };
     let iter: Box<dyn Iterator<Item = &(Score, Member)>> =
-        if max { Box::new(z.order.iter().rev()) } else { Box::new(z.order.iter()) };
+        if max { Box::new(z.order().iter().rev()) } else { Box::new(z.order().iter()) };
     let picked: Vec<(Bytes, f64)> = iter.take(count).map(|(s, m)| (Bytes::copy_from_slice(m), s.0)).collect();
     if !picked.is_empty() {
         cx.emit(Effect::ZRem { key: key.clone(), members: picked.iter().map(|(m, _)| m.clone()).collect() });
@@ -580,7 +573,7 @@ pub(super) fn zrandmember(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     let mut rng = Rng::for_read(cx.store, cx.now_ms, &args[1]);
     let Some(raw) = args.get(2) else {
         return match z {
-            Some(z) if !z.is_empty() => bulk(&z.order.iter().nth(rng.below(z.len())).expect("in range").1),
+            Some(z) if !z.is_empty() => bulk(&z.order().iter().nth(rng.below(z.len())).expect("in range").1),
             _ => Frame::Null,
         };
     };
@@ -591,7 +584,7 @@ pub(super) fn zrandmember(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
         Some(_) => return error(SYNTAX),
     };
     let Some(z) = z else { return Frame::Array(Vec::new()) };
-    let entries: Vec<&(Score, Member)> = z.order.iter().collect();
+    let entries: Vec<&(Score, Member)> = z.order().iter().collect();
     let picks = tri!(random_indexes(&mut rng, entries.len(), count));
     let items: Vec<(&[u8], f64)> = picks.into_iter().map(|i| (&entries[i].1[..], entries[i].0 .0)).collect();
     reply_members(&items, with_scores)
@@ -665,7 +658,7 @@ fn combine(
         sources.push(match cx.store.get(k, cx.now_ms) {
             None => None,
             Some((ValueRef::ZSet(z), _)) => {
-                Some(z.order.iter().map(|(s, m)| (Bytes::copy_from_slice(m), s.0)).collect())
+                Some(z.order().iter().map(|(s, m)| (Bytes::copy_from_slice(m), s.0)).collect())
             }
             Some((ValueRef::Set(s), _)) => Some(s.iter().map(|m| (Bytes::copy_from_slice(m), 1.0)).collect()),
             Some(_) => return Err(error(WRONGTYPE)),
@@ -795,7 +788,7 @@ pub(super) fn zscan(cx: &ReadCtx<'_>, args: &[Bytes]) -> Frame {
     let next = match z {
         None => 0,
         Some(z) => super::keys::scan_page(
-            z.order.iter(),
+            z.order().iter(),
             z.len(),
             cursor,
             count,
