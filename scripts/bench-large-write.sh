@@ -9,6 +9,8 @@
 # Usage: bash scripts/bench-large-write.sh [OUT_DIR]
 #   env: SIZE=300000000 LEASE_MS=400 EXTRA="" (more `tandem server` flags)
 #        TANDEM=path/to/tandem (default target/release/tandem)
+#        PERF=1: record the leader with `perf record -g` during the write
+#        (OUT_DIR/leader.perf.data; read it with `perf report -i`)
 # Uses 127.0.0.1 ports 19300-19322 only; every process it started is killed
 # (by PID) at exit.
 set -euo pipefail
@@ -40,6 +42,11 @@ for _ in $(seq 1 200); do L=$(leader) && break; sleep 0.05; done
 epoch() { curl -s "http://127.0.0.1:$(($1 + 1))/status" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("epoch"))'; }
 sleep 1
 E0=$(epoch "$L")
+if [ -n "${PERF:-}" ]; then
+  for i in 0 1 2; do [ "${PORTS[$i]}" = "$L" ] && LPID=${PIDS[$i]}; done
+  perf record -q -F 999 -g -p "$LPID" -o "$OUT/leader.perf.data" >/dev/null 2>&1 &
+  PERF_PID=$!
+fi
 head -c "$SIZE" /dev/zero | tr '\0' 'v' >"$WORK/value"
 python3 - "$L" "$SIZE" "$WORK/value" "$OUT/result.txt" <<'PY'
 import socket, sys, threading, time
@@ -70,6 +77,7 @@ stop = True; th.join()
 line = f"SET {size} bytes: reply {reply} after {took*1000:.0f} ms; longest PING stall {worst[0]*1000:.0f} ms"
 print(line); open(out, "a").write(line + "\n")
 PY
+if [ -n "${PERF_PID:-}" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
 E1=$(epoch "$L")
 L1=$(leader || echo none)
 echo "epoch before $E0 after $E1; leader port before $L after $L1" | tee -a "$OUT/result.txt"

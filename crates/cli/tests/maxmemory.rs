@@ -2,7 +2,8 @@
 //! memory gets Redis's exact -OOM while reads and deletes keep working;
 //! under `allkeys-lru` the leader evicts through its log, so the store
 //! stays under the limit while far more is written and every follower ends
-//! with exactly the leader's keys (followers never evict on their own).
+//! with exactly the leader's keys (followers never evict on their own);
+//! under `volatile-ttl` only keys with a TTL are evicted, nearest first.
 
 mod common;
 
@@ -133,4 +134,54 @@ fn allkeys_lru_keeps_memory_under_the_limit_and_followers_evict_the_same_keys() 
     let metrics = http_get(c.leader().admin_addr(), "/metrics").unwrap();
     assert_eq!(metric(&metrics, "tandem_evicted_keys_total"), Some(evicted as f64), "{metrics}");
     assert_eq!(metric(&metrics, "tandem_maxmemory_bytes"), Some(LIMIT as f64));
+}
+
+/// `volatile-ttl`: past the limit the leader evicts only keys with a TTL,
+/// the nearest expiry first, never a key without one; once no key with a
+/// TTL is left, a growing write gets the same -OOM as `noeviction`.
+#[test]
+fn volatile_ttl_evicts_only_expiring_keys_nearest_first_then_answers_oom() {
+    const LIMIT: u64 = 64 << 10;
+    let dir = tempdir();
+    let limit = LIMIT.to_string();
+    let server = TestServer::start(dir.path(), &["--maxmemory", &limit, "--maxmemory-policy", "volatile-ttl"]);
+    let mut con = server.conn();
+    let value = vec![b'v'; 2048];
+    for i in 0..8 {
+        let () = redis::cmd("SET").arg(format!("keep:{i}")).arg(&value).query(&mut con).unwrap();
+    }
+    // The farthest expiry of all: a sample always holds a nearer one while
+    // later keys with shorter TTLs exist.
+    let () = redis::cmd("SET").arg("far").arg(&value).arg("EX").arg(1_000_000).query(&mut con).unwrap();
+    let writes = (2 * LIMIT as usize) / value.len();
+    for i in 0..writes {
+        let () = redis::cmd("SET")
+            .arg(format!("vol:{i}"))
+            .arg(&value)
+            .arg("EX")
+            .arg(1000 + i)
+            .query(&mut con)
+            .expect("volatile-ttl evicts instead of refusing while keys with a TTL exist");
+    }
+    let held = keys(&mut con);
+    let evicted: u64 = info_field(&mut con, "stats", "evicted_keys").parse().unwrap();
+    assert!(evicted > 0, "nothing was evicted after writing twice the limit");
+    assert!((0..8).all(|i| held.contains(&format!("keep:{i}"))), "a key without a TTL was evicted: {held:?}");
+    assert!(held.contains("far"), "the key with the farthest expiry was evicted first: {held:?}");
+    assert_eq!(held.len() + evicted as usize, 8 + 1 + writes, "every key is either held or was evicted");
+    // Only keys without a TTL from here on: the volatile ones go, then -OOM.
+    let mut persistent = 0;
+    let err = loop {
+        match redis::cmd("SET").arg(format!("more:{persistent}")).arg(&value).query::<()>(&mut con) {
+            Ok(()) => persistent += 1,
+            Err(e) => break e,
+        }
+        assert!(persistent < 200, "writes of keys without a TTL never hit the limit");
+    };
+    assert_eq!(err.code(), Some("OOM"), "{err}");
+    let held = keys(&mut con);
+    assert!(held.iter().all(|k| !k.starts_with("vol:") && k != "far"), "OOM while keys with a TTL remain: {held:?}");
+    assert!((0..8).all(|i| held.contains(&format!("keep:{i}"))), "a key without a TTL was evicted: {held:?}");
+    assert_eq!(held.iter().filter(|k| k.starts_with("more:")).count(), persistent);
+    server.assert_alive();
 }

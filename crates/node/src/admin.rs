@@ -281,8 +281,14 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> (axum::http::StatusCode, S
     }
 }
 
-async fn status(State(shared): State<Arc<Shared>>) -> Json<Status> {
-    Json(status_of(&shared))
+async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<Status>, axum::http::StatusCode> {
+    // On a blocking thread: it takes the state lock (held for seconds by a
+    // large write) and walks the data directory; the event loop that
+    // renews the lease must not wait for either (decision 0028).
+    tokio::task::spawn_blocking(move || status_of(&shared))
+        .await
+        .map(Json)
+        .map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// `GET /events`: the cluster's event log (failovers, RTO, rollbacks,

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tandem_core::command::tx::{self, QueueDecision};
 use tandem_core::command::{self, CommandSpec, Flags, Handler};
 use tandem_core::repl::{AckPolicy, Durability};
@@ -34,6 +34,12 @@ use crate::tls::ClientStream;
 const REPLY_FLUSH_BYTES: usize = 64 * 1024;
 /// Read buffer growth step.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// At most this many bytes are taken from the socket per read, and the
+/// task yields to the event loop after a read this full: a large bulk
+/// (hundreds of MB) arrives in many bounded steps, each costing at most
+/// the page faults of 256 KiB of fresh buffer, with the lease renewals,
+/// peer links and other clients served between them (decision 0028).
+const READ_SLICE_BYTES: usize = 256 * 1024;
 
 /// Per-connection state visible to node commands.
 pub struct ClientState {
@@ -146,8 +152,9 @@ pub async fn serve<S: ClientStream>(
         if input.capacity() - input.len() < READ_CHUNK_BYTES / 2 {
             input.reserve(READ_CHUNK_BYTES);
         }
+        let mut slice = (&mut input).limit(READ_SLICE_BYTES);
         let read = tokio::select! {
-            r = stream.read_buf(&mut input) => r,
+            r = stream.read_buf(&mut slice) => r,
             _ = shutdown.changed() => break 'conn,
             _ = client.handle.killed() => break 'conn,
             line = next_monitor_line(&mut client.monitor) => {
@@ -166,6 +173,14 @@ pub async fn serve<S: ClientStream>(
         };
         match read {
             Ok(0) | Err(_) => break,
+            Ok(n) if n >= READ_SLICE_BYTES => {
+                // More is probably waiting (a large bulk or a deep
+                // pipeline): let the rest of the loop run first. Without
+                // this, tokio's budget lets one connection take 128 full
+                // reads in a row (seconds of page faults for a 300 MB
+                // bulk on a loaded machine), long enough to lose the lease.
+                tokio::task::yield_now().await;
+            }
             Ok(_) => {}
         }
         let mut wait_lsn: Lsn = 0;
@@ -453,22 +468,26 @@ pub(crate) async fn dispatch(
             Outcome { reply: frame, wait_lsn }
         }
         handler => {
-            // The loop waits for the state lock only briefly: while a large
-            // write or apply holds it, the command runs on a blocking thread
-            // (decision 0028).
-            let (frame, wait_lsn) = match shared.db.try_execute(handler, args) {
-                Some(done) => done,
-                None => {
-                    let (db, args) = (shared.db.clone(), args.to_vec());
-                    tokio::task::spawn_blocking(move || db.execute(handler, &args))
-                        .await
-                        .unwrap_or_else(|_| (Frame::Error("ERR the command's worker thread failed".into()), None))
-                }
-            };
+            let (frame, wait_lsn) = execute_on_loop(shared, handler, args).await;
             Outcome { reply: frame, wait_lsn }
         }
     };
     (spec.index(), outcome, route.durability.or(tx_durability))
+}
+
+/// Runs a store command from the event loop. The loop waits for the state
+/// lock only briefly: while a large write or apply holds it, the command
+/// runs on a blocking thread (decision 0028).
+async fn execute_on_loop(shared: &Shared, handler: Handler, args: &[Bytes]) -> (Frame, Option<Lsn>) {
+    match shared.db.try_execute(handler, args) {
+        Some(done) => done,
+        None => {
+            let (db, args) = (shared.db.clone(), args.to_vec());
+            tokio::task::spawn_blocking(move || db.execute(handler, &args))
+                .await
+                .unwrap_or_else(|_| (Frame::Error("ERR the command's worker thread failed".into()), None))
+        }
+    }
 }
 
 /// Bytes in a command's arguments.
@@ -529,9 +548,9 @@ async fn block(
         if let Some(refusal) = shared.repl.write_refusal().await {
             return Some(reply(refusal.to_resp()));
         }
-        let (frame, wait_lsn) = shared.db.execute(spec.handler, args);
+        let (frame, wait_lsn) = execute_on_loop(shared, spec.handler, args).await;
         turn.done(gen);
-        if !keeps_waiting(shared, spec.name, args, &frame) {
+        if !keeps_waiting(shared, spec.name, args, &frame).await {
             return Some(Outcome { reply: frame, wait_lsn });
         }
         loop {
@@ -570,7 +589,7 @@ async fn block(
 /// yet, or its source key now holds another type (Redis keeps such a
 /// client blocked until a list or sorted set appears). A wrong-type
 /// *destination* of `BRPOPLPUSH` / `BLMOVE` is the client's error.
-fn keeps_waiting(shared: &Shared, name: &str, args: &[Bytes], frame: &Frame) -> bool {
+async fn keeps_waiting(shared: &Shared, name: &str, args: &[Bytes], frame: &Frame) -> bool {
     match frame {
         Frame::NullArray => true,
         Frame::Error(e) if e.starts_with("WRONGTYPE") => {
@@ -578,8 +597,20 @@ fn keeps_waiting(shared: &Shared, name: &str, args: &[Bytes], frame: &Frame) -> 
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
-                let source_is_list =
-                    shared.db.with_state(|s| s.store.get(&args[1], now).is_some_and(|(v, _)| v.type_name() == "list"));
+                let is_list =
+                    |s: &crate::db::State| s.store.get(&args[1], now).is_some_and(|(v, _)| v.type_name() == "list");
+                let source_is_list = match shared.db.try_with_state(is_list) {
+                    Some(found) => found,
+                    // A large write holds the lock: off the loop (decision 0028).
+                    None => {
+                        let (db, key) = (shared.db.clone(), args[1].clone());
+                        tokio::task::spawn_blocking(move || {
+                            db.with_state(|s| s.store.get(&key, now).is_some_and(|(v, _)| v.type_name() == "list"))
+                        })
+                        .await
+                        .unwrap_or(false)
+                    }
+                };
                 !source_is_list
             } else {
                 true

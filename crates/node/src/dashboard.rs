@@ -62,7 +62,11 @@ async fn page() -> impl IntoResponse {
 }
 
 async fn state(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    let mut doc = state_of(&shared);
+    // Off the event loop: it takes the state lock (decision 0028).
+    let mut doc = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || state_of(&shared)).await.unwrap_or_default()
+    };
     let members: Vec<u64> =
         doc["members"].as_array().map(|m| m.iter().filter_map(|v| v.as_u64()).collect()).unwrap_or_default();
     let leader = doc["leader"].as_u64();

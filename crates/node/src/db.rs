@@ -1103,7 +1103,9 @@ impl Db {
 
     /// Entries appended since the newest snapshot.
     pub fn entries_since_snapshot(&self) -> u64 {
-        self.with_state(|s| s.last_lsn).saturating_sub(self.snapshot_lsn.load(Ordering::Relaxed))
+        // The lock-free mirror: this runs on the event loop every second,
+        // and a large write holds the state lock for seconds (decision 0028).
+        self.last_lsn().saturating_sub(self.snapshot_lsn.load(Ordering::Relaxed))
     }
 
     /// Bucket `bucket` of the live store encoded as a snapshot chunk (read

@@ -237,7 +237,8 @@ fn def_json(shared: &Shared, def: &KeyspaceDef) -> serde_json::Value {
 
 /// The JSON of one single-leader keyspace.
 fn keyspace_json(shared: &Shared, name: &str, prefix: &[u8], durability: &Durability) -> serde_json::Value {
-    let (last_lsn, epoch) = shared.db.with_state(|s| (s.last_lsn, s.epoch));
+    // Lock-free mirrors (decision 0028).
+    let (last_lsn, epoch) = (shared.db.last_lsn(), shared.db.epoch());
     let leader = match &shared.control {
         Some(c) => c.map().borrow().leader,
         None => shared.repl.is_leader().then_some(shared.config.node_id),

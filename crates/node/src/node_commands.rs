@@ -73,7 +73,7 @@ pub async fn execute(shared: &Arc<Shared>, client: &mut ClientState, spec: &Comm
         "eval" | "evalsha" | "eval_ro" | "evalsha_ro" => return crate::scripting::eval(shared, spec, args).await,
         "script" => crate::scripting::script_command(shared, args),
         "command" => command_cmd(args),
-        "info" => info(shared, args),
+        "info" => info_on_loop(shared, args).await,
         "save" => save(shared).await,
         "bgsave" => {
             shared.start_background_snapshot("BGSAVE");
@@ -173,8 +173,20 @@ async fn exec_queue(
             return reply(err(e));
         }
     }
-    let commands: Vec<(command::Handler, &[Bytes])> = t.queue.iter().map(|(spec, a)| (spec.handler, &a[..])).collect();
-    match shared.db.execute_tx(client.id, watched, &commands) {
+    // On a blocking thread: it waits for the state lock, which a large
+    // write holds for seconds, and the event loop must not (decision 0028).
+    let outcome = {
+        let (db, id, watched) = (shared.db.clone(), client.id, watched.to_vec());
+        let queue: Vec<(command::Handler, Vec<Bytes>)> =
+            t.queue.iter().map(|(spec, a)| (spec.handler, a.clone())).collect();
+        tokio::task::spawn_blocking(move || {
+            let commands: Vec<(command::Handler, &[Bytes])> = queue.iter().map(|(h, a)| (*h, &a[..])).collect();
+            db.execute_tx(id, &watched, &commands)
+        })
+        .await
+        .unwrap_or_else(|_| TxOutcome::Refused(err("ERR EXEC's worker thread failed")))
+    };
+    match outcome {
         TxOutcome::Aborted => reply(Frame::NullArray),
         TxOutcome::Refused(e) => reply(e),
         TxOutcome::Done(replies, lsn) => {
@@ -717,17 +729,45 @@ fn human_bytes(b: u64) -> String {
     format!("{b}B")
 }
 
+/// What `INFO` reads under the state lock: keys, keys with a TTL, the
+/// store's memory estimate.
+type InfoCounts = (usize, usize, u64);
+
+fn info_counts(s: &crate::db::State) -> InfoCounts {
+    (s.store.len(), s.store.keys_with_expiry(), s.store.used_bytes() as u64)
+}
+
+/// `INFO` from the event loop: waits at most `LOOP_LOCK_WAIT` for the
+/// state lock, and renders on a blocking thread while a large write holds
+/// it, so the loop (and the lease renewals on it) never waits (decision
+/// 0028).
+async fn info_on_loop(shared: &Arc<Shared>, args: &[Bytes]) -> Frame {
+    if let Some(counts) = shared.db.try_with_state(info_counts) {
+        return info_with(shared, args, counts);
+    }
+    let (shared, args) = (shared.clone(), args.to_vec());
+    tokio::task::spawn_blocking(move || info(&shared, &args))
+        .await
+        .unwrap_or_else(|_| err("ERR INFO's worker thread failed"))
+}
+
 /// Renders `INFO [section ...]` with Redis's field names where Redis has
-/// them, plus Tandem's own fields.
+/// them, plus Tandem's own fields. Waits for the state lock: not for the
+/// event loop (use `info_on_loop`).
 pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
+    let counts = shared.db.with_state(info_counts);
+    info_with(shared, args, counts)
+}
+
+fn info_with(shared: &Shared, args: &[Bytes], (keys, expires, used): InfoCounts) -> Frame {
     let wanted: Vec<String> = args[1..].iter().map(|a| lower(a)).collect();
     let all = wanted.is_empty() || wanted.iter().any(|w| w == "all" || w == "everything" || w == "default");
     let want = |s: &str| all || wanted.iter().any(|w| w == s);
     // Redis leaves these out of a plain INFO and of INFO default.
     let want_extra = |s: &str| wanted.iter().any(|w| w == s || w == "all" || w == "everything");
     let m = &shared.metrics;
-    let (keys, expires, last_lsn, epoch) =
-        shared.db.with_state(|s| (s.store.len(), s.store.keys_with_expiry(), s.last_lsn, s.epoch));
+    // Lock-free mirrors (decision 0028).
+    let (last_lsn, epoch) = (shared.db.last_lsn(), shared.db.epoch());
     let durable_lsn = shared.db.durable_lsn();
     let mut out = String::new();
     if want("server") {
@@ -758,7 +798,6 @@ pub fn info(shared: &Shared, args: &[Bytes]) -> Frame {
         // Redis counts allocator bytes. The process's resident set is
         // used_memory_rss.
         let rss = crate::metrics::rss_bytes();
-        let used = shared.db.used_bytes();
         let memory = shared.db.memory();
         let max = memory.max_bytes();
         let _ = write!(

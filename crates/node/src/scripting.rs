@@ -218,7 +218,15 @@ pub async fn eval(shared: &Arc<Shared>, spec: &CommandSpec, args: &[Bytes]) -> O
         Ok(r) => r.keyspace,
         Err(cross) => return reply(err(cross.to_resp())),
     };
-    let (frame, wait_lsn) = run(shared, &body, &sha, keys, argv, numkeys > 0, declared, write_refusal);
+    // On a blocking thread: the script holds the state lock while it runs
+    // and may wait for it behind a large write; the event loop that renews
+    // the lease must do neither (decision 0028).
+    let (shared, keys, argv) = (shared.clone(), keys.to_vec(), argv.to_vec());
+    let has_keys = numkeys > 0;
+    let (frame, wait_lsn) =
+        tokio::task::spawn_blocking(move || run(&shared, &body, &sha, &keys, &argv, has_keys, declared, write_refusal))
+            .await
+            .unwrap_or_else(|_| (err("ERR the script's worker thread failed"), None));
     Outcome { reply: frame, wait_lsn }
 }
 
