@@ -213,9 +213,10 @@ fn lease_holder(c: &Cluster) -> u64 {
 /// fragments, and followers grant from their connection reader while they
 /// decode and apply it (decision 0028). Before, the leader's loop sat in
 /// the expiry sweep waiting for that lock, no lease request went out, and
-/// a follower took over.
+/// a follower took over; then the loop read the whole bulk in one burst of
+/// page-faulting reads and waited for that lock in the once-a-second
+/// snapshot check (both fixed: decision 0028, third session).
 #[test]
-#[ignore = "not yet reliable: in the full suite (2026-12-05) the leader's loop still stalled ~2 s reading the 300 MB bulk and a follower took over (decision 0028, next step); run with --ignored"]
 fn a_300_mb_set_never_costs_the_leader_its_leadership() {
     let _heavy = heavy();
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -364,9 +364,15 @@ async fn set_faults(State(shared): State<Arc<Shared>>, Json(spec): Json<FaultSpe
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    refresh_gauges(&shared);
-    crate::archive::refresh_metrics(&shared);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], shared.metrics.render())
+    // Off the loop: the gauges take the log's queue lock (decision 0028).
+    let body = tokio::task::spawn_blocking(move || {
+        refresh_gauges(&shared);
+        crate::archive::refresh_metrics(&shared);
+        shared.metrics.render()
+    })
+    .await
+    .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
 }
 
 /// `POST /cluster/members` body.

@@ -737,14 +737,11 @@ fn info_counts(s: &crate::db::State) -> InfoCounts {
     (s.store.len(), s.store.keys_with_expiry(), s.store.used_bytes() as u64)
 }
 
-/// `INFO` from the event loop: waits at most `LOOP_LOCK_WAIT` for the
-/// state lock, and renders on a blocking thread while a large write holds
-/// it, so the loop (and the lease renewals on it) never waits (decision
-/// 0028).
+/// `INFO` from the event loop: rendered on a blocking thread, because it
+/// takes the state lock and the log's queue lock, which a large write
+/// holds for seconds, and the loop (and the lease renewals on it) must
+/// never wait for them (decision 0028).
 async fn info_on_loop(shared: &Arc<Shared>, args: &[Bytes]) -> Frame {
-    if let Some(counts) = shared.db.try_with_state(info_counts) {
-        return info_with(shared, args, counts);
-    }
     let (shared, args) = (shared.clone(), args.to_vec());
     tokio::task::spawn_blocking(move || info(&shared, &args))
         .await

@@ -402,7 +402,10 @@ async fn background_tasks(shared: Arc<Shared>, mut shutdown: watch::Receiver<boo
                 let commands = shared.metrics.commands_processed.load(Ordering::Relaxed);
                 shared.ops_per_sec.store(commands - last_commands, Ordering::Relaxed);
                 last_commands = commands;
-                refresh_gauges(&shared);
+                // Off the loop: it takes the log's queue lock, which a
+                // large write holds while it copies its record (decision 0028).
+                let gauges = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || refresh_gauges(&gauges)).await;
                 let every = shared.config.snapshot_entries;
                 if every > 0 && shared.db.entries_since_snapshot() >= every {
                     shared.start_background_snapshot("snapshot_entries reached");
