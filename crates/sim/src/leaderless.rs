@@ -449,7 +449,9 @@ impl World {
             // as the node turns `SET .. PX ms` into one.
             let expires_at_ms = (self.cfg.ttl && value.is_some() && self.rng.chance(0.4))
                 .then(|| version.physical_ms + self.rng.range(5, 300));
-            let rec = Record { key, value, expires_at_ms, version };
+            // The causal context: what the coordinator's own replica holds.
+            let seen = node.store.get(&key).map(Record::context).unwrap_or_default();
+            let rec = Record { key, value, expires_at_ms, version, seen };
             self.t.trace(|| format!("write {req} via {coordinator}: {rec:?}"));
             for &t in &pref {
                 self.send(coordinator, t, Msg::Write { req, rec: rec.clone(), hint_for: None });
