@@ -671,7 +671,10 @@ impl World {
                 return Err(format!("node {extra} still holds {key:?} though it is not among its owners {pref:?}"));
             }
             let recs: Vec<Option<&Record>> = pref.iter().map(|p| self.nodes[p].store.get(&key)).collect();
-            if recs.iter().any(|r| *r != recs[0]) {
+            // Contexts (`seen`) record each replica's merge history and may
+            // differ; the data must not.
+            let data = |r: &Option<&Record>| r.map(|r| (r.value.clone(), r.expires_at_ms, r.version));
+            if recs.iter().any(|r| data(r) != data(&recs[0])) {
                 return Err(format!("replicas of {key:?} differ after anti-entropy: {recs:?}"));
             }
             if let Some(acked) = self.acked.get(&key) {
@@ -685,7 +688,9 @@ impl World {
                 if acked.value.is_none() && now.version == acked.version && now.value.is_some() {
                     return Err(format!("{key:?} was resurrected"));
                 }
-                if now.version == acked.version && now != acked {
+                if now.version == acked.version
+                    && (&now.value, now.expires_at_ms) != (&acked.value, acked.expires_at_ms)
+                {
                     return Err(format!("{key:?} holds {now:?} under the version of the acknowledged {acked:?}"));
                 }
                 if let Some(at) = acked.expires_at_ms.filter(|_| now.version == acked.version) {
