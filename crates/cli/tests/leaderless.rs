@@ -254,3 +254,97 @@ fn adding_a_member_streams_its_keys_to_it_and_reads_from_it_see_them() {
         assert_eq!(r1.cmd(&["GET", k]), Resp::Bulk(format!("v-{k}").into_bytes()), "{k} on node 4");
     }
 }
+
+fn faults(node: &TestServer, body: &str) {
+    let (code, text) = admin_request(node.admin_addr(), "POST", "/faults", body, None);
+    assert_eq!(code, 200, "POST /faults {body}: {text}");
+}
+
+/// This node's conflict-feed records of keyspace `keyspace` and `key`.
+fn conflicts_of(node: &TestServer, keyspace: &str, key: &str) -> Vec<serde_json::Value> {
+    let text = node.admin_get(&format!("/conflicts?keyspace={keyspace}"));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    v["conflicts"].as_array().cloned().unwrap_or_default().into_iter().filter(|c| c["key"] == key).collect()
+}
+
+#[test]
+fn lww_loser_of_a_partition_is_in_the_conflict_feed_once_and_a_plain_overwrite_is_not() {
+    let dir = common::tempdir();
+    let config = dir.path().join("tandem.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let path = config.to_str().unwrap().to_string();
+    let c = Cluster::start(3, Some(1), |_| {
+        vec![
+            FAULT_INJECTION.into(),
+            "--config".into(),
+            path.clone(),
+            "--anti-entropy-interval-ms".into(),
+            AE_INTERVAL_MS.into(),
+        ]
+    });
+    for id in 1..=3 {
+        assert!(eventually(CONVERGE, || state(c.node(id), "carts").get("digest").is_some()), "node {id} runs no carts");
+    }
+    let converged = |c: &Cluster| {
+        eventually(CONVERGE, || {
+            let s: Vec<serde_json::Value> = (1..=3).map(|id| state(c.node(id), "carts")).collect();
+            s[0]["digest"].is_string() && s.iter().all(|x| x["digest"] == s[0]["digest"])
+        })
+    };
+
+    // An overwrite through another coordinator once every replica holds the
+    // first value is no conflict.
+    assert_eq!(c.node(1).raw().cmd(&["SET", "cart:plain", "a"]), Resp::Simple("OK".into()));
+    assert!(converged(&c), "digests did not converge after the first write");
+    assert_eq!(c.node(2).raw().cmd(&["SET", "cart:plain", "b"]), Resp::Simple("OK".into()));
+
+    // Both sides of a partition write the same key.
+    faults(c.node(1), r#"{"cut":[3]}"#);
+    faults(c.node(2), r#"{"cut":[3]}"#);
+    faults(c.node(3), r#"{"cut":[1,2]}"#);
+    assert_eq!(c.node(1).raw().cmd(&["SET", "cart:both", "left"]), Resp::Simple("OK".into()));
+    let mut lonely = c.node(3).raw();
+    assert_eq!(lonely.cmd(&["CONSISTENCY", "W", "1", "R", "1"]), Resp::Simple("OK".into()));
+    std::thread::sleep(Duration::from_millis(5)); // a later wall-clock ms: "right" wins
+    assert_eq!(lonely.cmd(&["SET", "cart:both", "right"]), Resp::Simple("OK".into()));
+    for id in 1..=3 {
+        faults(c.node(id), "{}");
+    }
+    // Anti-entropy (and read repair) bring the two versions together.
+    assert!(converged(&c), "digests did not converge after the heal");
+    for id in 1..=3 {
+        assert_eq!(c.node(id).raw().cmd(&["GET", "cart:both"]), Resp::Bulk(b"right".to_vec()), "node {id}");
+    }
+    // Each node that discarded "left" records it once (nodes 1 and 2 held
+    // it; node 3 may never have seen it); at least one did.
+    let mut recorded = 0;
+    for id in 1..=3 {
+        let feed = conflicts_of(c.node(id), "carts", "cart:both");
+        assert!(feed.len() <= 1, "node {id} recorded the loser more than once: {feed:?}");
+        for rec in &feed {
+            assert_eq!(rec["policy"], "lww");
+            assert_eq!(rec["outcome"], "discarded");
+            assert_eq!(rec["versions"][0]["value"], "right");
+            assert_eq!(rec["versions"][0]["kept"], true);
+            assert_eq!(rec["versions"][1]["value"], "left");
+            assert_eq!(rec["versions"][1]["kept"], false);
+            assert_eq!(rec["versions"][1]["origin"], 1);
+        }
+        recorded += feed.len();
+        assert!(conflicts_of(c.node(id), "carts", "cart:plain").is_empty(), "node {id}: a plain overwrite in the feed");
+        let metrics = c.node(id).admin_get("/metrics");
+        let counted = metric(&metrics, r#"tandem_conflicts_total{keyspace="carts",policy="lww"}"#).unwrap_or(0.0);
+        assert_eq!(counted as usize, feed.len(), "node {id}: metric and feed disagree");
+        if !feed.is_empty() {
+            // The CONFLICTS command shows the same feed.
+            match c.node(id).raw().cmd(&["CONFLICTS"]) {
+                Resp::Array(items) => assert!(
+                    items.iter().any(|i| i.text().contains("cart:both") && i.text().contains("left")),
+                    "{items:?}"
+                ),
+                other => panic!("CONFLICTS answered {other:?}"),
+            }
+        }
+    }
+    assert!(recorded >= 1, "no node recorded the discarded version");
+}

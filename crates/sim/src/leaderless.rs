@@ -449,7 +449,9 @@ impl World {
             // as the node turns `SET .. PX ms` into one.
             let expires_at_ms = (self.cfg.ttl && value.is_some() && self.rng.chance(0.4))
                 .then(|| version.physical_ms + self.rng.range(5, 300));
-            let rec = Record { key, value, expires_at_ms, version };
+            // The causal context: what the coordinator's own replica holds.
+            let seen = node.store.get(&key).map(Record::context).unwrap_or_default();
+            let rec = Record { key, value, expires_at_ms, version, seen };
             self.t.trace(|| format!("write {req} via {coordinator}: {rec:?}"));
             for &t in &pref {
                 self.send(coordinator, t, Msg::Write { req, rec: rec.clone(), hint_for: None });
@@ -669,7 +671,10 @@ impl World {
                 return Err(format!("node {extra} still holds {key:?} though it is not among its owners {pref:?}"));
             }
             let recs: Vec<Option<&Record>> = pref.iter().map(|p| self.nodes[p].store.get(&key)).collect();
-            if recs.iter().any(|r| *r != recs[0]) {
+            // Contexts (`seen`) record each replica's merge history and may
+            // differ; the data must not.
+            let data = |r: &Option<&Record>| r.map(|r| (r.value.clone(), r.expires_at_ms, r.version));
+            if recs.iter().any(|r| data(r) != data(&recs[0])) {
                 return Err(format!("replicas of {key:?} differ after anti-entropy: {recs:?}"));
             }
             if let Some(acked) = self.acked.get(&key) {
@@ -683,7 +688,9 @@ impl World {
                 if acked.value.is_none() && now.version == acked.version && now.value.is_some() {
                     return Err(format!("{key:?} was resurrected"));
                 }
-                if now.version == acked.version && now != acked {
+                if now.version == acked.version
+                    && (&now.value, now.expires_at_ms) != (&acked.value, acked.expires_at_ms)
+                {
                     return Err(format!("{key:?} holds {now:?} under the version of the acknowledged {acked:?}"));
                 }
                 if let Some(at) = acked.expires_at_ms.filter(|_| now.version == acked.version) {

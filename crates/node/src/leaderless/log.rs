@@ -10,6 +10,10 @@
 //! Appends are made durable per the node's fsync policy before the write
 //! they carry is acknowledged. This module owns the bytes of that file
 //! only; it decides nothing about versions.
+//!
+//! Files written before records carried a causal context (`seen`) are
+//! still read: a frame that does not decode as an [`Entry`] is decoded in
+//! the older layout ([`legacy`]) with an empty context.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -174,11 +178,66 @@ fn parse(path: &Path, data: &[u8]) -> Result<(Vec<Entry>, u64), LogError> {
             }
             return Err(corrupt(off, "checksum mismatch".into()));
         }
-        let entry = postcard::from_bytes(body).map_err(|e| corrupt(off, format!("undecodable: {e}")))?;
+        let entry = match postcard::from_bytes::<Entry>(body) {
+            Ok(e) => e,
+            Err(e) => match postcard::from_bytes::<legacy::Entry>(body) {
+                Ok(old) => old.into(),
+                Err(_) => return Err(corrupt(off, format!("undecodable: {e}"))),
+            },
+        };
         entries.push(entry);
         off = end;
     }
     Ok((entries, off as u64))
+}
+
+/// The layout of entries before records carried a causal context.
+mod legacy {
+    use bytes::Bytes;
+    use serde::Deserialize;
+    use tandem_core::repl::NodeId;
+    use tandem_core::replica::leaderless::{Record as NewRecord, Seen, Version};
+
+    #[derive(Deserialize)]
+    pub struct Record {
+        key: Bytes,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+        version: Version,
+    }
+
+    impl From<Record> for NewRecord {
+        fn from(r: Record) -> NewRecord {
+            NewRecord {
+                key: r.key,
+                value: r.value,
+                expires_at_ms: r.expires_at_ms,
+                version: r.version,
+                seen: Seen::new(),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub enum Entry {
+        Record(Record),
+        Hint { owner: NodeId, rec: Record },
+        HintDelivered { owner: NodeId, key: Bytes, version: Version },
+        Forget { key: Bytes, version: Version },
+        Balanced { members: Vec<NodeId> },
+    }
+
+    impl From<Entry> for super::Entry {
+        fn from(e: Entry) -> super::Entry {
+            match e {
+                Entry::Record(r) => super::Entry::Record(r.into()),
+                Entry::Hint { owner, rec } => super::Entry::Hint { owner, rec: rec.into() },
+                Entry::HintDelivered { owner, key, version } => super::Entry::HintDelivered { owner, key, version },
+                Entry::Forget { key, version } => super::Entry::Forget { key, version },
+                Entry::Balanced { members } => super::Entry::Balanced { members },
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -191,7 +250,41 @@ mod tests {
             value: Some(Bytes::from_static(b"v")),
             expires_at_ms: Some(7),
             version: Version { physical_ms: 1, logical: 2, node: 3 },
+            seen: Default::default(),
         })
+    }
+
+    #[test]
+    fn replica_log_reads_records_written_before_they_carried_a_context() {
+        #[derive(Serialize)]
+        struct OldRecord {
+            key: Bytes,
+            value: Option<Bytes>,
+            expires_at_ms: Option<u64>,
+            version: Version,
+        }
+        #[derive(Serialize)]
+        enum OldEntry {
+            Record(OldRecord),
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let old = OldEntry::Record(OldRecord {
+            key: Bytes::from_static(b"a"),
+            value: Some(Bytes::from_static(b"v")),
+            expires_at_ms: Some(7),
+            version: Version { physical_ms: 1, logical: 2, node: 3 },
+        });
+        let body = postcard::to_allocvec(&old).unwrap();
+        let mut data = (body.len() as u32).to_le_bytes().to_vec();
+        data.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        data.extend_from_slice(&body);
+        std::fs::write(dir.path().join(FILE_NAME), &data).unwrap();
+        let (mut log, e, torn) = ReplicaLog::open(dir.path(), FsyncPolicy::Never).unwrap();
+        assert_eq!((e, torn), (vec![rec("a")], 0));
+        log.append(&[rec("b")]).unwrap();
+        drop(log);
+        let (_, e, _) = ReplicaLog::open(dir.path(), FsyncPolicy::Never).unwrap();
+        assert_eq!(e, vec![rec("a"), rec("b")]);
     }
 
     #[test]

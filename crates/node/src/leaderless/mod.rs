@@ -13,7 +13,8 @@
 //! preference list gained a node are streamed to it, rate-limited, and the
 //! records this node no longer owns are forgotten once every new owner made
 //! them durable). It decides nothing itself: placement, quorum decisions, newest
-//! version and repair targets come from the core. It must never hold a
+//! version, repair targets and which overwrites discard a concurrent
+//! version (the conflict feed, `GET /conflicts`) come from the core. It must never hold a
 //! lock across an await, and never acknowledge a write before this node's
 //! copy of it is as durable as `--fsync` promises.
 
@@ -31,12 +32,13 @@ use serde::{Deserialize, Serialize};
 use tandem_core::command::CommandSpec;
 use tandem_core::keyspace::{ConflictPolicy, KeyspaceDef, LeaderlessPolicy, Mode};
 use tandem_core::repl::{NodeId, PeerMsg};
+use tandem_core::replica::leaderless::feed::FeedItem;
 use tandem_core::replica::leaderless::merkle::{self, Merkle};
 use tandem_core::replica::leaderless::rebalance::REBALANCE_BATCH_KEYS;
 use tandem_core::replica::leaderless::store::HINTS_MAX;
 use tandem_core::replica::leaderless::{
-    Clock, Hints, ReadCoordinator, ReadOutcome, Rebalance, Record, ReplicaStore, Ring, Version, WriteCoordinator,
-    WriteOutcome,
+    Clock, ConflictFeed, Hints, ReadCoordinator, ReadOutcome, Rebalance, Record, ReplicaStore, Ring, Seen, Version,
+    WriteCoordinator, WriteOutcome,
 };
 use tandem_core::resp::Frame;
 use tokio::sync::{mpsc, watch};
@@ -45,6 +47,7 @@ use self::log::{Entry, ReplicaLog};
 pub use self::metrics::LeaderlessMetrics;
 use crate::connection::ClientState;
 use crate::engines::{dial, BoxFuture, Engine, EngineEnv};
+use crate::metrics::ConflictLabel;
 use crate::repl::wire;
 
 /// How long a coordinator waits for W acks (R replies) before it answers
@@ -127,6 +130,7 @@ pub fn start(env: &EngineEnv, def: &KeyspaceDef) -> Result<Arc<dyn Engine>, Stri
         clock: Clock::new(env.node_id),
         balanced: None,
         rebalance_pending: 0,
+        feed: ConflictFeed::new(),
     };
     for e in entries {
         match e {
@@ -192,6 +196,9 @@ struct State {
     balanced: Option<Vec<NodeId>>,
     /// `(key, new owner)` transfers still to make (for `GET /keyspaces`).
     rebalance_pending: usize,
+    /// Concurrent versions this replica discarded (in memory: a restart
+    /// starts an empty feed, as in multi-leader keyspaces).
+    feed: ConflictFeed,
 }
 
 /// Wall-clock ms: versions and expiry times are compared across nodes.
@@ -231,6 +238,7 @@ impl Engine for LeaderlessEngine {
             "balanced_for": st.balanced,
             "n": p.n, "w": p.w, "r": p.r, "sloppy": p.sloppy,
             "conflict": p.conflict.name(),
+            "conflicts_total": st.feed.total(),
             "log_bytes": self.inner.log.lock().bytes(),
         })
     }
@@ -242,6 +250,33 @@ impl Engine for LeaderlessEngine {
     fn stop(&self) {
         self.inner.stop_tx.send_replace(true);
     }
+
+    fn conflicts(&self, since: u64, count: usize) -> Vec<serde_json::Value> {
+        let st = self.inner.state.lock();
+        st.feed.since(since, count).map(|i| feed_json(&self.inner.name, i)).collect()
+    }
+}
+
+/// One feed item as `GET /conflicts` shows it (the multi-leader format).
+fn feed_json(keyspace: &str, item: &FeedItem) -> serde_json::Value {
+    let r = &item.record;
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    serde_json::json!({
+        "id": item.id,
+        "at_ms": item.at_ms,
+        "keyspace": keyspace,
+        "key": text(&r.key),
+        "field": r.field.as_ref().map(text),
+        "policy": r.policy.name(),
+        "outcome": r.outcome.name(),
+        "versions": r.versions.iter().map(|v| serde_json::json!({
+            "origin": v.origin,
+            "hlc": format!("{}.{}@{}", v.hlc.physical_ms, v.hlc.logical, v.hlc.node),
+            "value": v.value.as_ref().map(text),
+            "truncated": v.truncated,
+            "kept": v.kept,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 impl Inner {
@@ -343,8 +378,12 @@ impl Inner {
             expires_at_ms = Some(if opt.ends_with("AT") { ms } else { now.saturating_add(ms) });
             i += 2;
         }
-        let version = self.state.lock().clock.next(now, None);
-        let rec = Record { key: args[1].clone(), value: Some(args[2].clone()), expires_at_ms, version };
+        let (version, seen) = {
+            let mut st = self.state.lock();
+            let seen = st.store.get(&args[1]).map(Record::context).unwrap_or_default();
+            (st.clock.next(now, None), seen)
+        };
+        let rec = Record { key: args[1].clone(), value: Some(args[2].clone()), expires_at_ms, version, seen };
         match self.quorum_write(rec, w).await.error_text() {
             None => Frame::Simple(Bytes::from_static(b"OK")),
             Some(e) => err(e),
@@ -363,8 +402,8 @@ impl Inner {
             if current.value.is_none() {
                 continue; // already a tombstone
             }
-            let version = self.state.lock().clock.next(wall_ms(), Some(current.version));
-            let tomb = Record { key: key.clone(), value: None, expires_at_ms: None, version };
+            let (version, seen) = self.next_version(key, Some(&current));
+            let tomb = Record { key: key.clone(), value: None, expires_at_ms: None, version, seen };
             if let Some(e) = self.quorum_write(tomb, w).await.error_text() {
                 return err(e);
             }
@@ -389,12 +428,24 @@ impl Inner {
             None => (0, None),
         };
         let Some(new) = old.checked_add(delta) else { return err("ERR increment or decrement would overflow") };
-        let version = self.state.lock().clock.next(now, current.map(|r| r.version));
-        let rec = Record { key: key.clone(), value: Some(Bytes::from(new.to_string())), expires_at_ms, version };
+        let (version, seen) = self.next_version(key, current.as_ref());
+        let rec = Record { key: key.clone(), value: Some(Bytes::from(new.to_string())), expires_at_ms, version, seen };
         match self.quorum_write(rec, w).await.error_text() {
             None => Frame::Integer(new),
             Some(e) => err(e),
         }
+    }
+
+    /// A version for a write of `key` that read `read` (a read-modify-write)
+    /// and its causal context: the version read and what it saw, and what
+    /// this node's own replica holds of the key.
+    fn next_version(&self, key: &[u8], read: Option<&Record>) -> (Version, Seen) {
+        let mut st = self.state.lock();
+        let mut seen = st.store.get(key).map(Record::context).unwrap_or_default();
+        if let Some(r) = read {
+            seen.join(&r.context());
+        }
+        (st.clock.next(wall_ms(), read.map(|r| r.version)), seen)
     }
 
     // ---- coordination ----
@@ -547,20 +598,32 @@ impl Inner {
     async fn local_write(self: &Arc<Self>, recs: Vec<Record>) -> Result<(), String> {
         let newer: Vec<Entry> = {
             let st = self.state.lock();
-            recs.into_iter()
+            recs.iter()
                 .filter(|r| st.store.get(&r.key).is_none_or(|c| c.version < r.version))
+                .cloned()
                 .map(Entry::Record)
                 .collect()
         };
-        if newer.is_empty() {
-            return Ok(());
+        if !newer.is_empty() {
+            self.persist(newer).await?;
         }
-        self.persist(newer.clone()).await?;
+        // Every record is applied, the stale ones too: keeping the held
+        // version over a concurrent one is a resolution the feed records.
+        let now = wall_ms();
         let mut st = self.state.lock();
-        for e in newer {
-            if let Entry::Record(rec) = e {
-                st.clock.observe(rec.version);
-                st.store.apply(rec);
+        for rec in recs {
+            st.clock.observe(rec.version);
+            if let (_, Some(conflict)) = st.store.apply_resolving(rec) {
+                self.env
+                    .metrics
+                    .conflicts
+                    .get_or_create(&ConflictLabel {
+                        keyspace: self.name.clone(),
+                        policy: conflict.policy.name().to_string(),
+                    })
+                    .inc();
+                tracing::debug!(keyspace = self.name.as_str(), key = %String::from_utf8_lossy(&conflict.key), "lww discarded a concurrent version");
+                st.feed.push(conflict, now);
             }
         }
         Ok(())

@@ -255,7 +255,13 @@ impl World {
         if write {
             let node = self.nodes.get_mut(&coordinator).expect("member");
             let version = node.clock.next(now_ms, None);
-            let rec = Record { key, value: Some(Bytes::from(format!("v{req}"))), expires_at_ms: None, version };
+            let rec = Record {
+                key,
+                value: Some(Bytes::from(format!("v{req}"))),
+                expires_at_ms: None,
+                version,
+                seen: Default::default(),
+            };
             for &t in &targets {
                 self.send(coordinator, t, Msg::Write { req, rec: rec.clone() });
             }

@@ -298,6 +298,7 @@ mod tests {
             value: Some(Bytes::from(ms.to_string())),
             expires_at_ms: None,
             version: Version { physical_ms: ms, logical: 0, node: 1 },
+            seen: Default::default(),
         }
     }
 

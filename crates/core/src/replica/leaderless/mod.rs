@@ -15,8 +15,11 @@
 //!   hints for other nodes (sloppy quorum);
 //! - [`rebalance`]: after a ring change, which held records go to which
 //!   new owners and which this node may forget once they hold them;
-//! - [`lww`]: versions (the shared `crate::conflict::Hlc`) and
-//!   last-writer-wins, the conflict policy leaderless keyspaces support.
+//! - [`lww`]: versions (the shared `crate::conflict::Hlc`), causal
+//!   contexts ([`Seen`]) and last-writer-wins, the conflict policy
+//!   leaderless keyspaces support;
+//! - [`feed`]: the conflict feed of the concurrent versions a replica
+//!   discarded (shown with multi-leader keyspaces' feeds).
 //!
 //! Nothing here reads a clock, does I/O or uses a global RNG: times come in
 //! as `now_ms` (wall-clock milliseconds, because versions and expiry times
@@ -25,6 +28,7 @@
 //! simulator (`tandem-sim`) drive the very same types.
 
 pub mod coordinator;
+pub mod feed;
 pub mod lww;
 pub mod merkle;
 pub mod quorum;
@@ -33,7 +37,8 @@ pub mod ring;
 pub mod store;
 
 pub use coordinator::{ReadCoordinator, ReadOutcome, WriteCoordinator, WriteOutcome};
-pub use lww::{Clock, Version};
+pub use feed::ConflictFeed;
+pub use lww::{Clock, Seen, Version};
 pub use merkle::Merkle;
 pub use rebalance::Rebalance;
 pub use ring::Ring;

@@ -190,6 +190,7 @@ mod tests {
             value: Some(Bytes::from_static(b"x")),
             expires_at_ms: None,
             version: v(ms),
+            seen: Default::default(),
         }
     }
 

@@ -10,14 +10,25 @@
 //! docs/leaderless.md). TTLs are absolute wall-clock times, so every
 //! replica expires a key at the same moment. Pure: times come in as
 //! `now_ms`.
+//!
+//! Concurrent versions: each record carries its causal context
+//! ([`Seen`]). When [`ReplicaStore::apply_resolving`] keeps one version of
+//! a key over another that the kept one had not seen, that is a
+//! last-writer-wins resolution of concurrent writes and it returns a
+//! [`ConflictRecord`] for the conflict feed; the kept record's context then
+//! covers the loser, so the same discarded version is reported at most
+//! once by this replica, and not again by the replicas the merged record
+//! reaches later (see docs/leaderless.md, "Conflicts").
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::lww::{self, Version};
+use super::lww::{self, Seen, Version};
 use super::merkle::Merkle;
+use crate::conflict::{ConflictRecord, ConflictVersion, Outcome, CONFLICT_VALUE_PREVIEW_BYTES_MAX};
+use crate::keyspace::ConflictPolicy;
 use crate::repl::NodeId;
 
 /// How long a tombstone (or an expired record) is kept before it is
@@ -39,6 +50,10 @@ pub struct Record {
     pub expires_at_ms: Option<u64>,
     /// The write's version.
     pub version: Version,
+    /// The write's causal context: the versions of the key its coordinator
+    /// had seen when it made it (besides its own).
+    #[serde(default)]
+    pub seen: Seen,
 }
 
 impl Record {
@@ -64,7 +79,43 @@ impl Record {
 
     /// Bytes the record takes in messages and memory (approximate).
     pub fn size_bytes(&self) -> usize {
-        self.key.len() + self.value.as_ref().map_or(0, |v| v.len()) + 40
+        self.key.len() + self.value.as_ref().map_or(0, |v| v.len()) + 40 + self.seen.len() * 20
+    }
+
+    /// True when this write had seen version `v` of its key (its own
+    /// version and the older ones of the same node included).
+    pub fn covers(&self, v: Version) -> bool {
+        (v.node == self.version.node && v <= self.version) || self.seen.covers(v)
+    }
+
+    /// The causal context a write that read this record carries: what this
+    /// record saw plus the record itself.
+    pub fn context(&self) -> Seen {
+        let mut s = self.seen.clone();
+        s.add(self.version);
+        s
+    }
+}
+
+/// The conflict-feed record of a last-writer-wins resolution: `kept`
+/// replaced (or stayed over) the concurrent `lost`.
+pub fn discarded(kept: &Record, lost: &Record) -> ConflictRecord {
+    let version = |r: &Record, kept: bool| {
+        let truncated = r.value.as_ref().is_some_and(|v| v.len() > CONFLICT_VALUE_PREVIEW_BYTES_MAX);
+        ConflictVersion {
+            origin: r.version.node,
+            hlc: r.version,
+            value: r.value.as_ref().map(|v| v.slice(..v.len().min(CONFLICT_VALUE_PREVIEW_BYTES_MAX))),
+            truncated,
+            kept,
+        }
+    };
+    ConflictRecord {
+        key: kept.key.clone(),
+        field: None,
+        policy: ConflictPolicy::Lww,
+        versions: vec![version(kept, true), version(lost, false)],
+        outcome: Outcome::Discarded,
     }
 }
 
@@ -98,10 +149,33 @@ impl ReplicaStore {
 
     /// Applies a record under last-writer-wins.
     pub fn apply(&mut self, rec: Record) -> Applied {
-        let current = self.records.get(&rec.key).map(|r| r.version);
-        if !lww::wins(rec.version, current) {
-            return Applied::Stale;
+        self.apply_resolving(rec).0
+    }
+
+    /// Applies a record under last-writer-wins and says whether that
+    /// discarded a concurrent version (the incoming one or the one held):
+    /// the record for the conflict feed. The kept record's context grows by
+    /// the other's, so a version discarded here is never reported here
+    /// again (nor where the kept record goes next).
+    pub fn apply_resolving(&mut self, mut rec: Record) -> (Applied, Option<ConflictRecord>) {
+        let Some(current) = self.records.get_mut(&rec.key) else {
+            self.merkle.insert(&rec.key, rec.version);
+            self.bytes += rec.size_bytes();
+            self.records.insert(rec.key.clone(), rec);
+            return (Applied::Newer, None);
+        };
+        if !lww::wins(rec.version, Some(current.version)) {
+            let conflict =
+                (rec.version != current.version && !current.covers(rec.version)).then(|| discarded(current, &rec));
+            self.bytes -= current.size_bytes();
+            current.seen.join(&rec.context());
+            current.seen = without(&current.seen, current.version);
+            self.bytes += current.size_bytes();
+            return (Applied::Stale, conflict);
         }
+        let conflict = (!rec.covers(current.version)).then(|| discarded(&rec, current));
+        rec.seen.join(&current.context());
+        rec.seen = without(&rec.seen, rec.version);
         if let Some(old) = self.records.remove(&rec.key) {
             self.merkle.remove(&old.key, old.version);
             self.bytes -= old.size_bytes();
@@ -109,7 +183,7 @@ impl ReplicaStore {
         self.merkle.insert(&rec.key, rec.version);
         self.bytes += rec.size_bytes();
         self.records.insert(rec.key.clone(), rec);
-        Applied::Newer
+        (Applied::Newer, conflict)
     }
 
     /// Forgets `key` if this replica holds it at exactly `version` (no
@@ -169,6 +243,18 @@ impl ReplicaStore {
     pub fn iter(&self) -> impl Iterator<Item = &Record> {
         self.records.values()
     }
+}
+
+/// `seen` without the entry of `own`'s node when `own` covers it (a
+/// record's own version stands for its node's entry).
+fn without(seen: &Seen, own: Version) -> Seen {
+    let mut out = Seen::new();
+    for v in seen.iter() {
+        if !(v.node == own.node && v <= own) {
+            out.add(v);
+        }
+    }
+    out
 }
 
 /// Writes this node holds for other nodes that were down when a sloppy
@@ -251,6 +337,7 @@ mod tests {
             value: value.map(|v| Bytes::from(v.to_string())),
             expires_at_ms: None,
             version: Version { physical_ms: ms, logical: 0, node: 1 },
+            seen: Default::default(),
         }
     }
 
@@ -266,6 +353,76 @@ mod tests {
         assert_eq!(s.gc(20 + TOMBSTONE_GRACE_MS), 1);
         assert!(s.is_empty());
         assert_eq!(s.digest(), ReplicaStore::new().digest());
+    }
+
+    fn by(node: NodeId, value: &str, ms: u64, seen: &[Version]) -> Record {
+        let mut s = Seen::new();
+        for v in seen {
+            s.add(*v);
+        }
+        Record {
+            key: Bytes::from_static(b"k"),
+            value: Some(Bytes::from(value.to_string())),
+            expires_at_ms: None,
+            version: Version { physical_ms: ms, logical: 0, node },
+            seen: s,
+        }
+    }
+
+    #[test]
+    fn lww_reports_a_concurrent_loser_once_whichever_version_arrives_first() {
+        let base = by(1, "base", 5, &[]);
+        // Both sides of a partition overwrote `base`, neither saw the other.
+        let a = by(1, "left", 10, &[base.version]);
+        let b = by(3, "right", 20, &[base.version]);
+        for order in [[&a, &b], [&b, &a]] {
+            let mut s = ReplicaStore::new();
+            assert_eq!(s.apply_resolving(base.clone()), (Applied::Newer, None));
+            assert_eq!(s.apply_resolving(order[0].clone()).1, None, "an overwrite of a seen version is no conflict");
+            let (_, c) = s.apply_resolving(order[1].clone());
+            let c = c.expect("the concurrent loser is reported");
+            assert_eq!(c.outcome, Outcome::Discarded);
+            assert_eq!(c.policy, ConflictPolicy::Lww);
+            assert_eq!((c.versions[0].kept, c.versions[0].value.as_deref()), (true, Some(&b"right"[..])));
+            assert_eq!((c.versions[1].kept, c.versions[1].value.as_deref()), (false, Some(&b"left"[..])));
+            assert_eq!(c.versions[1].hlc, a.version);
+            // Delivered again (hint retry, anti-entropy, read repair): not again.
+            assert_eq!(s.apply_resolving(a.clone()).1, None);
+            assert_eq!(s.apply_resolving(b.clone()).1, None);
+            assert_eq!(s.get(b"k").unwrap().version, b.version);
+        }
+    }
+
+    #[test]
+    fn lww_kept_record_carries_the_loser_so_replicas_it_reaches_later_do_not_report_it_again() {
+        let a = by(1, "left", 10, &[]);
+        let b = by(3, "right", 20, &[]);
+        let mut x = ReplicaStore::new();
+        x.apply_resolving(a.clone());
+        assert!(x.apply_resolving(b.clone()).1.is_some(), "x discards a");
+        let merged = x.get(b"k").unwrap().clone();
+        assert!(merged.covers(a.version) && merged.covers(b.version));
+        // y held `a` too; the merged record (read repair from x) saw it.
+        let mut y = ReplicaStore::new();
+        y.apply_resolving(a.clone());
+        assert_eq!(y.apply_resolving(merged).1, None);
+        // A later write that read the merged value overwrites it quietly.
+        let c = by(2, "next", 30, &[a.version, b.version]);
+        assert_eq!(y.apply_resolving(c).1, None);
+        // The digest does not depend on contexts: x and y hold b and c.
+        x.apply_resolving(by(2, "next", 30, &[]));
+        assert_eq!(x.digest(), y.digest());
+    }
+
+    #[test]
+    fn lww_overwrite_by_the_same_coordinator_or_a_reader_is_not_a_conflict() {
+        let mut s = ReplicaStore::new();
+        s.apply_resolving(by(1, "a", 10, &[]));
+        assert_eq!(s.apply_resolving(by(1, "b", 11, &[])).1, None, "one node's versions are ordered");
+        let read = s.get(b"k").unwrap().context();
+        assert_eq!(s.apply_resolving(by(2, "c", 12, &read.iter().collect::<Vec<_>>())).1, None);
+        assert!(s.apply_resolving(by(3, "d", 13, &[])).1.is_some(), "a blind write that saw nothing is concurrent");
+        assert!(s.apply_resolving(by(4, "e", 9, &[])).1.is_some(), "an older concurrent arrival is discarded");
     }
 
     #[test]
