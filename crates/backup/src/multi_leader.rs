@@ -188,9 +188,12 @@ pub fn read_stream(path: &Path, m: &MlArchiveManifest) -> Result<Vec<MlEntry>, B
     payloads.iter().map(|(off, p)| decode(path, *off as u64, p)).collect()
 }
 
+/// Payloads with their offsets, and the length of the complete prefix.
+type Parsed<'a> = (Vec<(usize, &'a [u8])>, usize);
+
 /// Splits records into payloads (with their offsets), checking each crc;
 /// returns the length of the complete prefix.
-fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Vec<(usize, &'a [u8])>, usize), BackupError> {
+fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<Parsed<'a>, BackupError> {
     let mut out = Vec::new();
     let mut off = 0;
     while bytes.len() - off >= HEADER_BYTES {
