@@ -17,6 +17,8 @@
 //! - [`restore`]: choosing a base and an archive chain for a target, fast
 //!   replay, writing an ordinary data directory.
 //! - [`maintain`]: `list`, `verify` and `prune`.
+//! - [`multi_leader`]: each node's archive of each multi-leader keyspace's log,
+//!   and the HLC-cut union a restore writes back.
 //! - [`time`]: RFC 3339 parsing and printing (UTC) for `--to-time`.
 //!
 //! # What this crate must never do
@@ -31,6 +33,7 @@ pub mod archive;
 pub mod base;
 pub mod error;
 pub mod maintain;
+pub mod multi_leader;
 pub mod records;
 pub mod repo;
 pub mod restore;

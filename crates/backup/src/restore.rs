@@ -29,6 +29,7 @@ use tandem_storage::SnapshotReader;
 use crate::archive::list_streams;
 use crate::base::{list_bases, Base};
 use crate::error::{corrupt, io_err};
+use crate::multi_leader::{list_ml_streams, restore_ml, write_ml, MlRestoredKeyspace, MlStreams};
 use crate::records::{commit_ms_of, file_checksum, read_checked, Records};
 use crate::repo::{sync_dir, write_atomic, Repository};
 use crate::time::format_rfc3339;
@@ -91,6 +92,9 @@ pub struct Plan {
     pub sources: Vec<Source>,
     /// The target.
     pub target: Target,
+    /// Every node's archive of every multi-leader keyspace
+    /// ([`crate::multi_leader`]).
+    pub multi_leader: MlStreams,
 }
 
 /// Replay progress.
@@ -118,6 +122,8 @@ pub struct Restored {
     pub epoch: u64,
     /// What happened.
     pub report: RestoreReport,
+    /// The restored log of each multi-leader keyspace.
+    pub multi_leader: Vec<MlRestoredKeyspace>,
 }
 
 /// What a restore did.
@@ -147,6 +153,9 @@ pub struct RestoreReport {
     pub replay_ms: u64,
     /// Files replayed, in order.
     pub files: Vec<String>,
+    /// Multi-leader keyspaces restored (records with HLC physical ms at or
+    /// before the target time; for `--to-lsn`, that LSN's commit time).
+    pub multi_leader: Vec<MlRestoredKeyspace>,
 }
 
 /// Chooses the base and the record files for `target`.
@@ -181,7 +190,8 @@ pub fn plan(repo: &Repository, target: Target) -> Result<Plan, BackupError> {
     };
     let candidates = candidates(repo, &base)?;
     let sources = chain(&base, &candidates, target)?;
-    Ok(Plan { base, sources, target })
+    let multi_leader = list_ml_streams(repo)?;
+    Ok(Plan { base, sources, target, multi_leader })
 }
 
 /// The base's own log file and every archive file of every stream.
@@ -367,6 +377,12 @@ pub fn replay(plan: &Plan, progress: &mut dyn FnMut(&Progress)) -> Result<Restor
         }
     }
     progress(&p);
+    let ml_cutoff = match plan.target {
+        Target::Latest => None,
+        Target::Time(t) => Some(t),
+        Target::Lsn(_) => Some(last_commit_ms),
+    };
+    let multi_leader = restore_ml(&plan.multi_leader, ml_cutoff)?;
     let report = RestoreReport {
         target: plan.target.to_string(),
         base_id: base.manifest.id.clone(),
@@ -380,8 +396,9 @@ pub fn replay(plan: &Plan, progress: &mut dyn FnMut(&Progress)) -> Result<Restor
         load_ms,
         replay_ms: replay_started.elapsed().as_millis() as u64,
         files,
+        multi_leader: multi_leader.iter().map(|k| MlRestoredKeyspace { log: Vec::new(), ..k.clone() }).collect(),
     };
-    Ok(Restored { store, last_lsn: next - 1, last_commit_ms, epoch, report })
+    Ok(Restored { store, last_lsn: next - 1, last_commit_ms, epoch, report, multi_leader })
 }
 
 /// Name of the file that marks a data directory (and its staging twin) as
@@ -569,6 +586,7 @@ fn write_contents(restored: &Restored, dir: &Path) -> Result<(), BackupError> {
     let now_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     writer.finish(restored.last_lsn, now_ms)?;
+    write_ml(&restored.multi_leader, dir)?;
     write_atomic(&dir.join("epoch"), format!("{}\n", restored.epoch.max(1)).as_bytes())?;
     let info = serde_json::to_string_pretty(&restored.report).expect("report serializes");
     write_atomic(&dir.join("restored-from-backup.json"), info.as_bytes())?;

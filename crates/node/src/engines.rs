@@ -109,6 +109,11 @@ pub struct EngineEnv {
     /// How often a leaderless keyspace compares Merkle trees with each
     /// other replica (`--anti-entropy-interval-ms`).
     pub anti_entropy_interval_ms: u64,
+    /// The backup repository (`--backup-repo`): multi-leader keyspaces
+    /// archive their logs there.
+    pub backup_repo: Option<PathBuf>,
+    /// How often they do (`--archive-interval-ms`).
+    pub archive_interval_ms: u64,
 }
 
 impl EngineEnv {

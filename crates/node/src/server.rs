@@ -217,6 +217,8 @@ pub async fn run(
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
             anti_entropy_interval_ms: config.anti_entropy_interval_ms,
+            backup_repo: config.backup_repo.clone(),
+            archive_interval_ms: config.archive_interval_ms,
         },
         config.members.iter().copied().collect(),
     ));

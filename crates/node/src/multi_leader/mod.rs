@@ -14,6 +14,7 @@
 //! Keys of a multi-leader keyspace live only here: `KEYS`, `SCAN` and
 //! `DBSIZE` on the node do not see them.
 
+pub mod archive;
 pub mod log;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -31,6 +32,7 @@ use tandem_core::keyspace::{ConflictPolicy, KeyspaceDef, Mode};
 use tandem_core::repl::{NodeId, PeerMsg};
 use tandem_core::replica::multi_leader::{exec, FeedItem, MlMsg, MlOutput, MultiLeaderReplica, Stream};
 use tandem_core::resp::Frame;
+use tandem_storage::log::FsyncPolicy;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -83,6 +85,8 @@ pub struct MlEngine {
     /// Sum of the replica's applied vector, bumped whenever it grows
     /// (what `WAITVV` waits on).
     applied_tx: watch::Sender<u64>,
+    /// The log's archive in the backup repository (`--backup-repo`).
+    archive: Option<Arc<archive::MlArchive>>,
 }
 
 /// Largest `WAITVV` timeout (a day), as for `WAITLSN`.
@@ -115,6 +119,9 @@ pub fn start(env: &EngineEnv, def: &KeyspaceDef) -> Result<Arc<dyn Engine>, Stri
     let peers: Vec<NodeId> = env.peers.borrow().keys().copied().collect();
     let mut replica = MultiLeaderReplica::new(env.node_id, &def.name, policy.conflict, &peers);
     let n = entries.len();
+    let archive = env.backup_repo.as_ref().map(|repo| {
+        archive::MlArchive::start(&def.name, env.node_id, repo.clone(), env.archive_interval_ms, entries.clone())
+    });
     for e in entries {
         replica.recover(e);
     }
@@ -137,6 +144,7 @@ pub fn start(env: &EngineEnv, def: &KeyspaceDef) -> Result<Arc<dyn Engine>, Stri
         stopped: AtomicBool::new(false),
         stop_tx,
         applied_tx,
+        archive,
     });
     tokio::spawn(log_task(engine.clone(), mlog, log_rx));
     tokio::spawn(peers_task(engine.clone()));
@@ -369,6 +377,7 @@ impl Engine for MlEngine {
             "keys": r.live_keys(now),
             "conflicts_total": r.conflicts_total(),
             "log_error": self.failed.lock().clone(),
+            "archive": self.archive.as_ref().map(|a| a.status_json()),
         })
     }
 
@@ -377,6 +386,9 @@ impl Engine for MlEngine {
     }
 
     fn stop(&self) {
+        if let Some(a) = &self.archive {
+            a.close();
+        }
         self.stopped.store(true, Ordering::Relaxed);
         let _ = self.stop_tx.send(true);
         self.streams.lock().clear();
@@ -394,6 +406,10 @@ async fn log_task(engine: Arc<MlEngine>, mut log: MlLog, mut rx: mpsc::Unbounded
     let mut stop = engine.stop_tx.subscribe();
     let mut shutdown = engine.env.shutdown.clone();
     let mut tick = tokio::time::interval(TICK);
+    // Records written but not yet fsynced (`everysec`): they go to the
+    // archive only once durable.
+    let mut unsynced: Vec<u8> = Vec::new();
+    let to_archive_now = engine.env.fsync != FsyncPolicy::EverySec;
     loop {
         tokio::select! {
             first = rx.recv() => {
@@ -407,9 +423,9 @@ async fn log_task(engine: Arc<MlEngine>, mut log: MlLog, mut rx: mpsc::Unbounded
                         Err(_) => break,
                     }
                 }
-                let (l, res) = match tokio::task::spawn_blocking(move || {
+                let (l, res, buf) = match tokio::task::spawn_blocking(move || {
                     let res = log.append(&buf);
-                    (log, res)
+                    (log, res, buf)
                 })
                 .await
                 {
@@ -424,6 +440,13 @@ async fn log_task(engine: Arc<MlEngine>, mut log: MlLog, mut rx: mpsc::Unbounded
                     engine.fail_log(e);
                     return;
                 }
+                if let Some(a) = &engine.archive {
+                    if to_archive_now {
+                        a.push(&buf);
+                    } else {
+                        unsynced.extend_from_slice(&buf);
+                    }
+                }
                 engine.env.metrics.fsyncs.inc();
                 engine.with_replica(|r| r.handle_durable(last));
             }
@@ -432,12 +455,26 @@ async fn log_task(engine: Arc<MlEngine>, mut log: MlLog, mut rx: mpsc::Unbounded
                     engine.fail_log(e);
                     return;
                 }
+                if let Some(a) = &engine.archive {
+                    if !unsynced.is_empty() && engine.env.fsync == FsyncPolicy::EverySec {
+                        a.push(&std::mem::take(&mut unsynced));
+                    }
+                }
                 engine.with_replica(|r| r.handle_tick());
                 let _ = engine.status();
             }
             _ = stop.changed() => return,
             _ = shutdown.changed() => {
-                let _ = log.sync();
+                if log.sync().is_ok() {
+                    if let Some(a) = &engine.archive {
+                        if !unsynced.is_empty() {
+                            a.push(&std::mem::take(&mut unsynced));
+                        }
+                    }
+                }
+                if let Some(a) = &engine.archive {
+                    a.close();
+                }
                 return;
             }
         }
