@@ -8,7 +8,6 @@
 
 mod common;
 
-
 use common::cluster::Cluster;
 use common::{tempdir, Resp, TestServer};
 
