@@ -816,7 +816,10 @@ mod tests {
     }
 
     fn failed() -> TrialReport {
-        TrialReport { outcome: TrialOutcome::NoNewLeader { waited: ms_d(10_000) }, ..recovered(0, 7, 0) }
+        TrialReport {
+            outcome: TrialOutcome::NoNewLeader { waited: ms_d(10_000), lost_everywhere: None },
+            ..recovered(0, 7, 0)
+        }
     }
 
     #[test]
